@@ -1,1 +1,17 @@
-//! placeholder
+//! FlashLM's data pipeline: TinyStories download, story readers, the vocabulary build,
+//! zstd token caches and batching.
+//!
+//! ```text
+//!  download (HF, resumable) ─┐
+//!  local .txt/.jsonl[.zst] ──┴─▶ stories ─▶ vocab (first 50k train stories) ─▶ token caches
+//!                                                                          └─▶ windows ─▶ batches
+//! ```
+
+pub mod batch;
+pub mod cache;
+pub mod download;
+pub mod prepare;
+pub mod stories;
+pub mod tokenize;
+
+pub use flashlm_tokenizer as tokenizer;

@@ -46,6 +46,13 @@ pub(crate) fn to_json(tok: &Tokenizer, stats: Option<&VocabStats>) -> String {
 }
 
 pub(crate) fn from_json(bytes: &[u8], name: &str) -> Result<Tokenizer, TokenizerError> {
+    Ok(from_json_with_stats(bytes, name)?.0)
+}
+
+pub(crate) fn from_json_with_stats(
+    bytes: &[u8],
+    name: &str,
+) -> Result<(Tokenizer, Option<VocabStats>), TokenizerError> {
     let bad = |reason: String| TokenizerError::Format { path: name.to_string(), reason };
     let v: Value = serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid JSON: {e}")))?;
     let obj = v.as_object().ok_or_else(|| bad("top level is not an object".into()))?;
@@ -110,7 +117,8 @@ pub(crate) fn from_json(bytes: &[u8], name: &str) -> Result<Tokenizer, Tokenizer
             }
         }
     }
-    Ok(tok)
+    let stats = obj.get("stats").and_then(|s| serde_json::from_value(s.clone()).ok());
+    Ok((tok, stats))
 }
 
 #[cfg(test)]

@@ -109,6 +109,13 @@ pub struct VocabStats {
     pub kept: u64,
     /// Share of counted tokens whose id was kept (0..=1).
     pub coverage: f64,
+    /// Most texts the build was allowed to count (the `max_texts` setting).
+    #[serde(default)]
+    pub max_texts: u64,
+    /// Hash of the source the texts came from (0 when unknown); lets callers detect a
+    /// vocabulary built from other files.
+    #[serde(default)]
+    pub source_hash: u64,
 }
 
 /// Counts GPT-2 ids over a stream of texts, remembering first-seen order
@@ -196,6 +203,8 @@ impl VocabCounter {
             distinct: self.order.len() as u64,
             kept: top.len() as u64,
             coverage: if self.total == 0 { 0.0 } else { kept_tokens as f64 / self.total as f64 },
+            max_texts: self.texts,
+            source_hash: 0,
         };
         let tok = Tokenizer::from_id_to_base(vocab_size, top.into_iter().map(|(id, _)| id).collect())?;
         Ok((tok, stats))
@@ -269,7 +278,9 @@ impl Tokenizer {
         for text in texts.into_iter().take(max_texts) {
             counter.add_text(text);
         }
-        counter.build(vocab_size)
+        let (tok, mut stats) = counter.build(vocab_size)?;
+        stats.max_texts = max_texts as u64;
+        Ok((tok, stats))
     }
 
     /// Model vocabulary size.
@@ -346,9 +357,14 @@ impl Tokenizer {
     /// Load a tokenizer saved by [`Tokenizer::save`] or by the original FlashLM
     /// (`{"vocab_size", "id_to_base", "base_to_id"}`).
     pub fn load(path: &Path) -> Result<Self, TokenizerError> {
+        Ok(Self::load_with_stats(path)?.0)
+    }
+
+    /// Like [`Tokenizer::load`], also returning the build figures saved with it, if any.
+    pub fn load_with_stats(path: &Path) -> Result<(Self, Option<VocabStats>), TokenizerError> {
         let text = std::fs::read(path)
             .map_err(|source| TokenizerError::Io { path: path.display().to_string(), source })?;
-        json::from_json(&text, &path.display().to_string())
+        json::from_json_with_stats(&text, &path.display().to_string())
     }
 
     /// Parse a tokenizer from JSON bytes (either format); `name` is used in errors.

@@ -1,0 +1,198 @@
+//! `flashlm-data`: download TinyStories, build the vocabulary and the token caches.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use flashlm_data::batch::Windows;
+use flashlm_data::download::{self, DEFAULT_BASE_URL, DatasetVersion, DownloadOptions};
+use flashlm_data::prepare::{self, PrepareConfig, Split, VocabSource};
+use flashlm_data::tokenizer::{DEFAULT_VOCAB_SIZE, DEFAULT_VOCAB_STORIES};
+
+#[derive(Parser, Debug)]
+#[command(name = "flashlm-data", version, about = "TinyStories download, vocabulary and token caches for FlashLM")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Download TinyStories (train + validation) from the Hugging Face dataset repo.
+    Download {
+        /// Which release.
+        #[arg(long, value_enum, default_value_t = DatasetVersion::V1)]
+        dataset: DatasetVersion,
+        /// Folder to download into (resumes `.part` files found there).
+        #[arg(long, default_value = "data")]
+        dir: PathBuf,
+        /// Dataset base URL.
+        #[arg(long, env = "FLASHLM_HF_BASE_URL", default_value = DEFAULT_BASE_URL)]
+        base_url: String,
+        /// Retries per file after the first attempt.
+        #[arg(long, default_value_t = 5)]
+        retries: u32,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Build (or reuse) the vocabulary and the token caches from local story files.
+    Prepare {
+        /// Folder with story files: names containing `train` are training files, names
+        /// containing `valid` validation files. Used when --train-file/--val-file are absent.
+        #[arg(long, env = "FLASHLM_DATA_DIR", default_value = prepare::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Training story file (.txt with <|endoftext|> lines, or .jsonl; optionally .zst). Repeatable.
+        #[arg(long = "train-file")]
+        train_files: Vec<PathBuf>,
+        /// Validation story file. Repeatable.
+        #[arg(long = "val-file")]
+        val_files: Vec<PathBuf>,
+        /// Output folder for tokenizer.json, train.tokens and valid.tokens.
+        #[arg(long, default_value = "checkpoints")]
+        out: PathBuf,
+        /// Vocabulary size (4 specials + most frequent GPT-2 tokens).
+        #[arg(long, default_value_t = DEFAULT_VOCAB_SIZE)]
+        vocab_size: usize,
+        /// Training stories counted to build the vocabulary.
+        #[arg(long, default_value_t = DEFAULT_VOCAB_STORIES)]
+        vocab_stories: usize,
+        /// Use this tokenizer.json (ours or the original FlashLM's) instead of building one.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// Build a new vocabulary even if the saved one matches.
+        #[arg(long)]
+        rebuild_vocab: bool,
+        /// Store caches uncompressed.
+        #[arg(long)]
+        no_compress: bool,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Sequence length used to report window counts.
+        #[arg(long, default_value_t = 256)]
+        seq_len: usize,
+        /// No progress bars.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn describe(name: &str, s: &Split, seq_len: usize) {
+    let windows = Windows::new(&s.tokens, seq_len).len();
+    let how = if s.from_cache { "cache hit".to_string() } else { "tokenized".to_string() };
+    print!("{name:>5}: {} stories, {} tokens, {windows} windows of {} ({how}", s.stories, s.tokens.len(), seq_len + 1);
+    if let Some(t) = s.tokenize {
+        print!(
+            ", {:.1} MB in {:.2}s = {:.2} MB/s, {:.3}% UNK",
+            t.bytes as f64 / 1e6,
+            t.secs,
+            t.mb_per_s(),
+            100.0 * t.unk as f64 / t.tokens.max(1) as f64
+        );
+    }
+    println!(") -> {}", s.cache_path.display());
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Download { dataset, dir, base_url, retries, quiet } => {
+            let opts = DownloadOptions { retries, progress: !quiet, backoff: Duration::from_secs(2), ..Default::default() };
+            let (train, val) = download::download_tinystories(&base_url, dataset, &dir, &opts)?;
+            println!("train: {}\nvalid: {}", train.display(), val.display());
+            Ok(())
+        }
+        Command::Prepare {
+            data_dir,
+            mut train_files,
+            mut val_files,
+            out,
+            vocab_size,
+            vocab_stories,
+            tokenizer,
+            rebuild_vocab,
+            no_compress,
+            threads,
+            seq_len,
+            quiet,
+        } => {
+            anyhow::ensure!(seq_len > 0, "--seq-len must be positive");
+            if let Some(n) = threads {
+                anyhow::ensure!(n > 0, "--threads must be positive");
+                rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
+            }
+            if train_files.is_empty() || val_files.is_empty() {
+                let (t, v) = prepare::find_split_files(&data_dir).with_context(|| {
+                    format!(
+                        "cannot read data folder {} (set --data-dir or FLASHLM_DATA_DIR, pass --train-file/--val-file, \
+                         or fetch the data with `flashlm-data download`)",
+                        data_dir.display()
+                    )
+                })?;
+                if train_files.is_empty() {
+                    train_files = t;
+                }
+                if val_files.is_empty() {
+                    val_files = v;
+                }
+                anyhow::ensure!(
+                    !train_files.is_empty() && !val_files.is_empty(),
+                    "{} holds no train/valid story files (.txt/.jsonl[.zst] with `train`/`valid` in the name)",
+                    data_dir.display()
+                );
+            }
+            let cfg = PrepareConfig {
+                train_files,
+                val_files,
+                out_dir: out,
+                vocab_size,
+                vocab_stories,
+                tokenizer,
+                rebuild_vocab,
+                compress: !no_compress,
+                progress: !quiet,
+            };
+            let p = prepare::prepare(&cfg)?;
+            println!("train files: {}", cfg.train_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+            println!("valid files: {}", cfg.val_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+            let src = match p.vocab_source {
+                VocabSource::Built => "built",
+                VocabSource::Reused => "reused",
+                VocabSource::Given => "given",
+            };
+            match p.vocab_stats {
+                Some(s) => println!(
+                    "vocab ({src}, {:.2}s): {} ids from {} stories, {} GPT-2 tokens counted, {} distinct, coverage {:.2}%",
+                    p.vocab_secs,
+                    p.tokenizer.vocab_size(),
+                    s.texts,
+                    s.counted_tokens,
+                    s.distinct,
+                    100.0 * s.coverage
+                ),
+                None => println!("vocab ({src}): {} ids", p.tokenizer.vocab_size()),
+            }
+            describe("train", &p.train, seq_len);
+            describe("valid", &p.val, seq_len);
+            println!(
+                "done in {:.2}s: {} train + {} valid tokens",
+                p.secs,
+                p.train.tokens.len(),
+                p.val.tokens.len()
+            );
+            Ok(())
+        }
+    }
+}

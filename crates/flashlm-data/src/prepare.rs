@@ -1,0 +1,222 @@
+//! The whole data preparation: stories -> vocabulary -> cached token streams.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use flashlm_tokenizer::{Tokenizer, VocabStats};
+
+use crate::cache::{self, CacheKey, CacheStatus};
+use crate::stories::{Stories, read_story_files};
+use crate::tokenize::{TokenizeStats, count_vocab, tokenize_stories};
+
+/// Environment variable naming the folder with local TinyStories files.
+pub const DATA_DIR_ENV: &str = "FLASHLM_DATA_DIR";
+/// Folder used when [`DATA_DIR_ENV`] is not set (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "../shared/data";
+
+/// The local data folder: `FLASHLM_DATA_DIR`, else `../shared/data`.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os(DATA_DIR_ENV).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+}
+
+/// Story files in a folder: (train files, validation files), each sorted by name.
+/// Train files have `train` in their name, validation files `valid` or `val`.
+pub fn find_split_files(dir: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let mut train = Vec::new();
+    let mut val = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+        if crate::stories::StoryFormat::of_path(&path).is_err() || name.ends_with(".part") {
+            continue;
+        }
+        if name.contains("train") {
+            train.push(path);
+        } else if name.contains("valid") || name.contains("val.") || name.contains("_val") || name.contains("-val") {
+            val.push(path);
+        }
+    }
+    train.sort();
+    val.sort();
+    Ok((train, val))
+}
+
+/// What to prepare.
+#[derive(Debug, Clone)]
+pub struct PrepareConfig {
+    /// Training story files, in order.
+    pub train_files: Vec<PathBuf>,
+    /// Validation story files, in order.
+    pub val_files: Vec<PathBuf>,
+    /// Where `tokenizer.json`, `train.tokens` and `valid.tokens` go.
+    pub out_dir: PathBuf,
+    /// Model vocabulary size.
+    pub vocab_size: usize,
+    /// Training stories counted to build the vocabulary.
+    pub vocab_stories: usize,
+    /// Use this tokenizer instead of building or reusing one.
+    pub tokenizer: Option<PathBuf>,
+    /// Build a new vocabulary even if `out_dir/tokenizer.json` matches.
+    pub rebuild_vocab: bool,
+    /// zstd-compress the token caches.
+    pub compress: bool,
+    /// Show progress bars.
+    pub progress: bool,
+}
+
+/// How the vocabulary was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VocabSource {
+    /// Built now from the training stories.
+    Built,
+    /// Reused from `out_dir/tokenizer.json` (same files, same settings).
+    Reused,
+    /// Loaded from a file the user gave.
+    Given,
+}
+
+/// One prepared split.
+#[derive(Debug, Clone)]
+pub struct Split {
+    /// The token stream.
+    pub tokens: Vec<u16>,
+    /// Where it is cached.
+    pub cache_path: PathBuf,
+    /// Loaded from a valid cache (no tokenization).
+    pub from_cache: bool,
+    /// Why an existing cache was not used, if one existed.
+    pub rebuilt_because: Option<String>,
+    /// Tokenization figures, when it was tokenized now.
+    pub tokenize: Option<TokenizeStats>,
+    /// Stories read.
+    pub stories: u64,
+    /// Invalid UTF-8 sequences replaced while reading.
+    pub invalid_utf8: u64,
+}
+
+/// Everything [`prepare`] produced.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The vocabulary.
+    pub tokenizer: Tokenizer,
+    /// Its build figures (coverage...) when known.
+    pub vocab_stats: Option<VocabStats>,
+    /// How it was obtained.
+    pub vocab_source: VocabSource,
+    /// Seconds spent on the vocabulary.
+    pub vocab_secs: f64,
+    /// Training split.
+    pub train: Split,
+    /// Validation split.
+    pub val: Split,
+    /// Total wall time.
+    pub secs: f64,
+}
+
+fn split(
+    name: &str,
+    stories: &Stories,
+    tok: &Tokenizer,
+    cfg: &PrepareConfig,
+) -> anyhow::Result<Split> {
+    let cache_path = cfg.out_dir.join(format!("{name}.tokens"));
+    let key = CacheKey { vocab_hash: tok.fingerprint(), source_hash: stories.source_hash };
+    let rebuilt_because = match cache::check_cache(&cache_path, key) {
+        CacheStatus::Fresh(tokens) => {
+            return Ok(Split {
+                tokens,
+                cache_path,
+                from_cache: true,
+                rebuilt_because: None,
+                tokenize: None,
+                stories: stories.texts.len() as u64,
+                invalid_utf8: stories.invalid_utf8,
+            });
+        }
+        CacheStatus::Missing => None,
+        CacheStatus::Stale(why) => Some(why),
+        CacheStatus::Broken(e) => Some(e.to_string()),
+    };
+    if let Some(why) = &rebuilt_because {
+        eprintln!("{}: rebuilding ({why})", cache_path.display());
+    }
+    let (tokens, st) = tokenize_stories(tok, &stories.texts, cfg.progress);
+    cache::write_cache(&cache_path, key, &tokens, cfg.compress)?;
+    Ok(Split {
+        tokens,
+        cache_path,
+        from_cache: false,
+        rebuilt_because,
+        tokenize: Some(st),
+        stories: stories.texts.len() as u64,
+        invalid_utf8: stories.invalid_utf8,
+    })
+}
+
+/// Read the stories, obtain the vocabulary, and load or build both token caches.
+pub fn prepare(cfg: &PrepareConfig) -> anyhow::Result<Prepared> {
+    anyhow::ensure!(!cfg.train_files.is_empty(), "no training story files given");
+    anyhow::ensure!(!cfg.val_files.is_empty(), "no validation story files given");
+    let start = Instant::now();
+    let train = read_story_files(&cfg.train_files)?;
+    let val = read_story_files(&cfg.val_files)?;
+    for (what, s) in [("training", &train), ("validation", &val)] {
+        if s.invalid_utf8 > 0 {
+            eprintln!("warning: {} invalid UTF-8 sequences in the {what} files were replaced by U+FFFD", s.invalid_utf8);
+        }
+        anyhow::ensure!(!s.texts.is_empty(), "the {what} files contain no stories");
+    }
+
+    let vocab_start = Instant::now();
+    let tok_path = cfg.out_dir.join("tokenizer.json");
+    let (tokenizer, vocab_stats, vocab_source) = if let Some(p) = &cfg.tokenizer {
+        let (t, s) = Tokenizer::load_with_stats(p)?;
+        (t, s, VocabSource::Given)
+    } else {
+        let reusable = if cfg.rebuild_vocab || !tok_path.exists() {
+            None
+        } else {
+            match Tokenizer::load_with_stats(&tok_path) {
+                Ok((t, Some(s)))
+                    if s.source_hash == train.source_hash
+                        && s.max_texts == cfg.vocab_stories as u64
+                        && t.vocab_size() == cfg.vocab_size =>
+                {
+                    Some((t, s))
+                }
+                Ok(_) => {
+                    eprintln!("{}: built from other files or settings; rebuilding", tok_path.display());
+                    None
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}; rebuilding", tok_path.display());
+                    None
+                }
+            }
+        };
+        match reusable {
+            Some((t, s)) => (t, Some(s), VocabSource::Reused),
+            None => {
+                let n = cfg.vocab_stories.min(train.texts.len());
+                let counter = count_vocab(&train.texts[..n], cfg.progress);
+                let (t, mut s) = counter.build(cfg.vocab_size)?;
+                s.max_texts = cfg.vocab_stories as u64;
+                s.source_hash = train.source_hash;
+                t.save(&tok_path, Some(&s))?;
+                (t, Some(s), VocabSource::Built)
+            }
+        }
+    };
+    let vocab_secs = vocab_start.elapsed().as_secs_f64();
+    let train_split = split("train", &train, &tokenizer, cfg)?;
+    let val_split = split("valid", &val, &tokenizer, cfg)?;
+    Ok(Prepared {
+        tokenizer,
+        vocab_stats,
+        vocab_source,
+        vocab_secs,
+        train: train_split,
+        val: val_split,
+        secs: start.elapsed().as_secs_f64(),
+    })
+}

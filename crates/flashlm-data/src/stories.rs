@@ -1,0 +1,271 @@
+//! Reading stories from local files.
+//!
+//! Accepted inputs (chosen by file name, each optionally `.zst`-compressed):
+//! * `.txt`: TinyStories' own format, stories separated by lines that hold exactly
+//!   `<|endoftext|>`;
+//! * `.jsonl` / `.json`: one JSON object per line with a string field `text`.
+//!
+//! Every story is stripped of leading and trailing whitespace; empty stories are skipped.
+//! Invalid UTF-8 is replaced with U+FFFD and counted. A file that is not text (NUL bytes,
+//! or a `.zst` that does not decompress) is refused with its path.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use xxhash_rust::xxh3::Xxh3;
+
+/// The line that ends a story in TinyStories `.txt` files.
+pub const STORY_SEPARATOR: &str = "<|endoftext|>";
+
+/// Errors while reading story files.
+#[derive(Debug, thiserror::Error)]
+pub enum StoryError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a story file this reader understands.
+    #[error("{path}: {reason}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Layout of a story file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoryFormat {
+    /// `<|endoftext|>`-separated text.
+    Txt,
+    /// JSON lines with a `text` field.
+    Jsonl,
+}
+
+impl StoryFormat {
+    /// Format and compression of a path, from its name.
+    pub fn of_path(path: &Path) -> Result<(Self, bool), StoryError> {
+        let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+        let (stem, zst) = match name.strip_suffix(".zst") {
+            Some(s) => (s.to_string(), true),
+            None => (name.clone(), false),
+        };
+        let fmt = if stem.ends_with(".txt") {
+            StoryFormat::Txt
+        } else if stem.ends_with(".jsonl") || stem.ends_with(".json") {
+            StoryFormat::Jsonl
+        } else {
+            return Err(StoryError::Format {
+                path: path.to_path_buf(),
+                reason: "unknown story file type: expected .txt or .jsonl, optionally .zst-compressed".into(),
+            });
+        };
+        Ok((fmt, zst))
+    }
+}
+
+/// Stories read from one or more files.
+#[derive(Debug, Clone, Default)]
+pub struct Stories {
+    /// The stories, stripped, none empty, in file order.
+    pub texts: Vec<String>,
+    /// Invalid UTF-8 sequences replaced by U+FFFD.
+    pub invalid_utf8: u64,
+    /// Empty stories skipped.
+    pub skipped_empty: u64,
+    /// Bytes of text read (after decompression).
+    pub text_bytes: u64,
+    /// xxh3 of the raw file bytes (as stored), in file order: identifies the source.
+    pub source_hash: u64,
+}
+
+impl Stories {
+    /// Total characters (Unicode scalar values) of all stories.
+    pub fn chars(&self) -> u64 {
+        self.texts.iter().map(|t| t.chars().count() as u64).sum()
+    }
+}
+
+/// Read the stories of several files, in the given order.
+pub fn read_story_files(paths: &[PathBuf]) -> Result<Stories, StoryError> {
+    let mut all = Stories::default();
+    let mut h = Xxh3::new();
+    for p in paths {
+        let s = read_story_file(p)?;
+        h.update(&s.source_hash.to_le_bytes());
+        all.texts.extend(s.texts);
+        all.invalid_utf8 += s.invalid_utf8;
+        all.skipped_empty += s.skipped_empty;
+        all.text_bytes += s.text_bytes;
+    }
+    all.source_hash = h.digest();
+    Ok(all)
+}
+
+/// Read the stories of one file.
+pub fn read_story_file(path: &Path) -> Result<Stories, StoryError> {
+    let (fmt, zst) = StoryFormat::of_path(path)?;
+    let io = |source| StoryError::Io { path: path.to_path_buf(), source };
+    let raw = std::fs::read(path).map_err(io)?;
+    let source_hash = xxhash_rust::xxh3::xxh3_64(&raw);
+    let bytes = if zst {
+        let mut out = Vec::new();
+        zstd::stream::read::Decoder::new(&raw[..])
+            .and_then(|mut d| d.read_to_end(&mut out))
+            .map_err(|e| StoryError::Format {
+                path: path.to_path_buf(),
+                reason: format!("not a valid zstd file ({e}); decompress it or drop the .zst suffix"),
+            })?;
+        out
+    } else {
+        raw
+    };
+    if let Some(pos) = bytes.iter().take(1 << 20).position(|&b| b == 0) {
+        return Err(StoryError::Format {
+            path: path.to_path_buf(),
+            reason: format!("not a text file (NUL byte at offset {pos}); expected UTF-8 stories"),
+        });
+    }
+    let mut out = match fmt {
+        StoryFormat::Txt => parse_txt(&bytes),
+        StoryFormat::Jsonl => parse_jsonl(&bytes).map_err(|reason| StoryError::Format { path: path.to_path_buf(), reason })?,
+    };
+    out.text_bytes = bytes.len() as u64;
+    out.source_hash = source_hash;
+    Ok(out)
+}
+
+/// Lossy UTF-8 decoding that counts the replaced sequences.
+fn decode_lossy(bytes: &[u8], invalid: &mut u64) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_string(),
+        Err(_) => {
+            let mut s = String::with_capacity(bytes.len());
+            for chunk in bytes.utf8_chunks() {
+                s.push_str(chunk.valid());
+                if !chunk.invalid().is_empty() {
+                    s.push(char::REPLACEMENT_CHARACTER);
+                    *invalid += 1;
+                }
+            }
+            s
+        }
+    }
+}
+
+fn push_story(out: &mut Stories, text: &str) {
+    let t = text.trim();
+    if t.is_empty() {
+        out.skipped_empty += 1;
+    } else {
+        out.texts.push(t.to_string());
+    }
+}
+
+/// Split `<|endoftext|>`-separated text (separator lines may end in `\r\n`).
+pub fn parse_txt(bytes: &[u8]) -> Stories {
+    let mut out = Stories::default();
+    let text = decode_lossy(bytes, &mut out.invalid_utf8);
+    let mut story = String::new();
+    for line in text.split_inclusive('\n') {
+        if line.trim_end_matches(['\n', '\r']) == STORY_SEPARATOR {
+            push_story(&mut out, &story);
+            story.clear();
+        } else {
+            story.push_str(line);
+        }
+    }
+    if !story.trim().is_empty() {
+        push_story(&mut out, &story);
+    }
+    out
+}
+
+/// Parse JSON lines with a `text` field.
+pub fn parse_jsonl(bytes: &[u8]) -> Result<Stories, String> {
+    let mut out = Stories::default();
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = decode_lossy(line, &mut out.invalid_utf8);
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| format!("line {}: not JSON ({e})", i + 1))?;
+        let text = v
+            .get("text")
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| format!("line {}: no string field \"text\"", i + 1))?;
+        push_story(&mut out, text);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn txt_splits_on_separator_lines_only() {
+        let s = parse_txt(b"One.\nTwo <|endoftext|> inline.\n<|endoftext|>\n  \n<|endoftext|>\r\nThree.\n<|endoftext|>\n");
+        assert_eq!(s.texts, vec!["One.\nTwo <|endoftext|> inline.", "Three."]);
+        assert_eq!(s.skipped_empty, 1);
+    }
+
+    #[test]
+    fn txt_without_final_separator_keeps_last_story() {
+        let s = parse_txt(b"A\n<|endoftext|>\nB");
+        assert_eq!(s.texts, vec!["A", "B"]);
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_and_counted() {
+        let s = parse_txt(b"caf\xe9 ok\n<|endoftext|>\nbad \xff\xfe end\n");
+        assert_eq!(s.texts, vec!["caf\u{FFFD} ok", "bad \u{FFFD}\u{FFFD} end"]);
+        assert_eq!(s.invalid_utf8, 3);
+    }
+
+    #[test]
+    fn jsonl_reads_text_field() {
+        let s = parse_jsonl(b"{\"text\": \" Hi. \"}\n\n{\"text\": \"\"}\n{\"text\": \"Yo\", \"x\": 1}\n").unwrap();
+        assert_eq!(s.texts, vec!["Hi.", "Yo"]);
+        assert_eq!(s.skipped_empty, 1);
+        assert!(parse_jsonl(b"{\"txt\": 1}").unwrap_err().contains("line 1"));
+        assert!(parse_jsonl(b"nope").unwrap_err().contains("not JSON"));
+    }
+
+    #[test]
+    fn binary_and_unknown_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("x.txt");
+        std::fs::write(&bin, b"abc\0def").unwrap();
+        let e = read_story_file(&bin).unwrap_err().to_string();
+        assert!(e.contains("x.txt") && e.contains("not a text file"), "{e}");
+        let fake_zst = dir.path().join("y.txt.zst");
+        std::fs::write(&fake_zst, b"plain text").unwrap();
+        assert!(read_story_file(&fake_zst).unwrap_err().to_string().contains("zstd"));
+        let other = dir.path().join("z.parquet");
+        std::fs::write(&other, b"PAR1").unwrap();
+        assert!(read_story_file(&other).unwrap_err().to_string().contains("unknown story file type"));
+        assert!(read_story_file(&dir.path().join("missing.txt")).is_err());
+    }
+
+    #[test]
+    fn zst_and_plain_give_same_stories() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = b"First story.\n<|endoftext|>\nSecond one.\n<|endoftext|>\n";
+        let plain = dir.path().join("a.txt");
+        std::fs::write(&plain, text).unwrap();
+        let z = dir.path().join("a.txt.zst");
+        std::fs::write(&z, zstd::encode_all(&text[..], 3).unwrap()).unwrap();
+        let a = read_story_file(&plain).unwrap();
+        let b = read_story_file(&z).unwrap();
+        assert_eq!(a.texts, b.texts);
+        assert_ne!(a.source_hash, b.source_hash, "the hash identifies the stored bytes");
+    }
+}
