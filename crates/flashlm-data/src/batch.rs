@@ -186,7 +186,8 @@ impl Iterator for TrainBatches<'_> {
         }
         let perm = &self.epoch.as_ref().expect("set above").1;
         let b = self.schedule.batch_size;
-        let idx: Vec<usize> = perm[k as usize * b..(k as usize + 1) * b].iter().map(|&i| i as usize).collect();
+        let idx: Vec<usize> =
+            perm[k as usize * b..(k as usize + 1) * b].iter().map(|&i| i as usize).collect();
         let out = TrainBatch { index: self.next, epoch, batch: self.windows.batch(&idx) };
         self.next += 1;
         Some(out)
@@ -194,7 +195,11 @@ impl Iterator for TrainBatches<'_> {
 }
 
 /// Validation batches: windows in order, incomplete last batch dropped; at most `max`.
-pub fn val_batches<'a>(windows: Windows<'a>, batch_size: usize, max: usize) -> impl Iterator<Item = Batch> + 'a {
+pub fn val_batches<'a>(
+    windows: Windows<'a>,
+    batch_size: usize,
+    max: usize,
+) -> impl Iterator<Item = Batch> + 'a {
     assert!(batch_size > 0, "batch_size must be positive");
     let n = (windows.len() / batch_size).min(max);
     (0..n).map(move |k| windows.batch(&(k * batch_size..(k + 1) * batch_size).collect::<Vec<_>>()))

@@ -53,7 +53,9 @@ pub enum CacheError {
         reason: String,
     },
     /// A cache written by a newer FlashLM.
-    #[error("{path}: token cache version {found} is not supported (this build reads {VERSION}); delete it to rebuild")]
+    #[error(
+        "{path}: token cache version {found} is not supported (this build reads {VERSION}); delete it to rebuild"
+    )]
     Version {
         /// The file.
         path: PathBuf,
@@ -177,13 +179,21 @@ pub fn read_cache(path: &Path) -> Result<(CacheHeader, Vec<u16>), CacheError> {
     let h = CacheHeader::parse(&bytes, path)?;
     let payload = &bytes[HEADER_LEN..];
     if payload.len() as u64 != h.payload_len {
-        return Err(corrupt(format!("payload is {} bytes, header says {} (truncated?)", payload.len(), h.payload_len)));
+        return Err(corrupt(format!(
+            "payload is {} bytes, header says {} (truncated?)",
+            payload.len(),
+            h.payload_len
+        )));
     }
     let want = h.token_count.checked_mul(2).ok_or_else(|| corrupt("absurd token count".into()))?;
     let raw = if h.flags & FLAG_ZSTD != 0 {
         // Never allocate more than the header promises, and only a sane multiple of the file.
         if want > payload.len() as u64 * 64 + 1024 {
-            return Err(corrupt(format!("token count {} does not fit a {}-byte payload", h.token_count, payload.len())));
+            return Err(corrupt(format!(
+                "token count {} does not fit a {}-byte payload",
+                h.token_count,
+                payload.len()
+            )));
         }
         zstd::bulk::decompress(payload, want as usize).map_err(|e| corrupt(format!("zstd: {e}")))?
     } else {
@@ -259,8 +269,12 @@ mod tests {
         let tokens: Vec<u16> = (0..5000).map(|i| (i * 7 % 9999) as u16).collect();
         write_cache(&p, KEY, &tokens, true).unwrap();
         assert!(matches!(check_cache(&p, KEY), CacheStatus::Fresh(t) if t == tokens));
-        assert!(matches!(check_cache(&p, CacheKey { vocab_hash: 8, ..KEY }), CacheStatus::Stale(r) if r.contains("vocabulary")));
-        assert!(matches!(check_cache(&p, CacheKey { source_hash: 1, ..KEY }), CacheStatus::Stale(r) if r.contains("source")));
+        assert!(
+            matches!(check_cache(&p, CacheKey { vocab_hash: 8, ..KEY }), CacheStatus::Stale(r) if r.contains("vocabulary"))
+        );
+        assert!(
+            matches!(check_cache(&p, CacheKey { source_hash: 1, ..KEY }), CacheStatus::Stale(r) if r.contains("source"))
+        );
         assert!(matches!(check_cache(&dir.path().join("none"), KEY), CacheStatus::Missing));
 
         let bytes = std::fs::read(&p).unwrap();

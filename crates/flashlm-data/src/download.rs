@@ -225,7 +225,11 @@ fn one_attempt(
     let mut resp = match req.send() {
         Ok(r) => r,
         Err(e) => {
-            let detail = if e.is_connect() || e.is_timeout() { format!("connection failed: {e}") } else { e.to_string() };
+            let detail = if e.is_connect() || e.is_timeout() {
+                format!("connection failed: {e}")
+            } else {
+                e.to_string()
+            };
             return Ok(Attempt::Retry(detail));
         }
     };
@@ -252,7 +256,10 @@ fn one_attempt(
             fs::remove_file(part).map_err(io)?;
             return Ok(Attempt::Retry(format!("server refused range from byte {have}; restarting")));
         }
-        s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS || s == StatusCode::REQUEST_TIMEOUT => {
+        s if s.is_server_error()
+            || s == StatusCode::TOO_MANY_REQUESTS
+            || s == StatusCode::REQUEST_TIMEOUT =>
+        {
             return Ok(Attempt::Retry(format!("HTTP {}", s.as_u16())));
         }
         s => return Err(DownloadError::Http { url: url.into(), status: s.as_u16() }),
@@ -262,7 +269,9 @@ fn one_attempt(
             let _ = fs::remove_file(part);
             return Err(DownloadError::SizeMismatch {
                 url: url.into(),
-                detail: format!("the file changed on the server ({prev} bytes, now {now}); partial download removed"),
+                detail: format!(
+                    "the file changed on the server ({prev} bytes, now {now}); partial download removed"
+                ),
             });
         }
     }
@@ -299,7 +308,9 @@ fn one_attempt(
                         let _ = fs::remove_file(part);
                         return Err(DownloadError::SizeMismatch {
                             url: url.into(),
-                            detail: format!("received more than the announced {t} bytes; partial download removed"),
+                            detail: format!(
+                                "received more than the announced {t} bytes; partial download removed"
+                            ),
                         });
                     }
                 }
@@ -315,9 +326,9 @@ fn one_attempt(
     }
     file.sync_all().map_err(io)?;
     match total {
-        Some(t) if written < t => Ok(Attempt::Retry(format!(
-            "size mismatch: received {written} of {t} announced bytes"
-        ))),
+        Some(t) if written < t => {
+            Ok(Attempt::Retry(format!("size mismatch: received {written} of {t} announced bytes")))
+        }
         _ => Ok(Attempt::Done(written)),
     }
 }

@@ -32,7 +32,11 @@ pub fn find_split_files(dir: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<PathBu
         }
         if name.contains("train") {
             train.push(path);
-        } else if name.contains("valid") || name.contains("val.") || name.contains("_val") || name.contains("-val") {
+        } else if name.contains("valid")
+            || name.contains("val.")
+            || name.contains("_val")
+            || name.contains("-val")
+        {
             val.push(path);
         }
     }
@@ -113,12 +117,7 @@ pub struct Prepared {
     pub secs: f64,
 }
 
-fn split(
-    name: &str,
-    stories: &Stories,
-    tok: &Tokenizer,
-    cfg: &PrepareConfig,
-) -> anyhow::Result<Split> {
+fn split(name: &str, stories: &Stories, tok: &Tokenizer, cfg: &PrepareConfig) -> anyhow::Result<Split> {
     let cache_path = cfg.out_dir.join(format!("{name}.tokens"));
     let key = CacheKey { vocab_hash: tok.fingerprint(), source_hash: stories.source_hash };
     let rebuilt_because = match cache::check_cache(&cache_path, key) {
@@ -157,12 +156,23 @@ fn split(
 pub fn prepare(cfg: &PrepareConfig) -> anyhow::Result<Prepared> {
     anyhow::ensure!(!cfg.train_files.is_empty(), "no training story files given");
     anyhow::ensure!(!cfg.val_files.is_empty(), "no validation story files given");
+    anyhow::ensure!(
+        (flashlm_tokenizer::NUM_SPECIAL + 1..=flashlm_tokenizer::MAX_VOCAB_SIZE).contains(&cfg.vocab_size),
+        "vocab size {} must be between {} and {}",
+        cfg.vocab_size,
+        flashlm_tokenizer::NUM_SPECIAL + 1,
+        flashlm_tokenizer::MAX_VOCAB_SIZE
+    );
+    anyhow::ensure!(cfg.vocab_stories > 0, "the vocabulary needs at least one story");
     let start = Instant::now();
     let train = read_story_files(&cfg.train_files)?;
     let val = read_story_files(&cfg.val_files)?;
     for (what, s) in [("training", &train), ("validation", &val)] {
         if s.invalid_utf8 > 0 {
-            eprintln!("warning: {} invalid UTF-8 sequences in the {what} files were replaced by U+FFFD", s.invalid_utf8);
+            eprintln!(
+                "warning: {} invalid UTF-8 sequences in the {what} files were replaced by U+FFFD",
+                s.invalid_utf8
+            );
         }
         anyhow::ensure!(!s.texts.is_empty(), "the {what} files contain no stories");
     }

@@ -116,12 +116,12 @@ pub fn read_story_file(path: &Path) -> Result<Stories, StoryError> {
     let source_hash = xxhash_rust::xxh3::xxh3_64(&raw);
     let bytes = if zst {
         let mut out = Vec::new();
-        zstd::stream::read::Decoder::new(&raw[..])
-            .and_then(|mut d| d.read_to_end(&mut out))
-            .map_err(|e| StoryError::Format {
+        zstd::stream::read::Decoder::new(&raw[..]).and_then(|mut d| d.read_to_end(&mut out)).map_err(
+            |e| StoryError::Format {
                 path: path.to_path_buf(),
                 reason: format!("not a valid zstd file ({e}); decompress it or drop the .zst suffix"),
-            })?;
+            },
+        )?;
         out
     } else {
         raw
@@ -134,7 +134,9 @@ pub fn read_story_file(path: &Path) -> Result<Stories, StoryError> {
     }
     let mut out = match fmt {
         StoryFormat::Txt => parse_txt(&bytes),
-        StoryFormat::Jsonl => parse_jsonl(&bytes).map_err(|reason| StoryError::Format { path: path.to_path_buf(), reason })?,
+        StoryFormat::Jsonl => {
+            parse_jsonl(&bytes).map_err(|reason| StoryError::Format { path: path.to_path_buf(), reason })?
+        }
     };
     out.text_bytes = bytes.len() as u64;
     out.source_hash = source_hash;
@@ -212,7 +214,9 @@ mod tests {
 
     #[test]
     fn txt_splits_on_separator_lines_only() {
-        let s = parse_txt(b"One.\nTwo <|endoftext|> inline.\n<|endoftext|>\n  \n<|endoftext|>\r\nThree.\n<|endoftext|>\n");
+        let s = parse_txt(
+            b"One.\nTwo <|endoftext|> inline.\n<|endoftext|>\n  \n<|endoftext|>\r\nThree.\n<|endoftext|>\n",
+        );
         assert_eq!(s.texts, vec!["One.\nTwo <|endoftext|> inline.", "Three."]);
         assert_eq!(s.skipped_empty, 1);
     }
@@ -232,7 +236,8 @@ mod tests {
 
     #[test]
     fn jsonl_reads_text_field() {
-        let s = parse_jsonl(b"{\"text\": \" Hi. \"}\n\n{\"text\": \"\"}\n{\"text\": \"Yo\", \"x\": 1}\n").unwrap();
+        let s = parse_jsonl(b"{\"text\": \" Hi. \"}\n\n{\"text\": \"\"}\n{\"text\": \"Yo\", \"x\": 1}\n")
+            .unwrap();
         assert_eq!(s.texts, vec!["Hi.", "Yo"]);
         assert_eq!(s.skipped_empty, 1);
         assert!(parse_jsonl(b"{\"txt\": 1}").unwrap_err().contains("line 1"));

@@ -60,7 +60,8 @@ pub(crate) fn from_json_with_stats(
         if fmt.as_str() != Some(FORMAT_NAME) {
             return Err(bad(format!("format is {fmt}, expected \"{FORMAT_NAME}\"")));
         }
-        let version = obj.get("version").and_then(Value::as_u64).ok_or_else(|| bad("missing version".into()))?;
+        let version =
+            obj.get("version").and_then(Value::as_u64).ok_or_else(|| bad("missing version".into()))?;
         if version != u64::from(FORMAT_VERSION) {
             return Err(TokenizerError::UnsupportedVersion {
                 path: name.to_string(),
@@ -140,7 +141,8 @@ mod tests {
 
     #[test]
     fn reads_original_format() {
-        let orig = r#"{"vocab_size": 12, "id_to_base": {"5": 13, "4": 464}, "base_to_id": {"464": 4, "13": 5}}"#;
+        let orig =
+            r#"{"vocab_size": 12, "id_to_base": {"5": 13, "4": 464}, "base_to_id": {"464": 4, "13": 5}}"#;
         let t = from_json(orig.as_bytes(), "orig").unwrap();
         assert_eq!(t.id_to_base(), &[464, 13]);
         assert_eq!(t.base_to_id(13), 5);

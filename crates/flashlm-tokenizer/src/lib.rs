@@ -258,9 +258,9 @@ impl Tokenizer {
         byte_offsets.push(0u32);
         for id in 0..vocab_size {
             if let Some(&base) = id.checked_sub(NUM_SPECIAL).and_then(|i| id_to_base.get(i)) {
-                let b = gpt2().decode_bytes(&[base]).map_err(|e| {
-                    TokenizerError::Invalid(format!("GPT-2 id {base} has no bytes: {e:?}"))
-                })?;
+                let b = gpt2()
+                    .decode_bytes(&[base])
+                    .map_err(|e| TokenizerError::Invalid(format!("GPT-2 id {base} has no bytes: {e:?}")))?;
                 bytes.extend_from_slice(&b);
             }
             byte_offsets.push(bytes.len() as u32);
@@ -270,7 +270,11 @@ impl Tokenizer {
 
     /// Build the vocabulary from texts, FlashLM v4 style: count the GPT-2 ids of the first
     /// `max_texts` texts and keep the `vocab_size - 4` most common.
-    pub fn build<'a, I>(texts: I, max_texts: usize, vocab_size: usize) -> Result<(Self, VocabStats), TokenizerError>
+    pub fn build<'a, I>(
+        texts: I,
+        max_texts: usize,
+        vocab_size: usize,
+    ) -> Result<(Self, VocabStats), TokenizerError>
     where
         I: IntoIterator<Item = &'a str>,
     {
@@ -348,10 +352,8 @@ impl Tokenizer {
     /// Save as JSON (format [`json::FORMAT_VERSION`]), atomically: temp file, fsync, rename.
     pub fn save(&self, path: &Path, stats: Option<&VocabStats>) -> Result<(), TokenizerError> {
         let text = json::to_json(self, stats);
-        write::write_atomic(path, text.as_bytes()).map_err(|source| TokenizerError::Io {
-            path: path.display().to_string(),
-            source,
-        })
+        write::write_atomic(path, text.as_bytes())
+            .map_err(|source| TokenizerError::Io { path: path.display().to_string(), source })
     }
 
     /// Load a tokenizer saved by [`Tokenizer::save`] or by the original FlashLM

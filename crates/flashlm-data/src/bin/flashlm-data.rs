@@ -12,7 +12,11 @@ use flashlm_data::prepare::{self, PrepareConfig, Split, VocabSource};
 use flashlm_data::tokenizer::{DEFAULT_VOCAB_SIZE, DEFAULT_VOCAB_STORIES};
 
 #[derive(Parser, Debug)]
-#[command(name = "flashlm-data", version, about = "TinyStories download, vocabulary and token caches for FlashLM")]
+#[command(
+    name = "flashlm-data",
+    version,
+    about = "TinyStories download, vocabulary and token caches for FlashLM"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -93,7 +97,12 @@ fn main() -> ExitCode {
 fn describe(name: &str, s: &Split, seq_len: usize) {
     let windows = Windows::new(&s.tokens, seq_len).len();
     let how = if s.from_cache { "cache hit".to_string() } else { "tokenized".to_string() };
-    print!("{name:>5}: {} stories, {} tokens, {windows} windows of {} ({how}", s.stories, s.tokens.len(), seq_len + 1);
+    print!(
+        "{name:>5}: {} stories, {} tokens, {windows} windows of {} ({how}",
+        s.stories,
+        s.tokens.len(),
+        seq_len + 1
+    );
     if let Some(t) = s.tokenize {
         print!(
             ", {:.1} MB in {:.2}s = {:.2} MB/s, {:.3}% UNK",
@@ -109,7 +118,12 @@ fn describe(name: &str, s: &Split, seq_len: usize) {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Download { dataset, dir, base_url, retries, quiet } => {
-            let opts = DownloadOptions { retries, progress: !quiet, backoff: Duration::from_secs(2), ..Default::default() };
+            let opts = DownloadOptions {
+                retries,
+                progress: !quiet,
+                backoff: Duration::from_secs(2),
+                ..Default::default()
+            };
             let (train, val) = download::download_tinystories(&base_url, dataset, &dir, &opts)?;
             println!("train: {}\nvalid: {}", train.display(), val.display());
             Ok(())
@@ -165,8 +179,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 progress: !quiet,
             };
             let p = prepare::prepare(&cfg)?;
-            println!("train files: {}", cfg.train_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
-            println!("valid files: {}", cfg.val_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+            println!(
+                "train files: {}",
+                cfg.train_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            );
+            println!(
+                "valid files: {}",
+                cfg.val_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            );
             let src = match p.vocab_source {
                 VocabSource::Built => "built",
                 VocabSource::Reused => "reused",

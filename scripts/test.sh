@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, the inference crate's dependency rule, and
+# every test of the workspace (compiled once, in release mode).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --release -- -D warnings
+echo "== dependency rule"
+./scripts/check-infer-deps.sh
+if ./scripts/check-infer-deps.sh flashlm-data >/dev/null 2>&1; then
+    echo "check-infer-deps.sh failed to flag flashlm-data's reqwest/tokio" >&2
+    exit 1
+fi
+echo "== cargo test"
+cargo test --workspace --release
