@@ -1,4 +1,434 @@
-//! The FlashLM v4 "Bolt" model in burn.
+//! The FlashLM v4 "Bolt" model in burn, written with plain burn tensor ops so that it runs on
+//! any burn backend (the backend is picked by the device: `Device::flex()`, `.autodiff()`).
 //!
-//! Not built yet: the model lands with issue 3 (this crate exists so the workspace has its
-//! final shape; it exports nothing).
+//! ```text
+//! tokens [B,T] ─embedding─▶ h [B,T,d]
+//!   N × BoltBlock:  h += mixer(norm1(h))     mixer: up (ternary d→2d) → gate σ, value
+//!                                                   value ─causal depthwise conv (k taps)─▶ × gate
+//!                                                   → down (ternary d→d)
+//!                   h += ffn(norm2(h))       ffn:   W_down(silu(W_gate h) ⊙ W_up h), ternary
+//!   final_norm ─▶ logits [B,T,V] = h · embeddingᵀ  (tied head)
+//! ```
+//!
+//! Ternary layers ([`BitLinear`]) keep a latent float weight W and use
+//! `Wq = clamp(round(W / (mean|W| + 1e-8)), -1, 1) · mean|W|` in the forward pass, with the
+//! straight-through estimator `W + (Wq − W).detach()` so the gradient reaches W unchanged.
+//! Parameter names follow the original PyTorch `state_dict` (`blocks.0.ffn.W_gate.weight`...),
+//! and every weight has the PyTorch shape ([out, in] for linear layers, [d, 1, k] for the conv).
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::tensor::activation::{log_softmax, sigmoid, silu};
+use burn::tensor::{Device, Distribution, Int, Tensor};
+
+/// RMSNorm epsilon (as the original).
+pub const NORM_EPS: f64 = 1e-6;
+/// Added to mean|W| before dividing (as the original).
+pub const QUANT_EPS: f64 = 1e-8;
+
+/// Model shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BoltConfig {
+    /// Vocabulary size (rows of the tied embedding).
+    pub vocab_size: usize,
+    /// Model width d.
+    pub dim: usize,
+    /// Number of BoltBlocks.
+    pub n_blocks: usize,
+    /// GLU hidden width h.
+    pub glu_hidden: usize,
+    /// Causal conv taps k.
+    pub kernel_size: usize,
+    /// Training context length.
+    pub seq_len: usize,
+}
+
+impl BoltConfig {
+    /// FlashLM v4 small: d=192, 6 blocks, h=512, seq 256 (4,364,736 parameters).
+    pub const fn small() -> Self {
+        Self { vocab_size: 10_000, dim: 192, n_blocks: 6, glu_hidden: 512, kernel_size: 8, seq_len: 256 }
+    }
+
+    /// FlashLM v4 large: d=384, 8 blocks, h=1024, seq 512.
+    pub const fn large() -> Self {
+        Self { vocab_size: 10_000, dim: 384, n_blocks: 8, glu_hidden: 1024, kernel_size: 8, seq_len: 512 }
+    }
+
+    /// A tiny model for tests and smoke runs.
+    pub const fn tiny() -> Self {
+        Self { vocab_size: 10_000, dim: 32, n_blocks: 2, glu_hidden: 64, kernel_size: 8, seq_len: 32 }
+    }
+
+    /// Short name: `v4-small`, `v4-large` or `custom`.
+    pub fn name(&self) -> &'static str {
+        if *self == Self::small() {
+            "v4-small"
+        } else if *self == Self::large() {
+            "v4-large"
+        } else if *self == Self::tiny() {
+            "tiny"
+        } else {
+            "custom"
+        }
+    }
+
+    /// Exact parameter count (the tied head adds none).
+    pub fn num_params(&self) -> usize {
+        let (d, h, k) = (self.dim, self.glu_hidden, self.kernel_size);
+        let block = d + d * 2 * d + d * k + d * d + d + 3 * d * h;
+        self.vocab_size * d + self.n_blocks * block + d
+    }
+
+    /// Check that the shape makes sense.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("dim", self.dim),
+            ("n_blocks", self.n_blocks),
+            ("glu_hidden", self.glu_hidden),
+            ("kernel_size", self.kernel_size),
+            ("seq_len", self.seq_len),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} must be positive"));
+            }
+        }
+        if self.vocab_size > u16::MAX as usize + 1 {
+            return Err(format!("vocab_size {} exceeds 65536", self.vocab_size));
+        }
+        Ok(())
+    }
+
+    /// A freshly initialised model, as the original: ternary and conv weights
+    /// kaiming-normal (fan_out, gain √2), embedding normal(0, 0.02), norm scales 1.
+    /// Random numbers come from the device's generator (seed it with `device.seed`).
+    pub fn init(&self, device: &Device) -> Bolt {
+        let (d, h, k) = (self.dim, self.glu_hidden, self.kernel_size);
+        let blocks = (0..self.n_blocks)
+            .map(|_| BoltBlock {
+                norm1: RmsNorm::new(d, device),
+                mixer: GatedConvMixer {
+                    up: BitLinear::new(d, 2 * d, device),
+                    conv: DepthwiseConv::new(d, k, device),
+                    down: BitLinear::new(d, d, device),
+                },
+                norm2: RmsNorm::new(d, device),
+                ffn: TernaryGlu {
+                    W_gate: BitLinear::new(d, h, device),
+                    W_up: BitLinear::new(d, h, device),
+                    W_down: BitLinear::new(h, d, device),
+                },
+            })
+            .collect();
+        Bolt {
+            embedding: Embedding {
+                weight: Param::from_tensor(Tensor::random(
+                    [self.vocab_size, d],
+                    Distribution::Normal(0.0, 0.02),
+                    device,
+                )),
+            },
+            blocks,
+            final_norm: RmsNorm::new(d, device),
+        }
+    }
+}
+
+/// Kaiming-normal with mode fan_out and the default leaky-ReLU(0) gain √2, as PyTorch.
+fn kaiming_normal_fan_out<const D: usize>(shape: [usize; D], fan_out: usize, device: &Device) -> Tensor<D> {
+    let std = (2.0f64).sqrt() / (fan_out as f64).sqrt();
+    Tensor::random(shape, Distribution::Normal(0.0, std), device)
+}
+
+/// The ternary quantisation with a straight-through gradient:
+/// forward value `clamp(round(W/(α+ε)),-1,1)·α` with α = mean|W|, gradient identity.
+pub fn ternary_ste(w: Tensor<2>) -> Tensor<2> {
+    let q = ternary_quantize(w.clone());
+    w.clone() + (q - w).detach()
+}
+
+/// The ternary quantisation alone (no gradient trick): `clamp(round(W/(α+ε)),-1,1)·α`.
+pub fn ternary_quantize(w: Tensor<2>) -> Tensor<2> {
+    let alpha = w.clone().abs().mean().unsqueeze::<2>(); // [1, 1]
+    w.div(alpha.clone().add_scalar(QUANT_EPS)).round().clamp(-1.0, 1.0).mul(alpha)
+}
+
+/// `y = x · Wqᵀ`, no bias; W is [out, in] as in PyTorch.
+#[derive(Module, Debug)]
+pub struct BitLinear {
+    /// Latent float weight [out, in].
+    pub weight: Param<Tensor<2>>,
+}
+
+impl BitLinear {
+    /// Kaiming-normal (fan_out) initialised layer.
+    pub fn new(d_in: usize, d_out: usize, device: &Device) -> Self {
+        Self { weight: Param::from_tensor(kaiming_normal_fan_out([d_out, d_in], d_out, device)) }
+    }
+
+    /// [B, T, in] -> [B, T, out].
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, t, d_in] = x.dims();
+        let wq = ternary_ste(self.weight.val()); // [out, in]
+        let d_out = wq.dims()[0];
+        x.reshape([b * t, d_in]).matmul(wq.transpose()).reshape([b, t, d_out])
+    }
+
+    /// The weight as ternary codes in {-1, 0, 1} (row-major [out, in]) and the scale α.
+    pub fn ternary(&self) -> (Vec<i8>, f32) {
+        let w: Vec<f32> = self.weight.val().into_data().try_to_vec::<f32>().expect("f32 weight");
+        let alpha = w.iter().map(|v| v.abs() as f64).sum::<f64>() / w.len().max(1) as f64;
+        let alpha = alpha as f32;
+        let codes = w
+            .iter()
+            .map(|&v| (v / (alpha + QUANT_EPS as f32)).round_ties_even().clamp(-1.0, 1.0) as i8)
+            .collect();
+        (codes, alpha)
+    }
+}
+
+/// `x / sqrt(mean(x²) + 1e-6) · scale` over the last dimension.
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    /// [d] gains, initialised to 1.
+    pub scale: Param<Tensor<1>>,
+}
+
+impl RmsNorm {
+    /// A norm with unit scale.
+    pub fn new(d: usize, device: &Device) -> Self {
+        Self { scale: Param::from_tensor(Tensor::ones([d], device)) }
+    }
+
+    /// [B, T, d] -> [B, T, d].
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let rms = x.clone().square().mean_dim(2).add_scalar(NORM_EPS).sqrt(); // [B, T, 1]
+        x.div(rms).mul(self.scale.val().unsqueeze::<3>())
+    }
+}
+
+/// Causal depthwise convolution over time: `out[t, c] = Σ_j w[c, 0, j] · x[t - (k-1) + j, c]`
+/// (PyTorch `Conv1d(d, d, k, padding=k-1, groups=d, bias=False)` keeping the first T outputs),
+/// written as k shifted multiply-adds.
+#[derive(Module, Debug)]
+pub struct DepthwiseConv {
+    /// [d, 1, k] taps, PyTorch layout.
+    pub weight: Param<Tensor<3>>,
+}
+
+impl DepthwiseConv {
+    /// Kaiming-normal (fan_out = d·k) taps.
+    pub fn new(d: usize, k: usize, device: &Device) -> Self {
+        Self { weight: Param::from_tensor(kaiming_normal_fan_out([d, 1, k], d * k, device)) }
+    }
+
+    /// [B, T, d] -> [B, T, d]; output t depends on inputs t-k+1..=t only.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, t, d] = x.dims();
+        let k = self.weight.dims()[2];
+        let taps = self.weight.val().reshape([d, k]).transpose(); // [k, d]
+        let padded = Tensor::cat(vec![Tensor::zeros([b, k - 1, d], &x.device()), x], 1); // [B, T+k-1, d]
+        let mut out: Option<Tensor<3>> = None;
+        for j in 0..k {
+            let tap = taps.clone().narrow(0, j, 1).reshape([1, 1, d]);
+            let term = padded.clone().narrow(1, j, t).mul(tap);
+            out = Some(match out {
+                None => term,
+                Some(acc) => acc + term,
+            });
+        }
+        out.expect("kernel_size > 0")
+    }
+}
+
+/// The token mixer: gated causal depthwise conv between two ternary projections.
+#[derive(Module, Debug)]
+pub struct GatedConvMixer {
+    /// d -> 2d: first half gate, second half value.
+    pub up: BitLinear,
+    /// Causal depthwise conv on the value.
+    pub conv: DepthwiseConv,
+    /// d -> d.
+    pub down: BitLinear,
+}
+
+impl GatedConvMixer {
+    /// [B, T, d] -> [B, T, d].
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let gv = self.up.forward(x); // [B, T, 2d]
+        let d = gv.dims()[2] / 2;
+        let gate = sigmoid(gv.clone().narrow(2, 0, d));
+        let val = gv.narrow(2, d, d);
+        self.down.forward(self.conv.forward(val).mul(gate))
+    }
+}
+
+pub use glu::TernaryGlu;
+
+mod glu {
+    // Field names keep the original's state_dict spelling (`ffn.W_gate.weight`).
+    #![allow(non_snake_case)]
+    use super::*;
+
+    /// `W_down(silu(W_gate x) ⊙ W_up x)`, all ternary.
+    #[derive(Module, Debug)]
+    pub struct TernaryGlu {
+        /// d -> h.
+        pub W_gate: BitLinear,
+        /// d -> h.
+        pub W_up: BitLinear,
+        /// h -> d.
+        pub W_down: BitLinear,
+    }
+
+    impl TernaryGlu {
+        /// [B, T, d] -> [B, T, d].
+        pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+            self.W_down.forward(silu(self.W_gate.forward(x.clone())).mul(self.W_up.forward(x)))
+        }
+    }
+}
+
+/// One block: `x += mixer(norm1(x)); x += ffn(norm2(x))`.
+#[derive(Module, Debug)]
+pub struct BoltBlock {
+    /// Pre-mixer norm.
+    pub norm1: RmsNorm,
+    /// Token mixer.
+    pub mixer: GatedConvMixer,
+    /// Pre-FFN norm.
+    pub norm2: RmsNorm,
+    /// Channel mixer.
+    pub ffn: TernaryGlu,
+}
+
+impl BoltBlock {
+    /// [B, T, d] -> [B, T, d].
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let x = x.clone() + self.mixer.forward(self.norm1.forward(x));
+        x.clone() + self.ffn.forward(self.norm2.forward(x))
+    }
+}
+
+/// The token embedding, also the output head (tied).
+#[derive(Module, Debug)]
+pub struct Embedding {
+    /// [vocab, d].
+    pub weight: Param<Tensor<2>>,
+}
+
+/// The whole model.
+#[derive(Module, Debug)]
+pub struct Bolt {
+    /// Tied embedding / head.
+    pub embedding: Embedding,
+    /// The blocks.
+    pub blocks: Vec<BoltBlock>,
+    /// Norm before the head.
+    pub final_norm: RmsNorm,
+}
+
+impl Bolt {
+    /// Hidden states after the final norm: [B, T] ids -> [B, T, d].
+    pub fn hidden(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        let mut h = burn::tensor::module::embedding(self.embedding.weight.val(), tokens);
+        for block in &self.blocks {
+            h = block.forward(h);
+        }
+        self.final_norm.forward(h)
+    }
+
+    /// Logits: [B, T] ids -> [B, T, vocab].
+    pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        let h = self.hidden(tokens);
+        let [b, t, d] = h.dims();
+        let w = self.embedding.weight.val(); // [V, d]
+        let v = w.dims()[0];
+        h.reshape([b * t, d]).matmul(w.transpose()).reshape([b, t, v])
+    }
+
+    /// Mean cross-entropy (nats) of next-token prediction; targets [B, T].
+    pub fn loss(&self, tokens: Tensor<2, Int>, targets: Tensor<2, Int>) -> Tensor<1> {
+        let logits = self.forward(tokens);
+        cross_entropy(logits, targets)
+    }
+
+    /// Model shape, read from the weights (seq_len is not stored in weights: pass it).
+    pub fn config(&self, seq_len: usize) -> BoltConfig {
+        let [vocab_size, dim] = self.embedding.weight.dims();
+        let (glu_hidden, kernel_size) = self
+            .blocks
+            .first()
+            .map(|b| (b.ffn.W_gate.weight.dims()[0], b.mixer.conv.weight.dims()[2]))
+            .unwrap_or((0, 0));
+        BoltConfig { vocab_size, dim, n_blocks: self.blocks.len(), glu_hidden, kernel_size, seq_len }
+    }
+
+    /// Every parameter with its PyTorch `state_dict` name, in a fixed order.
+    pub fn named_params(&self) -> Vec<NamedParam> {
+        let mut v = Collect::default();
+        self.visit(&mut v);
+        v.out
+    }
+}
+
+/// Mean cross-entropy of logits [B, T, V] against targets [B, T].
+pub fn cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
+    let [b, t, v] = logits.dims();
+    let logp = log_softmax(logits.reshape([b * t, v]), 1);
+    let picked = logp.gather(1, targets.reshape([b * t, 1])); // [N, 1]
+    picked.mean().neg()
+}
+
+/// A parameter's name, id, shape and values (f32, row-major).
+#[derive(Debug, Clone)]
+pub struct NamedParam {
+    /// PyTorch-style dotted name.
+    pub name: String,
+    /// burn's parameter id.
+    pub id: ParamId,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Values.
+    pub values: Vec<f32>,
+}
+
+#[derive(Default)]
+struct Collect {
+    path: Vec<String>,
+    out: Vec<NamedParam>,
+}
+
+impl ModuleVisitor for Collect {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let tensor = param.val();
+        self.out.push(NamedParam {
+            name: self.path.join("."),
+            id: param.id,
+            shape: tensor.dims().to_vec(),
+            values: tensor.into_data().try_to_vec::<f32>().expect("f32 parameter"),
+        });
+    }
+}
+
+/// The CPU device used by default: burn's flex backend (or ndarray with the `ndarray`
+/// feature), with autodiff when `train` is true.
+pub fn cpu_device(train: bool) -> Device {
+    #[cfg(feature = "ndarray")]
+    let d = Device::ndarray();
+    #[cfg(not(feature = "ndarray"))]
+    let d = Device::flex();
+    if train { d.autodiff() } else { d }
+}
+
+/// Name of the backend [`cpu_device`] uses.
+pub fn backend_name() -> &'static str {
+    if cfg!(feature = "ndarray") { "ndarray" } else { "flex" }
+}
