@@ -96,6 +96,8 @@ pub struct Split {
     pub stories: u64,
     /// Invalid UTF-8 sequences replaced while reading.
     pub invalid_utf8: u64,
+    /// Characters (Unicode scalar values) of all stories.
+    pub chars: u64,
 }
 
 /// Everything [`prepare`] produced.
@@ -130,6 +132,7 @@ fn split(name: &str, stories: &Stories, tok: &Tokenizer, cfg: &PrepareConfig) ->
                 tokenize: None,
                 stories: stories.texts.len() as u64,
                 invalid_utf8: stories.invalid_utf8,
+                chars: stories.chars(),
             });
         }
         CacheStatus::Missing => None,
@@ -149,6 +152,7 @@ fn split(name: &str, stories: &Stories, tok: &Tokenizer, cfg: &PrepareConfig) ->
         tokenize: Some(st),
         stories: stories.texts.len() as u64,
         invalid_utf8: stories.invalid_utf8,
+        chars: stories.chars(),
     })
 }
 

@@ -133,6 +133,22 @@ impl BoltConfig {
     }
 }
 
+impl std::fmt::Display for BoltConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (d={}, blocks={}, h={}, k={}, seq={}, vocab={})",
+            self.name(),
+            self.dim,
+            self.n_blocks,
+            self.glu_hidden,
+            self.kernel_size,
+            self.seq_len,
+            self.vocab_size
+        )
+    }
+}
+
 /// Kaiming-normal with mode fan_out and the default leaky-ReLU(0) gain √2, as PyTorch.
 fn kaiming_normal_fan_out<const D: usize>(shape: [usize; D], fan_out: usize, device: &Device) -> Tensor<D> {
     let std = (2.0f64).sqrt() / (fan_out as f64).sqrt();

@@ -1,4 +1,9 @@
-//! The `flashlm-train` and `flashlm-export` binaries.
+//! The FlashLM trainer: FlashLM v4's `train.py` on burn autodiff (CPU), plus checkpoints.
 //!
-//! Not built yet: the trainer lands with issue 3 and the exporter with issue 4. Data
-//! preparation (vocabulary and token caches) is available today as `flashlm-data prepare`.
+//! The `flashlm-train` binary is a thin layer over [`train::run`].
+
+pub mod checkpoint;
+pub mod generate;
+pub mod plot;
+pub mod step;
+pub mod train;

@@ -1,0 +1,250 @@
+//! `flashlm-train`: train FlashLM v4 "Bolt" on a CPU (the original `train.py`'s interface).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use flashlm_data::prepare::{DEFAULT_DATA_DIR, find_split_files};
+use flashlm_model::BoltConfig;
+use flashlm_train::train::{StopReason, TrainOptions, run};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "flashlm-train",
+    version,
+    about = "Train FlashLM v4 'Bolt' ternary language models on a CPU"
+)]
+struct Cli {
+    /// Small config: d=192, 6 blocks, h=512, seq 256 (4.36M params).
+    #[arg(long, conflicts_with_all = ["large", "tiny"])]
+    small: bool,
+    /// Large config: d=384, 8 blocks, h=1024, seq 512. Default when >= 8 cores and >= 32 GB RAM.
+    #[arg(long, conflicts_with = "tiny")]
+    large: bool,
+    /// Tiny config for smoke tests: d=32, 2 blocks, h=64, seq 32.
+    #[arg(long)]
+    tiny: bool,
+    /// Continue from a checkpoint (latest.ckpt or final.ckpt); its model size is used.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Epochs to plan; the LR schedule spans them.
+    #[arg(long, default_value_t = 10)]
+    epochs: u64,
+    /// Time limit in hours.
+    #[arg(long, conflicts_with = "minutes")]
+    hours: Option<f64>,
+    /// Time limit in minutes.
+    #[arg(long)]
+    minutes: Option<f64>,
+    /// Stop after this many optimizer steps in total.
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// Sequences per micro-batch (default: small max(2, min(8, cores)), large max(4, min(64, 2*cores))).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Micro-batches per optimizer step (default: small 1, large 2).
+    #[arg(long)]
+    grad_accum: Option<usize>,
+    /// Peak learning rate (default: small 4e-3, large 3e-3).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Final learning rate of the cosine schedule.
+    #[arg(long, default_value_t = 1e-5)]
+    lr_min: f64,
+    /// Warmup steps.
+    #[arg(long, default_value_t = 500)]
+    warmup: u64,
+    /// Random seed (init, data order, samples).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Directory for checkpoints, logs, tokenizer and token caches.
+    #[arg(long, default_value = "checkpoints")]
+    save_dir: PathBuf,
+    /// Folder with story files (`*train*`, `*valid*`); used when --train-file/--val-file are absent.
+    #[arg(long, env = "FLASHLM_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// Training story file (.txt / .jsonl, optionally .zst). Repeatable.
+    #[arg(long = "train-file")]
+    train_files: Vec<PathBuf>,
+    /// Validation story file. Repeatable.
+    #[arg(long = "val-file")]
+    val_files: Vec<PathBuf>,
+    /// Use this tokenizer.json (ours or the original's) instead of building the vocabulary.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Training stories counted to build the vocabulary.
+    #[arg(long, default_value_t = 50_000)]
+    vocab_stories: usize,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Evaluate every N steps.
+    #[arg(long, default_value_t = 1000)]
+    eval_every: u64,
+    /// Validation batches per evaluation.
+    #[arg(long, default_value_t = 50)]
+    eval_batches: usize,
+    /// Print samples every N steps.
+    #[arg(long, default_value_t = 2000)]
+    sample_every: u64,
+    /// Write latest.ckpt every N steps.
+    #[arg(long, default_value_t = 5000)]
+    save_every: u64,
+    /// Early stop after N evaluations without improvement.
+    #[arg(long, default_value_t = 3)]
+    patience: u32,
+    /// Tokens generated per sample.
+    #[arg(long, default_value_t = 150)]
+    sample_tokens: usize,
+    /// Seconds between log lines.
+    #[arg(long, default_value_t = 30.0)]
+    log_every: f64,
+    /// No live progress line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn total_ram_gb() -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0 / 1024.0)
+        .unwrap_or(4.0)
+}
+
+/// Keep freed tensor buffers in the heap instead of returning them to the OS after every op:
+/// burn allocates and frees large buffers each step, and glibc's default thresholds turn
+/// that into mmap/munmap churn and page faults (measured ~1.2-1.5x on this workload).
+fn tune_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is called first thing in main,
+    // before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+fn main() -> ExitCode {
+    tune_malloc();
+    match real_main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    if let Some(n) = cli.threads {
+        anyhow::ensure!(n > 0, "--threads must be positive");
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
+    }
+    // The model size: explicit flag, else the checkpoint's, else auto by hardware.
+    let resume_cfg = match &cli.resume {
+        Some(p) if !(cli.small || cli.large || cli.tiny) => {
+            Some(flashlm_train::checkpoint::read(p)?.state.config)
+        }
+        _ => None,
+    };
+    let auto_large = cores >= 8 && total_ram_gb() >= 32.0;
+    let config = if cli.tiny {
+        BoltConfig::tiny()
+    } else if cli.large {
+        BoltConfig::large()
+    } else if cli.small {
+        BoltConfig::small()
+    } else if let Some(c) = resume_cfg {
+        c
+    } else if auto_large {
+        BoltConfig::large()
+    } else {
+        BoltConfig::small()
+    };
+    let large = config == BoltConfig::large();
+    let batch = cli.batch.unwrap_or(if large { (2 * cores).clamp(4, 64) } else { cores.clamp(2, 8) });
+    let grad_accum = cli.grad_accum.unwrap_or(if large { 2 } else { 1 });
+    let lr = cli.lr.unwrap_or(if large { 3e-3 } else { 4e-3 });
+    anyhow::ensure!(lr.is_finite() && lr > 0.0, "--lr must be a positive number");
+    let time_limit = match (cli.hours, cli.minutes) {
+        (Some(h), _) => Some(h * 3600.0),
+        (_, Some(m)) => Some(m * 60.0),
+        _ => None,
+    };
+    if let Some(t) = time_limit {
+        anyhow::ensure!(t.is_finite() && t > 0.0, "the time limit must be positive");
+    }
+
+    let (mut train_files, mut val_files) = (cli.train_files, cli.val_files);
+    if train_files.is_empty() || val_files.is_empty() {
+        let (t, v) = find_split_files(&cli.data_dir).with_context(|| {
+            format!(
+                "cannot read data folder {} (set --data-dir or FLASHLM_DATA_DIR, pass --train-file/--val-file, \
+                 or fetch TinyStories with `flashlm-data download`)",
+                cli.data_dir.display()
+            )
+        })?;
+        if train_files.is_empty() {
+            train_files = t;
+        }
+        if val_files.is_empty() {
+            val_files = v;
+        }
+    }
+    anyhow::ensure!(!train_files.is_empty(), "no training story files (use --train-file or --data-dir)");
+    anyhow::ensure!(!val_files.is_empty(), "no validation story files (use --val-file or --data-dir)");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    ctrlc::set_handler(move || {
+        if s.swap(true, Ordering::SeqCst) {
+            eprintln!("\nSecond Ctrl-C: exiting without saving.");
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\nCtrl-C: finishing the current step, then saving a checkpoint (Ctrl-C again to abort)..."
+        );
+    })?;
+
+    let opts = TrainOptions {
+        config,
+        resume: cli.resume,
+        epochs: cli.epochs,
+        time_limit: time_limit.map(Duration::from_secs_f64),
+        max_steps: cli.max_steps,
+        batch_size: batch,
+        grad_accum,
+        lr_peak: lr,
+        lr_min: cli.lr_min,
+        warmup: cli.warmup,
+        seed: cli.seed,
+        save_dir: cli.save_dir,
+        train_files,
+        val_files,
+        vocab_stories: cli.vocab_stories,
+        tokenizer: cli.tokenizer,
+        eval_every: cli.eval_every,
+        eval_batches: cli.eval_batches,
+        sample_every: cli.sample_every,
+        save_every: cli.save_every,
+        patience: cli.patience,
+        sample_tokens: cli.sample_tokens,
+        log_every_secs: cli.log_every,
+        progress: !cli.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        stop,
+    };
+    let summary = run(&opts)?;
+    Ok(if summary.reason == StopReason::Interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
+}

@@ -1,0 +1,280 @@
+//! Training checkpoints: one self-checking file (spec in `docs/FORMAT.md`).
+//!
+//! ```text
+//! offset  size        field
+//!      0     8        magic  b"FLMCKPT\0"
+//!      8     4        version u32 = 1
+//!     12     4        section count n (1..=8)
+//!     16  32·n        section table: name [16] (NUL-padded ASCII), len u64, xxh3-64 u64
+//!      …              section bytes, in table order, back to back
+//! sections: "state" (JSON, TrainState), "model" (burnpack), "optim" (burnpack, optional)
+//! ```
+//! Files are written to a temp file, fsynced and renamed, so a crash never leaves a broken
+//! checkpoint under the final name. A reader verifies sizes and checksums before trusting
+//! a byte.
+
+use std::path::{Path, PathBuf};
+
+use flashlm_model::BoltConfig;
+use xxhash_rust::xxh3::xxh3_64;
+
+/// File magic.
+pub const MAGIC: [u8; 8] = *b"FLMCKPT\0";
+/// Version written and read by this build.
+pub const VERSION: u32 = 1;
+const HEADER_LEN: usize = 16;
+const ENTRY_LEN: usize = 32;
+const MAX_SECTIONS: usize = 8;
+const _: () = assert!(ENTRY_LEN == 16 + 8 + 8);
+
+/// Everything about a run except tensors.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainState {
+    /// Model shape.
+    pub config: BoltConfig,
+    /// Optimizer steps done.
+    pub step: u64,
+    /// Epoch of the next batch.
+    pub epoch: u64,
+    /// Global number of the next training micro-batch (data position).
+    pub next_batch: u64,
+    /// Best validation loss so far (None before the first evaluation).
+    pub best_val_loss: Option<f64>,
+    /// Evaluations in a row without improvement.
+    pub patience_used: u32,
+    /// Training tokens consumed.
+    pub tokens_seen: u64,
+    /// State of the sampling RNG.
+    pub sample_rng: u64,
+    /// Run seed (data order, init).
+    pub seed: u64,
+    /// Micro-batch size.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Peak learning rate.
+    pub lr_peak: f64,
+    /// Steps the LR schedule spans.
+    pub total_steps: u64,
+    /// Warmup steps.
+    pub warmup_steps: u64,
+    /// Training wall time so far, seconds.
+    pub elapsed_secs: f64,
+    /// Fingerprint of the vocabulary the model was trained with.
+    pub vocab_hash: u64,
+    /// Validation loss at this point, if just evaluated.
+    pub val_loss: Option<f64>,
+}
+
+/// A checkpoint in memory.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// Run state.
+    pub state: TrainState,
+    /// Model weights, burnpack bytes.
+    pub model: Vec<u8>,
+    /// Optimizer state, burnpack bytes (absent in weights-only "best" files).
+    pub optim: Option<Vec<u8>>,
+}
+
+/// Why a checkpoint cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// I/O.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not a checkpoint.
+    #[error("{path}: not a FlashLM checkpoint ({reason})")]
+    NotACheckpoint {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Newer format.
+    #[error(
+        "{path}: checkpoint format version {found} is not supported (this build reads {VERSION}); use the flashlm-train that wrote it"
+    )]
+    Version {
+        /// File.
+        path: PathBuf,
+        /// Found version.
+        found: u32,
+    },
+    /// Damaged.
+    #[error("{path}: damaged checkpoint: {reason}")]
+    Corrupt {
+        /// File.
+        path: PathBuf,
+        /// What.
+        reason: String,
+    },
+}
+
+fn section_name(name: &str) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..name.len()].copy_from_slice(name.as_bytes());
+    b
+}
+
+/// Serialize a checkpoint.
+pub fn to_bytes(ck: &Checkpoint) -> Vec<u8> {
+    let state = serde_json::to_vec_pretty(&ck.state).expect("state serializes");
+    let mut sections: Vec<(&str, &[u8])> = vec![("state", &state), ("model", &ck.model)];
+    if let Some(o) = &ck.optim {
+        sections.push(("optim", o));
+    }
+    let mut out = Vec::new();
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(sections.len() as u32).to_le_bytes());
+    for (name, data) in &sections {
+        out.extend_from_slice(&section_name(name));
+        out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        out.extend_from_slice(&xxh3_64(data).to_le_bytes());
+    }
+    for (_, data) in &sections {
+        out.extend_from_slice(data);
+    }
+    out
+}
+
+/// Write a checkpoint atomically.
+pub fn write(path: &Path, ck: &Checkpoint) -> Result<(), CheckpointError> {
+    flashlm_data::tokenizer::write::write_atomic(path, &to_bytes(ck))
+        .map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })
+}
+
+/// Parse and verify a checkpoint.
+pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint, CheckpointError> {
+    let not =
+        |reason: &str| CheckpointError::NotACheckpoint { path: path.to_path_buf(), reason: reason.into() };
+    let corrupt = |reason: String| CheckpointError::Corrupt { path: path.to_path_buf(), reason };
+    if bytes.len() < HEADER_LEN || bytes[..8] != MAGIC {
+        return Err(not("bad magic"));
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != VERSION {
+        return Err(CheckpointError::Version { path: path.to_path_buf(), found: version });
+    }
+    let n = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")) as usize;
+    if n == 0 || n > MAX_SECTIONS {
+        return Err(corrupt(format!("{n} sections")));
+    }
+    let table_end = HEADER_LEN + n * ENTRY_LEN;
+    if bytes.len() < table_end {
+        return Err(corrupt(format!(
+            "truncated: {} bytes, the section table alone needs {table_end}",
+            bytes.len()
+        )));
+    }
+    let mut entries = Vec::with_capacity(n);
+    let mut total: u64 = table_end as u64;
+    for i in 0..n {
+        let e = &bytes[HEADER_LEN + i * ENTRY_LEN..HEADER_LEN + (i + 1) * ENTRY_LEN];
+        let name = String::from_utf8_lossy(&e[..16]).trim_end_matches('\0').to_string();
+        let len = u64::from_le_bytes(e[16..24].try_into().expect("8 bytes"));
+        let hash = u64::from_le_bytes(e[24..32].try_into().expect("8 bytes"));
+        total = total.checked_add(len).ok_or_else(|| corrupt("section sizes overflow".into()))?;
+        entries.push((name, len as usize, hash));
+    }
+    if total != bytes.len() as u64 {
+        return Err(corrupt(format!("truncated or padded: {} bytes, the table says {total}", bytes.len())));
+    }
+    let mut pos = table_end;
+    let (mut state, mut model, mut optim) = (None, None, None);
+    for (name, len, hash) in entries {
+        let data = &bytes[pos..pos + len];
+        pos += len;
+        if xxh3_64(data) != hash {
+            return Err(corrupt(format!("checksum mismatch in section {name:?}")));
+        }
+        match name.as_str() {
+            "state" => {
+                state = Some(
+                    serde_json::from_slice::<TrainState>(data).map_err(|e| corrupt(format!("state: {e}")))?,
+                )
+            }
+            "model" => model = Some(data.to_vec()),
+            "optim" => optim = Some(data.to_vec()),
+            _ => {} // unknown sections from later minor revisions are skipped
+        }
+    }
+    Ok(Checkpoint {
+        state: state.ok_or_else(|| corrupt("no state section".into()))?,
+        model: model.ok_or_else(|| corrupt("no model section".into()))?,
+        optim,
+    })
+}
+
+/// Read and verify a checkpoint file.
+pub fn read(path: &Path) -> Result<Checkpoint, CheckpointError> {
+    let bytes =
+        std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
+    from_bytes(&bytes, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Checkpoint {
+        Checkpoint {
+            state: TrainState {
+                config: BoltConfig::tiny(),
+                step: 12,
+                epoch: 1,
+                next_batch: 24,
+                best_val_loss: Some(5.5),
+                patience_used: 1,
+                tokens_seen: 999,
+                sample_rng: 77,
+                seed: 42,
+                batch_size: 2,
+                grad_accum: 2,
+                lr_peak: 4e-3,
+                total_steps: 100,
+                warmup_steps: 10,
+                elapsed_secs: 1.5,
+                vocab_hash: 5,
+                val_loss: None,
+            },
+            model: (0..1000u32).map(|i| i as u8).collect(),
+            optim: Some(vec![9; 77]),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_damage() {
+        let p = Path::new("x.ckpt");
+        let ck = sample();
+        let bytes = to_bytes(&ck);
+        let back = from_bytes(&bytes, p).unwrap();
+        assert_eq!(back.state, ck.state);
+        assert_eq!(back.model, ck.model);
+        assert_eq!(back.optim, ck.optim);
+
+        let e = from_bytes(&bytes[..bytes.len() - 1], p).unwrap_err().to_string();
+        assert!(e.contains("truncated"), "{e}");
+        let mut flipped = bytes.clone();
+        let n = flipped.len();
+        flipped[n - 100] ^= 0x40;
+        assert!(from_bytes(&flipped, p).unwrap_err().to_string().contains("checksum"));
+        assert!(
+            from_bytes(b"PK\x03\x04 a zip file", p)
+                .unwrap_err()
+                .to_string()
+                .contains("not a FlashLM checkpoint")
+        );
+        let mut v2 = bytes.clone();
+        v2[8] = 2;
+        assert!(from_bytes(&v2, p).unwrap_err().to_string().contains("version 2"));
+        assert!(from_bytes(&bytes[..20], p).is_err());
+    }
+}

@@ -1,0 +1,626 @@
+//! The training loop: FlashLM v4's `train.py` on burn autodiff.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::Device;
+use flashlm_data::batch::{SplitMix64, TrainBatches, Windows, val_batches};
+use flashlm_data::prepare::{PrepareConfig, prepare};
+use flashlm_data::tokenizer::Tokenizer;
+use flashlm_model::{Bolt, BoltConfig, cpu_device};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::checkpoint::{self, Checkpoint, TrainState};
+use crate::generate::{SampleSettings, generate};
+use crate::step::{
+    adamw, clip_global_norm, ids_tensor, inference_copy, load_model_bytes, load_optim_bytes, lr_at,
+    model_bytes, optim_bytes,
+};
+
+/// Prompts sampled during training (as the original).
+pub const SAMPLE_PROMPTS: [&str; 3] = ["Once upon a time", "The little girl", "One day, a boy named"];
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Model shape.
+    pub config: BoltConfig,
+    /// Checkpoint to continue from.
+    pub resume: Option<PathBuf>,
+    /// Epochs to plan (the LR schedule spans them).
+    pub epochs: u64,
+    /// Stop after this much training time.
+    pub time_limit: Option<Duration>,
+    /// Stop after this many optimizer steps (total, counting resumed ones).
+    pub max_steps: Option<u64>,
+    /// Sequences per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Peak learning rate.
+    pub lr_peak: f64,
+    /// Final learning rate.
+    pub lr_min: f64,
+    /// Warmup steps.
+    pub warmup: u64,
+    /// Seed for init, data order and sampling.
+    pub seed: u64,
+    /// Where checkpoints, logs, tokenizer and token caches go.
+    pub save_dir: PathBuf,
+    /// Training story files.
+    pub train_files: Vec<PathBuf>,
+    /// Validation story files.
+    pub val_files: Vec<PathBuf>,
+    /// Training stories counted for the vocabulary.
+    pub vocab_stories: usize,
+    /// Existing tokenizer to use.
+    pub tokenizer: Option<PathBuf>,
+    /// Evaluate every N steps.
+    pub eval_every: u64,
+    /// Validation batches per evaluation.
+    pub eval_batches: usize,
+    /// Print samples every N steps.
+    pub sample_every: u64,
+    /// Write `latest.ckpt` every N steps.
+    pub save_every: u64,
+    /// Early stop after this many evaluations without improvement.
+    pub patience: u32,
+    /// Tokens per sample.
+    pub sample_tokens: usize,
+    /// Seconds between log lines.
+    pub log_every_secs: f64,
+    /// Show a live progress line.
+    pub progress: bool,
+    /// Set by Ctrl-C: save and stop.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Why the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// All planned epochs done.
+    Epochs,
+    /// `--hours` / `--minutes` reached.
+    TimeLimit,
+    /// `--max-steps` reached.
+    MaxSteps,
+    /// Validation stopped improving.
+    EarlyStop,
+    /// Ctrl-C.
+    Interrupted,
+}
+
+/// Figures of a finished run.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Why it stopped.
+    pub reason: StopReason,
+    /// Optimizer steps in total.
+    pub steps: u64,
+    /// Steps done in this process.
+    pub steps_this_run: u64,
+    /// Tokens seen in total.
+    pub tokens_seen: u64,
+    /// Training seconds in this process.
+    pub secs: f64,
+    /// Tokens per second in this process.
+    pub tokens_per_sec: f64,
+    /// Best validation loss.
+    pub best_val_loss: Option<f64>,
+    /// Last validation loss.
+    pub last_val_loss: Option<f64>,
+    /// Validation bits per character estimated from the last validation loss.
+    pub last_val_bpc: Option<f64>,
+    /// Training loss of every step of this process: (step, loss).
+    pub losses: Vec<(u64, f64)>,
+    /// Checkpoint written at the end.
+    pub final_checkpoint: PathBuf,
+}
+
+struct Log {
+    file: File,
+    metrics: File,
+    bar: ProgressBar,
+}
+
+impl Log {
+    fn line(&mut self, s: &str) {
+        let stamp = chrono_like_now();
+        let _ = writeln!(self.file, "{stamp} | {s}");
+        if self.bar.is_hidden() {
+            println!("{s}");
+        } else {
+            self.bar.println(s);
+        }
+    }
+
+    fn metric(&mut self, v: serde_json::Value) {
+        let _ = writeln!(self.metrics, "{v}");
+    }
+}
+
+/// Wall-clock time of day as HH:MM:SS (UTC), for log lines.
+fn chrono_like_now() -> String {
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    format!("{:02}:{:02}:{:02}", secs / 3600 % 24, secs / 60 % 60, secs % 60)
+}
+
+fn fmt_secs(s: f64) -> String {
+    let s = s.max(0.0) as u64;
+    if s >= 3600 { format!("{}h{:02}m", s / 3600, s / 60 % 60) } else { format!("{}m{:02}s", s / 60, s % 60) }
+}
+
+/// Mean loss over the first `max` validation batches, in order.
+pub fn evaluate(model: &Bolt, val: Windows<'_>, batch: usize, max: usize, device: &Device) -> Option<f64> {
+    let m = inference_copy(model);
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    for b in val_batches(val, batch, max) {
+        let x = ids_tensor(&b.inputs, b.batch_size, b.seq_len, device);
+        let y = ids_tensor(&b.targets, b.batch_size, b.seq_len, device);
+        sum += m.loss(x, y).into_scalar::<f32>() as f64;
+        n += 1;
+    }
+    (n > 0).then(|| sum / n as f64)
+}
+
+fn samples(
+    model: &Bolt,
+    tok: &Tokenizer,
+    opts: &TrainOptions,
+    rng: &mut SplitMix64,
+    device: &Device,
+    log: &mut Log,
+) {
+    let m = inference_copy(model);
+    log.line("--- Samples ---");
+    for p in SAMPLE_PROMPTS {
+        let ids = tok.encode(p);
+        let settings = SampleSettings {
+            max_new: opts.sample_tokens,
+            seq_len: opts.config.seq_len,
+            temperature: 0.8,
+            top_k: 50,
+        };
+        let out = generate(&m, &ids, settings, rng, device);
+        let text: String = tok.decode(&out).chars().take(400).collect();
+        log.line(&format!("  > {}", text.replace('\n', " ")));
+    }
+}
+
+fn save(
+    path: &Path,
+    state: &TrainState,
+    model: &Bolt,
+    optim: Option<&burn::optim::ModuleOptimizer>,
+) -> anyhow::Result<()> {
+    let ck = Checkpoint {
+        state: state.clone(),
+        model: model_bytes(model)?,
+        optim: match optim {
+            Some(o) => Some(optim_bytes(o)?),
+            None => None,
+        },
+    };
+    checkpoint::write(path, &ck)?;
+    Ok(())
+}
+
+/// Run training.
+pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
+    let cfg = opts.config;
+    cfg.validate().map_err(|e| anyhow::anyhow!("invalid model config: {e}"))?;
+    anyhow::ensure!(opts.batch_size > 0 && opts.grad_accum > 0, "--batch and --grad-accum must be positive");
+    anyhow::ensure!(
+        opts.eval_every > 0 && opts.save_every > 0 && opts.sample_every > 0,
+        "intervals must be positive"
+    );
+    std::fs::create_dir_all(&opts.save_dir)
+        .with_context(|| format!("cannot create save dir {}", opts.save_dir.display()))?;
+
+    // ---- Resume: read and check before anything expensive ----
+    let resumed = match &opts.resume {
+        Some(p) => {
+            let ck = checkpoint::read(p)?;
+            if ck.state.config != cfg {
+                bail!(
+                    "{} is a checkpoint of another model ({}); this run is {}. Pass the matching --small/--large, or no size flag",
+                    p.display(),
+                    ck.state.config,
+                    cfg
+                );
+            }
+            if ck.optim.is_none() {
+                bail!(
+                    "{} holds weights only (a best-model file) and cannot resume training; resume from latest.ckpt or final.ckpt",
+                    p.display()
+                );
+            }
+            Some(ck)
+        }
+        None => None,
+    };
+
+    // ---- Data ----
+    let t0 = Instant::now();
+    let data = prepare(&PrepareConfig {
+        train_files: opts.train_files.clone(),
+        val_files: opts.val_files.clone(),
+        out_dir: opts.save_dir.clone(),
+        vocab_size: cfg.vocab_size,
+        vocab_stories: opts.vocab_stories,
+        tokenizer: opts.tokenizer.clone(),
+        rebuild_vocab: false,
+        compress: true,
+        progress: opts.progress,
+    })?;
+    let tok = data.tokenizer.clone();
+    if let Some(ck) = &resumed {
+        if ck.state.vocab_hash != tok.fingerprint() {
+            bail!(
+                "the checkpoint was trained with another vocabulary than {}; resume with the same data and --save-dir",
+                opts.save_dir.join("tokenizer.json").display()
+            );
+        }
+    }
+    let train_w = Windows::new(&data.train.tokens, cfg.seq_len);
+    let val_w = Windows::new(&data.val.tokens, cfg.seq_len);
+
+    let mut log = Log {
+        file: OpenOptions::new().create(true).append(true).open(opts.save_dir.join("training.log"))?,
+        metrics: OpenOptions::new().create(true).append(true).open(opts.save_dir.join("metrics.jsonl"))?,
+        bar: if opts.progress { ProgressBar::new(0) } else { ProgressBar::hidden() },
+    };
+
+    // ---- Model and optimizer ----
+    let device = cpu_device(true);
+    let eval_device = cpu_device(false);
+    device.seed(opts.seed);
+    let mut model = cfg.init(&device);
+    let mut optim = adamw();
+    let (batch_size, grad_accum) = match &resumed {
+        Some(ck) => (ck.state.batch_size, ck.state.grad_accum),
+        None => (opts.batch_size, opts.grad_accum),
+    };
+    let mut batches = TrainBatches::new(train_w, batch_size, opts.seed, 0);
+    let batches_per_epoch = batches.schedule().batches_per_epoch();
+    let steps_per_epoch = batches_per_epoch / grad_accum as u64;
+    if steps_per_epoch == 0 {
+        bail!(
+            "the training data gives {} windows of {} tokens: not enough for one step of {} x {} sequences",
+            train_w.len(),
+            cfg.seq_len + 1,
+            batch_size,
+            grad_accum
+        );
+    }
+    if val_w.len() < batch_size {
+        bail!(
+            "the validation data gives {} windows of {} tokens, fewer than one batch of {batch_size}",
+            val_w.len(),
+            cfg.seq_len + 1
+        );
+    }
+    let mut state = TrainState {
+        config: cfg,
+        step: 0,
+        epoch: 0,
+        next_batch: 0,
+        best_val_loss: None,
+        patience_used: 0,
+        tokens_seen: 0,
+        sample_rng: opts.seed ^ 0x5EED,
+        seed: opts.seed,
+        batch_size,
+        grad_accum,
+        lr_peak: opts.lr_peak,
+        total_steps: steps_per_epoch * opts.epochs,
+        warmup_steps: opts.warmup,
+        elapsed_secs: 0.0,
+        vocab_hash: tok.fingerprint(),
+        val_loss: None,
+    };
+    if let Some(ck) = resumed {
+        model = load_model_bytes(model, &ck.model)?;
+        optim = load_optim_bytes(optim, ck.optim.as_deref().expect("checked above"))?;
+        state = ck.state;
+        batches = TrainBatches::new(train_w, batch_size, state.seed, state.next_batch);
+    }
+    let mut rng = SplitMix64::new(state.sample_rng);
+    let tokens_per_step = (batch_size * grad_accum * cfg.seq_len) as u64;
+    let val_tokens_per_char = data.val.tokens.len() as f64 / data.val.chars.max(1) as f64;
+    let bpc = |loss: f64| loss / std::f64::consts::LN_2 * val_tokens_per_char;
+
+    // ---- Header ----
+    let threads = rayon::current_num_threads();
+    log.line("");
+    log.line(&format!("{:=<60}", ""));
+    log.line(&format!(
+        "  FlashLM v4 'Bolt' — {} (burn {}, {threads} threads)",
+        cfg.name(),
+        flashlm_model::backend_name()
+    ));
+    log.line(&format!("{:=<60}", ""));
+    log.line(&format!(
+        "  Config: d={}, blocks={}, glu={}, kernel={}, vocab={}",
+        cfg.dim, cfg.n_blocks, cfg.glu_hidden, cfg.kernel_size, cfg.vocab_size
+    ));
+    log.line(&format!("  Params: {}", cfg.num_params()));
+    log.line(&format!(
+        "  Batch: {batch_size} x {grad_accum} accum = {} effective, seq {}",
+        batch_size * grad_accum,
+        cfg.seq_len
+    ));
+    log.line(&format!(
+        "  LR: {} peak, warmup {}, cosine to {} over {} steps",
+        state.lr_peak, state.warmup_steps, opts.lr_min, state.total_steps
+    ));
+    log.line(&format!(
+        "  Data: {} train tokens ({} windows), {} val tokens; prepared in {:.1}s",
+        data.train.tokens.len(),
+        train_w.len(),
+        data.val.tokens.len(),
+        t0.elapsed().as_secs_f64()
+    ));
+    if let Some(s) = data.vocab_stats {
+        log.line(&format!(
+            "  Vocab coverage: {:.2}% of {} counted tokens",
+            100.0 * s.coverage,
+            s.counted_tokens
+        ));
+    }
+    if let Some(l) = opts.time_limit {
+        log.line(&format!("  Time limit: {}", fmt_secs(l.as_secs_f64())));
+    }
+    if state.step > 0 {
+        log.line(&format!(
+            "  Resumed at step {}, epoch {}, {} tokens seen, best val {:?}",
+            state.step, state.epoch, state.tokens_seen, state.best_val_loss
+        ));
+    }
+    log.line(&format!("  Steps/epoch: {steps_per_epoch} | planned: {}", state.total_steps));
+    log.line(&format!("{:=<60}", ""));
+
+    let planned = opts.max_steps.unwrap_or(state.total_steps).min(state.total_steps);
+    log.bar.set_length(planned);
+    log.bar.set_position(state.step);
+    log.bar.set_style(ProgressStyle::with_template("{spinner} step {pos}/{len} {msg}").expect("template"));
+
+    // ---- Loop ----
+    let start = Instant::now();
+    let start_step = state.step;
+    let base_elapsed = state.elapsed_secs;
+    let mut last_log = Instant::now();
+    let mut losses = Vec::new();
+    let mut last_eval_step = u64::MAX;
+    let reason = loop {
+        if opts.stop.load(Ordering::SeqCst) {
+            break StopReason::Interrupted;
+        }
+        if opts.time_limit.is_some_and(|l| start.elapsed() >= l) {
+            break StopReason::TimeLimit;
+        }
+        if opts.max_steps.is_some_and(|m| state.step >= m) {
+            break StopReason::MaxSteps;
+        }
+        if state.step >= state.total_steps {
+            break StopReason::Epochs;
+        }
+        let step_no = state.step + 1;
+        let mut acc = GradientsAccumulator::<Bolt>::new();
+        let mut step_loss = 0.0f64;
+        for _ in 0..grad_accum {
+            let tb = batches.next().expect("non-empty schedule");
+            let x = ids_tensor(&tb.batch.inputs, tb.batch.batch_size, tb.batch.seq_len, &device);
+            let y = ids_tensor(&tb.batch.targets, tb.batch.batch_size, tb.batch.seq_len, &device);
+            let loss = model.loss(x, y);
+            let lv = loss.clone().into_scalar::<f32>() as f64;
+            if !lv.is_finite() {
+                bail!(
+                    "loss became {lv} at step {step_no}; stopping without saving these weights \
+                     (the last good checkpoint is {}). Try a lower --lr",
+                    opts.save_dir.join("latest.ckpt").display()
+                );
+            }
+            step_loss += lv / grad_accum as f64;
+            let loss = if grad_accum > 1 { loss.div_scalar(grad_accum as f64) } else { loss };
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            acc.accumulate(&model, grads);
+        }
+        let mut grads = acc.grads();
+        let norm = clip_global_norm(&model, &mut grads, 1.0);
+        if !norm.is_finite() {
+            bail!(
+                "gradient norm became {norm} at step {step_no}; stopping without saving these weights. Try a lower --lr"
+            );
+        }
+        let lr = lr_at(state.step, state.total_steps, state.warmup_steps, state.lr_peak, opts.lr_min);
+        model = optim.step(lr, model, grads);
+        state.step = step_no;
+        state.tokens_seen += tokens_per_step;
+        state.next_batch = batches.position();
+        state.epoch = state.next_batch / batches_per_epoch;
+        losses.push((state.step, step_loss));
+
+        let run_secs = start.elapsed().as_secs_f64();
+        let tok_s = (state.step - start_step) as f64 * tokens_per_step as f64 / run_secs.max(1e-9);
+        let eta = match opts.time_limit {
+            Some(l) => l.as_secs_f64() - run_secs,
+            None => (planned.saturating_sub(state.step)) as f64 * run_secs / (state.step - start_step) as f64,
+        };
+        log.metric(serde_json::json!({
+            "kind": "train", "step": state.step, "epoch": state.epoch, "loss": step_loss, "lr": lr,
+            "grad_norm": norm, "tokens": state.tokens_seen, "tok_s": tok_s, "elapsed_s": base_elapsed + run_secs,
+        }));
+        let msg = format!(
+            "loss {step_loss:.4} | lr {lr:.2e} | {tok_s:.0} tok/s | {:.2}M tokens | ETA {}",
+            state.tokens_seen as f64 / 1e6,
+            fmt_secs(eta)
+        );
+        log.bar.set_position(state.step);
+        log.bar.set_message(msg.clone());
+        if last_log.elapsed().as_secs_f64() >= opts.log_every_secs {
+            log.line(&format!("  Step {:>6} | {msg}", state.step));
+            last_log = Instant::now();
+        }
+
+        // ---- Evaluation ----
+        let epoch_done =
+            state.next_batch % batches_per_epoch < grad_accum as u64 && state.step % steps_per_epoch == 0;
+        if state.step % opts.eval_every == 0 || epoch_done {
+            let vl = evaluate(&model, val_w, batch_size, opts.eval_batches, &eval_device).unwrap_or(f64::NAN);
+            last_eval_step = state.step;
+            state.val_loss = Some(vl);
+            let best = state.best_val_loss.unwrap_or(f64::INFINITY);
+            log.line(&format!("  >>> Val loss: {vl:.4} (bpc≈{:.4}, best: {best:.4})", bpc(vl)));
+            log.metric(serde_json::json!({
+                "kind": "val", "step": state.step, "val_loss": vl, "val_bpc": bpc(vl), "tokens": state.tokens_seen,
+                "elapsed_s": base_elapsed + run_secs,
+            }));
+            if vl < best {
+                state.best_val_loss = Some(vl);
+                state.patience_used = 0;
+                state.elapsed_secs = base_elapsed + run_secs;
+                save(&opts.save_dir.join("best.ckpt"), &state, &model, None)?;
+                log.line("  New best! Saved best.ckpt");
+            } else {
+                state.patience_used += 1;
+                log.line(&format!("  No improvement ({}/{})", state.patience_used, opts.patience));
+            }
+            let _ = crate::plot::loss_png(
+                &opts.save_dir.join("loss.png"),
+                &read_train_losses(&opts.save_dir),
+                &read_val_losses(&opts.save_dir),
+            );
+            if state.patience_used >= opts.patience {
+                log.line("Early stopping.");
+                break StopReason::EarlyStop;
+            }
+        }
+        if state.step % opts.sample_every == 0 {
+            samples(&model, &tok, opts, &mut rng, &eval_device, &mut log);
+        }
+        state.sample_rng = rng.state();
+        if state.step % opts.save_every == 0 {
+            state.elapsed_secs = base_elapsed + start.elapsed().as_secs_f64();
+            save(&opts.save_dir.join("latest.ckpt"), &state, &model, Some(&optim))?;
+            log.line(&format!("  Checkpoint: {}", opts.save_dir.join("latest.ckpt").display()));
+        }
+    };
+    log.bar.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    state.elapsed_secs = base_elapsed + secs;
+
+    if reason == StopReason::Interrupted {
+        log.line("Interrupted: saving a checkpoint...");
+    }
+    if last_eval_step != state.step && state.step > start_step {
+        let vl = evaluate(&model, val_w, batch_size, opts.eval_batches, &eval_device).unwrap_or(f64::NAN);
+        state.val_loss = Some(vl);
+        log.line(&format!("  >>> Final val loss: {vl:.4} (bpc≈{:.4})", bpc(vl)));
+        log.metric(serde_json::json!({
+            "kind": "val", "step": state.step, "val_loss": vl, "val_bpc": bpc(vl), "tokens": state.tokens_seen,
+            "elapsed_s": state.elapsed_secs,
+        }));
+        if vl < state.best_val_loss.unwrap_or(f64::INFINITY) {
+            state.best_val_loss = Some(vl);
+            save(&opts.save_dir.join("best.ckpt"), &state, &model, None)?;
+        }
+    }
+    state.sample_rng = rng.state();
+    let final_path =
+        opts.save_dir.join(if reason == StopReason::Interrupted { "latest.ckpt" } else { "final.ckpt" });
+    save(&final_path, &state, &model, Some(&optim))?;
+    if reason != StopReason::Interrupted {
+        save(&opts.save_dir.join("latest.ckpt"), &state, &model, Some(&optim))?;
+    }
+    let _ = crate::plot::loss_png(
+        &opts.save_dir.join("loss.png"),
+        &read_train_losses(&opts.save_dir),
+        &read_val_losses(&opts.save_dir),
+    );
+    if reason != StopReason::Interrupted && state.step > start_step && state.step % opts.sample_every != 0 {
+        samples(&model, &tok, opts, &mut rng, &eval_device, &mut log);
+    }
+
+    let steps_this_run = state.step - start_step;
+    let tokens_per_sec = steps_this_run as f64 * tokens_per_step as f64 / secs.max(1e-9);
+    log.line("");
+    log.line(&format!("{:=<60}", ""));
+    log.line(&format!(
+        "  TRAINING {} ({reason:?})",
+        if reason == StopReason::Interrupted { "INTERRUPTED" } else { "COMPLETE" }
+    ));
+    log.line(&format!("{:=<60}", ""));
+    log.line(&format!("  Config: {} | Params: {}", cfg.name(), cfg.num_params()));
+    log.line(&format!(
+        "  Steps: {} ({} this run) | Tokens: {} ({:.2}M)",
+        state.step,
+        steps_this_run,
+        state.tokens_seen,
+        state.tokens_seen as f64 / 1e6
+    ));
+    log.line(&format!("  Time: {} this run | Speed: {tokens_per_sec:.0} tok/s", fmt_secs(secs)));
+    if let Some(b) = state.best_val_loss {
+        log.line(&format!("  Best val loss: {b:.4} (bpc≈{:.4})", bpc(b)));
+    }
+    log.line(&format!("  Saved: {} (resume with --resume {})", final_path.display(), final_path.display()));
+    log.line(&format!("{:=<60}", ""));
+    log.line(&format!(
+        "summary: steps={} tokens={} secs={secs:.1} tok_s={tokens_per_sec:.0} best_val_loss={:.4} val_bpc={:.4}",
+        state.step,
+        state.tokens_seen,
+        state.best_val_loss.unwrap_or(f64::NAN),
+        state.val_loss.map(bpc).unwrap_or(f64::NAN)
+    ));
+    Ok(Summary {
+        reason,
+        steps: state.step,
+        steps_this_run,
+        tokens_seen: state.tokens_seen,
+        secs,
+        tokens_per_sec,
+        best_val_loss: state.best_val_loss,
+        last_val_loss: state.val_loss,
+        last_val_bpc: state.val_loss.map(bpc),
+        losses,
+        final_checkpoint: final_path,
+    })
+}
+
+fn read_metric(dir: &Path, kind: &str, field: &str) -> Vec<(u64, f64)> {
+    let Ok(text) = std::fs::read_to_string(dir.join("metrics.jsonl")) else { return Vec::new() };
+    let mut out: Vec<(u64, f64)> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == kind)
+        .filter_map(|v| Some((v["step"].as_u64()?, v[field].as_f64()?)))
+        .collect();
+    // A resumed run repeats steps: keep the last value of each step.
+    out.sort_by_key(|p| p.0);
+    out.dedup_by(|b, a| {
+        if a.0 == b.0 {
+            *a = *b;
+            true
+        } else {
+            false
+        }
+    });
+    out
+}
+
+/// Training losses logged in `dir/metrics.jsonl`, one per step.
+pub fn read_train_losses(dir: &Path) -> Vec<(u64, f64)> {
+    read_metric(dir, "train", "loss")
+}
+
+/// Validation losses logged in `dir/metrics.jsonl`.
+pub fn read_val_losses(dir: &Path) -> Vec<(u64, f64)> {
+    read_metric(dir, "val", "val_loss")
+}

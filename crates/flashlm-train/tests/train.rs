@@ -1,0 +1,162 @@
+//! End-to-end trainer checks on the tiny config and the shared TinyStories text.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use flashlm_model::BoltConfig;
+use flashlm_train::train::{StopReason, TrainOptions, read_train_losses, run};
+
+fn data_dir() -> PathBuf {
+    let dir = std::env::var_os("FLASHLM_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+    assert!(
+        dir.join("tinystories-valid.txt.zst").exists(),
+        "no TinyStories text in {} (set FLASHLM_DATA_DIR)",
+        dir.display()
+    );
+    dir
+}
+
+fn opts(save_dir: &Path) -> TrainOptions {
+    let d = data_dir();
+    TrainOptions {
+        config: BoltConfig::tiny(),
+        resume: None,
+        epochs: 1,
+        time_limit: None,
+        max_steps: None,
+        batch_size: 4,
+        grad_accum: 1,
+        lr_peak: 4e-3,
+        lr_min: 1e-5,
+        warmup: 10,
+        seed: 42,
+        save_dir: save_dir.to_path_buf(),
+        train_files: vec![d.join("tinystories-train-v1.txt.zst"), d.join("tinystories-train-v2gpt4.txt.zst")],
+        val_files: vec![d.join("tinystories-valid.txt.zst")],
+        vocab_stories: 50_000,
+        tokenizer: None,
+        eval_every: 10,
+        eval_batches: 4,
+        sample_every: 1000,
+        save_every: 1000,
+        patience: 100,
+        sample_tokens: 8,
+        log_every_secs: 1e9,
+        progress: false,
+        stop: Arc::new(AtomicBool::new(false)),
+    }
+}
+
+#[test]
+fn resume_gives_the_same_losses_as_an_uninterrupted_run() {
+    let a = tempfile::tempdir().unwrap();
+    let straight = run(&TrainOptions { max_steps: Some(24), grad_accum: 2, ..opts(a.path()) }).unwrap();
+    assert_eq!(straight.steps, 24);
+
+    let b = tempfile::tempdir().unwrap();
+    let first = run(&TrainOptions { max_steps: Some(11), grad_accum: 2, ..opts(b.path()) }).unwrap();
+    assert_eq!(first.reason, StopReason::MaxSteps);
+    let resumed = run(&TrainOptions {
+        max_steps: Some(24),
+        grad_accum: 2,
+        resume: Some(b.path().join("latest.ckpt")),
+        ..opts(b.path())
+    })
+    .unwrap();
+    assert_eq!(resumed.steps_this_run, 13);
+    let joined: Vec<(u64, f64)> = first.losses.iter().chain(&resumed.losses).copied().collect();
+    assert_eq!(joined.len(), straight.losses.len());
+    for ((sa, la), (sb, lb)) in straight.losses.iter().zip(&joined) {
+        assert_eq!(sa, sb);
+        assert!((la - lb).abs() <= 1e-6 * la.abs(), "step {sa}: {la} uninterrupted vs {lb} resumed");
+    }
+    // The metrics file of the resumed directory holds every step once.
+    assert_eq!(read_train_losses(b.path()).len(), 24);
+    assert!(b.path().join("loss.png").exists() && b.path().join("training.log").exists());
+}
+
+#[test]
+fn two_hundred_steps_reduce_validation_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let s =
+        run(&TrainOptions { max_steps: Some(200), eval_every: 100, warmup: 20, ..opts(dir.path()) }).unwrap();
+    let ln_v = (BoltConfig::tiny().vocab_size as f64).ln();
+    let first_val = flashlm_train::train::read_val_losses(dir.path())[0].1;
+    let last = s.last_val_loss.unwrap();
+    assert!(last < first_val - 0.2, "val loss went {first_val} (step 100) -> {last} (step 200)");
+    assert!(last < ln_v - 1.5, "val loss {last} is not far below ln(V) = {ln_v}");
+    let first_train = s.losses[0].1;
+    assert!((first_train - ln_v).abs() < 0.1, "initial loss {first_train} vs ln(V) {ln_v}");
+}
+
+#[test]
+fn bad_checkpoints_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    run(&TrainOptions { max_steps: Some(3), ..opts(dir.path()) }).unwrap();
+    let latest = dir.path().join("latest.ckpt");
+
+    let truncated = dir.path().join("truncated.ckpt");
+    let bytes = std::fs::read(&latest).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let not_ckpt = dir.path().join("training.log");
+    let other = tempfile::tempdir().unwrap();
+    for (path, config, expect) in [
+        (truncated.clone(), BoltConfig::tiny(), "truncated"),
+        (not_ckpt, BoltConfig::tiny(), "not a FlashLM checkpoint"),
+        (latest.clone(), BoltConfig { dim: 48, ..BoltConfig::tiny() }, "another model"),
+        (dir.path().join("best.ckpt"), BoltConfig::tiny(), "weights only"),
+    ] {
+        let o = TrainOptions { config, max_steps: Some(5), resume: Some(path.clone()), ..opts(other.path()) };
+        let err = format!("{:#}", run(&o).unwrap_err());
+        assert!(err.contains(expect), "{}: {err}", path.display());
+    }
+    // Nothing was written by the refused runs.
+    assert!(!other.path().join("final.ckpt").exists());
+}
+
+#[test]
+fn cli_stops_on_nan_and_saves_on_ctrl_c() {
+    let exe = env!("CARGO_BIN_EXE_flashlm-train");
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(exe)
+        .args(["--tiny", "--quiet", "--max-steps", "20", "--lr", "1e30", "--warmup", "0", "--save-dir"])
+        .arg(dir.path())
+        .env("FLASHLM_DATA_DIR", data_dir())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("at step") && !err.contains("panicked"), "{err}");
+    assert!(!dir.path().join("final.ckpt").exists() && !dir.path().join("latest.ckpt").exists());
+
+    // Ctrl-C (SIGINT) mid-run: a resumable checkpoint is written, the exit is orderly.
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(exe)
+        .args(["--tiny", "--quiet", "--max-steps", "1000000", "--log-every", "1000", "--save-dir"])
+        .arg(dir.path())
+        .env("FLASHLM_DATA_DIR", data_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until training has started (the metrics file appears), then interrupt.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !dir.path().join("metrics.jsonl").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("INTERRUPTED"), "{stdout}");
+    let ck = flashlm_train::checkpoint::read(&dir.path().join("latest.ckpt")).unwrap();
+    assert!(ck.state.step > 0 && ck.optim.is_some());
+}
