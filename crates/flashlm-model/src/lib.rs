@@ -16,9 +16,10 @@
 //! Parameter names follow the original PyTorch `state_dict` (`blocks.0.ffn.W_gate.weight`...),
 //! and every weight has the PyTorch shape ([out, in] for linear layers, [d, 1, k] for the conv).
 
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::activation::{log_softmax, sigmoid, silu};
-use burn::tensor::{Device, Distribution, Int, Tensor};
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use std::collections::HashMap;
 
 /// RMSNorm epsilon (as the original).
 pub const NORM_EPS: f64 = 1e-6;
@@ -384,6 +385,96 @@ impl Bolt {
         let mut v = Collect::default();
         self.visit(&mut v);
         v.out
+    }
+
+    /// Replace every parameter's values by the tensor of the same name in `weights`
+    /// (name -> (shape, values)). Every parameter must be present with its exact shape;
+    /// parameter ids are kept. Extra entries are reported as an error too.
+    pub fn with_weights(self, weights: &HashMap<String, (Vec<usize>, Vec<f32>)>) -> Result<Self, String> {
+        let mut m = Assign { path: Vec::new(), weights, used: 0, errors: Vec::new() };
+        let model = self.map(&mut m);
+        if !m.errors.is_empty() {
+            return Err(m.errors.join("; "));
+        }
+        if m.used != weights.len() {
+            let known: Vec<String> = model.named_params().into_iter().map(|p| p.name).collect();
+            let extra: Vec<&String> = weights.keys().filter(|k| !known.contains(k)).collect();
+            return Err(format!("unexpected tensors: {extra:?}"));
+        }
+        Ok(model)
+    }
+
+    /// Save all parameters as safetensors (f32, PyTorch names and shapes).
+    pub fn save_safetensors(&self, path: &std::path::Path) -> Result<(), String> {
+        let params = self.named_params();
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = params
+            .iter()
+            .map(|p| {
+                (p.name.clone(), p.shape.clone(), p.values.iter().flat_map(|v| v.to_le_bytes()).collect())
+            })
+            .collect();
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
+            .iter()
+            .map(|(n, s, b)| {
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .map(|v| (n.clone(), v))
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<_, _>>()?;
+        safetensors::serialize_to_file(views, None, path).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// Read every f32 tensor of a safetensors file: name -> (shape, values).
+pub fn read_safetensors(path: &std::path::Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = HashMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(format!("{}: tensor {name} is {:?}, expected F32", path.display(), view.dtype()));
+        }
+        let values =
+            view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        out.insert(name, (view.shape().to_vec(), values));
+    }
+    Ok(out)
+}
+
+struct Assign<'a> {
+    path: Vec<String>,
+    weights: &'a HashMap<String, (Vec<usize>, Vec<f32>)>,
+    used: usize,
+    errors: Vec<String>,
+}
+
+impl ModuleMapper for Assign<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let name = self.path.join(".");
+        let Some((shape, values)) = self.weights.get(&name) else {
+            self.errors.push(format!("missing tensor {name}"));
+            return param;
+        };
+        let want = param.shape().dims::<D>().to_vec();
+        if *shape != want || values.len() != want.iter().product::<usize>() {
+            self.errors.push(format!("{name}: shape {shape:?}, the model needs {want:?}"));
+            return param;
+        }
+        self.used += 1;
+        let values = values.clone();
+        param.map(move |old| {
+            let grad = old.is_require_grad();
+            let t = Tensor::<D>::from_data(TensorData::new(values, want), &old.device());
+            if grad { t.require_grad() } else { t }
+        })
     }
 }
 

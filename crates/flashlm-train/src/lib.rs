@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod generate;
+pub mod parity;
 pub mod plot;
 pub mod step;
 pub mod train;
