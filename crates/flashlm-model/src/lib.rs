@@ -390,7 +390,7 @@ impl Bolt {
     /// Replace every parameter's values by the tensor of the same name in `weights`
     /// (name -> (shape, values)). Every parameter must be present with its exact shape;
     /// parameter ids are kept. Extra entries are reported as an error too.
-    pub fn with_weights(self, weights: &HashMap<String, (Vec<usize>, Vec<f32>)>) -> Result<Self, String> {
+    pub fn with_weights(self, weights: &NamedTensors) -> Result<Self, String> {
         let mut m = Assign { path: Vec::new(), weights, used: 0, errors: Vec::new() };
         let model = self.map(&mut m);
         if !m.errors.is_empty() {
@@ -425,8 +425,11 @@ impl Bolt {
     }
 }
 
+/// Tensors by name: name -> (shape, row-major f32 values).
+pub type NamedTensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// Read every f32 tensor of a safetensors file: name -> (shape, values).
-pub fn read_safetensors(path: &std::path::Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>, String> {
+pub fn read_safetensors(path: &std::path::Path) -> Result<NamedTensors, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = HashMap::new();
@@ -443,7 +446,7 @@ pub fn read_safetensors(path: &std::path::Path) -> Result<HashMap<String, (Vec<u
 
 struct Assign<'a> {
     path: Vec<String>,
-    weights: &'a HashMap<String, (Vec<usize>, Vec<f32>)>,
+    weights: &'a NamedTensors,
     used: usize,
     errors: Vec<String>,
 }
