@@ -1,7 +1,13 @@
-//! The FlashLM inference engine (packed 2-bit `.flm` models, add/subtract-only kernels).
-//!
-//! Not built yet: the engine lands with issue 4. Today this crate only pins the rule that
-//! inference depends on the tokenizer and never on burn, reqwest or tokio
+//! The FlashLM inference engine: packed 2-bit `.flm` models run with add/subtract-only
+//! ternary kernels. Never depends on burn, reqwest or tokio
 //! (`scripts/check-infer-deps.sh` checks `cargo tree -p flashlm-infer`).
+//!
+//! * [`format`]: the `.flm` file (writer and a reader that trusts nothing).
+//! * [`kernels`]: ternary matrix-vector kernels (scalar, AVX2, AVX-512) and their reference.
+//! * [`engine`]: the streaming forward pass (constant work per token).
+
+pub mod engine;
+pub mod format;
+pub mod kernels;
 
 pub use flashlm_tokenizer as tokenizer;
