@@ -11,7 +11,8 @@ pub mod batch;
 pub mod cache;
 pub mod download;
 pub mod prepare;
-pub mod stories;
+/// Story readers (they live in the tokenizer crate so that inference can use them).
+pub use flashlm_tokenizer::stories;
 pub mod tokenize;
 
 pub use flashlm_tokenizer as tokenizer;

@@ -143,16 +143,16 @@ pub struct Weights {
 /// Buffers for one sequence.
 #[derive(Debug, Clone)]
 pub struct RunState {
-    x: Vec<f32>,         // [d] residual stream
-    xb: Vec<f32>,        // [pad64(max(d, h))] normed input to a ternary layer, zero padded
-    gv: Vec<f32>,        // [2d] up projection: gate | value
-    mix: Vec<f32>,       // [pad64(d)] conv(value) * sigmoid(gate), zero padded
-    out: Vec<f32>,       // [d] block output before the residual add
-    g: Vec<f32>,         // [h] W_gate x
-    u: Vec<f32>,         // [h] W_up x
-    hb: Vec<f32>,        // [pad64(h)] silu(g) * u, zero padded
-    history: Vec<f32>,   // [blocks, k-1, d] last k-1 conv inputs per block (ring)
-    ring_head: usize,    // index of the oldest history row
+    x: Vec<f32>,       // [d] residual stream
+    xb: Vec<f32>,      // [pad64(max(d, h))] normed input to a ternary layer, zero padded
+    gv: Vec<f32>,      // [2d] up projection: gate | value
+    mix: Vec<f32>,     // [pad64(d)] conv(value) * sigmoid(gate), zero padded
+    out: Vec<f32>,     // [d] block output before the residual add
+    g: Vec<f32>,       // [h] W_gate x
+    u: Vec<f32>,       // [h] W_up x
+    hb: Vec<f32>,      // [pad64(h)] silu(g) * u, zero padded
+    history: Vec<f32>, // [blocks, k-1, d] last k-1 conv inputs per block (ring)
+    ring_head: usize,  // index of the oldest history row
     /// [V] logits of the last token.
     pub logits: Vec<f32>,
     /// Tokens processed.
@@ -179,7 +179,11 @@ fn tensor<'a>(f: &FlmFile<'a>, name: &str) -> Result<TensorRef<'a>, FormatError>
 fn f32s(f: &FlmFile<'_>, name: &str, shape: &[usize]) -> Result<Vec<f32>, FormatError> {
     let t = tensor(f, name)?;
     if t.kind != Kind::F32 || t.dims() != shape {
-        return Err(FormatError::Invalid(format!("{name}: expected f32 {shape:?}, found {:?} {:?}", t.kind, t.dims())));
+        return Err(FormatError::Invalid(format!(
+            "{name}: expected f32 {shape:?}, found {:?} {:?}",
+            t.kind,
+            t.dims()
+        )));
     }
     let v: Vec<f32> = t.data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
     if v.iter().any(|x| !x.is_finite()) {
@@ -205,7 +209,8 @@ fn ternary(f: &FlmFile<'_>, name: &str, rows: usize, cols: usize) -> Result<Tern
             t.dims()
         )));
     }
-    let w = format::unpack_ternary(t.data, rows * cols).map_err(|e| FormatError::Invalid(format!("{name}: {e}")))?;
+    let w = format::unpack_ternary(t.data, rows * cols)
+        .map_err(|e| FormatError::Invalid(format!("{name}: {e}")))?;
     Ok(TernaryPlanes::from_ternary(&w, rows, cols, t.scale))
 }
 
@@ -226,14 +231,18 @@ impl Model {
         };
         let emb = tensor(&f, "embedding.weight")?;
         let embedding = match (h.embedding, emb.kind) {
-            (EmbeddingDtype::F32, Kind::F32) if emb.dims() == [v, d] => Embedding::F32(f32s(&f, "embedding.weight", &[v, d])?),
+            (EmbeddingDtype::F32, Kind::F32) if emb.dims() == [v, d] => {
+                Embedding::F32(f32s(&f, "embedding.weight", &[v, d])?)
+            }
             (EmbeddingDtype::F16, Kind::F16) if emb.dims() == [v, d] => {
                 Embedding::F16(emb.data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect())
             }
             (EmbeddingDtype::Int8, Kind::Int8Rows) if emb.dims() == [v, d] => {
                 let q = emb.data[..v * d].iter().map(|&b| b as i8).collect();
-                let scale: Vec<f32> =
-                    emb.data[v * d..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                let scale: Vec<f32> = emb.data[v * d..]
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
                 if scale.iter().any(|s| !s.is_finite()) {
                     return Err(FormatError::Invalid("embedding row scales are not finite".into()));
                 }
@@ -269,16 +278,21 @@ impl Model {
         if n > v.saturating_sub(flashlm_tokenizer::NUM_SPECIAL) {
             return Err(FormatError::Invalid(format!("tokenizer has {n} tokens for a vocabulary of {v}")));
         }
-        let tokenizer = Tokenizer::from_id_to_base(v, id_to_base).map_err(|e| FormatError::Invalid(e.to_string()))?;
+        let tokenizer =
+            Tokenizer::from_id_to_base(v, id_to_base).map_err(|e| FormatError::Invalid(e.to_string()))?;
         let (offsets, n_off) = u32s(&f, "tokenizer.offsets")?;
         let bytes = tensor(&f, "tokenizer.bytes")?;
         if n_off != v + 1 || bytes.kind != Kind::U8 {
-            return Err(FormatError::Invalid("tokenizer.offsets / tokenizer.bytes have the wrong shape".into()));
+            return Err(FormatError::Invalid(
+                "tokenizer.offsets / tokenizer.bytes have the wrong shape".into(),
+            ));
         }
         for id in 0..v {
             let (a, b) = (offsets[id] as usize, offsets[id + 1] as usize);
             if a > b || b > bytes.data.len() || &bytes.data[a..b] != tokenizer.token_bytes(id as u16) {
-                return Err(FormatError::Invalid(format!("tokenizer bytes of id {id} disagree with GPT-2 r50k_base")));
+                return Err(FormatError::Invalid(format!(
+                    "tokenizer bytes of id {id} disagree with GPT-2 r50k_base"
+                )));
             }
         }
         Ok(Model { config, weights: Weights { embedding, blocks, final_norm }, tokenizer, kernel })

@@ -120,7 +120,9 @@ pub enum FormatError {
     #[error("not a FlashLM model file (bad magic); expected a .flm written by flashlm-export")]
     Magic,
     /// Another version.
-    #[error("model format version {0} is not supported (this build reads version {VERSION}); re-export the model with this version's flashlm-export")]
+    #[error(
+        "model format version {0} is not supported (this build reads version {VERSION}); re-export the model with this version's flashlm-export"
+    )]
     Version(u32),
     /// Damaged or hostile.
     #[error("invalid model file: {0}")]
@@ -207,7 +209,12 @@ pub fn write(header: &Header, tensors: &[TensorOut]) -> Result<Vec<u8>, FormatEr
             return invalid(format!("bad tensor name {:?}", t.name));
         }
         if t.shape.is_empty() || t.shape.len() > 4 || t.kind.byte_len(&t.shape) != Some(t.data.len()) {
-            return invalid(format!("tensor {}: {} bytes do not match shape {:?}", t.name, t.data.len(), t.shape));
+            return invalid(format!(
+                "tensor {}: {} bytes do not match shape {:?}",
+                t.name,
+                t.data.len(),
+                t.shape
+            ));
         }
         let mut e = [0u8; ENTRY_LEN];
         e[..t.name.len()].copy_from_slice(t.name.as_bytes());
@@ -215,7 +222,8 @@ pub fn write(header: &Header, tensors: &[TensorOut]) -> Result<Vec<u8>, FormatEr
         e[40..44].copy_from_slice(&(t.kind as u32).to_le_bytes());
         e[44..48].copy_from_slice(&(t.shape.len() as u32).to_le_bytes());
         for (i, &d) in t.shape.iter().enumerate() {
-            let d = u32::try_from(d).map_err(|_| FormatError::Invalid(format!("tensor {}: dim too large", t.name)))?;
+            let d = u32::try_from(d)
+                .map_err(|_| FormatError::Invalid(format!("tensor {}: dim too large", t.name)))?;
             e[48 + 4 * i..52 + 4 * i].copy_from_slice(&d.to_le_bytes());
         }
         e[64..72].copy_from_slice(&(pos as u64).to_le_bytes());
@@ -323,7 +331,10 @@ pub fn read(bytes: &[u8]) -> Result<FlmFile<'_>, FormatError> {
     let dir_offset = u64_at(bytes, 52);
     let file_len = u64_at(bytes, 60);
     if file_len != bytes.len() as u64 {
-        return invalid(format!("file is {} bytes but its header says {file_len} (truncated or padded?)", bytes.len()));
+        return invalid(format!(
+            "file is {} bytes but its header says {file_len} (truncated or padded?)",
+            bytes.len()
+        ));
     }
     let dir_end = (n as u64).checked_mul(ENTRY_LEN as u64).and_then(|l| l.checked_add(dir_offset));
     match dir_end {
@@ -356,10 +367,16 @@ pub fn read(bytes: &[u8]) -> Result<FlmFile<'_>, FormatError> {
         let len = u64_at(e, 72);
         let expect = kind.byte_len(&shape[..ndim]);
         if expect.map(|x| x as u64) != Some(len) {
-            return invalid(format!("tensor {name}: {len} bytes do not match shape {:?} of kind {kind:?}", &shape[..ndim]));
+            return invalid(format!(
+                "tensor {name}: {len} bytes do not match shape {:?} of kind {kind:?}",
+                &shape[..ndim]
+            ));
         }
         match offset.checked_add(len) {
-            Some(end) if offset % ALIGN as u64 == 0 && end <= file_len && offset >= (dir_offset + n * ENTRY_LEN) as u64 => {}
+            Some(end)
+                if offset % ALIGN as u64 == 0
+                    && end <= file_len
+                    && offset >= (dir_offset + n * ENTRY_LEN) as u64 => {}
             _ => return invalid(format!("tensor {name}: data lies outside the file or is misaligned")),
         }
         if kind == Kind::Ternary && !(scale.is_finite() && scale >= 0.0) {

@@ -116,7 +116,10 @@ impl Kernel {
             other => return Err(format!("unknown kernel {other:?} (scalar, avx2, avx512, auto)")),
         };
         if !Kernel::available().contains(&k) {
-            return Err(format!("kernel {name} is not supported by this CPU (available: {:?})", Kernel::available()));
+            return Err(format!(
+                "kernel {name} is not supported by this CPU (available: {:?})",
+                Kernel::available()
+            ));
         }
         Ok(k)
     }
@@ -335,7 +338,9 @@ mod tests {
 
     #[test]
     fn model_shapes() {
-        for (rows, cols) in [(384, 192), (192, 192), (512, 192), (192, 512), (768, 384), (1024, 384), (384, 1024)] {
+        for (rows, cols) in
+            [(384, 192), (192, 192), (512, 192), (192, 512), (768, 384), (1024, 384), (384, 1024)]
+        {
             let (w, x) = case(rows, cols, 7, true);
             let m = TernaryPlanes::from_ternary(&w, rows, cols, 1.0);
             let expect = matvec_reference(&w, rows, cols, 1.0, &x);

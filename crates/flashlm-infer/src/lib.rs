@@ -7,7 +7,9 @@
 //! * [`engine`]: the streaming forward pass (constant work per token).
 
 pub mod engine;
+pub mod eval;
 pub mod format;
 pub mod kernels;
+pub mod sample;
 
 pub use flashlm_tokenizer as tokenizer;

@@ -532,6 +532,7 @@ impl ModuleVisitor for Collect {
 /// feature), with autodiff when `train` is true.
 pub fn cpu_device(train: bool) -> Device {
     #[cfg(feature = "ndarray")]
+    #[allow(deprecated)]
     let d = Device::ndarray();
     #[cfg(not(feature = "ndarray"))]
     let d = Device::flex();

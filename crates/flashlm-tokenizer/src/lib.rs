@@ -18,6 +18,7 @@
 //!   Python loader can read too; [`Tokenizer::load`] also reads the original's files.
 
 mod json;
+pub mod stories;
 mod stream;
 pub mod write;
 

@@ -3,6 +3,7 @@
 //! The `flashlm-train` binary is a thin layer over [`train::run`].
 
 pub mod checkpoint;
+pub mod export;
 pub mod generate;
 pub mod parity;
 pub mod plot;

@@ -1,0 +1,206 @@
+//! `flashlm-infer`: generate text with, or evaluate, a packed `.flm` FlashLM model.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use flashlm_infer::engine::Model;
+use flashlm_infer::eval::{Protocol, evaluate, select};
+use flashlm_infer::kernels::Kernel;
+use flashlm_infer::sample::{Rng, Sampler};
+use flashlm_infer::tokenizer::{EOS_ID, UNK_ID, stories::read_story_file};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "flashlm-infer",
+    version,
+    about = "Run packed ternary FlashLM models with add/subtract-only kernels"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    generate: GenerateArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validation bits per character and perplexity over a story file.
+    Eval(EvalArgs),
+}
+
+#[derive(Args, Debug)]
+struct Common {
+    /// The .flm model (from flashlm-export).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Ternary kernel: auto, scalar, avx2, avx512.
+    #[arg(long, env = "FLASHLM_KERNEL", default_value = "auto")]
+    kernel: String,
+    /// Threads (generation is single-threaded; eval scores stories in parallel).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+#[derive(Args, Debug)]
+struct GenerateArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Text to continue.
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Tokens to generate.
+    #[arg(long, default_value_t = 200)]
+    max_tokens: usize,
+    /// Softmax temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Sample among the k most likely tokens (0 = all).
+    #[arg(long, default_value_t = 50)]
+    top_k: usize,
+    /// Nucleus sampling threshold (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Keep going past the end-of-story token.
+    #[arg(long)]
+    ignore_eos: bool,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum ProtocolArg {
+    Original,
+    Exact,
+    Both,
+}
+
+#[derive(Args, Debug)]
+struct EvalArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Story file (.txt with <|endoftext|> lines or .jsonl, optionally .zst).
+    #[arg(long)]
+    data: PathBuf,
+    /// Stories to use (the first N).
+    #[arg(long, default_value_t = 500)]
+    stories: usize,
+    /// original: FlashLM v4's eval (cut at 257 tokens); exact: every token.
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Both)]
+    protocol: ProtocolArg,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(c: &Common) -> anyhow::Result<Model> {
+    let kernel = Kernel::from_name(&c.kernel).map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(c.threads > 0, "--threads must be at least 1");
+    let path =
+        c.model.as_ref().context("no model given: pass --model FILE.flm (make one with flashlm-export)")?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
+    Model::from_bytes(&bytes, kernel).with_context(|| format!("{}", path.display()))
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Eval(a)) => eval(a),
+        None => generate(cli.generate),
+    }
+}
+
+fn generate(a: GenerateArgs) -> anyhow::Result<()> {
+    let prompt = a.prompt.as_deref().context("no prompt: pass --prompt \"Once upon a time\"")?;
+    anyhow::ensure!(!prompt.trim().is_empty(), "the prompt is empty");
+    anyhow::ensure!(a.max_tokens > 0, "--max-tokens must be at least 1");
+    anyhow::ensure!(a.temperature.is_finite() && a.temperature >= 0.0, "--temperature must be >= 0");
+    anyhow::ensure!(a.top_p > 0.0 && a.top_p <= 1.0, "--top-p must be in (0, 1]");
+    let model = load(&a.common)?;
+    let ids = model.tokenizer.encode(prompt);
+    anyhow::ensure!(
+        ids.iter().any(|&t| t != UNK_ID),
+        "none of the prompt's tokens is in the model's vocabulary; try plain English words"
+    );
+    let sampler = Sampler { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p };
+    let mut rng = Rng::new(a.seed);
+    let mut state = model.new_state();
+    let mut out = std::io::stdout().lock();
+    write!(out, "{prompt}")?;
+    out.flush()?;
+    let t0 = Instant::now();
+    for &t in &ids[..ids.len() - 1] {
+        model.feed(&mut state, t);
+    }
+    let mut next = sampler.sample(model.forward(&mut state, ids[ids.len() - 1]), &mut rng) as u16;
+    let prompt_secs = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let mut dec = model.tokenizer.stream_decoder();
+    let mut generated = 0usize;
+    loop {
+        if next == EOS_ID && !a.ignore_eos {
+            break;
+        }
+        write!(out, "{}", dec.push(next))?;
+        out.flush()?;
+        generated += 1;
+        if generated >= a.max_tokens {
+            break;
+        }
+        next = sampler.sample(model.forward(&mut state, next), &mut rng) as u16;
+    }
+    writeln!(out, "{}", dec.finish())?;
+    let gen_secs = t1.elapsed().as_secs_f64();
+    eprintln!(
+        "prompt: {} tokens in {:.1} ms ({:.0} tok/s) | generated: {generated} tokens in {:.1} ms ({:.0} tok/s) | kernel {}",
+        ids.len(),
+        prompt_secs * 1e3,
+        ids.len() as f64 / prompt_secs.max(1e-9),
+        gen_secs * 1e3,
+        generated as f64 / gen_secs.max(1e-9),
+        model.kernel.name()
+    );
+    Ok(())
+}
+
+fn eval(a: EvalArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(a.stories > 0, "--stories must be at least 1");
+    let model = load(&a.common)?;
+    let stories = read_story_file(&a.data)?;
+    anyhow::ensure!(!stories.texts.is_empty(), "{} holds no stories", a.data.display());
+    let protocols: &[Protocol] = match a.protocol {
+        ProtocolArg::Original => &[Protocol::Original],
+        ProtocolArg::Exact => &[Protocol::Exact],
+        ProtocolArg::Both => &[Protocol::Original, Protocol::Exact],
+    };
+    for &p in protocols {
+        let t0 = Instant::now();
+        let texts = select(&stories.texts, a.stories, p);
+        let r = evaluate(&model, &texts, p, a.common.threads);
+        let secs = t0.elapsed().as_secs_f64();
+        println!(
+            "{:<8} stories {} tokens {} chars {} loss {:.4} ppl {:.2} bpc {:.4} ({:.1}s, {:.0} tok/s)",
+            format!("{p:?}").to_lowercase(),
+            r.stories,
+            r.tokens,
+            r.chars,
+            r.loss(),
+            r.perplexity(),
+            r.bpc(),
+            secs,
+            r.tokens as f64 / secs.max(1e-9)
+        );
+    }
+    Ok(())
+}

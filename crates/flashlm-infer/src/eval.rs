@@ -1,0 +1,125 @@
+//! Validation bits per character, two protocols.
+//!
+//! * `original`: FlashLM v4's `eval_bpc.py`: the first `stories` stories longer than 50
+//!   characters; each story's tokens cut to 257; tokens 1.. predicted from the ones before
+//!   (the first token is not scored, no EOS); BPC = summed NLL (nats) / (characters of the
+//!   whole stories · ln 2).
+//! * `exact`: every token of every story scored by the streaming engine, nothing cut: the
+//!   state starts fresh with an EOS (the end of a previous story, as in training), then every
+//!   story token and the closing EOS are scored; BPC = summed NLL / (characters · ln 2).
+
+use flashlm_tokenizer::EOS_ID;
+
+use crate::engine::Model;
+use crate::sample::log_prob;
+
+/// Which protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// The original's (cut at 257 tokens, first token unscored).
+    Original,
+    /// Every token.
+    Exact,
+}
+
+/// Result of an evaluation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvalResult {
+    /// Stories scored.
+    pub stories: usize,
+    /// Tokens scored.
+    pub tokens: u64,
+    /// Characters counted.
+    pub chars: u64,
+    /// Summed negative log-likelihood, nats.
+    pub nll: f64,
+}
+
+impl EvalResult {
+    /// Bits per character.
+    pub fn bpc(&self) -> f64 {
+        self.nll / (self.chars as f64 * std::f64::consts::LN_2)
+    }
+
+    /// Mean loss per token (nats).
+    pub fn loss(&self) -> f64 {
+        self.nll / self.tokens.max(1) as f64
+    }
+
+    /// exp(loss).
+    pub fn perplexity(&self) -> f64 {
+        self.loss().exp()
+    }
+}
+
+/// The stories a protocol uses: the original keeps the first `max` with more than 50 chars
+/// (among the first `max`); exact takes the first `max`.
+pub fn select<'a>(stories: &'a [String], max: usize, protocol: Protocol) -> Vec<&'a str> {
+    let first = stories.iter().take(max);
+    match protocol {
+        Protocol::Original => first.filter(|s| s.chars().count() > 50).map(String::as_str).collect(),
+        Protocol::Exact => first.map(String::as_str).collect(),
+    }
+}
+
+/// Score one story; returns (nll, tokens scored, chars).
+pub fn score_story(model: &Model, text: &str, protocol: Protocol) -> (f64, u64, u64) {
+    let mut ids = model.tokenizer.encode(text);
+    let chars = text.chars().count() as u64;
+    let mut state = model.new_state();
+    let mut nll = 0.0;
+    let mut n = 0u64;
+    match protocol {
+        Protocol::Original => {
+            if ids.len() < 2 {
+                return (0.0, 0, 0);
+            }
+            ids.truncate(257);
+            for w in ids.windows(2) {
+                let logits = model.forward(&mut state, w[0]);
+                nll -= log_prob(logits, w[1] as usize);
+                n += 1;
+            }
+        }
+        Protocol::Exact => {
+            ids.push(EOS_ID);
+            let mut prev = EOS_ID;
+            for &t in &ids {
+                let logits = model.forward(&mut state, prev);
+                nll -= log_prob(logits, t as usize);
+                n += 1;
+                prev = t;
+            }
+        }
+    }
+    (nll, n, chars)
+}
+
+/// Evaluate a set of stories (in parallel over `threads` threads; results are summed in
+/// story order, so they do not depend on the thread count).
+pub fn evaluate(model: &Model, stories: &[&str], protocol: Protocol, threads: usize) -> EvalResult {
+    let threads = threads.max(1).min(stories.len().max(1));
+    let mut per: Vec<(f64, u64, u64)> = vec![(0.0, 0, 0); stories.len()];
+    std::thread::scope(|s| {
+        for (chunk_out, chunk_in) in per
+            .chunks_mut(stories.len().div_ceil(threads).max(1))
+            .zip(stories.chunks(stories.len().div_ceil(threads).max(1)))
+        {
+            s.spawn(move || {
+                for (o, text) in chunk_out.iter_mut().zip(chunk_in) {
+                    *o = score_story(model, text, protocol);
+                }
+            });
+        }
+    });
+    let mut r = EvalResult { stories: 0, tokens: 0, chars: 0, nll: 0.0 };
+    for (nll, n, c) in per {
+        if n > 0 {
+            r.stories += 1;
+            r.tokens += n;
+            r.chars += c;
+            r.nll += nll;
+        }
+    }
+    r
+}

@@ -1,0 +1,124 @@
+//! Sampling: greedy, temperature, top-k, top-p, with a seeded generator.
+
+/// Sampling settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampler {
+    /// <= 0: greedy.
+    pub temperature: f32,
+    /// Keep the k most likely tokens (0: all).
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches p (1: all).
+    pub top_p: f32,
+}
+
+/// xorshift64*: small, seeded, the same on every platform.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn next_f32(&mut self) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let v = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        (v >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+impl Sampler {
+    /// Pick a token id from logits.
+    pub fn sample(&self, logits: &[f32], rng: &mut Rng) -> usize {
+        if self.temperature <= 0.0 || self.top_k == 1 {
+            return argmax(logits);
+        }
+        let mut idx: Vec<usize> = (0..logits.len()).collect();
+        let k = if self.top_k == 0 { logits.len() } else { self.top_k.min(logits.len()) };
+        if k < logits.len() {
+            idx.select_nth_unstable_by(k - 1, |&a, &b| logits[b].total_cmp(&logits[a]));
+            idx.truncate(k);
+        }
+        idx.sort_unstable_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+        let max = logits[idx[0]];
+        let mut probs: Vec<f32> = idx.iter().map(|&i| ((logits[i] - max) / self.temperature).exp()).collect();
+        let total: f32 = probs.iter().sum();
+        for p in &mut probs {
+            *p /= total;
+        }
+        if self.top_p < 1.0 {
+            let mut acc = 0.0;
+            let mut keep = probs.len();
+            for (i, p) in probs.iter().enumerate() {
+                acc += p;
+                if acc >= self.top_p {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            probs.truncate(keep);
+            let t: f32 = probs.iter().sum();
+            for p in &mut probs {
+                *p /= t;
+            }
+        }
+        let u = rng.next_f32();
+        let mut acc = 0.0;
+        for (i, p) in probs.iter().enumerate() {
+            acc += p;
+            if u < acc {
+                return idx[i];
+            }
+        }
+        idx[probs.len() - 1]
+    }
+}
+
+/// Index of the largest value (first on ties).
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// log_softmax(logits)[target], computed stably in f64.
+pub fn log_prob(logits: &[f32], target: usize) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = logits.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln() + max;
+    logits[target] as f64 - lse
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters() {
+        let logits = [1.0, 5.0, 4.9, 0.0, -3.0];
+        let mut rng = Rng::new(3);
+        assert_eq!(Sampler { temperature: 0.0, top_k: 0, top_p: 1.0 }.sample(&logits, &mut rng), 1);
+        let s = Sampler { temperature: 1.0, top_k: 2, top_p: 1.0 };
+        for _ in 0..300 {
+            assert!([1, 2].contains(&s.sample(&logits, &mut rng)));
+        }
+        let s = Sampler { temperature: 1.0, top_k: 0, top_p: 0.3 };
+        for _ in 0..300 {
+            assert_eq!(s.sample(&logits, &mut rng), 1);
+        }
+        let s = Sampler { temperature: 3.0, top_k: 0, top_p: 1.0 };
+        let mut seen = [false; 5];
+        for _ in 0..5000 {
+            seen[s.sample(&logits, &mut rng)] = true;
+        }
+        assert!(seen.iter().all(|&x| x));
+        assert!((log_prob(&[0.0, 0.0], 1) - 0.5f64.ln()).abs() < 1e-12);
+    }
+}
