@@ -13,5 +13,7 @@ if ./scripts/check-infer-deps.sh flashlm-data >/dev/null 2>&1; then
     echo "check-infer-deps.sh failed to flag flashlm-data's reqwest/tokio" >&2
     exit 1
 fi
+echo "== no multiply in the ternary kernels"
+./scripts/check-no-multiply.sh
 echo "== cargo test"
 cargo test --workspace --release

@@ -264,16 +264,16 @@ fn one_attempt(
         }
         s => return Err(DownloadError::Http { url: url.into(), status: s.as_u16() }),
     };
-    if let (Some(prev), Some(now)) = (*announced, total) {
-        if prev != now {
-            let _ = fs::remove_file(part);
-            return Err(DownloadError::SizeMismatch {
-                url: url.into(),
-                detail: format!(
-                    "the file changed on the server ({prev} bytes, now {now}); partial download removed"
-                ),
-            });
-        }
+    if let (Some(prev), Some(now)) = (*announced, total)
+        && prev != now
+    {
+        let _ = fs::remove_file(part);
+        return Err(DownloadError::SizeMismatch {
+            url: url.into(),
+            detail: format!(
+                "the file changed on the server ({prev} bytes, now {now}); partial download removed"
+            ),
+        });
     }
     if total.is_some() {
         *announced = total;
@@ -302,17 +302,17 @@ fn one_attempt(
                 file.write_all(&buf[..n]).map_err(io)?;
                 written += n as u64;
                 bar.set_position(written);
-                if let Some(t) = total {
-                    if written > t {
-                        drop(file);
-                        let _ = fs::remove_file(part);
-                        return Err(DownloadError::SizeMismatch {
-                            url: url.into(),
-                            detail: format!(
-                                "received more than the announced {t} bytes; partial download removed"
-                            ),
-                        });
-                    }
+                if let Some(t) = total
+                    && written > t
+                {
+                    drop(file);
+                    let _ = fs::remove_file(part);
+                    return Err(DownloadError::SizeMismatch {
+                        url: url.into(),
+                        detail: format!(
+                            "received more than the announced {t} bytes; partial download removed"
+                        ),
+                    });
                 }
             }
             Err(e) => {

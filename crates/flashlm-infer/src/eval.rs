@@ -54,7 +54,7 @@ impl EvalResult {
 
 /// The stories a protocol uses: the original keeps the first `max` with more than 50 chars
 /// (among the first `max`); exact takes the first `max`.
-pub fn select<'a>(stories: &'a [String], max: usize, protocol: Protocol) -> Vec<&'a str> {
+pub fn select(stories: &[String], max: usize, protocol: Protocol) -> Vec<&str> {
     let first = stories.iter().take(max);
     match protocol {
         Protocol::Original => first.filter(|s| s.chars().count() > 50).map(String::as_str).collect(),

@@ -374,7 +374,7 @@ pub fn read(bytes: &[u8]) -> Result<FlmFile<'_>, FormatError> {
         }
         match offset.checked_add(len) {
             Some(end)
-                if offset % ALIGN as u64 == 0
+                if offset.is_multiple_of(ALIGN as u64)
                     && end <= file_len
                     && offset >= (dir_offset + n * ENTRY_LEN) as u64 => {}
             _ => return invalid(format!("tensor {name}: data lies outside the file or is misaligned")),

@@ -170,22 +170,27 @@ fn scale_rows(y: &mut [f32], alpha: f32) {
 /// Portable kernel: add the inputs under set plus bits, subtract those under minus bits.
 #[inline(never)]
 pub fn sums_scalar(m: &TernaryPlanes, x: &[f32], y: &mut [f32]) {
-    for r in 0..m.rows {
+    // Rows are peeled off with split_at (pointer increments) rather than indexed as
+    // `r * words`, which keeps even integer multiplies out of the kernel.
+    let (mut plus, mut minus) = (&m.plus[..], &m.minus[..]);
+    for out in y.iter_mut().take(m.rows) {
+        let (prow, prest) = plus.split_at(m.words);
+        let (nrow, nrest) = minus.split_at(m.words);
+        (plus, minus) = (prest, nrest);
         let mut s = 0.0f32;
-        for w in 0..m.words {
-            let base = w * 64;
-            let mut p = m.plus[r * m.words + w];
+        for ((&pw, &nw), xs) in prow.iter().zip(nrow).zip(x.chunks_exact(64)) {
+            let mut p = pw;
             while p != 0 {
-                s += x[base + p.trailing_zeros() as usize];
+                s += xs[p.trailing_zeros() as usize];
                 p &= p - 1;
             }
-            let mut n = m.minus[r * m.words + w];
+            let mut n = nw;
             while n != 0 {
-                s -= x[base + n.trailing_zeros() as usize];
+                s -= xs[n.trailing_zeros() as usize];
                 n &= n - 1;
             }
         }
-        y[r] = s;
+        *out = s;
     }
 }
 
@@ -218,25 +223,27 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     #[inline(never)]
     pub unsafe fn sums_avx2(m: &TernaryPlanes, x: &[f32], y: &mut [f32]) {
-        let xp = x.as_ptr();
         let table = BYTE_MASKS.as_ptr();
-        for r in 0..m.rows {
+        let (mut plus, mut minus) = (&m.plus[..], &m.minus[..]);
+        for out in y.iter_mut().take(m.rows) {
+            let (prow, prest) = plus.split_at(m.words);
+            let (nrow, nrest) = minus.split_at(m.words);
+            (plus, minus) = (prest, nrest);
             let mut acc0 = _mm256_setzero_ps();
             let mut acc1 = _mm256_setzero_ps();
-            for w in 0..m.words {
-                let p = m.plus[r * m.words + w];
-                let n = m.minus[r * m.words + w];
+            for ((&p, &n), xs) in prow.iter().zip(nrow).zip(x.chunks_exact(64)) {
                 if p | n == 0 {
                     continue;
                 }
+                let xp = xs.as_ptr();
                 for byte in 0..8 {
                     let pb = ((p >> (8 * byte)) & 0xFF) as usize;
                     let nb = ((n >> (8 * byte)) & 0xFF) as usize;
                     if pb | nb == 0 {
                         continue;
                     }
-                    // SAFETY: w * 64 + byte * 8 + 8 <= m.words * 64 <= x.len(); table has 256 rows.
-                    let xv = unsafe { _mm256_loadu_ps(xp.add(w * 64 + byte * 8)) };
+                    // SAFETY: byte * 8 + 8 <= 64 = xs.len(); pb, nb < 256 = table rows.
+                    let xv = unsafe { _mm256_loadu_ps(xp.add(byte * 8)) };
                     let pm = unsafe { _mm256_loadu_si256(table.add(pb) as *const __m256i) };
                     let nm = unsafe { _mm256_loadu_si256(table.add(nb) as *const __m256i) };
                     acc0 = _mm256_add_ps(acc0, _mm256_and_ps(xv, _mm256_castsi256_ps(pm)));
@@ -250,7 +257,7 @@ mod x86 {
             let s = _mm_add_ps(lo, hi);
             let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
             let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-            y[r] = _mm_cvtss_f32(s);
+            *out = _mm_cvtss_f32(s);
         }
     }
 
@@ -261,25 +268,27 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     #[inline(never)]
     pub unsafe fn sums_avx512(m: &TernaryPlanes, x: &[f32], y: &mut [f32]) {
-        let xp = x.as_ptr();
-        for r in 0..m.rows {
+        let (mut plus, mut minus) = (&m.plus[..], &m.minus[..]);
+        for out in y.iter_mut().take(m.rows) {
+            let (prow, prest) = plus.split_at(m.words);
+            let (nrow, nrest) = minus.split_at(m.words);
+            (plus, minus) = (prest, nrest);
             let mut acc = _mm512_setzero_ps();
-            for w in 0..m.words {
-                let p = m.plus[r * m.words + w];
-                let n = m.minus[r * m.words + w];
+            for ((&p, &n), xs) in prow.iter().zip(nrow).zip(x.chunks_exact(64)) {
                 if p | n == 0 {
                     continue;
                 }
+                let xp = xs.as_ptr();
                 for q in 0..4 {
                     let kp = (p >> (16 * q)) as u16;
                     let kn = (n >> (16 * q)) as u16;
-                    // SAFETY: w * 64 + q * 16 + 16 <= m.words * 64 <= x.len().
-                    let xv = unsafe { _mm512_loadu_ps(xp.add(w * 64 + q * 16)) };
+                    // SAFETY: q * 16 + 16 <= 64 = xs.len().
+                    let xv = unsafe { _mm512_loadu_ps(xp.add(q * 16)) };
                     acc = _mm512_mask_add_ps(acc, kp, acc, xv);
                     acc = _mm512_mask_sub_ps(acc, kn, acc, xv);
                 }
             }
-            y[r] = _mm512_reduce_add_ps(acc);
+            *out = _mm512_reduce_add_ps(acc);
         }
     }
 }

@@ -6,6 +6,7 @@
 //! * [`kernels`]: ternary matrix-vector kernels (scalar, AVX2, AVX-512) and their reference.
 //! * [`engine`]: the streaming forward pass (constant work per token).
 
+pub mod bench;
 pub mod engine;
 pub mod eval;
 pub mod format;

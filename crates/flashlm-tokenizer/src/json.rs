@@ -69,10 +69,10 @@ pub(crate) fn from_json_with_stats(
                 supported: FORMAT_VERSION,
             });
         }
-        if let Some(enc) = obj.get("base_encoding") {
-            if enc.as_str() != Some("r50k_base") {
-                return Err(bad(format!("base encoding {enc} is not supported (only r50k_base)")));
-            }
+        if let Some(enc) = obj.get("base_encoding")
+            && enc.as_str() != Some("r50k_base")
+        {
+            return Err(bad(format!("base encoding {enc} is not supported (only r50k_base)")));
         }
     }
     let vocab_size = obj

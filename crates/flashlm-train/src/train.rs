@@ -77,6 +77,8 @@ pub struct TrainOptions {
     pub log_every_secs: f64,
     /// Show a live progress line.
     pub progress: bool,
+    /// At the end, the original protocol's validation BPC over this many stories (0: skip).
+    pub final_bpc_stories: usize,
     /// Set by Ctrl-C: save and stop.
     pub stop: Arc<AtomicBool>,
 }
@@ -121,6 +123,8 @@ pub struct Summary {
     pub losses: Vec<(u64, f64)>,
     /// Checkpoint written at the end.
     pub final_checkpoint: PathBuf,
+    /// Validation BPC of the final weights, original protocol (when requested).
+    pub story_bpc: Option<f64>,
 }
 
 struct Log {
@@ -168,6 +172,35 @@ pub fn evaluate(model: &Bolt, val: Windows<'_>, batch: usize, max: usize, device
         n += 1;
     }
     (n > 0).then(|| sum / n as f64)
+}
+
+/// Validation BPC with FlashLM v4's protocol (`eval_bpc.py`): the first `max` stories longer
+/// than 50 characters, tokens cut at 257, tokens 1.. predicted, BPC = summed NLL /
+/// (characters · ln 2). `flashlm-infer eval --protocol original` computes the same figure
+/// with the packed engine.
+pub fn story_bpc(
+    model: &Bolt,
+    tok: &Tokenizer,
+    stories: &[String],
+    max: usize,
+    device: &Device,
+) -> (f64, usize) {
+    let m = inference_copy(model);
+    let (mut nll, mut chars, mut n) = (0.0f64, 0u64, 0usize);
+    for text in stories.iter().take(max).filter(|s| s.chars().count() > 50) {
+        let mut ids = tok.encode(text);
+        if ids.len() < 2 {
+            continue;
+        }
+        ids.truncate(257);
+        let t = ids.len() - 1;
+        let x = ids_tensor(&ids[..t], 1, t, device);
+        let y = ids_tensor(&ids[1..], 1, t, device);
+        nll += m.loss(x, y).into_scalar::<f32>() as f64 * t as f64;
+        chars += text.chars().count() as u64;
+        n += 1;
+    }
+    (nll / (chars.max(1) as f64 * std::f64::consts::LN_2), n)
 }
 
 fn samples(
@@ -261,13 +294,13 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
         progress: opts.progress,
     })?;
     let tok = data.tokenizer.clone();
-    if let Some(ck) = &resumed {
-        if ck.state.vocab_hash != tok.fingerprint() {
-            bail!(
-                "the checkpoint was trained with another vocabulary than {}; resume with the same data and --save-dir",
-                opts.save_dir.join("tokenizer.json").display()
-            );
-        }
+    if let Some(ck) = &resumed
+        && ck.state.vocab_hash != tok.fingerprint()
+    {
+        bail!(
+            "the checkpoint was trained with another vocabulary than {}; resume with the same data and --save-dir",
+            opts.save_dir.join("tokenizer.json").display()
+        );
     }
     let train_w = Windows::new(&data.train.tokens, cfg.seq_len);
     let val_w = Windows::new(&data.val.tokens, cfg.seq_len);
@@ -471,9 +504,9 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
         }
 
         // ---- Evaluation ----
-        let epoch_done =
-            state.next_batch % batches_per_epoch < grad_accum as u64 && state.step % steps_per_epoch == 0;
-        if state.step % opts.eval_every == 0 || epoch_done {
+        let epoch_done = state.next_batch % batches_per_epoch < grad_accum as u64
+            && state.step.is_multiple_of(steps_per_epoch);
+        if state.step.is_multiple_of(opts.eval_every) || epoch_done {
             let vl = evaluate(&model, val_w, batch_size, opts.eval_batches, &eval_device).unwrap_or(f64::NAN);
             last_eval_step = state.step;
             state.val_loss = Some(vl);
@@ -503,11 +536,11 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
                 break StopReason::EarlyStop;
             }
         }
-        if state.step % opts.sample_every == 0 {
+        if state.step.is_multiple_of(opts.sample_every) {
             samples(&model, &tok, opts, &mut rng, &eval_device, &mut log);
         }
         state.sample_rng = rng.state();
-        if state.step % opts.save_every == 0 {
+        if state.step.is_multiple_of(opts.save_every) {
             state.elapsed_secs = base_elapsed + start.elapsed().as_secs_f64();
             save(&opts.save_dir.join("latest.ckpt"), &state, &model, Some(&optim))?;
             log.line(&format!("  Checkpoint: {}", opts.save_dir.join("latest.ckpt").display()));
@@ -545,10 +578,21 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
         &read_train_losses(&opts.save_dir),
         &read_val_losses(&opts.save_dir),
     );
-    if reason != StopReason::Interrupted && state.step > start_step && state.step % opts.sample_every != 0 {
+    if reason != StopReason::Interrupted
+        && state.step > start_step
+        && !state.step.is_multiple_of(opts.sample_every)
+    {
         samples(&model, &tok, opts, &mut rng, &eval_device, &mut log);
     }
 
+    let mut story_bpc_value = None;
+    if opts.final_bpc_stories > 0 {
+        let val_stories = flashlm_data::stories::read_story_files(&opts.val_files)?;
+        let (b, n) = story_bpc(&model, &tok, &val_stories.texts, opts.final_bpc_stories, &eval_device);
+        log.line(&format!("  Validation BPC (original protocol, {n} stories, final weights): {b:.4}"));
+        log.metric(serde_json::json!({"kind": "bpc", "step": state.step, "protocol": "original", "stories": n, "bpc": b}));
+        story_bpc_value = Some(b);
+    }
     let steps_this_run = state.step - start_step;
     let tokens_per_sec = steps_this_run as f64 * tokens_per_step as f64 / secs.max(1e-9);
     log.line("");
@@ -591,6 +635,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
         last_val_bpc: state.val_loss.map(bpc),
         losses,
         final_checkpoint: final_path,
+        story_bpc: story_bpc_value,
     })
 }
 

@@ -47,6 +47,7 @@ fn opts(save_dir: &Path) -> TrainOptions {
         sample_tokens: 8,
         log_every_secs: 1e9,
         progress: false,
+        final_bpc_stories: 0,
         stop: Arc::new(AtomicBool::new(false)),
     }
 }

@@ -54,7 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .unwrap_or_else(|| "tokenizer.json".into()),
     };
     let tok =
-        Tokenizer::load(&tok_path).with_context(|| format!("loading the tokenizer (pass --tokenizer)"))?;
+        Tokenizer::load(&tok_path).with_context(|| "loading the tokenizer (pass --tokenizer)".to_string())?;
     anyhow::ensure!(
         tok.fingerprint() == ck.state.vocab_hash,
         "{} is not the vocabulary {} was trained with",

@@ -100,6 +100,9 @@ struct Cli {
     /// Tokens generated per sample.
     #[arg(long, default_value_t = 150)]
     sample_tokens: usize,
+    /// At the end, report validation BPC (FlashLM v4's protocol) over this many stories (0: skip).
+    #[arg(long, default_value_t = 500)]
+    final_bpc_stories: usize,
     /// Seconds between log lines.
     #[arg(long, default_value_t = 30.0)]
     log_every: f64,
@@ -243,6 +246,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
         sample_tokens: cli.sample_tokens,
         log_every_secs: cli.log_every,
         progress: !cli.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        final_bpc_stories: cli.final_bpc_stories,
         stop,
     };
     let summary = run(&opts)?;

@@ -1,0 +1,40 @@
+//! End-to-end single-thread generation speed of a .flm model.
+//! cargo run --release -p flashlm-infer --example bench_generate -- MODEL.flm [TOKENS=256] [KERNEL=auto]
+
+use std::time::Instant;
+
+use flashlm_infer::engine::Model;
+use flashlm_infer::kernels::Kernel;
+use flashlm_infer::sample::argmax;
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let path =
+        args.next().ok_or_else(|| anyhow::anyhow!("usage: bench_generate MODEL.flm [TOKENS] [KERNEL]"))?;
+    let n: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(256);
+    let kernel =
+        Kernel::from_name(&args.next().unwrap_or_else(|| "auto".into())).map_err(anyhow::Error::msg)?;
+    let model = Model::from_bytes(&std::fs::read(&path)?, kernel)?;
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let mut state = model.new_state();
+        let mut tok = 2u16;
+        let t = Instant::now();
+        for _ in 0..n {
+            tok = argmax(model.forward(&mut state, tok)) as u16;
+        }
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    let c = model.config;
+    println!(
+        "generate d={} blocks={} h={} vocab={} kernel={}: {n} tokens, {:.1} µs/token, {:.0} tok/s",
+        c.dim,
+        c.n_blocks,
+        c.hidden,
+        c.vocab_size,
+        kernel.name(),
+        best / n as f64 * 1e6,
+        n as f64 / best
+    );
+    Ok(())
+}

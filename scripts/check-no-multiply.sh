@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Fails if a multiply instruction of any kind (float or integer multiply, multiply-add,
+# dot product) appears in the default ternary kernels of the built flashlm-infer binary.
+# usage: scripts/check-no-multiply.sh [BINARY]   (default: builds target/release/flashlm-infer)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${1:-}
+if [ -z "$bin" ]; then
+    cargo build --release -q -p flashlm-infer --bin flashlm-infer
+    bin=target/release/flashlm-infer
+fi
+asm=$(objdump -d --no-show-raw-insn "$bin" | awk '
+    /^[0-9a-f]+ <.*kernels.*sums_(scalar|avx2|avx512).*>:$/ { p = 1; print; next }
+    /^[0-9a-f]+ <.*>:$/ { p = 0 }
+    p')
+found=$(printf '%s\n' "$asm" | grep -cE '^[0-9a-f]+ <' || true)
+if [ "$found" -lt 3 ]; then
+    echo "check-no-multiply: expected 3 kernel functions (sums_scalar, sums_avx2, sums_avx512), found $found" >&2
+    exit 1
+fi
+# mul, imul, (v)mulps/ss/pd, pmul*, pmuludq, vpmull*, fma (vfmadd/vfmsub/vfnmadd...),
+# pmaddwd/pmaddubsw, vpdpbusd/vpdpwssd (VNNI), dpps/dppd.
+bad=$(printf '%s\n' "$asm" | grep -iE '^\s+[0-9a-f]+:\s+(v?p?mul[a-z0-9]*|imul[a-z]*|v?fn?m(add|sub)[a-z0-9]*|v?pmadd[a-z0-9]*|vpdp[a-z0-9]*|v?dpp[sd])\b' || true)
+if [ -n "$bad" ]; then
+    echo "check-no-multiply: multiply instructions in the ternary kernels:" >&2
+    printf '%s\n' "$bad" >&2
+    exit 1
+fi
+n=$(printf '%s\n' "$asm" | grep -cE '^\s+[0-9a-f]+:' || true)
+echo "check-no-multiply: ok ($found kernels, $n instructions, no multiply)"
