@@ -63,46 +63,140 @@ impl Embedding {
     }
 
     /// logits[v] = row(v) · h for every row (the head: a float layer, it may multiply).
-    pub fn head(&self, h: &[f32], d: usize, logits: &mut [f32]) {
+    /// Uses AVX-512 FMA when `fast` and the CPU has it, else portable code.
+    pub fn head(&self, h: &[f32], d: usize, logits: &mut [f32], fast: bool) {
+        #[cfg(target_arch = "x86_64")]
+        if fast && std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F was just detected; every row slice has exactly d values.
+            unsafe {
+                match self {
+                    Embedding::F32(w) => head_x86::f32_rows(w, h, d, logits),
+                    Embedding::F16(w) => head_x86::f16_rows(w, h, d, logits),
+                    Embedding::Int8 { q, scale } => head_x86::i8_rows(q, scale, h, d, logits),
+                }
+            }
+            return;
+        }
+        let _ = fast;
         match self {
             Embedding::F32(w) => {
-                for (v, l) in logits.iter_mut().enumerate() {
-                    *l = dot(&w[v * d..(v + 1) * d], h);
+                for (l, row) in logits.iter_mut().zip(w.chunks_exact(d)) {
+                    *l = dot(row, h);
                 }
             }
             Embedding::F16(w) => {
                 let mut row = vec![0.0f32; d];
-                for (v, l) in logits.iter_mut().enumerate() {
-                    for (o, &b) in row.iter_mut().zip(&w[v * d..(v + 1) * d]) {
+                for (l, wr) in logits.iter_mut().zip(w.chunks_exact(d)) {
+                    for (o, &b) in row.iter_mut().zip(wr) {
                         *o = half::f16::from_bits(b).to_f32();
                     }
                     *l = dot(&row, h);
                 }
             }
             Embedding::Int8 { q, scale } => {
-                for (v, l) in logits.iter_mut().enumerate() {
+                for ((l, qr), &sc) in logits.iter_mut().zip(q.chunks_exact(d)).zip(scale) {
                     let mut s = 0.0f32;
-                    for (&a, &b) in q[v * d..(v + 1) * d].iter().zip(h) {
+                    for (&a, &b) in qr.iter().zip(h) {
                         s += f32::from(a) * b;
                     }
-                    *l = s * scale[v];
+                    *l = s * sc;
                 }
             }
         }
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod head_x86 {
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX-512F; `w.len() == logits.len() * d`, `h.len() >= d`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn f32_rows(w: &[f32], h: &[f32], d: usize, logits: &mut [f32]) {
+        let full = d / 16;
+        for (l, row) in logits.iter_mut().zip(w.chunks_exact(d)) {
+            let mut acc = _mm512_setzero_ps();
+            for c in 0..full {
+                // SAFETY: c * 16 + 16 <= d <= row.len(), h.len().
+                let (a, b) = unsafe {
+                    (_mm512_loadu_ps(row.as_ptr().add(c * 16)), _mm512_loadu_ps(h.as_ptr().add(c * 16)))
+                };
+                acc = _mm512_fmadd_ps(a, b, acc);
+            }
+            let mut s = _mm512_reduce_add_ps(acc);
+            for i in full * 16..d {
+                s += row[i] * h[i];
+            }
+            *l = s;
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F; `w.len() == logits.len() * d`, `h.len() >= d`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn f16_rows(w: &[u16], h: &[f32], d: usize, logits: &mut [f32]) {
+        let full = d / 16;
+        for (l, row) in logits.iter_mut().zip(w.chunks_exact(d)) {
+            let mut acc = _mm512_setzero_ps();
+            for c in 0..full {
+                // SAFETY: c * 16 + 16 <= d: 16 u16 = 32 bytes inside the row; h likewise.
+                let (a, b) = unsafe {
+                    (
+                        _mm512_cvtph_ps(_mm256_loadu_si256(row.as_ptr().add(c * 16) as *const __m256i)),
+                        _mm512_loadu_ps(h.as_ptr().add(c * 16)),
+                    )
+                };
+                acc = _mm512_fmadd_ps(a, b, acc);
+            }
+            let mut s = _mm512_reduce_add_ps(acc);
+            for i in full * 16..d {
+                s += half::f16::from_bits(row[i]).to_f32() * h[i];
+            }
+            *l = s;
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F; `q.len() == logits.len() * d`, `scale.len() >= logits.len()`, `h.len() >= d`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn i8_rows(q: &[i8], scale: &[f32], h: &[f32], d: usize, logits: &mut [f32]) {
+        let full = d / 16;
+        for ((l, row), &sc) in logits.iter_mut().zip(q.chunks_exact(d)).zip(scale) {
+            let mut acc = _mm512_setzero_ps();
+            for c in 0..full {
+                // SAFETY: c * 16 + 16 <= d: 16 i8 inside the row; 16 f32 inside h.
+                let (a, b) = unsafe {
+                    (
+                        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
+                            row.as_ptr().add(c * 16) as *const __m128i
+                        ))),
+                        _mm512_loadu_ps(h.as_ptr().add(c * 16)),
+                    )
+                };
+                acc = _mm512_fmadd_ps(a, b, acc);
+            }
+            let mut s = _mm512_reduce_add_ps(acc);
+            for i in full * 16..d {
+                s += f32::from(row[i]) * h[i];
+            }
+            *l = s * sc;
+        }
+    }
+}
+
 /// f32 dot product with 8 independent accumulators (vectorises well).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0.0f32; 8];
-    let chunks = a.len() / 8;
-    for i in 0..chunks {
+    for (ca, cb) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
         for j in 0..8 {
-            acc[j] += a[i * 8 + j] * b[i * 8 + j];
+            acc[j] += ca[j] * cb[j];
         }
     }
     let mut s: f32 = acc.iter().sum();
-    for i in chunks * 8..a.len() {
+    for i in n / 8 * 8..n {
         s += a[i] * b[i];
     }
     s
@@ -378,7 +472,7 @@ impl Model {
         s.pos += 1;
         if want_logits {
             rmsnorm(&mut s.xb[..d], &s.x, &w.final_norm, c.norm_eps);
-            w.embedding.head(&s.xb[..d], d, &mut s.logits);
+            w.embedding.head(&s.xb[..d], d, &mut s.logits, self.kernel != Kernel::Scalar);
         }
     }
 }

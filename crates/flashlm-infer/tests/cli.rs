@@ -1,0 +1,84 @@
+//! The flashlm-infer binary on the committed tiny model: output and bad input.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn model() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/engine/tiny.flm")
+}
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_flashlm-infer")).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn generates_deterministically_and_reports_speed() {
+    let m = model();
+    let m = m.to_str().unwrap();
+    let args = ["--model", m, "--prompt", "Zebra", "--max-tokens", "30", "--seed", "5", "--ignore-eos"];
+    let (ok, out, err) = run(&args);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("Zebra") && out.len() > 5, "{out}");
+    assert!(err.contains("tok/s"), "{err}");
+    let (_, again, _) = run(&args);
+    assert_eq!(out, again, "same seed, same text");
+    for k in ["scalar", "auto"] {
+        let (ok, out_k, err) = run(&[&args[..], &["--kernel", k]].concat());
+        assert!(ok, "{err}");
+        assert_eq!(out_k, out, "kernel {k} changed the text");
+    }
+}
+
+#[test]
+fn bad_input_gives_a_clear_error() {
+    let m = model();
+    let m = m.to_str().unwrap();
+    for (args, expect) in [
+        (vec!["--prompt", "hi"], "--model"),
+        (vec!["--model", "/nonexistent.flm", "--prompt", "hi"], "cannot read model"),
+        (vec!["--model", env!("CARGO_MANIFEST_DIR"), "--prompt", "hi"], "cannot read model"),
+        (vec!["--model", m, "--prompt", ""], "empty"),
+        (vec!["--model", m, "--prompt", "hi", "--max-tokens", "0"], "max-tokens"),
+        (vec!["--model", m, "--prompt", "qqqqqqqqqqqq"], "vocabulary"),
+        (vec!["--model", m, "--prompt", "hi", "--kernel", "neon"], "unknown kernel"),
+        (vec!["--model", m, "--prompt", "hi", "--top-p", "0"], "top-p"),
+        (vec!["--model", m], "prompt"),
+        (vec!["eval", "--model", m, "--data", "/nonexistent.txt"], "nonexistent"),
+        (vec!["--no-such-flag"], "unexpected argument"),
+    ] {
+        let (ok, _, err) = run(&args);
+        assert!(!ok, "{args:?} succeeded");
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn eval_prints_bpc_for_both_protocols() {
+    let dir = tempfile_dir();
+    let data = dir.join("stories.txt");
+    std::fs::write(&data, "ABCDEFGHIJKLMNOPQRSTUVWXYZ abcdefghijklmnopqrstuvwxyz 0123456789 !?\n<|endoftext|>\nshort\n<|endoftext|>\n").unwrap();
+    let m = model();
+    let (ok, out, err) = run(&["eval", "--model", m.to_str().unwrap(), "--data", data.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(
+        out.lines().any(|l| l.starts_with("original") && l.contains("stories 1 ") && l.contains(" bpc ")),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("exact") && l.contains("stories 2 ") && l.contains(" bpc ")),
+        "{out}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn tempfile_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("flashlm-infer-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
