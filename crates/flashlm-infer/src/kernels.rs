@@ -273,21 +273,21 @@ mod x86 {
             let (prow, prest) = plus.split_at(m.words);
             let (nrow, nrest) = minus.split_at(m.words);
             (plus, minus) = (prest, nrest);
-            let mut acc = _mm512_setzero_ps();
+            // Four independent accumulators (one per 16-input quarter of a word) so the
+            // masked adds do not wait on each other.
+            let mut acc = [_mm512_setzero_ps(); 4];
             for ((&p, &n), xs) in prow.iter().zip(nrow).zip(x.chunks_exact(64)) {
-                if p | n == 0 {
-                    continue;
-                }
                 let xp = xs.as_ptr();
-                for q in 0..4 {
+                for (q, a) in acc.iter_mut().enumerate() {
                     let kp = (p >> (16 * q)) as u16;
                     let kn = (n >> (16 * q)) as u16;
                     // SAFETY: q * 16 + 16 <= 64 = xs.len().
                     let xv = unsafe { _mm512_loadu_ps(xp.add(q * 16)) };
-                    acc = _mm512_mask_add_ps(acc, kp, acc, xv);
-                    acc = _mm512_mask_sub_ps(acc, kn, acc, xv);
+                    *a = _mm512_mask_add_ps(*a, kp, *a, xv);
+                    *a = _mm512_mask_sub_ps(*a, kn, *a, xv);
                 }
             }
+            let acc = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
             *out = _mm512_reduce_add_ps(acc);
         }
     }
