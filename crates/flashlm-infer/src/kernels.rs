@@ -229,8 +229,9 @@ mod x86 {
             let (prow, prest) = plus.split_at(m.words);
             let (nrow, nrest) = minus.split_at(m.words);
             (plus, minus) = (prest, nrest);
-            let mut acc0 = _mm256_setzero_ps();
-            let mut acc1 = _mm256_setzero_ps();
+            // Independent accumulators for even and odd bytes break the add chains.
+            let mut pos = [_mm256_setzero_ps(); 2];
+            let mut neg = [_mm256_setzero_ps(); 2];
             for ((&p, &n), xs) in prow.iter().zip(nrow).zip(x.chunks_exact(64)) {
                 if p | n == 0 {
                     continue;
@@ -239,17 +240,17 @@ mod x86 {
                 for byte in 0..8 {
                     let pb = ((p >> (8 * byte)) & 0xFF) as usize;
                     let nb = ((n >> (8 * byte)) & 0xFF) as usize;
-                    if pb | nb == 0 {
-                        continue;
-                    }
                     // SAFETY: byte * 8 + 8 <= 64 = xs.len(); pb, nb < 256 = table rows.
                     let xv = unsafe { _mm256_loadu_ps(xp.add(byte * 8)) };
                     let pm = unsafe { _mm256_loadu_si256(table.add(pb) as *const __m256i) };
                     let nm = unsafe { _mm256_loadu_si256(table.add(nb) as *const __m256i) };
-                    acc0 = _mm256_add_ps(acc0, _mm256_and_ps(xv, _mm256_castsi256_ps(pm)));
-                    acc1 = _mm256_add_ps(acc1, _mm256_and_ps(xv, _mm256_castsi256_ps(nm)));
+                    let k = byte & 1;
+                    pos[k] = _mm256_add_ps(pos[k], _mm256_and_ps(xv, _mm256_castsi256_ps(pm)));
+                    neg[k] = _mm256_add_ps(neg[k], _mm256_and_ps(xv, _mm256_castsi256_ps(nm)));
                 }
             }
+            let acc0 = _mm256_add_ps(pos[0], pos[1]);
+            let acc1 = _mm256_add_ps(neg[0], neg[1]);
             let d = _mm256_sub_ps(acc0, acc1);
             // Horizontal sum: shuffles and adds.
             let lo = _mm256_castps256_ps128(d);
