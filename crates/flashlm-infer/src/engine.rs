@@ -9,24 +9,8 @@ use flashlm_tokenizer::Tokenizer;
 use crate::format::{self, EmbeddingDtype, FlmFile, FormatError, Kind, TensorRef};
 use crate::kernels::{Kernel, TernaryPlanes};
 
-/// Model shape.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Config {
-    /// Vocabulary size V.
-    pub vocab_size: usize,
-    /// Width d.
-    pub dim: usize,
-    /// Number of blocks.
-    pub n_blocks: usize,
-    /// GLU hidden width h.
-    pub hidden: usize,
-    /// Conv taps k.
-    pub kernel_size: usize,
-    /// Training context (the engine itself has no limit).
-    pub seq_len: usize,
-    /// RMSNorm epsilon.
-    pub norm_eps: f32,
-}
+/// Model shape: the file header (vocab, d, blocks, h, k, seq_len, norm eps, embedding storage).
+pub type Config = format::Header;
 
 /// The tied embedding / output head.
 #[derive(Debug, Clone)]
@@ -314,15 +298,7 @@ impl Model {
         let f = format::read(bytes)?;
         let h = f.header;
         let (v, d, hd, k) = (h.vocab_size, h.dim, h.hidden, h.kernel_size);
-        let config = Config {
-            vocab_size: v,
-            dim: d,
-            n_blocks: h.n_blocks,
-            hidden: hd,
-            kernel_size: k,
-            seq_len: h.seq_len,
-            norm_eps: h.norm_eps,
-        };
+        let config = h;
         let emb = tensor(&f, "embedding.weight")?;
         let embedding = match (h.embedding, emb.kind) {
             (EmbeddingDtype::F32, Kind::F32) if emb.dims() == [v, d] => {

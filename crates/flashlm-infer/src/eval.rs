@@ -13,6 +13,9 @@ use flashlm_tokenizer::EOS_ID;
 use crate::engine::Model;
 use crate::sample::log_prob;
 
+/// Tokens kept per story by the original protocol (a 256-token window plus its target).
+pub const ORIGINAL_MAX_TOKENS: usize = 257;
+
 /// Which protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -74,7 +77,7 @@ pub fn score_story(model: &Model, text: &str, protocol: Protocol) -> (f64, u64, 
             if ids.len() < 2 {
                 return (0.0, 0, 0);
             }
-            ids.truncate(257);
+            ids.truncate(ORIGINAL_MAX_TOKENS);
             for w in ids.windows(2) {
                 let logits = model.forward(&mut state, w[0]);
                 nll -= log_prob(logits, w[1] as usize);

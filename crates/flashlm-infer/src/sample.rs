@@ -21,6 +21,16 @@ impl Rng {
         Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
+    /// The current state: `Rng::from_state(r.state())` continues exactly where `r` is.
+    pub fn state(&self) -> u64 {
+        self.0
+    }
+
+    /// A generator continuing from a saved [`Rng::state`].
+    pub fn from_state(state: u64) -> Self {
+        Self(state.max(1))
+    }
+
     /// Uniform in [0, 1).
     pub fn next_f32(&mut self) -> f32 {
         self.0 ^= self.0 >> 12;

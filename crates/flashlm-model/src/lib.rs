@@ -193,14 +193,19 @@ impl BitLinear {
     /// The weight as ternary codes in {-1, 0, 1} (row-major [out, in]) and the scale α.
     pub fn ternary(&self) -> (Vec<i8>, f32) {
         let w: Vec<f32> = self.weight.val().into_data().try_to_vec::<f32>().expect("f32 weight");
-        let alpha = w.iter().map(|v| v.abs() as f64).sum::<f64>() / w.len().max(1) as f64;
-        let alpha = alpha as f32;
-        let codes = w
-            .iter()
-            .map(|&v| (v / (alpha + QUANT_EPS as f32)).round_ties_even().clamp(-1.0, 1.0) as i8)
-            .collect();
-        (codes, alpha)
+        ternary_codes(&w)
     }
+}
+
+/// [`ternary_quantize`] on plain values: codes in {-1, 0, 1} and α = mean|W|
+/// (so `code · α` is the quantised weight).
+pub fn ternary_codes(w: &[f32]) -> (Vec<i8>, f32) {
+    let alpha = (w.iter().map(|v| v.abs() as f64).sum::<f64>() / w.len().max(1) as f64) as f32;
+    let codes = w
+        .iter()
+        .map(|&v| (v / (alpha + QUANT_EPS as f32)).round_ties_even().clamp(-1.0, 1.0) as i8)
+        .collect();
+    (codes, alpha)
 }
 
 /// `x / sqrt(mean(x²) + 1e-6) · scale` over the last dimension.

@@ -23,7 +23,6 @@ mod stream;
 pub mod write;
 
 use std::path::Path;
-use std::sync::OnceLock;
 
 use tiktoken_rs::CoreBPE;
 
@@ -88,8 +87,7 @@ pub enum TokenizerError {
 
 /// The GPT-2 BPE (`r50k_base`), loaded once from the ranks embedded in `tiktoken-rs`.
 pub fn gpt2() -> &'static CoreBPE {
-    static BPE: OnceLock<&'static CoreBPE> = OnceLock::new();
-    BPE.get_or_init(tiktoken_rs::r50k_base_singleton)
+    tiktoken_rs::r50k_base_singleton()
 }
 
 /// GPT-2 ids of `text`, with `<|endoftext|>` treated as ordinary text (as in stories).

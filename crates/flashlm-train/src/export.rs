@@ -79,16 +79,7 @@ pub fn export(
                 }
             }
         } else if p.name.ends_with(".weight") && p.shape.len() == 2 {
-            // A ternary layer: α = mean|W|, codes = clamp(round(W / (α + ε)), -1, 1).
-            let n = p.values.len();
-            let alpha = (p.values.iter().map(|v| v.abs() as f64).sum::<f64>() / n as f64) as f32;
-            let codes: Vec<i8> = p
-                .values
-                .iter()
-                .map(|&v| {
-                    (v / (alpha + flashlm_model::QUANT_EPS as f32)).round_ties_even().clamp(-1.0, 1.0) as i8
-                })
-                .collect();
+            let (codes, alpha) = flashlm_model::ternary_codes(&p.values);
             TensorOut {
                 name: p.name.clone(),
                 kind: Kind::Ternary,

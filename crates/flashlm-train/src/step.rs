@@ -1,7 +1,7 @@
 //! The pieces of one optimizer step: LR schedule, global gradient-norm clipping, the model
 //! state as bytes, and tensors from token batches.
 
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, OptimizerRecord};
 use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
 use flashlm_model::Bolt;
@@ -42,14 +42,12 @@ impl ModuleVisitor for GradNorm<'_> {
 struct Scale<'a> {
     grads: &'a mut GradientsParams,
     factor: f64,
-    ids: Vec<ParamId>,
 }
 
 impl ModuleVisitor for Scale<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.remove::<D>(param.id) {
             self.grads.register::<D>(param.id, g.mul_scalar(self.factor));
-            self.ids.push(param.id);
         }
     }
 }
@@ -62,7 +60,7 @@ pub fn clip_global_norm(model: &Bolt, grads: &mut GradientsParams, max_norm: f64
     model.visit(&mut v);
     let norm = if v.finite { v.sum_sq.sqrt() } else { f64::NAN };
     if norm.is_finite() && norm > max_norm {
-        let mut s = Scale { grads, factor: max_norm / (norm + 1e-6), ids: Vec::new() };
+        let mut s = Scale { grads, factor: max_norm / (norm + 1e-6) };
         model.visit(&mut s);
     }
     norm

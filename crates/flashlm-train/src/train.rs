@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::Device;
-use flashlm_data::batch::{SplitMix64, TrainBatches, Windows, val_batches};
+use flashlm_data::batch::{TrainBatches, Windows, val_batches};
 use flashlm_data::prepare::{PrepareConfig, prepare};
 use flashlm_data::tokenizer::Tokenizer;
+use flashlm_infer::eval::{ORIGINAL_MAX_TOKENS, Protocol, select};
+use flashlm_infer::sample::{Rng, Sampler};
 use flashlm_model::{Bolt, BoltConfig, cpu_device};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -187,12 +189,12 @@ pub fn story_bpc(
 ) -> (f64, usize) {
     let m = inference_copy(model);
     let (mut nll, mut chars, mut n) = (0.0f64, 0u64, 0usize);
-    for text in stories.iter().take(max).filter(|s| s.chars().count() > 50) {
+    for text in select(stories, max, Protocol::Original) {
         let mut ids = tok.encode(text);
         if ids.len() < 2 {
             continue;
         }
-        ids.truncate(257);
+        ids.truncate(ORIGINAL_MAX_TOKENS);
         let t = ids.len() - 1;
         let x = ids_tensor(&ids[..t], 1, t, device);
         let y = ids_tensor(&ids[1..], 1, t, device);
@@ -207,7 +209,7 @@ fn samples(
     model: &Bolt,
     tok: &Tokenizer,
     opts: &TrainOptions,
-    rng: &mut SplitMix64,
+    rng: &mut Rng,
     device: &Device,
     log: &mut Log,
 ) {
@@ -218,8 +220,7 @@ fn samples(
         let settings = SampleSettings {
             max_new: opts.sample_tokens,
             seq_len: opts.config.seq_len,
-            temperature: 0.8,
-            top_k: 50,
+            sampler: Sampler { temperature: 0.8, top_k: 50, top_p: 1.0 },
         };
         let out = generate(&m, &ids, settings, rng, device);
         let text: String = tok.decode(&out).chars().take(400).collect();
@@ -348,7 +349,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
         best_val_loss: None,
         patience_used: 0,
         tokens_seen: 0,
-        sample_rng: opts.seed ^ 0x5EED,
+        sample_rng: Rng::new(opts.seed ^ 0x5EED).state(),
         seed: opts.seed,
         batch_size,
         grad_accum,
@@ -365,7 +366,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
         state = ck.state;
         batches = TrainBatches::new(train_w, batch_size, state.seed, state.next_batch);
     }
-    let mut rng = SplitMix64::new(state.sample_rng);
+    let mut rng = Rng::from_state(state.sample_rng);
     let tokens_per_step = (batch_size * grad_accum * cfg.seq_len) as u64;
     let val_tokens_per_char = data.val.tokens.len() as f64 / data.val.chars.max(1) as f64;
     let bpc = |loss: f64| loss / std::f64::consts::LN_2 * val_tokens_per_char;
