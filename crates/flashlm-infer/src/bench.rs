@@ -38,3 +38,70 @@ pub fn matvec_f32(w: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f32])
         *out = dot(&w[r * cols..(r + 1) * cols], &x[..cols]);
     }
 }
+
+/// The best float baseline this crate has: y = W x with AVX-512 FMA (four rows at a time,
+/// masked tails) when the CPU has it, else [`matvec_f32`].
+pub fn matvec_f32_fma(w: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f32]) {
+    assert!(w.len() >= rows * cols && x.len() >= cols && y.len() >= rows);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F was just detected; the lengths were checked above.
+        unsafe { fma_x86::matvec(w, rows, cols, x, y) };
+        return;
+    }
+    matvec_f32(w, rows, cols, x, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod fma_x86 {
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX-512F; `w.len() >= rows * cols`, `x.len() >= cols`, `y.len() >= rows`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn matvec(w: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f32]) {
+        let full = cols / 16;
+        let tail: u16 = ((1u32 << (cols % 16)) - 1) as u16;
+        let mut r = 0;
+        while r < rows {
+            let n = (rows - r).min(4);
+            let mut acc = [_mm512_setzero_ps(); 4];
+            for c in 0..=full {
+                let mask = if c < full { 0xFFFF } else { tail };
+                if mask == 0 {
+                    break;
+                }
+                // SAFETY: the mask keeps every lane inside x and inside row r + i.
+                unsafe {
+                    let xv = _mm512_maskz_loadu_ps(mask, x.as_ptr().add(c * 16));
+                    for (i, a) in acc.iter_mut().enumerate().take(n) {
+                        let wv = _mm512_maskz_loadu_ps(mask, w.as_ptr().add((r + i) * cols + c * 16));
+                        *a = _mm512_fmadd_ps(wv, xv, *a);
+                    }
+                }
+            }
+            for (i, a) in acc.iter().enumerate().take(n) {
+                y[r + i] = _mm512_reduce_add_ps(*a);
+            }
+            r += n;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fma_baseline_matches_the_plain_one() {
+        for (rows, cols) in [(1, 1), (3, 17), (5, 33), (384, 192), (7, 300)] {
+            let (_, _, dense, x) = random_case(rows, cols, 3);
+            let (mut a, mut b) = (vec![0.0; rows], vec![0.0; rows]);
+            matvec_f32(&dense, rows, cols, &x, &mut a);
+            matvec_f32_fma(&dense, rows, cols, &x, &mut b);
+            for (p, q) in a.iter().zip(&b) {
+                assert!((p - q).abs() <= 1e-4 * (1.0 + p.abs()), "{rows}x{cols}: {p} vs {q}");
+            }
+        }
+    }
+}

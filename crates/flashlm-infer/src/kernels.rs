@@ -29,6 +29,18 @@ pub struct TernaryPlanes {
     pub minus: Vec<u64>,
     /// Per-matrix scale α.
     pub alpha: f32,
+    /// Blocks of 16 rows: ceil(rows / 16).
+    pub row_blocks: usize,
+    /// Quads of four 3-input groups per row: ceil(ceil(cols / 3) / 4).
+    pub quads: usize,
+    /// [row_blocks, quads, 16] look-up codes for the table kernel: lane = row within the
+    /// block, byte b of the word = code of group 4q+b, code = 9(w0+1) + 3(w1+1) + (w2+1)
+    /// for that group's three weights (weights past the matrix count as 0: code 13).
+    pub codes: Vec<u32>,
+    /// [ceil(rows / 8), quads, 8] codes for the AVX2 table kernel: lane = row within the
+    /// block of 8, byte b of the word = plus bits (w = +1) of group 4q+b's three inputs in
+    /// bits 0..3 and its minus bits (w = −1) in bits 4..7.
+    pub codes8: Vec<u32>,
 }
 
 impl TernaryPlanes {
@@ -48,7 +60,49 @@ impl TernaryPlanes {
                 }
             }
         }
-        Self { rows, cols, words, plus, minus, alpha }
+        let row_blocks = rows.div_ceil(16);
+        let quads = cols.div_ceil(3).div_ceil(4);
+        let mut codes = vec![0u32; row_blocks * quads * 16];
+        for rb in 0..row_blocks {
+            for q in 0..quads {
+                for lane in 0..16 {
+                    let r = rb * 16 + lane;
+                    let mut word = 0u32;
+                    for b in 0..4 {
+                        let mut code = 0u32;
+                        for j in 0..3 {
+                            let c = (q * 4 + b) * 3 + j;
+                            let t = if r < rows && c < cols { w[r * cols + c] } else { 0 };
+                            code = code * 3 + (t + 1) as u32;
+                        }
+                        word |= code << (8 * b);
+                    }
+                    codes[(rb * quads + q) * 16 + lane] = word;
+                }
+            }
+        }
+        let blocks8 = rows.div_ceil(8);
+        let mut codes8 = vec![0u32; blocks8 * quads * 8];
+        for rb in 0..blocks8 {
+            for q in 0..quads {
+                for lane in 0..8 {
+                    let r = rb * 8 + lane;
+                    let mut word = 0u32;
+                    for b in 0..4 {
+                        for j in 0..3 {
+                            let c = (q * 4 + b) * 3 + j;
+                            match if r < rows && c < cols { w[r * cols + c] } else { 0 } {
+                                1 => word |= 1 << (8 * b + j),
+                                -1 => word |= 1 << (8 * b + 4 + j),
+                                _ => {}
+                            }
+                        }
+                    }
+                    codes8[(rb * quads + q) * 8 + lane] = word;
+                }
+            }
+        }
+        Self { rows, cols, words, plus, minus, alpha, row_blocks, quads, codes, codes8 }
     }
 
     /// Inputs the kernels read per row: cols rounded up to 64 (pad `x` with zeros).
@@ -79,9 +133,13 @@ pub fn matvec_reference(w: &[i8], rows: usize, cols: usize, alpha: f32, x: &[f32
 pub enum Kernel {
     /// Portable scalar code.
     Scalar,
-    /// x86-64 AVX2.
+    /// x86-64 AVX2, masked adds through a byte-mask table (kept for comparison).
+    Avx2Mask,
+    /// x86-64 AVX2, 8 rows per register, look-up tables of 3-input subset sums.
     Avx2,
-    /// x86-64 AVX-512 (F).
+    /// x86-64 AVX-512 (F), masked add/sub on the bit planes (kept for comparison).
+    Avx512Mask,
+    /// x86-64 AVX-512 (F), 16 rows per register, look-up tables of 3-input sums.
     Avx512,
 }
 
@@ -92,9 +150,11 @@ impl Kernel {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx2") {
+                v.push(Kernel::Avx2Mask);
                 v.push(Kernel::Avx2);
             }
             if std::arch::is_x86_feature_detected!("avx512f") {
+                v.push(Kernel::Avx512Mask);
                 v.push(Kernel::Avx512);
             }
         }
@@ -112,8 +172,14 @@ impl Kernel {
             "scalar" => Kernel::Scalar,
             "avx2" => Kernel::Avx2,
             "avx512" | "avx-512" => Kernel::Avx512,
+            "avx512-mask" => Kernel::Avx512Mask,
+            "avx2-mask" => Kernel::Avx2Mask,
             "auto" => return Ok(Kernel::detect()),
-            other => return Err(format!("unknown kernel {other:?} (scalar, avx2, avx512, auto)")),
+            other => {
+                return Err(format!(
+                    "unknown kernel {other:?} (scalar, avx2-mask, avx2, avx512-mask, avx512, auto)"
+                ));
+            }
         };
         if !Kernel::available().contains(&k) {
             return Err(format!(
@@ -129,6 +195,8 @@ impl Kernel {
         match self {
             Kernel::Scalar => "scalar",
             Kernel::Avx2 => "avx2",
+            Kernel::Avx2Mask => "avx2-mask",
+            Kernel::Avx512Mask => "avx512-mask",
             Kernel::Avx512 => "avx512",
         }
     }
@@ -141,21 +209,68 @@ impl Kernel {
         match self {
             Kernel::Scalar => sums_scalar(m, x, y),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => {
+            Kernel::Avx2Mask => {
                 assert!(std::arch::is_x86_feature_detected!("avx2"));
                 // SAFETY: AVX2 support was just checked; lengths were checked above.
-                unsafe { x86::sums_avx2(m, x, y) }
+                unsafe { x86::sums_avx2_mask(m, x, y) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => {
+                assert!(std::arch::is_x86_feature_detected!("avx2"));
+                x86::TABLES8.with_borrow_mut(|tables| {
+                    // SAFETY: AVX2 support was just checked; lengths were checked above.
+                    unsafe { x86::sums_avx2(m, x, y, tables) }
+                });
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Mask => {
+                assert!(std::arch::is_x86_feature_detected!("avx512f"));
+                // SAFETY: AVX-512F support was just checked; lengths were checked above.
+                unsafe { x86::sums_avx512_mask(m, x, y) }
             }
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => {
                 assert!(std::arch::is_x86_feature_detected!("avx512f"));
-                // SAFETY: AVX-512F support was just checked; lengths were checked above.
-                unsafe { x86::sums_avx512(m, x, y) }
+                x86::TABLES.with_borrow_mut(|tables| {
+                    // SAFETY: AVX-512F support was just checked; lengths were checked above.
+                    unsafe {
+                        x86::sums_avx512_tables(x, m.cols, m.quads, tables);
+                        x86::sums_avx512_apply(m, tables, y);
+                    }
+                });
             }
             #[cfg(not(target_arch = "x86_64"))]
             _ => sums_scalar(m, x, y),
         }
         scale_rows(&mut y[..m.rows], m.alpha);
+    }
+}
+
+impl Kernel {
+    /// `matvec` of two matrices with the same input (`a.cols == b.cols`); the table kernels
+    /// build the input's tables once for both.
+    pub fn matvec2(self, a: &TernaryPlanes, b: &TernaryPlanes, x: &[f32], ya: &mut [f32], yb: &mut [f32]) {
+        assert_eq!(a.cols, b.cols, "matvec2 needs matrices with the same input");
+        #[cfg(target_arch = "x86_64")]
+        if self == Kernel::Avx512 {
+            assert!(x.len() >= a.padded_cols(), "input shorter than the padded row");
+            assert!(ya.len() >= a.rows && yb.len() >= b.rows, "output shorter than the rows");
+            assert!(std::arch::is_x86_feature_detected!("avx512f"));
+            x86::TABLES.with_borrow_mut(|tables| {
+                // SAFETY: AVX-512F support was just checked; lengths were checked above; a and
+                // b have the same cols, and quads follows from cols.
+                unsafe {
+                    x86::sums_avx512_tables(x, a.cols, a.quads, tables);
+                    x86::sums_avx512_apply(a, tables, ya);
+                    x86::sums_avx512_apply(b, tables, yb);
+                }
+            });
+            scale_rows(&mut ya[..a.rows], a.alpha);
+            scale_rows(&mut yb[..b.rows], b.alpha);
+            return;
+        }
+        self.matvec(a, x, ya);
+        self.matvec(b, x, yb);
     }
 }
 
@@ -222,7 +337,7 @@ mod x86 {
     /// The CPU must support AVX2; `x.len() >= m.words * 64`, `y.len() >= m.rows`.
     #[target_feature(enable = "avx2")]
     #[inline(never)]
-    pub unsafe fn sums_avx2(m: &TernaryPlanes, x: &[f32], y: &mut [f32]) {
+    pub unsafe fn sums_avx2_mask(m: &TernaryPlanes, x: &[f32], y: &mut [f32]) {
         let table = BYTE_MASKS.as_ptr();
         let (mut plus, mut minus) = (&m.plus[..], &m.minus[..]);
         for out in y.iter_mut().take(m.rows) {
@@ -268,7 +383,7 @@ mod x86 {
     /// The CPU must support AVX-512F; `x.len() >= m.words * 64`, `y.len() >= m.rows`.
     #[target_feature(enable = "avx512f")]
     #[inline(never)]
-    pub unsafe fn sums_avx512(m: &TernaryPlanes, x: &[f32], y: &mut [f32]) {
+    pub unsafe fn sums_avx512_mask(m: &TernaryPlanes, x: &[f32], y: &mut [f32]) {
         let (mut plus, mut minus) = (&m.plus[..], &m.minus[..]);
         for out in y.iter_mut().take(m.rows) {
             let (prow, prest) = plus.split_at(m.words);
@@ -290,6 +405,226 @@ mod x86 {
             }
             let acc = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
             *out = _mm512_reduce_add_ps(acc);
+        }
+    }
+
+    /// Sixteen f32 lanes, aligned to a cache line.
+    #[derive(Clone, Copy)]
+    #[repr(C, align(64))]
+    pub struct Lanes(pub [f32; 16]);
+
+    thread_local! {
+        /// Per-thread tables for [`sums_avx512`]: two registers (32 slots) per 3-input group.
+        pub static TABLES: std::cell::RefCell<Vec<Lanes>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// Slots (bit c for code c, 0..27) whose digit `pos` (0 = most significant, weight of
+    /// the group's first input) equals `val`.
+    const fn digit_mask(pos: u32, val: u32) -> u32 {
+        let mut m = 0u32;
+        let mut c = 0;
+        while c < 27 {
+            let digit = match pos {
+                0 => c / 9,
+                1 => (c / 3) % 3,
+                _ => c % 3,
+            };
+            if digit == val {
+                m |= 1 << c;
+            }
+            c += 1;
+        }
+        m
+    }
+    const PLUS: [u32; 3] = [digit_mask(0, 2), digit_mask(1, 2), digit_mask(2, 2)];
+    const MINUS: [u32; 3] = [digit_mask(0, 0), digit_mask(1, 0), digit_mask(2, 0)];
+
+    /// Slot i of the second table register holds code 16+i = −(code 10−i) (flipping every
+    /// digit negates the sum), so it is the first register reversed and negated.
+    const REVERSE: [i32; 16] = [10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 0, 0, 0, 0, 0];
+
+    /// One group's two table registers from its three inputs.
+    #[inline(always)]
+    fn group_table(x0: f32, x1: f32, x2: f32, pair: &mut [Lanes]) {
+        // SAFETY (whole function): only called from AVX-512F functions; pair has two Lanes,
+        // each 64 bytes and 64-byte aligned.
+        unsafe {
+            let zero = _mm512_setzero_ps();
+            // Codes 0..=15: the first digit is 0 (w0 = −1) for codes 0..=8, 1 (w0 = 0) after.
+            let mut lo = _mm512_mask_sub_ps(zero, MINUS[0] as u16, zero, _mm512_set1_ps(x0));
+            let x1b = _mm512_set1_ps(x1);
+            lo = _mm512_mask_add_ps(lo, PLUS[1] as u16, lo, x1b);
+            lo = _mm512_mask_sub_ps(lo, MINUS[1] as u16, lo, x1b);
+            let x2b = _mm512_set1_ps(x2);
+            lo = _mm512_mask_add_ps(lo, PLUS[2] as u16, lo, x2b);
+            lo = _mm512_mask_sub_ps(lo, MINUS[2] as u16, lo, x2b);
+            let rev = _mm512_loadu_si512(REVERSE.as_ptr() as *const _);
+            let hi = _mm512_sub_ps(zero, _mm512_permutexvar_ps(rev, lo));
+            _mm512_store_ps(pair[0].0.as_mut_ptr(), lo);
+            _mm512_store_ps(pair[1].0.as_mut_ptr(), hi);
+        }
+    }
+
+    /// Tables for the AVX-512 table kernel: two registers per group of three inputs of
+    /// `x[..cols]`, `quads * 4` groups (zeros past the end).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[inline(never)]
+    pub unsafe fn sums_avx512_tables(x: &[f32], cols: usize, quads: usize, tables: &mut Vec<Lanes>) {
+        if tables.len() < quads * 8 {
+            tables.resize(quads * 8, Lanes([0.0; 16]));
+        }
+        let mut pairs = tables[..quads * 8].chunks_exact_mut(2);
+        // Peel three inputs at a time (`chunks_exact(3)` would divide by 3 with a multiply).
+        let mut rest = &x[..cols];
+        while rest.len() >= 3 {
+            let Some(pair) = pairs.next() else { break };
+            group_table(rest[0], rest[1], rest[2], pair);
+            rest = &rest[3..];
+        }
+        if !rest.is_empty() && rest.len() < 3 {
+            let mut v = [0.0f32; 3];
+            v[..rest.len()].copy_from_slice(rest);
+            if let Some(pair) = pairs.next() {
+                group_table(v[0], v[1], v[2], pair);
+            }
+        }
+        for pair in pairs {
+            group_table(0.0, 0.0, 0.0, pair);
+        }
+    }
+
+    /// AVX-512 table kernel (T-MAC style, rows in lanes), given the tables of its input.
+    ///
+    /// For every group of three inputs, [`sums_avx512_tables`] holds a 27-entry table of
+    /// all their ±/0 sums (two registers, built with masked adds and subtracts). For every
+    /// block of 16 rows, each code word selects one table entry per row with a two-register
+    /// permute (`vpermi2ps`) and the entries are added: one permute and one add per 48
+    /// weights, no horizontal sums.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; `tables` built for `m.cols` and `m.quads`;
+    /// `y.len() >= m.rows`.
+    #[target_feature(enable = "avx512f")]
+    #[inline(never)]
+    pub unsafe fn sums_avx512_apply(m: &TernaryPlanes, tables: &[Lanes], y: &mut [f32]) {
+        if m.quads == 0 {
+            y[..m.rows].fill(0.0);
+            return;
+        }
+        assert!(tables.len() >= m.quads * 8);
+        let mut out = y[..m.rows].chunks_mut(16);
+        for block in m.codes.chunks_exact(m.quads * 16) {
+            let mut acc = [_mm512_setzero_ps(); 4];
+            for (words, t) in block.chunks_exact(16).zip(tables.chunks_exact(8)) {
+                // SAFETY: words holds 16 u32 (64 bytes); every Lanes is 64 bytes, aligned.
+                unsafe {
+                    let idx = _mm512_loadu_si512(words.as_ptr() as *const _);
+                    let tp = t.as_ptr() as *const f32;
+                    // vpermi2ps reads bits 0..=3 (slot) and bit 4 (which register) of each
+                    // lane, so byte b of the code word is reached by a right shift.
+                    let i0 = idx;
+                    let i1 = _mm512_srli_epi32::<8>(idx);
+                    let i2 = _mm512_srli_epi32::<16>(idx);
+                    let i3 = _mm512_srli_epi32::<24>(idx);
+                    let r0 = _mm512_permutex2var_ps(_mm512_load_ps(tp), i0, _mm512_load_ps(tp.add(16)));
+                    let r1 =
+                        _mm512_permutex2var_ps(_mm512_load_ps(tp.add(32)), i1, _mm512_load_ps(tp.add(48)));
+                    let r2 =
+                        _mm512_permutex2var_ps(_mm512_load_ps(tp.add(64)), i2, _mm512_load_ps(tp.add(80)));
+                    let r3 =
+                        _mm512_permutex2var_ps(_mm512_load_ps(tp.add(96)), i3, _mm512_load_ps(tp.add(112)));
+                    acc[0] = _mm512_add_ps(acc[0], r0);
+                    acc[1] = _mm512_add_ps(acc[1], r1);
+                    acc[2] = _mm512_add_ps(acc[2], r2);
+                    acc[3] = _mm512_add_ps(acc[3], r3);
+                }
+            }
+            let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+            let Some(dst) = out.next() else { break };
+            let mut lanes = Lanes([0.0; 16]);
+            // SAFETY: lanes is 64 bytes, 64-byte aligned.
+            unsafe { _mm512_store_ps(lanes.0.as_mut_ptr(), sum) };
+            dst.copy_from_slice(&lanes.0[..dst.len()]);
+        }
+    }
+
+    /// Eight f32 lanes, aligned to 32 bytes.
+    #[derive(Clone, Copy)]
+    #[repr(C, align(32))]
+    pub struct Lanes8(pub [f32; 8]);
+
+    thread_local! {
+        /// Per-thread tables for [`sums_avx2`]: one register (8 subset sums) per group.
+        pub static TABLES8: std::cell::RefCell<Vec<Lanes8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// AVX2 table kernel (rows in lanes).
+    ///
+    /// For every group of three inputs, the 8 subset sums are built with scalar adds. For
+    /// every block of 8 rows, the plus bits and the minus bits of a group each select a
+    /// subset sum per row (`vpermps`, which reads bits 0..=2 of each lane); the first is
+    /// added and the second subtracted.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2; `x.len() >= m.words * 64`, `y.len() >= m.rows`.
+    #[target_feature(enable = "avx2")]
+    #[inline(never)]
+    pub unsafe fn sums_avx2(m: &TernaryPlanes, x: &[f32], y: &mut [f32], tables: &mut Vec<Lanes8>) {
+        if m.quads == 0 {
+            y[..m.rows].fill(0.0);
+            return;
+        }
+        tables.clear();
+        tables.resize(m.quads * 4, Lanes8([0.0; 8]));
+        let mut xs = &x[..m.cols];
+        for t in tables.iter_mut() {
+            let mut v = [0.0f32; 3];
+            let n = xs.len().min(3);
+            v[..n].copy_from_slice(&xs[..n]);
+            xs = &xs[n..];
+            let [a, b, c] = v;
+            let ab = a + b;
+            t.0 = [0.0, a, b, ab, c, a + c, b + c, ab + c];
+        }
+        let tables = &tables[..];
+        let mut out = y[..m.rows].chunks_mut(8);
+        for block in m.codes8.chunks_exact(m.quads * 8) {
+            let mut pos = [_mm256_setzero_ps(); 4];
+            let mut neg = [_mm256_setzero_ps(); 4];
+            for (words, t) in block.chunks_exact(8).zip(tables.chunks_exact(4)) {
+                // SAFETY: words holds 8 u32 (32 bytes); every Lanes8 is 32 bytes, aligned.
+                unsafe {
+                    let idx = _mm256_loadu_si256(words.as_ptr() as *const __m256i);
+                    let tp = t.as_ptr() as *const f32;
+                    let t0 = _mm256_load_ps(tp);
+                    let t1 = _mm256_load_ps(tp.add(8));
+                    let t2 = _mm256_load_ps(tp.add(16));
+                    let t3 = _mm256_load_ps(tp.add(24));
+                    pos[0] = _mm256_add_ps(pos[0], _mm256_permutevar8x32_ps(t0, idx));
+                    neg[0] = _mm256_add_ps(neg[0], _mm256_permutevar8x32_ps(t0, _mm256_srli_epi32::<4>(idx)));
+                    pos[1] = _mm256_add_ps(pos[1], _mm256_permutevar8x32_ps(t1, _mm256_srli_epi32::<8>(idx)));
+                    neg[1] =
+                        _mm256_add_ps(neg[1], _mm256_permutevar8x32_ps(t1, _mm256_srli_epi32::<12>(idx)));
+                    pos[2] =
+                        _mm256_add_ps(pos[2], _mm256_permutevar8x32_ps(t2, _mm256_srli_epi32::<16>(idx)));
+                    neg[2] =
+                        _mm256_add_ps(neg[2], _mm256_permutevar8x32_ps(t2, _mm256_srli_epi32::<20>(idx)));
+                    pos[3] =
+                        _mm256_add_ps(pos[3], _mm256_permutevar8x32_ps(t3, _mm256_srli_epi32::<24>(idx)));
+                    neg[3] =
+                        _mm256_add_ps(neg[3], _mm256_permutevar8x32_ps(t3, _mm256_srli_epi32::<28>(idx)));
+                }
+            }
+            let p = _mm256_add_ps(_mm256_add_ps(pos[0], pos[1]), _mm256_add_ps(pos[2], pos[3]));
+            let n = _mm256_add_ps(_mm256_add_ps(neg[0], neg[1]), _mm256_add_ps(neg[2], neg[3]));
+            let Some(dst) = out.next() else { break };
+            let mut lanes = Lanes8([0.0; 8]);
+            // SAFETY: lanes is 32 bytes, 32-byte aligned.
+            unsafe { _mm256_store_ps(lanes.0.as_mut_ptr(), _mm256_sub_ps(p, n)) };
+            dst.copy_from_slice(&lanes.0[..dst.len()]);
         }
     }
 }
@@ -358,6 +693,25 @@ mod tests {
                 let mut y = vec![0.0; rows];
                 k.matvec(&m, &padded(&x, &m), &mut y);
                 assert_eq!(y, expect, "{k:?} {rows}x{cols}");
+            }
+        }
+    }
+
+    #[test]
+    fn matvec2_equals_two_matvecs() {
+        for k in Kernel::available() {
+            for cols in [1, 2, 3, 4, 47, 192, 193] {
+                let (wa, x) = case(37, cols, cols as u64, false);
+                let (wb, _) = case(21, cols, 99 + cols as u64, false);
+                let a = TernaryPlanes::from_ternary(&wa, 37, cols, 0.5);
+                let b = TernaryPlanes::from_ternary(&wb, 21, cols, 2.0);
+                let x = padded(&x, &a);
+                let (mut ya, mut yb, mut za, mut zb) =
+                    (vec![0.0; 37], vec![0.0; 21], vec![0.0; 37], vec![0.0; 21]);
+                k.matvec2(&a, &b, &x, &mut ya, &mut yb);
+                k.matvec(&a, &x, &mut za);
+                k.matvec(&b, &x, &mut zb);
+                assert_eq!((ya, yb), (za, zb), "{k:?} cols {cols}");
             }
         }
     }

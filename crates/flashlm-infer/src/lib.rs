@@ -12,5 +12,6 @@ pub mod eval;
 pub mod format;
 pub mod kernels;
 pub mod sample;
+pub mod vmath;
 
 pub use flashlm_tokenizer as tokenizer;

@@ -1,0 +1,210 @@
+//! Element-wise float helpers of the forward pass (the non-ternary parts: conv, gates, norms).
+//!
+//! Each helper is plain Rust written so that it vectorises; the same body is compiled three
+//! times (portable, AVX2+FMA, AVX-512) and the widest one the CPU runs is picked once.
+//! Results do not depend on the variant: each output element is computed by the same
+//! operations in the same order (Rust never fuses `a * b + c` on its own).
+
+use std::sync::OnceLock;
+
+/// exp(x) for f32 with a Cephes-style polynomial: relative error below 2e-7 on
+/// [-87, 88]; inputs outside are clamped (so it never returns inf or NaN for finite x).
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding and subtracting it rounds to an integer.
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5e-1;
+    let e = p * r * r + r + 1.0;
+    e * f32::from_bits(((n as i32 + 127) << 23) as u32)
+}
+
+/// 1 / (1 + e^-x).
+#[inline(always)]
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Width {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+fn width() -> Width {
+    static W: OnceLock<Width> = OnceLock::new();
+    *W.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Width::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                return Width::Avx2;
+            }
+        }
+        Width::Portable
+    })
+}
+
+/// Defines `pub fn $name(args)` that runs `$body` compiled for the widest vector unit.
+macro_rules! multiversion {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
+        $(#[$doc])*
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f")]
+            unsafe fn avx512($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
+            match width() {
+                // SAFETY: width() returns Avx512 / Avx2 only where the CPU has the features.
+                #[cfg(target_arch = "x86_64")]
+                Width::Avx512 => unsafe { avx512($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                Width::Avx2 => unsafe { avx2($($arg),*) },
+                Width::Portable => body($($arg),*),
+            }
+        }
+    };
+}
+
+multiversion! {
+    /// out = x / sqrt(mean(x²) + eps) * gain (16 partial sums for the mean).
+    fn rmsnorm(out: &mut [f32], x: &[f32], gain: &[f32], eps: f32) {
+        let mut acc = [0.0f32; 16];
+        let chunks = x.chunks_exact(16);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for j in 0..16 {
+                acc[j] += c[j] * c[j];
+            }
+        }
+        let mut ss = 0.0f32;
+        for a in acc {
+            ss += a;
+        }
+        for v in rest {
+            ss += v * v;
+        }
+        let r = 1.0 / (ss / x.len() as f32 + eps).sqrt();
+        for ((o, &v), &g) in out.iter_mut().zip(x).zip(gain) {
+            *o = v * r * g;
+        }
+    }
+}
+
+multiversion! {
+    /// mix = conv(value) * sigmoid(gate) for one token: `taps` is [k, d] (row j multiplies
+    /// the input k-1-j steps back, row k-1 the current `value`), `history` is the ring of the
+    /// last k-1 values ([k-1, d]) whose oldest row is `head`.
+    fn conv_gate(mix: &mut [f32], gate: &[f32], value: &[f32], taps: &[f32], history: &[f32], head: usize) {
+        let d = value.len();
+        let hist_rows = history.len() / d;
+        let (mix, gate) = (&mut mix[..d], &gate[..d]);
+        let last = &taps[hist_rows * d..(hist_rows + 1) * d];
+        for ((m, &t), &v) in mix.iter_mut().zip(last).zip(value) {
+            *m = t * v;
+        }
+        for j in 0..hist_rows {
+            let row = (head + j) % hist_rows;
+            let (t, h) = (&taps[j * d..(j + 1) * d], &history[row * d..(row + 1) * d]);
+            for ((m, &t), &h) in mix.iter_mut().zip(t).zip(h) {
+                *m += t * h;
+            }
+        }
+        for (m, &g) in mix.iter_mut().zip(gate) {
+            *m *= sigmoid(g);
+        }
+    }
+}
+
+multiversion! {
+    /// out = silu(g) * u = g * sigmoid(g) * u.
+    fn silu_mul(out: &mut [f32], g: &[f32], u: &[f32]) {
+        for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
+            *o = g * sigmoid(g) * u;
+        }
+    }
+}
+
+multiversion! {
+    /// x += y.
+    fn add_assign(x: &mut [f32], y: &[f32]) {
+        for (a, &b) in x.iter_mut().zip(y) {
+            *a += b;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_close_to_std() {
+        let mut worst = 0.0f32;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (a, b) = (exp(x), x.exp());
+            worst = worst.max(((a - b) / b).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 4e-7, "worst relative error {worst}");
+        assert!(exp(-1000.0) >= 0.0 && exp(1000.0).is_finite());
+        assert!((sigmoid(0.0) - 0.5).abs() < 1e-7);
+    }
+
+    #[test]
+    fn vector_variants_equal_the_scalar_formulas() {
+        // Odd length so every variant runs a tail; compare against one-element calls.
+        let d = 37;
+        let g: Vec<f32> = (0..d).map(|i| (i as f32 - 18.0) * 0.37).collect();
+        let u: Vec<f32> = (0..d).map(|i| (i as f32 * 0.11).sin()).collect();
+        let mut out = vec![0.0; d];
+        silu_mul(&mut out, &g, &u);
+        for i in 0..d {
+            let mut one = [0.0];
+            silu_mul(&mut one, &g[i..i + 1], &u[i..i + 1]);
+            assert_eq!(out[i], one[0]);
+            let want = g[i] / (1.0 + (-g[i]).exp()) * u[i];
+            assert!((out[i] - want).abs() <= 1e-6 * (1.0 + want.abs()));
+        }
+        let (k, hist) = (4, 3);
+        let taps: Vec<f32> = (0..k * d).map(|i| (i as f32 * 0.7).cos()).collect();
+        let history: Vec<f32> = (0..hist * d).map(|i| (i as f32 * 0.3).sin()).collect();
+        let mut mix = vec![0.0; d];
+        conv_gate(&mut mix, &g, &u, &taps, &history, 2);
+        for ch in 0..d {
+            // Oldest row first: rows 2, 0, 1 then the current value.
+            let mut want = taps[(k - 1) * d + ch] * u[ch];
+            for (j, row) in [2, 0, 1].into_iter().enumerate() {
+                want += taps[j * d + ch] * history[row * d + ch];
+            }
+            want /= 1.0 + (-g[ch]).exp();
+            assert!((mix[ch] - want).abs() <= 1e-5 * (1.0 + want.abs()), "{ch}");
+        }
+        let x: Vec<f32> = (0..d).map(|i| i as f32 - 5.0).collect();
+        let gain = vec![2.0; d];
+        rmsnorm(&mut out, &x, &gain, 1e-6);
+        let ms = x.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        for i in 0..d {
+            assert!((out[i] - x[i] / (ms + 1e-6).sqrt() * 2.0).abs() < 1e-5);
+        }
+    }
+}
