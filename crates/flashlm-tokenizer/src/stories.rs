@@ -21,13 +21,12 @@ pub const STORY_SEPARATOR: &str = "<|endoftext|>";
 #[derive(Debug, thiserror::Error)]
 pub enum StoryError {
     /// The file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
+        /// The cause (in the message, so not also a `source`, which would print it twice).
+        cause: std::io::Error,
     },
     /// The file is not a story file this reader understands.
     #[error("{path}: {reason}")]
@@ -111,7 +110,7 @@ pub fn read_story_files(paths: &[PathBuf]) -> Result<Stories, StoryError> {
 /// Read the stories of one file.
 pub fn read_story_file(path: &Path) -> Result<Stories, StoryError> {
     let (fmt, zst) = StoryFormat::of_path(path)?;
-    let io = |source| StoryError::Io { path: path.to_path_buf(), source };
+    let io = |cause| StoryError::Io { path: path.to_path_buf(), cause };
     let raw = std::fs::read(path).map_err(io)?;
     let source_hash = xxhash_rust::xxh3::xxh3_64(&raw);
     let bytes = if zst {

@@ -8,4 +8,5 @@ pub mod generate;
 pub mod parity;
 pub mod plot;
 pub mod step;
+pub mod torch_import;
 pub mod train;

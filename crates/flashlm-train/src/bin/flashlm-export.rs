@@ -1,4 +1,5 @@
-//! `flashlm-export`: pack a flashlm-train checkpoint into a `.flm` file for flashlm-infer.
+//! `flashlm-export`: pack a flashlm-train checkpoint, or a checkpoint of the original PyTorch
+//! FlashLM v4 (`--torch`), into a `.flm` file for flashlm-infer.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +9,7 @@ use clap::{Parser, ValueEnum};
 use flashlm_data::tokenizer::Tokenizer;
 use flashlm_infer::format::EmbeddingDtype;
 use flashlm_model::cpu_device;
-use flashlm_train::{checkpoint, export::export, step::load_model_bytes};
+use flashlm_train::{checkpoint, export::export, step::load_model_bytes, torch_import};
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
 enum Emb {
@@ -18,17 +19,31 @@ enum Emb {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "flashlm-export", version, about = "Pack a FlashLM checkpoint into a .flm model")]
+#[command(
+    name = "flashlm-export",
+    version,
+    about = "Pack a FlashLM checkpoint into a .flm model",
+    after_help = "Examples:\n  flashlm-export runs/small/best.ckpt -o model.flm --embedding int8\n  \
+                  flashlm-export --torch model.pt --tokenizer tokenizer.json -o model.flm"
+)]
 struct Cli {
     /// Checkpoint from flashlm-train (best.ckpt, final.ckpt or latest.ckpt).
-    checkpoint: PathBuf,
+    #[arg(required_unless_present = "torch", conflicts_with = "torch")]
+    checkpoint: Option<PathBuf>,
+    /// A checkpoint of the original PyTorch FlashLM v4 instead: a `.pt`/`.pth` state_dict
+    /// (bare or under `model_state_dict`) or a `.safetensors` file. Needs --tokenizer.
+    #[arg(long, value_name = "MODEL.pt")]
+    torch: Option<PathBuf>,
+    /// Context length for --torch checkpoints whose config does not say.
+    #[arg(long, default_value_t = 256)]
+    seq_len: usize,
     /// Output .flm file.
     #[arg(short, long)]
     output: PathBuf,
     /// Storage of the tied embedding / output head.
     #[arg(long, value_enum, default_value_t = Emb::F32)]
     embedding: Emb,
-    /// tokenizer.json (default: the one beside the checkpoint).
+    /// tokenizer.json (default: the one beside the checkpoint; required with --torch).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
 }
@@ -44,34 +59,50 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let ck = checkpoint::read(&cli.checkpoint)?;
-    let tok_path = match cli.tokenizer {
-        Some(p) => p,
-        None => cli
-            .checkpoint
-            .parent()
-            .map(|d| d.join("tokenizer.json"))
-            .unwrap_or_else(|| "tokenizer.json".into()),
-    };
-    let tok =
-        Tokenizer::load(&tok_path).with_context(|| "loading the tokenizer (pass --tokenizer)".to_string())?;
-    anyhow::ensure!(
-        tok.fingerprint() == ck.state.vocab_hash,
-        "{} is not the vocabulary {} was trained with",
-        tok_path.display(),
-        cli.checkpoint.display()
-    );
-    let cfg = ck.state.config;
-    let model = load_model_bytes(cfg.init(&cpu_device(false)), &ck.model)?;
     let emb = match cli.embedding {
         Emb::F32 => EmbeddingDtype::F32,
         Emb::F16 => EmbeddingDtype::F16,
         Emb::Int8 => EmbeddingDtype::Int8,
     };
+    let (model, cfg, tok, what) = match (&cli.torch, &cli.checkpoint) {
+        (Some(pt), _) => {
+            let tok_path = cli.tokenizer.as_ref().context("--torch needs --tokenizer tokenizer.json")?;
+            let tok = Tokenizer::load(tok_path)
+                .with_context(|| format!("loading the tokenizer {}", tok_path.display()))?;
+            let imp = torch_import::read(pt, cli.seq_len)?;
+            let cfg = imp.config;
+            let model = cfg
+                .init(&cpu_device(false))
+                .with_weights(&imp.weights)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", pt.display()))?;
+            (model, cfg, tok, format!("{} (PyTorch; {cfg} from {})", pt.display(), imp.config_source))
+        }
+        (None, Some(ckpt)) => {
+            let ck = checkpoint::read(ckpt)?;
+            let tok_path = match &cli.tokenizer {
+                Some(p) => p.clone(),
+                None => {
+                    ckpt.parent().map(|d| d.join("tokenizer.json")).unwrap_or_else(|| "tokenizer.json".into())
+                }
+            };
+            let tok = Tokenizer::load(&tok_path)
+                .with_context(|| "loading the tokenizer (pass --tokenizer)".to_string())?;
+            anyhow::ensure!(
+                tok.fingerprint() == ck.state.vocab_hash,
+                "{} is not the vocabulary {} was trained with",
+                tok_path.display(),
+                ckpt.display()
+            );
+            let cfg = ck.state.config;
+            let model = load_model_bytes(cfg.init(&cpu_device(false)), &ck.model)?;
+            (model, cfg, tok, format!("{} ({cfg}, step {})", ckpt.display(), ck.state.step))
+        }
+        (None, None) => anyhow::bail!("give a CHECKPOINT or --torch MODEL.pt"),
+    };
     let (bytes, report) = export(&model, cfg.seq_len, &tok, emb)?;
     flashlm_data::tokenizer::write::write_atomic(&cli.output, &bytes)
         .with_context(|| format!("writing {}", cli.output.display()))?;
-    println!("{} ({cfg}, step {}) -> {}", cli.checkpoint.display(), ck.state.step, cli.output.display());
+    println!("{what} -> {}", cli.output.display());
     for (part, n) in &report.parts {
         println!("  {part:<28} {:>10} bytes", n);
     }
