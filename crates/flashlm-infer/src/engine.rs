@@ -108,6 +108,45 @@ impl Embedding {
     }
 }
 
+impl Embedding {
+    /// [`Embedding::head`] for several vectors; the VNNI path reads each weight once for
+    /// four vectors. Results equal `head` on each vector exactly.
+    pub fn head_batch(&self, hs: &[&[f32]], d: usize, logits: &mut [&mut [f32]], fast: bool) {
+        assert_eq!(hs.len(), logits.len(), "one logits buffer per vector");
+        #[cfg(target_arch = "x86_64")]
+        if let Embedding::Int8 { scale, blocked, .. } = self
+            && fast
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+        {
+            let mut h4 = hs.chunks_exact(4);
+            let mut l4 = logits.chunks_exact_mut(4);
+            for (h4, l4) in (&mut h4).zip(&mut l4) {
+                let q: Vec<(Vec<i32>, f32)> = h4.iter().map(|h| quantize_i16_pairs(&h[..d])).collect();
+                let [a, b, c, e] = l4 else { unreachable!("chunks of four") };
+                // SAFETY: AVX-512 BW and VNNI were just detected; `blocked` has the layout of
+                // `blocked_int8(q, V, d)`; every hq has ceil(d / 2) pairs.
+                unsafe {
+                    head_x86::i8_vnni4(
+                        blocked,
+                        scale,
+                        [&q[0].0, &q[1].0, &q[2].0, &q[3].0],
+                        [q[0].1, q[1].1, q[2].1, q[3].1],
+                        [a, b, c, e],
+                    )
+                };
+            }
+            for (h, l) in h4.remainder().iter().zip(l4.into_remainder()) {
+                self.head(h, d, l, fast);
+            }
+            return;
+        }
+        for (h, l) in hs.iter().zip(logits.iter_mut()) {
+            self.head(h, d, l, fast);
+        }
+    }
+}
+
 /// Int8 rows regrouped for the VNNI head: [ceil(V / 16), ceil(d / 2), 16, 2]: for each block
 /// of 16 rows and each pair of columns, row r's two values at bytes 2r, 2r+1 (zeros past
 /// the matrix).
@@ -137,6 +176,47 @@ pub fn quantize_i16_pairs(h: &[f32]) -> (Vec<i32>, f32) {
 #[cfg(target_arch = "x86_64")]
 mod head_x86 {
     use std::arch::x86_64::*;
+
+    /// [`i8_vnni`] for four vectors: each weight register is loaded and widened once.
+    /// Integer sums are exact, so the logits equal `i8_vnni`'s.
+    ///
+    /// # Safety
+    /// AVX-512 BW and VNNI; `blocked.len() == ceil(V / 16) * pairs * 32` for
+    /// V = logits[i].len() (all equal), every `hq[i].len() == pairs`, `scale.len() >= V`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub unsafe fn i8_vnni4(
+        blocked: &[i8],
+        scale: &[f32],
+        hq: [&[i32]; 4],
+        hscale: [f32; 4],
+        logits: [&mut [f32]; 4],
+    ) {
+        let pairs = hq[0].len();
+        let v = logits[0].len();
+        assert!(hq.iter().all(|h| h.len() == pairs) && logits.iter().all(|l| l.len() == v));
+        assert_eq!(blocked.len(), v.div_ceil(16) * pairs * 32);
+        let mut outs = logits.map(|l| l.chunks_mut(16));
+        for (block, sc) in blocked.chunks_exact(pairs * 32).zip(scale.chunks(16)) {
+            let mut acc = [[_mm512_setzero_si512(); 2]; 4];
+            for (p, w) in block.chunks_exact(32).enumerate() {
+                // SAFETY: w is 32 bytes.
+                let w = unsafe { _mm512_cvtepi8_epi16(_mm256_loadu_si256(w.as_ptr() as *const __m256i)) };
+                for (a, h) in acc.iter_mut().zip(&hq) {
+                    a[p & 1] = _mm512_dpwssd_epi32(a[p & 1], w, _mm512_set1_epi32(h[p]));
+                }
+            }
+            for ((a, out), &hs) in acc.iter().zip(outs.iter_mut()).zip(&hscale) {
+                let Some(dst) = out.next() else { return };
+                let sum = _mm512_cvtepi32_ps(_mm512_add_epi32(a[0], a[1]));
+                let mut lanes = [0.0f32; 16];
+                // SAFETY: lanes holds 16 f32.
+                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), sum) };
+                for ((o, &l), &s) in dst.iter_mut().zip(&lanes).zip(sc) {
+                    *o = l * s * hs;
+                }
+            }
+        }
+    }
 
     /// logits = (blocked int8 rows · hq) * row scale * hscale, 16 rows at a time.
     ///
@@ -326,6 +406,34 @@ pub struct RunState {
     pub logits: Vec<f32>,
     /// Tokens processed.
     pub pos: usize,
+    batch: BatchBufs, // buffers of Model::forward_batch, allocated on first use
+}
+
+/// Tokens per chunk in [`Model::forward_batch`].
+pub const BATCH: usize = 32;
+
+/// Buffers of [`Model::forward_batch`]: the one-token buffers of [`RunState`], one row per
+/// token of a chunk ([BATCH, width], rows padded like their one-token versions).
+#[derive(Debug, Clone, Default)]
+struct BatchBufs {
+    x: Vec<f32>,   // [BATCH, d]
+    xb: Vec<f32>,  // [BATCH, pad64(max(d, h))]
+    gv: Vec<f32>,  // [BATCH, 2d]
+    mix: Vec<f32>, // [BATCH, pad64(d)]
+    out: Vec<f32>, // [BATCH, d]
+    g: Vec<f32>,   // [BATCH, h]
+    u: Vec<f32>,   // [BATCH, h]
+    hb: Vec<f32>,  // [BATCH, pad64(h)]
+}
+
+/// The first `n` rows of width `w` of `buf`.
+fn rows(buf: &[f32], n: usize, w: usize) -> Vec<&[f32]> {
+    buf.chunks_exact(w).take(n).collect()
+}
+
+/// The first `n` rows of width `w` of `buf`, mutable.
+fn rows_mut(buf: &mut [f32], n: usize, w: usize) -> Vec<&mut [f32]> {
+    buf.chunks_exact_mut(w).take(n).collect()
 }
 
 /// A loaded model.
@@ -477,6 +585,7 @@ impl Model {
             ring_head: 0,
             logits: vec![0.0; c.vocab_size],
             pos: 0,
+            batch: BatchBufs::default(),
         }
     }
 
@@ -489,6 +598,96 @@ impl Model {
     /// Feed one token without computing logits (prompt tokens whose prediction is unused).
     pub fn feed(&self, s: &mut RunState, token: u16) {
         self.step(s, token, false);
+    }
+
+    /// Feed `tokens` in order, exactly as [`Model::feed`] / [`Model::forward`] one at a time
+    /// would (same results, bit for bit), but [`BATCH`] tokens at a time so every weight is
+    /// read once per chunk. With `logits` ([tokens.len() * V]), writes each token's
+    /// next-token logits there; `s.logits` always ends with the last token's logits when
+    /// `logits` is given.
+    pub fn forward_batch(&self, s: &mut RunState, tokens: &[u16], mut logits: Option<&mut [f32]>) {
+        let c = &self.config;
+        let v = c.vocab_size;
+        if let Some(l) = &logits {
+            assert_eq!(l.len(), tokens.len() * v, "logits must hold one row per token");
+        }
+        let pad = |n: usize| n.div_ceil(64) * 64;
+        let (d, hd, k) = (c.dim, c.hidden, c.kernel_size);
+        let (wxb, wmix, whb) = (pad(d.max(hd)), pad(d), pad(hd));
+        if s.batch.x.is_empty() {
+            s.batch = BatchBufs {
+                x: vec![0.0; BATCH * d],
+                xb: vec![0.0; BATCH * wxb],
+                gv: vec![0.0; BATCH * 2 * d],
+                mix: vec![0.0; BATCH * wmix],
+                out: vec![0.0; BATCH * d],
+                g: vec![0.0; BATCH * hd],
+                u: vec![0.0; BATCH * hd],
+                hb: vec![0.0; BATCH * whb],
+            };
+        }
+        let hist_rows = k.saturating_sub(1);
+        let w = &self.weights;
+        for (ci, chunk) in tokens.chunks(BATCH).enumerate() {
+            let n = chunk.len();
+            let b = &mut s.batch;
+            for (&tok, x) in chunk.iter().zip(b.x.chunks_exact_mut(d)) {
+                w.embedding.row((tok as usize).min(v - 1), d, x);
+            }
+            for (bi, bw) in w.blocks.iter().enumerate() {
+                for (xb, x) in b.xb.chunks_exact_mut(wxb).zip(b.x.chunks_exact(d)).take(n) {
+                    vmath::rmsnorm(&mut xb[..d], x, &bw.norm1, c.norm_eps);
+                }
+                self.kernel.matmul(&bw.up, &rows(&b.xb, n, wxb), &mut rows_mut(&mut b.gv, n, 2 * d));
+                let hist = &mut s.history[bi * hist_rows * d..(bi + 1) * hist_rows * d];
+                let mut head = s.ring_head;
+                for (mix, gv) in b.mix.chunks_exact_mut(wmix).zip(b.gv.chunks_exact(2 * d)).take(n) {
+                    let (gate, value) = gv.split_at(d);
+                    vmath::conv_gate(&mut mix[..d], gate, value, &bw.conv, hist, head);
+                    if hist_rows > 0 {
+                        hist[head * d..(head + 1) * d].copy_from_slice(value);
+                        head = (head + 1) % hist_rows;
+                    }
+                }
+                self.kernel.matmul(&bw.down, &rows(&b.mix, n, wmix), &mut rows_mut(&mut b.out, n, d));
+                for (x, o) in b.x.chunks_exact_mut(d).zip(b.out.chunks_exact(d)).take(n) {
+                    vmath::add_assign(x, o);
+                }
+                for (xb, x) in b.xb.chunks_exact_mut(wxb).zip(b.x.chunks_exact(d)).take(n) {
+                    vmath::rmsnorm(&mut xb[..d], x, &bw.norm2, c.norm_eps);
+                }
+                let xbs = rows(&b.xb, n, wxb);
+                self.kernel.matmul(&bw.w_gate, &xbs, &mut rows_mut(&mut b.g, n, hd));
+                self.kernel.matmul(&bw.w_up, &xbs, &mut rows_mut(&mut b.u, n, hd));
+                for ((hb, g), u) in
+                    b.hb.chunks_exact_mut(whb).zip(b.g.chunks_exact(hd)).zip(b.u.chunks_exact(hd)).take(n)
+                {
+                    vmath::silu_mul(&mut hb[..hd], g, u);
+                }
+                self.kernel.matmul(&bw.w_down, &rows(&b.hb, n, whb), &mut rows_mut(&mut b.out, n, d));
+                for (x, o) in b.x.chunks_exact_mut(d).zip(b.out.chunks_exact(d)).take(n) {
+                    vmath::add_assign(x, o);
+                }
+            }
+            if hist_rows > 0 {
+                s.ring_head = (s.ring_head + n) % hist_rows;
+            }
+            s.pos += n;
+            if let Some(all) = logits.as_deref_mut() {
+                for (xb, x) in b.xb.chunks_exact_mut(wxb).zip(b.x.chunks_exact(d)).take(n) {
+                    vmath::rmsnorm(&mut xb[..d], x, &w.final_norm, c.norm_eps);
+                }
+                let out = &mut all[ci * BATCH * v..(ci * BATCH + n) * v];
+                let mut outs: Vec<&mut [f32]> = out.chunks_exact_mut(v).collect();
+                let hs: Vec<&[f32]> = b.xb.chunks_exact(wxb).take(n).map(|r| &r[..d]).collect();
+                w.embedding.head_batch(&hs, d, &mut outs, self.kernel != Kernel::Scalar);
+            }
+        }
+        if let Some(all) = logits
+            && !tokens.is_empty()
+        {
+            s.logits.copy_from_slice(&all[(tokens.len() - 1) * v..]);
+        }
     }
 
     fn step(&self, s: &mut RunState, token: u16, want_logits: bool) {

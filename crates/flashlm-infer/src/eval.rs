@@ -65,37 +65,39 @@ pub fn select(stories: &[String], max: usize, protocol: Protocol) -> Vec<&str> {
     }
 }
 
-/// Score one story; returns (nll, tokens scored, chars).
+/// Score one story; returns (nll, tokens scored, chars). Tokens go through
+/// [`Model::forward_batch`] (the same logits as one at a time, bit for bit).
 pub fn score_story(model: &Model, text: &str, protocol: Protocol) -> (f64, u64, u64) {
     let mut ids = model.tokenizer.encode(text);
     let chars = text.chars().count() as u64;
-    let mut state = model.new_state();
-    let mut nll = 0.0;
-    let mut n = 0u64;
-    match protocol {
+    // inputs[i] predicts targets[i].
+    let (inputs, targets): (Vec<u16>, Vec<u16>) = match protocol {
         Protocol::Original => {
             if ids.len() < 2 {
                 return (0.0, 0, 0);
             }
             ids.truncate(ORIGINAL_MAX_TOKENS);
-            for w in ids.windows(2) {
-                let logits = model.forward(&mut state, w[0]);
-                nll -= log_prob(logits, w[1] as usize);
-                n += 1;
-            }
+            (ids[..ids.len() - 1].to_vec(), ids[1..].to_vec())
         }
         Protocol::Exact => {
+            let inputs = std::iter::once(EOS_ID).chain(ids.iter().copied()).collect();
             ids.push(EOS_ID);
-            let mut prev = EOS_ID;
-            for &t in &ids {
-                let logits = model.forward(&mut state, prev);
-                nll -= log_prob(logits, t as usize);
-                n += 1;
-                prev = t;
-            }
+            (inputs, ids)
+        }
+    };
+    let v = model.config.vocab_size;
+    let mut state = model.new_state();
+    let mut nll = 0.0;
+    const CHUNK: usize = 256;
+    let mut logits = vec![0.0f32; CHUNK.min(inputs.len()) * v];
+    for (xs, ys) in inputs.chunks(CHUNK).zip(targets.chunks(CHUNK)) {
+        let l = &mut logits[..xs.len() * v];
+        model.forward_batch(&mut state, xs, Some(l));
+        for (row, &y) in l.chunks_exact(v).zip(ys) {
+            nll -= log_prob(row, y as usize);
         }
     }
-    (nll, n, chars)
+    (nll, targets.len() as u64, chars)
 }
 
 /// Evaluate a set of stories (in parallel over `threads` threads; results are summed in

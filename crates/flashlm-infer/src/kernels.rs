@@ -274,6 +274,45 @@ impl Kernel {
     }
 }
 
+impl Kernel {
+    /// `matvec` for several inputs: `ys[t] = α · W xs[t]`. The AVX-512 table kernel reads
+    /// each code word once for four inputs; results equal `matvec` on each input exactly.
+    pub fn matmul(self, m: &TernaryPlanes, xs: &[&[f32]], ys: &mut [&mut [f32]]) {
+        assert_eq!(xs.len(), ys.len(), "one output per input");
+        #[cfg(target_arch = "x86_64")]
+        if self == Kernel::Avx512 {
+            assert!(std::arch::is_x86_feature_detected!("avx512f"));
+            assert!(xs.iter().all(|x| x.len() >= m.padded_cols()), "input shorter than the padded row");
+            assert!(ys.iter().all(|y| y.len() >= m.rows), "output shorter than the rows");
+            let mut xs4 = xs.chunks_exact(4);
+            let mut ys4 = ys.chunks_exact_mut(4);
+            x86::TABLES4.with_borrow_mut(|tables| {
+                for (x4, y4) in (&mut xs4).zip(&mut ys4) {
+                    for (x, t) in x4.iter().zip(tables.iter_mut()) {
+                        // SAFETY: AVX-512F was checked; lengths were checked above.
+                        unsafe { x86::sums_avx512_tables(x, m.cols, m.quads, t) };
+                    }
+                    let [t0, t1, t2, t3] = &*tables;
+                    let [y0, y1, y2, y3] = y4 else { unreachable!("chunks of four") };
+                    // SAFETY: AVX-512F was checked; each table was built for m; outputs hold
+                    // at least m.rows values.
+                    unsafe { x86::sums_avx512_apply4(m, [t0, t1, t2, t3], [y0, y1, y2, y3]) };
+                    for y in y4.iter_mut() {
+                        scale_rows(&mut y[..m.rows], m.alpha);
+                    }
+                }
+            });
+            for (x, y) in xs4.remainder().iter().zip(ys4.into_remainder()) {
+                self.matvec(m, x, y);
+            }
+            return;
+        }
+        for (x, y) in xs.iter().zip(ys.iter_mut()) {
+            self.matvec(m, x, y);
+        }
+    }
+}
+
 /// Multiply the raw sums by α (kept out of the kernels, which must not multiply).
 #[inline(never)]
 fn scale_rows(y: &mut [f32], alpha: f32) {
@@ -551,6 +590,70 @@ mod x86 {
         }
     }
 
+    thread_local! {
+        /// Per-thread tables of four inputs for [`sums_avx512_apply4`].
+        pub static TABLES4: std::cell::RefCell<[Vec<Lanes>; 4]> = const {
+            std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new(), Vec::new()])
+        };
+    }
+
+    /// [`sums_avx512_apply`] for four inputs at once: each code word is loaded and shifted
+    /// once and used with the four inputs' tables. Every input gets the same four
+    /// accumulators in the same order as in `sums_avx512_apply`, so results are identical.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; every table built for `m.cols` and `m.quads`; every
+    /// `ys[i].len() >= m.rows`.
+    #[target_feature(enable = "avx512f")]
+    #[inline(never)]
+    pub unsafe fn sums_avx512_apply4(m: &TernaryPlanes, tables: [&[Lanes]; 4], ys: [&mut [f32]; 4]) {
+        if m.quads == 0 {
+            for y in ys {
+                y[..m.rows].fill(0.0);
+            }
+            return;
+        }
+        assert!(tables.iter().all(|t| t.len() >= m.quads * 8));
+        let mut outs = ys.map(|y| y[..m.rows].chunks_mut(16));
+        for block in m.codes.chunks_exact(m.quads * 16) {
+            let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+            let mut tq = tables.map(|t| t.chunks_exact(8));
+            for words in block.chunks_exact(16) {
+                // SAFETY: words holds 16 u32 (64 bytes).
+                let idx = unsafe { _mm512_loadu_si512(words.as_ptr() as *const _) };
+                let i = [
+                    idx,
+                    _mm512_srli_epi32::<8>(idx),
+                    _mm512_srli_epi32::<16>(idx),
+                    _mm512_srli_epi32::<24>(idx),
+                ];
+                for (a, tq) in acc.iter_mut().zip(tq.iter_mut()) {
+                    let Some(t) = tq.next() else { return };
+                    let tp = t.as_ptr() as *const f32;
+                    for (b, a) in a.iter_mut().enumerate() {
+                        // SAFETY: t holds 8 Lanes (64 bytes each, aligned): b * 32 + 32 <= 128.
+                        let r = unsafe {
+                            _mm512_permutex2var_ps(
+                                _mm512_load_ps(tp.add(b * 32)),
+                                i[b],
+                                _mm512_load_ps(tp.add(b * 32 + 16)),
+                            )
+                        };
+                        *a = _mm512_add_ps(*a, r);
+                    }
+                }
+            }
+            for (a, out) in acc.iter().zip(outs.iter_mut()) {
+                let sum = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
+                let Some(dst) = out.next() else { return };
+                let mut lanes = Lanes([0.0; 16]);
+                // SAFETY: lanes is 64 bytes, 64-byte aligned.
+                unsafe { _mm512_store_ps(lanes.0.as_mut_ptr(), sum) };
+                dst.copy_from_slice(&lanes.0[..dst.len()]);
+            }
+        }
+    }
+
     /// Eight f32 lanes, aligned to 32 bytes.
     #[derive(Clone, Copy)]
     #[repr(C, align(32))]
@@ -712,6 +815,27 @@ mod tests {
                 k.matvec(&a, &x, &mut za);
                 k.matvec(&b, &x, &mut zb);
                 assert_eq!((ya, yb), (za, zb), "{k:?} cols {cols}");
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_equals_matvec_per_input() {
+        for k in Kernel::available() {
+            for (rows, cols, n) in [(37, 47, 9), (16, 3, 4), (5, 1, 1), (384, 192, 6), (17, 512, 5)] {
+                let (w, _) = case(rows, cols, 5, false);
+                let m = TernaryPlanes::from_ternary(&w, rows, cols, 0.3);
+                let xs: Vec<Vec<f32>> =
+                    (0..n).map(|t| padded(&case(1, cols, 100 + t as u64, false).1, &m)).collect();
+                let xr: Vec<&[f32]> = xs.iter().map(|x| &x[..]).collect();
+                let mut ys = vec![vec![0.0; rows]; n];
+                let mut yr: Vec<&mut [f32]> = ys.iter_mut().map(|y| &mut y[..]).collect();
+                k.matmul(&m, &xr, &mut yr);
+                for (x, y) in xs.iter().zip(&ys) {
+                    let mut want = vec![0.0; rows];
+                    k.matvec(&m, x, &mut want);
+                    assert_eq!(y, &want, "{k:?} {rows}x{cols} n={n}");
+                }
             }
         }
     }

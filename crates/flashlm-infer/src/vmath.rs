@@ -152,6 +152,48 @@ multiversion! {
     }
 }
 
+multiversion! {
+    /// The largest value (−inf for an empty slice; inputs must not be NaN).
+    fn max(v: &[f32]) -> f32 {
+        let mut acc = [f32::NEG_INFINITY; 16];
+        let chunks = v.chunks_exact(16);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for j in 0..16 {
+                acc[j] = if c[j] > acc[j] { c[j] } else { acc[j] };
+            }
+        }
+        let mut m = f32::NEG_INFINITY;
+        for x in acc.iter().chain(rest) {
+            m = if *x > m { *x } else { m };
+        }
+        m
+    }
+}
+
+multiversion! {
+    /// Σ exp(v[i] − shift), with [`exp`] in f32 and 16 partial sums (pass shift = max(v)
+    /// so every term is in (0, 1]).
+    fn sum_exp(v: &[f32], shift: f32) -> f64 {
+        let mut acc = [0.0f32; 16];
+        let chunks = v.chunks_exact(16);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for j in 0..16 {
+                acc[j] += exp(c[j] - shift);
+            }
+        }
+        let mut s = 0.0f64;
+        for a in acc {
+            s += f64::from(a);
+        }
+        for &x in rest {
+            s += f64::from(exp(x - shift));
+        }
+        s
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +210,18 @@ mod tests {
         assert!(worst < 4e-7, "worst relative error {worst}");
         assert!(exp(-1000.0) >= 0.0 && exp(1000.0).is_finite());
         assert!((sigmoid(0.0) - 0.5).abs() < 1e-7);
+    }
+
+    #[test]
+    fn max_and_sum_exp() {
+        for n in [0, 1, 15, 16, 17, 100, 10_000] {
+            let v: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 * 0.013 - 6.0).collect();
+            let want = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(max(&v), want, "n={n}");
+            let exact: f64 = v.iter().map(|&x| (f64::from(x) - f64::from(want)).exp()).sum();
+            let got = sum_exp(&v, want);
+            assert!((got - exact).abs() <= 1e-6 * exact.max(1.0), "n={n}: {got} vs {exact}");
+        }
     }
 
     #[test]

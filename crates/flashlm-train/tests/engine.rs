@@ -95,3 +95,35 @@ fn compact_embeddings_stay_close() {
         assert!(worst <= tol, "{emb:?}: {worst}");
     }
 }
+
+#[test]
+fn batched_forward_equals_one_token_at_a_time() {
+    let (model, tok, cfg) = setup();
+    let v = cfg.vocab_size;
+    let ids: Vec<u16> = (0..80).map(|i| ((i * 31 + 7) % v) as u16).collect();
+    for emb in [EmbeddingDtype::F32, EmbeddingDtype::F16, EmbeddingDtype::Int8] {
+        let (bytes, _) = export(&model, cfg.seq_len, &tok, emb).unwrap();
+        for kernel in Kernel::available() {
+            let engine = Model::from_bytes(&bytes, kernel).unwrap();
+            let mut one = engine.new_state();
+            let single: Vec<Vec<f32>> = ids.iter().map(|&t| engine.forward(&mut one, t).to_vec()).collect();
+            // 3 tokens one at a time, 70 in a batch (chunks of 32, 32, 6), 2 fed without
+            // logits in a batch, then the rest one at a time: the same numbers throughout.
+            let mut s = engine.new_state();
+            for (i, &t) in ids[..3].iter().enumerate() {
+                assert_eq!(engine.forward(&mut s, t), &single[i][..], "{emb:?} {kernel:?} {i}");
+            }
+            let mut logits = vec![0.0; 70 * v];
+            engine.forward_batch(&mut s, &ids[3..73], Some(&mut logits));
+            for (i, row) in logits.chunks_exact(v).enumerate() {
+                assert_eq!(row, &single[3 + i][..], "{emb:?} {kernel:?} batch token {i}");
+            }
+            assert_eq!(s.logits, single[72], "{emb:?} {kernel:?}: state logits");
+            engine.forward_batch(&mut s, &ids[73..75], None);
+            for (i, &t) in ids[75..].iter().enumerate() {
+                assert_eq!(engine.forward(&mut s, t), &single[75 + i][..], "{emb:?} {kernel:?} after");
+            }
+            assert_eq!(s.pos, ids.len());
+        }
+    }
+}

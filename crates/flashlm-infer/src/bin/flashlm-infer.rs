@@ -140,9 +140,8 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
     write!(out, "{prompt}")?;
     out.flush()?;
     let t0 = Instant::now();
-    for &t in &ids[..ids.len() - 1] {
-        model.feed(&mut state, t);
-    }
+    // The prompt in batches (the last token's logits come from the one-token path).
+    model.forward_batch(&mut state, &ids[..ids.len() - 1], None);
     let mut next = sampler.sample(model.forward(&mut state, ids[ids.len() - 1]), &mut rng) as u16;
     let prompt_secs = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
