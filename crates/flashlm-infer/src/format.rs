@@ -35,6 +35,14 @@ pub const MAX_TENSORS: usize = 4096;
 const _: () = assert!(ENTRY_LEN == NAME_LEN + 4 + 4 + 4 + 16 + 8 + 8);
 const _: () = assert!(HEADER_LEN >= 8 + 4 * 11 + 8 * 2);
 
+/// Largest header values a reader accepts (u16 token ids; sizes far above any FlashLM model).
+const MAX_VOCAB: usize = 1 << 16;
+const MAX_DIM: usize = 1 << 14;
+const MAX_BLOCKS: usize = 1024;
+const MAX_HIDDEN: usize = 1 << 16;
+const MAX_KERNEL: usize = 1024;
+const MAX_SEQ_LEN: usize = 1 << 24;
+
 /// How a tensor's bytes are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -201,6 +209,35 @@ pub fn write(header: &Header, tensors: &[TensorOut]) -> Result<Vec<u8>, FormatEr
     if tensors.len() > MAX_TENSORS {
         return invalid("too many tensors");
     }
+    // Refuse anything the reader would refuse, so a written file always reads back.
+    let h = header;
+    for (what, v, max) in [
+        ("vocab_size", h.vocab_size, MAX_VOCAB),
+        ("dim", h.dim, MAX_DIM),
+        ("n_blocks", h.n_blocks, MAX_BLOCKS),
+        ("hidden", h.hidden, MAX_HIDDEN),
+        ("kernel_size", h.kernel_size, MAX_KERNEL),
+        ("seq_len", h.seq_len, MAX_SEQ_LEN),
+    ] {
+        if v == 0 || v > max {
+            return invalid(format!("{what} = {v} is out of range (1..={max})"));
+        }
+    }
+    if !(h.norm_eps.is_finite() && h.norm_eps >= 0.0) {
+        return invalid("norm_eps is not a finite non-negative number");
+    }
+    let mut names = std::collections::HashSet::new();
+    for t in tensors {
+        if !names.insert(&t.name) {
+            return invalid(format!("tensor {} appears twice", t.name));
+        }
+        if t.kind == Kind::Ternary && !(t.scale.is_finite() && t.scale >= 0.0) {
+            return invalid(format!(
+                "tensor {}: scale {} is not a finite non-negative number",
+                t.name, t.scale
+            ));
+        }
+    }
     let dir_offset = HEADER_LEN;
     let mut pos = (dir_offset + tensors.len() * ENTRY_LEN).next_multiple_of(ALIGN);
     let mut entries = Vec::with_capacity(tensors.len() * ENTRY_LEN);
@@ -308,12 +345,12 @@ pub fn read(bytes: &[u8]) -> Result<FlmFile<'_>, FormatError> {
         }
         Ok(v)
     };
-    let vocab_size = dim_of(16, "vocab_size", 1 << 16)?;
-    let dim = dim_of(20, "dim", 1 << 14)?;
-    let n_blocks = dim_of(24, "n_blocks", 1024)?;
-    let hidden = dim_of(28, "hidden", 1 << 16)?;
-    let kernel_size = dim_of(32, "kernel_size", 1024)?;
-    let seq_len = dim_of(36, "seq_len", 1 << 24)?;
+    let vocab_size = dim_of(16, "vocab_size", MAX_VOCAB)?;
+    let dim = dim_of(20, "dim", MAX_DIM)?;
+    let n_blocks = dim_of(24, "n_blocks", MAX_BLOCKS)?;
+    let hidden = dim_of(28, "hidden", MAX_HIDDEN)?;
+    let kernel_size = dim_of(32, "kernel_size", MAX_KERNEL)?;
+    let seq_len = dim_of(36, "seq_len", MAX_SEQ_LEN)?;
     let norm_eps = f32::from_bits(u32_at(bytes, 40));
     if !(norm_eps.is_finite() && norm_eps >= 0.0) {
         return invalid("norm_eps is not a finite non-negative number");
