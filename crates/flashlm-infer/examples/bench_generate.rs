@@ -14,7 +14,25 @@ fn main() -> anyhow::Result<()> {
     let n: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(256);
     let kernel =
         Kernel::from_name(&args.next().unwrap_or_else(|| "auto".into())).map_err(anyhow::Error::msg)?;
-    let model = Model::from_bytes(&std::fs::read(&path)?, kernel)?;
+    let mut model = Model::from_bytes(&std::fs::read(&path)?, kernel)?;
+    // Prompt processing (batched), on 1 and 2 threads: 1024 tokens, best of 3.
+    let prompt: Vec<u16> = (0..1024).map(|i| (i * 37 % 5000) as u16 + 4).collect();
+    for threads in [1, 2] {
+        model.set_threads(threads).map_err(anyhow::Error::msg)?;
+        let mut best = f64::INFINITY;
+        for _ in 0..3 {
+            let mut state = model.new_state();
+            let t = Instant::now();
+            model.forward_batch(&mut state, &prompt, None);
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "prompt: {} tokens on {threads} thread(s): {:.0} tok/s",
+            prompt.len(),
+            prompt.len() as f64 / best
+        );
+    }
+    model.set_threads(1).map_err(anyhow::Error::msg)?;
     let mut best = f64::INFINITY;
     for _ in 0..3 {
         let mut state = model.new_state();

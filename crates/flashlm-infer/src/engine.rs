@@ -409,21 +409,26 @@ pub struct RunState {
     batch: BatchBufs, // buffers of Model::forward_batch, allocated on first use
 }
 
-/// Tokens per chunk in [`Model::forward_batch`].
+/// Tokens per chunk in [`Model::forward_batch`] on one thread.
 pub const BATCH: usize = 32;
 
+/// Tokens per chunk with several threads: every matmul is one parallel region, and waking
+/// the pool costs tens of microseconds, so each region gets a lot of work.
+pub const BATCH_THREADED: usize = 256;
+
 /// Buffers of [`Model::forward_batch`]: the one-token buffers of [`RunState`], one row per
-/// token of a chunk ([BATCH, width], rows padded like their one-token versions).
+/// token of a chunk ([B, width] for B = BATCH or BATCH_THREADED, rows padded like their
+/// one-token versions).
 #[derive(Debug, Clone, Default)]
 struct BatchBufs {
-    x: Vec<f32>,   // [BATCH, d]
-    xb: Vec<f32>,  // [BATCH, pad64(max(d, h))]
-    gv: Vec<f32>,  // [BATCH, 2d]
-    mix: Vec<f32>, // [BATCH, pad64(d)]
-    out: Vec<f32>, // [BATCH, d]
-    g: Vec<f32>,   // [BATCH, h]
-    u: Vec<f32>,   // [BATCH, h]
-    hb: Vec<f32>,  // [BATCH, pad64(h)]
+    x: Vec<f32>,   // [B, d]
+    xb: Vec<f32>,  // [B, pad64(max(d, h))]
+    gv: Vec<f32>,  // [B, 2d]
+    mix: Vec<f32>, // [B, pad64(d)]
+    out: Vec<f32>, // [B, d]
+    g: Vec<f32>,   // [B, h]
+    u: Vec<f32>,   // [B, h]
+    hb: Vec<f32>,  // [B, pad64(h)]
 }
 
 /// The first `n` rows of width `w` of `buf`.
@@ -447,6 +452,8 @@ pub struct Model {
     pub tokenizer: Tokenizer,
     /// Ternary kernel in use.
     pub kernel: Kernel,
+    /// Threads for [`Model::forward_batch`] (None: the calling thread only).
+    pool: Option<rayon::ThreadPool>,
 }
 
 fn tensor<'a>(f: &FlmFile<'a>, name: &str) -> Result<TensorRef<'a>, FormatError> {
@@ -565,7 +572,55 @@ impl Model {
                 )));
             }
         }
-        Ok(Model { config, weights: Weights { embedding, blocks, final_norm }, tokenizer, kernel })
+        Ok(Model {
+            config,
+            weights: Weights { embedding, blocks, final_norm },
+            tokenizer,
+            kernel,
+            pool: None,
+        })
+    }
+
+    /// Use `threads` threads in [`Model::forward_batch`] (prompt processing, evaluation of a
+    /// long text): the tokens of a chunk are split between them, four at a time. One-token
+    /// generation stays on the calling thread. Results do not depend on the thread count.
+    pub fn set_threads(&mut self, threads: usize) -> Result<(), String> {
+        self.pool = if threads > 1 {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .map_err(|e| format!("cannot start {threads} threads: {e}"))?,
+            )
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    /// `kernel.matmul` over the tokens, split four at a time across the pool if there is one.
+    fn matmul(&self, m: &TernaryPlanes, xs: &[&[f32]], ys: &mut [&mut [f32]]) {
+        use rayon::prelude::*;
+        match &self.pool {
+            Some(pool) if xs.len() > 4 => pool.install(|| {
+                xs.par_chunks(4).zip(ys.par_chunks_mut(4)).for_each(|(x, y)| self.kernel.matmul(m, x, y))
+            }),
+            _ => self.kernel.matmul(m, xs, ys),
+        }
+    }
+
+    /// `embedding.head_batch` over the vectors, split like [`Model::matmul`].
+    fn head_batch(&self, hs: &[&[f32]], logits: &mut [&mut [f32]]) {
+        use rayon::prelude::*;
+        let (d, fast) = (self.config.dim, self.kernel != Kernel::Scalar);
+        match &self.pool {
+            Some(pool) if hs.len() > 4 => pool.install(|| {
+                hs.par_chunks(4)
+                    .zip(logits.par_chunks_mut(4))
+                    .for_each(|(h, l)| self.weights.embedding.head_batch(h, d, l, fast))
+            }),
+            _ => self.weights.embedding.head_batch(hs, d, logits, fast),
+        }
     }
 
     /// Fresh buffers (empty history) for one sequence.
@@ -614,21 +669,22 @@ impl Model {
         let pad = |n: usize| n.div_ceil(64) * 64;
         let (d, hd, k) = (c.dim, c.hidden, c.kernel_size);
         let (wxb, wmix, whb) = (pad(d.max(hd)), pad(d), pad(hd));
-        if s.batch.x.is_empty() {
+        let batch = if self.pool.is_some() { BATCH_THREADED } else { BATCH };
+        if s.batch.x.len() < batch * d {
             s.batch = BatchBufs {
-                x: vec![0.0; BATCH * d],
-                xb: vec![0.0; BATCH * wxb],
-                gv: vec![0.0; BATCH * 2 * d],
-                mix: vec![0.0; BATCH * wmix],
-                out: vec![0.0; BATCH * d],
-                g: vec![0.0; BATCH * hd],
-                u: vec![0.0; BATCH * hd],
-                hb: vec![0.0; BATCH * whb],
+                x: vec![0.0; batch * d],
+                xb: vec![0.0; batch * wxb],
+                gv: vec![0.0; batch * 2 * d],
+                mix: vec![0.0; batch * wmix],
+                out: vec![0.0; batch * d],
+                g: vec![0.0; batch * hd],
+                u: vec![0.0; batch * hd],
+                hb: vec![0.0; batch * whb],
             };
         }
         let hist_rows = k.saturating_sub(1);
         let w = &self.weights;
-        for (ci, chunk) in tokens.chunks(BATCH).enumerate() {
+        for (ci, chunk) in tokens.chunks(batch).enumerate() {
             let n = chunk.len();
             let b = &mut s.batch;
             for (&tok, x) in chunk.iter().zip(b.x.chunks_exact_mut(d)) {
@@ -638,7 +694,7 @@ impl Model {
                 for (xb, x) in b.xb.chunks_exact_mut(wxb).zip(b.x.chunks_exact(d)).take(n) {
                     vmath::rmsnorm(&mut xb[..d], x, &bw.norm1, c.norm_eps);
                 }
-                self.kernel.matmul(&bw.up, &rows(&b.xb, n, wxb), &mut rows_mut(&mut b.gv, n, 2 * d));
+                self.matmul(&bw.up, &rows(&b.xb, n, wxb), &mut rows_mut(&mut b.gv, n, 2 * d));
                 let hist = &mut s.history[bi * hist_rows * d..(bi + 1) * hist_rows * d];
                 let mut head = s.ring_head;
                 for (mix, gv) in b.mix.chunks_exact_mut(wmix).zip(b.gv.chunks_exact(2 * d)).take(n) {
@@ -649,7 +705,7 @@ impl Model {
                         head = (head + 1) % hist_rows;
                     }
                 }
-                self.kernel.matmul(&bw.down, &rows(&b.mix, n, wmix), &mut rows_mut(&mut b.out, n, d));
+                self.matmul(&bw.down, &rows(&b.mix, n, wmix), &mut rows_mut(&mut b.out, n, d));
                 for (x, o) in b.x.chunks_exact_mut(d).zip(b.out.chunks_exact(d)).take(n) {
                     vmath::add_assign(x, o);
                 }
@@ -657,14 +713,14 @@ impl Model {
                     vmath::rmsnorm(&mut xb[..d], x, &bw.norm2, c.norm_eps);
                 }
                 let xbs = rows(&b.xb, n, wxb);
-                self.kernel.matmul(&bw.w_gate, &xbs, &mut rows_mut(&mut b.g, n, hd));
-                self.kernel.matmul(&bw.w_up, &xbs, &mut rows_mut(&mut b.u, n, hd));
+                self.matmul(&bw.w_gate, &xbs, &mut rows_mut(&mut b.g, n, hd));
+                self.matmul(&bw.w_up, &xbs, &mut rows_mut(&mut b.u, n, hd));
                 for ((hb, g), u) in
                     b.hb.chunks_exact_mut(whb).zip(b.g.chunks_exact(hd)).zip(b.u.chunks_exact(hd)).take(n)
                 {
                     vmath::silu_mul(&mut hb[..hd], g, u);
                 }
-                self.kernel.matmul(&bw.w_down, &rows(&b.hb, n, whb), &mut rows_mut(&mut b.out, n, d));
+                self.matmul(&bw.w_down, &rows(&b.hb, n, whb), &mut rows_mut(&mut b.out, n, d));
                 for (x, o) in b.x.chunks_exact_mut(d).zip(b.out.chunks_exact(d)).take(n) {
                     vmath::add_assign(x, o);
                 }
@@ -677,10 +733,10 @@ impl Model {
                 for (xb, x) in b.xb.chunks_exact_mut(wxb).zip(b.x.chunks_exact(d)).take(n) {
                     vmath::rmsnorm(&mut xb[..d], x, &w.final_norm, c.norm_eps);
                 }
-                let out = &mut all[ci * BATCH * v..(ci * BATCH + n) * v];
+                let out = &mut all[ci * batch * v..(ci * batch + n) * v];
                 let mut outs: Vec<&mut [f32]> = out.chunks_exact_mut(v).collect();
                 let hs: Vec<&[f32]> = b.xb.chunks_exact(wxb).take(n).map(|r| &r[..d]).collect();
-                w.embedding.head_batch(&hs, d, &mut outs, self.kernel != Kernel::Scalar);
+                self.head_batch(&hs, &mut outs);
             }
         }
         if let Some(all) = logits

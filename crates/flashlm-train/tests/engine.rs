@@ -104,7 +104,7 @@ fn batched_forward_equals_one_token_at_a_time() {
     for emb in [EmbeddingDtype::F32, EmbeddingDtype::F16, EmbeddingDtype::Int8] {
         let (bytes, _) = export(&model, cfg.seq_len, &tok, emb).unwrap();
         for kernel in Kernel::available() {
-            let engine = Model::from_bytes(&bytes, kernel).unwrap();
+            let mut engine = Model::from_bytes(&bytes, kernel).unwrap();
             let mut one = engine.new_state();
             let single: Vec<Vec<f32>> = ids.iter().map(|&t| engine.forward(&mut one, t).to_vec()).collect();
             // 3 tokens one at a time, 70 in a batch (chunks of 32, 32, 6), 2 fed without
@@ -124,6 +124,14 @@ fn batched_forward_equals_one_token_at_a_time() {
                 assert_eq!(engine.forward(&mut s, t), &single[75 + i][..], "{emb:?} {kernel:?} after");
             }
             assert_eq!(s.pos, ids.len());
+            // Split across threads: still the same numbers.
+            engine.set_threads(3).unwrap();
+            let mut s = engine.new_state();
+            let mut logits = vec![0.0; ids.len() * v];
+            engine.forward_batch(&mut s, &ids, Some(&mut logits));
+            for (i, row) in logits.chunks_exact(v).enumerate() {
+                assert_eq!(row, &single[i][..], "{emb:?} {kernel:?} 3 threads, token {i}");
+            }
         }
     }
 }

@@ -38,10 +38,11 @@ struct Common {
     /// The .flm model (from flashlm-export).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Ternary kernel: auto, scalar, avx2, avx512.
+    /// Ternary kernel: auto, scalar, avx2, avx2-mask, avx512, avx512-mask.
     #[arg(long, env = "FLASHLM_KERNEL", default_value = "auto")]
     kernel: String,
-    /// Threads (generation is single-threaded; eval scores stories in parallel).
+    /// Threads: the prompt is processed in batches split across them (new tokens are
+    /// generated one at a time on one thread); eval scores stories in parallel.
     #[arg(long, default_value_t = 1)]
     threads: usize,
 }
@@ -127,7 +128,8 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.max_tokens > 0, "--max-tokens must be at least 1");
     anyhow::ensure!(a.temperature.is_finite() && a.temperature >= 0.0, "--temperature must be >= 0");
     anyhow::ensure!(a.top_p > 0.0 && a.top_p <= 1.0, "--top-p must be in (0, 1]");
-    let model = load(&a.common)?;
+    let mut model = load(&a.common)?;
+    model.set_threads(a.common.threads).map_err(anyhow::Error::msg)?;
     let ids = model.tokenizer.encode(prompt);
     anyhow::ensure!(
         ids.iter().any(|&t| t != UNK_ID),
