@@ -1,20 +1,26 @@
 //! Ternary matrix-vector kernels: `y[r] = Σ_{w[r,i]=+1} x[i] − Σ_{w[r,i]=−1} x[i]`.
 //!
-//! Weights are repacked at load time into two bit planes per row (`plus`, `minus`, one bit
-//! per input, 64 inputs per word); the `.flm` file itself has one layout for every CPU.
-//! The kernels return the raw sums: the caller applies the per-matrix scale α afterwards,
-//! so the kernels contain no multiply of any kind (`scripts/check-no-multiply.sh` checks the
-//! disassembly):
-//! * [`Kernel::Scalar`]: portable; walks the set bits of each plane word.
-//! * [`Kernel::Avx2`]: 8 lanes; each plane byte selects lanes through a 256-entry mask table,
-//!   the input is AND-ed with the mask and added or subtracted.
-//! * [`Kernel::Avx512`]: 16 lanes; each 16-bit piece of a plane word is an AVX-512 mask
-//!   register for a masked add (`vaddps{k}`) or masked subtract (`vsubps{k}`).
+//! The `.flm` file has one layout for every CPU (2-bit codes, row-major). At load time each
+//! matrix is repacked for the kernels ([`TernaryPlanes`]): two bit planes per row, and look-up
+//! codes for groups of three inputs. The kernels return raw sums; the per-matrix scale α is
+//! applied afterwards, so the kernels contain no multiply of any kind
+//! (`scripts/check-no-multiply.sh` checks the disassembly of every `sums_*` function):
+//! * [`Kernel::Scalar`]: portable; walks the set bits of each plane word (the fallback).
+//! * [`Kernel::Avx2`] (default without AVX-512): 8 rows per register. For every group of
+//!   three inputs the 8 subset sums are built with adds; the plus bits and the minus bits of
+//!   each row's group select one each (`vpermps`), added and subtracted.
+//! * [`Kernel::Avx512`] (default with AVX-512F): 16 rows per register. For every group of
+//!   three inputs a 27-entry table of all ±/0 sums is built with masked adds/subtracts; each
+//!   row's 5-bit code selects its entry with a two-register permute (`vpermi2ps`): one
+//!   permute and one add per 48 weights, no horizontal sums (T-MAC / TL2 style).
+//! * [`Kernel::Avx2Mask`], [`Kernel::Avx512Mask`]: the earlier masked add/sub kernels on the
+//!   bit planes, kept for comparison (`--kernel avx2-mask` / `avx512-mask`).
 //!
 //! The choice is made once ([`Kernel::detect`], or `--kernel` / `FLASHLM_KERNEL`), and every
-//! kernel is tested against [`matvec_reference`] on all sizes 1..=300.
+//! kernel is tested against [`matvec_reference`] on all sizes 1..=300 (bit-identical with
+//! small-integer inputs) and on the model shapes.
 
-/// A ternary matrix as bit planes.
+/// A ternary matrix repacked for the kernels: bit planes and look-up codes.
 #[derive(Debug, Clone)]
 pub struct TernaryPlanes {
     /// Output rows.
