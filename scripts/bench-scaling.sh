@@ -45,6 +45,8 @@ for n in "${threads[@]}"; do
     lines+=("scaling eval threads=$n tok_s=$e")
     echo "${lines[-1]}"
 done
-g=$("$bin/bench_generate" "$model" 512 | tee /dev/stderr | grep -o '[0-9]* tok/s' | head -1 | cut -d' ' -f1)
+out=$("$bin/bench_generate" "$model" 512)
+echo "$out"
+g=$(echo "$out" | grep -o '[0-9]* tok/s' | tail -1 | cut -d' ' -f1)
 lines+=("scaling generate threads=1 tok_s=$g")
 printf '%s\n' "${lines[@]}"
