@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod export;
+pub mod fused;
 pub mod generate;
 pub mod parity;
 pub mod plot;

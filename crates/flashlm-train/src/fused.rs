@@ -1,0 +1,478 @@
+//! A hand-written training step for the Bolt model: forward, backward and nothing else,
+//! on flat f32 buffers with the `gemm` crate for the matrix products and rayon for the rest
+//! (llm.c style). The burn model in `flashlm-model` stays the reference: tests check this
+//! step's loss and every gradient against it and against PyTorch (tolerance 1e-4).
+//!
+//! What it saves over the generic burn graph:
+//! * the tied head and the cross-entropy run in chunks of rows, so the [N, V] logits and their
+//!   softmax are never materialised whole (N = batch · seq);
+//! * each ternary weight is quantised once per step (the straight-through estimator makes the
+//!   weight gradient the gradient of the quantised weight);
+//! * element-wise work is fused into single passes (norms, gates, SiLU-GLU, conv);
+//! * buffers are plain `Vec<f32>`s, no tensor bookkeeping or autodiff graph.
+//!
+//! Shapes: N = B·T token positions, d model width, h GLU width, k conv taps, V vocabulary.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use flashlm_model::{BoltConfig, NORM_EPS, NamedTensors};
+
+/// One block's parameters (or gradients), PyTorch layout.
+#[derive(Debug, Clone)]
+pub struct BlockParams {
+    /// [d] RMSNorm gains before the mixer.
+    pub norm1: Vec<f32>,
+    /// [2d, d] mixer up projection (rows 0..d gate, d..2d value).
+    pub up: Vec<f32>,
+    /// [d, 1, k] depthwise causal conv taps.
+    pub conv: Vec<f32>,
+    /// [d, d] mixer down projection.
+    pub down: Vec<f32>,
+    /// [d] RMSNorm gains before the GLU.
+    pub norm2: Vec<f32>,
+    /// [h, d] GLU gate.
+    pub w_gate: Vec<f32>,
+    /// [h, d] GLU up.
+    pub w_up: Vec<f32>,
+    /// [d, h] GLU down.
+    pub w_down: Vec<f32>,
+}
+
+/// All parameters (or gradients) of a Bolt model as flat buffers.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// [V, d] tied embedding / head.
+    pub embedding: Vec<f32>,
+    /// The blocks.
+    pub blocks: Vec<BlockParams>,
+    /// [d] final RMSNorm gains.
+    pub final_norm: Vec<f32>,
+}
+
+impl Params {
+    /// From named tensors (the names of `Bolt::named_params`), checking every shape.
+    pub fn from_named(cfg: &BoltConfig, w: &NamedTensors) -> Result<Self, String> {
+        let (v, d, h, k) = (cfg.vocab_size, cfg.dim, cfg.glu_hidden, cfg.kernel_size);
+        let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>, String> {
+            let (s, vals) = w.get(name).ok_or_else(|| format!("missing tensor {name}"))?;
+            if s != shape {
+                return Err(format!("{name}: shape {s:?}, expected {shape:?}"));
+            }
+            Ok(vals.clone())
+        };
+        let blocks = (0..cfg.n_blocks)
+            .map(|i| {
+                let p = |n: &str| format!("blocks.{i}.{n}");
+                Ok(BlockParams {
+                    norm1: get(&p("norm1.scale"), &[d])?,
+                    up: get(&p("mixer.up.weight"), &[2 * d, d])?,
+                    conv: get(&p("mixer.conv.weight"), &[d, 1, k])?,
+                    down: get(&p("mixer.down.weight"), &[d, d])?,
+                    norm2: get(&p("norm2.scale"), &[d])?,
+                    w_gate: get(&p("ffn.W_gate.weight"), &[h, d])?,
+                    w_up: get(&p("ffn.W_up.weight"), &[h, d])?,
+                    w_down: get(&p("ffn.W_down.weight"), &[d, h])?,
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self {
+            embedding: get("embedding.weight", &[v, d])?,
+            blocks,
+            final_norm: get("final_norm.scale", &[d])?,
+        })
+    }
+
+    /// (name, shape, values) of every tensor, in `Bolt::named_params` names.
+    pub fn named(&self, cfg: &BoltConfig) -> Vec<(String, Vec<usize>, &[f32])> {
+        let (v, d, h, k) = (cfg.vocab_size, cfg.dim, cfg.glu_hidden, cfg.kernel_size);
+        let mut out = vec![("embedding.weight".to_string(), vec![v, d], &self.embedding[..])];
+        for (i, b) in self.blocks.iter().enumerate() {
+            let p = |n: &str| format!("blocks.{i}.{n}");
+            out.push((p("norm1.scale"), vec![d], &b.norm1[..]));
+            out.push((p("mixer.up.weight"), vec![2 * d, d], &b.up[..]));
+            out.push((p("mixer.conv.weight"), vec![d, 1, k], &b.conv[..]));
+            out.push((p("mixer.down.weight"), vec![d, d], &b.down[..]));
+            out.push((p("norm2.scale"), vec![d], &b.norm2[..]));
+            out.push((p("ffn.W_gate.weight"), vec![h, d], &b.w_gate[..]));
+            out.push((p("ffn.W_up.weight"), vec![h, d], &b.w_up[..]));
+            out.push((p("ffn.W_down.weight"), vec![d, h], &b.w_down[..]));
+        }
+        out.push(("final_norm.scale".to_string(), vec![d], &self.final_norm[..]));
+        out
+    }
+
+    /// Every buffer, mutable, in the order of [`Params::named`].
+    pub fn buffers_mut(&mut self) -> Vec<&mut Vec<f32>> {
+        let mut out = vec![&mut self.embedding];
+        for b in &mut self.blocks {
+            out.extend([
+                &mut b.norm1,
+                &mut b.up,
+                &mut b.conv,
+                &mut b.down,
+                &mut b.norm2,
+                &mut b.w_gate,
+                &mut b.w_up,
+                &mut b.w_down,
+            ]);
+        }
+        out.push(&mut self.final_norm);
+        out
+    }
+
+    /// Zeros of the same shapes (a gradient buffer).
+    pub fn zeros_like(&self) -> Self {
+        let mut z = self.clone();
+        for b in z.buffers_mut() {
+            b.fill(0.0);
+        }
+        z
+    }
+}
+
+/// The ternary weight the forward pass uses: α · clamp(round(w / (α + 1e-8)), −1, 1) with
+/// α = mean |w| (the quantiser of `flashlm_model::ternary_codes`, ties to even as burn).
+pub fn quantize(w: &[f32]) -> Vec<f32> {
+    let (codes, alpha) = flashlm_model::ternary_codes(w);
+    codes.iter().map(|&c| f32::from(c) * alpha).collect()
+}
+
+/// C[m, n] = A[m, k] · B[k, n] (+ C when `acc`), every matrix given by (buffer, row stride,
+/// column stride).
+#[allow(clippy::too_many_arguments)]
+fn mm(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    (c_rs, c_cs): (usize, usize),
+    acc: bool,
+    a: &[f32],
+    (a_rs, a_cs): (usize, usize),
+    b: &[f32],
+    (b_rs, b_cs): (usize, usize),
+    threads: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(c.len() > last(m, n, c_rs, c_cs));
+    if k > 0 {
+        assert!(a.len() > last(m, k, a_rs, a_cs) && b.len() > last(k, n, b_rs, b_cs));
+    }
+    let par = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+    // SAFETY: the asserts above keep every element gemm touches inside the three slices; c
+    // does not overlap a or b (it is a distinct &mut).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            c_cs as isize,
+            c_rs as isize,
+            acc,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// y = x · Wᵀ for row-major x [n, i] and W [o, i]: y [n, o].
+fn linear(y: &mut [f32], x: &[f32], w: &[f32], n: usize, i: usize, o: usize, threads: usize) {
+    mm(n, o, i, y, (o, 1), false, x, (i, 1), w, (1, i), threads);
+}
+
+/// dx (+)= dy · W for dy [n, o], W [o, i]: dx [n, i]; dW += dyᵀ · x: [o, i].
+#[allow(clippy::too_many_arguments)]
+fn linear_back(
+    dx: &mut [f32],
+    acc_dx: bool,
+    dw: &mut [f32],
+    dy: &[f32],
+    x: &[f32],
+    w: &[f32],
+    (n, i, o): (usize, usize, usize),
+    threads: usize,
+) {
+    mm(n, i, o, dx, (i, 1), acc_dx, dy, (o, 1), w, (i, 1), threads);
+    mm(o, i, n, dw, (i, 1), true, dy, (1, o), x, (i, 1), threads);
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// y = x · r · g per row; returns r = 1 / sqrt(mean(x²) + eps) per row.
+fn rmsnorm(y: &mut [f32], x: &[f32], g: &[f32], d: usize) -> Vec<f32> {
+    y.par_chunks_mut(d)
+        .zip(x.par_chunks(d))
+        .map(|(y, x)| {
+            let ms = x.iter().map(|v| v * v).sum::<f32>() / d as f32;
+            let r = 1.0 / (ms + NORM_EPS as f32).sqrt();
+            for ((o, &v), &s) in y.iter_mut().zip(x).zip(g) {
+                *o = v * r * s;
+            }
+            r
+        })
+        .collect()
+}
+
+/// Backward of [`rmsnorm`]: dx (+)= r·g·dy − x·r³·mean(x·g·dy); dg += Σ_rows dy·x·r.
+fn rmsnorm_back(dx: &mut [f32], dg: &mut [f32], dy: &[f32], x: &[f32], r: &[f32], g: &[f32], d: usize) {
+    let parts: Vec<Vec<f32>> = dx
+        .par_chunks_mut(d)
+        .zip(dy.par_chunks(d))
+        .zip(x.par_chunks(d))
+        .zip(r.par_iter())
+        .fold(
+            || vec![0.0f32; d],
+            |mut acc, (((dx, dy), x), &r)| {
+                let dot = dy.iter().zip(x).zip(g).map(|((a, b), c)| a * b * c).sum::<f32>() / d as f32;
+                let r3 = r * r * r;
+                for j in 0..d {
+                    dx[j] += r * g[j] * dy[j] - x[j] * r3 * dot;
+                    acc[j] += dy[j] * x[j] * r;
+                }
+                acc
+            },
+        )
+        .collect();
+    for p in parts {
+        for (a, b) in dg.iter_mut().zip(p) {
+            *a += b;
+        }
+    }
+}
+
+/// Saved activations of one block.
+struct BlockActs {
+    x_in: Vec<f32>,  // [N, d] block input
+    r1: Vec<f32>,    // [N]
+    n1: Vec<f32>,    // [N, d]
+    gv: Vec<f32>,    // [N, 2d] gate | value
+    c: Vec<f32>,     // [N, d] conv(value)
+    m: Vec<f32>,     // [N, d] c * sigmoid(gate)
+    x_mid: Vec<f32>, // [N, d] after the mixer's residual
+    r2: Vec<f32>,    // [N]
+    n2: Vec<f32>,    // [N, d]
+    gg: Vec<f32>,    // [N, h] W_gate n2
+    uu: Vec<f32>,    // [N, h] W_up n2
+    a: Vec<f32>,     // [N, h] silu(gg) * uu
+}
+
+/// Quantised weights of one block (used by forward and backward).
+struct BlockQ {
+    up: Vec<f32>,
+    down: Vec<f32>,
+    w_gate: Vec<f32>,
+    w_up: Vec<f32>,
+    w_down: Vec<f32>,
+}
+
+/// Rows of the head processed at once in the cross-entropy.
+const CE_CHUNK: usize = 256;
+
+/// Forward and backward of one batch: `inputs` and `targets` are [B, T] token ids. Adds the
+/// gradient of the mean cross-entropy to `grads` and returns that loss.
+pub fn forward_backward(
+    cfg: &BoltConfig,
+    p: &Params,
+    grads: &mut Params,
+    inputs: &[u16],
+    targets: &[u16],
+    t: usize,
+    threads: usize,
+) -> f32 {
+    let (v, d, h, k) = (cfg.vocab_size, cfg.dim, cfg.glu_hidden, cfg.kernel_size);
+    let n = inputs.len();
+    assert_eq!(targets.len(), n);
+    assert!(t > 0 && n.is_multiple_of(t), "inputs must be whole sequences of length t");
+
+    // ---- forward ----
+    let mut x = vec![0.0f32; n * d];
+    for (row, &id) in x.chunks_exact_mut(d).zip(inputs) {
+        let id = id as usize;
+        assert!(id < v, "token id {id} outside the vocabulary");
+        row.copy_from_slice(&p.embedding[id * d..(id + 1) * d]);
+    }
+    let mut acts = Vec::with_capacity(p.blocks.len());
+    let mut qs = Vec::with_capacity(p.blocks.len());
+    for b in &p.blocks {
+        let q = BlockQ {
+            up: quantize(&b.up),
+            down: quantize(&b.down),
+            w_gate: quantize(&b.w_gate),
+            w_up: quantize(&b.w_up),
+            w_down: quantize(&b.w_down),
+        };
+        let x_in = x;
+        let mut n1 = vec![0.0; n * d];
+        let r1 = rmsnorm(&mut n1, &x_in, &b.norm1, d);
+        let mut gv = vec![0.0; n * 2 * d];
+        linear(&mut gv, &n1, &q.up, n, d, 2 * d, threads);
+        let mut c = vec![0.0; n * d];
+        let mut m = vec![0.0; n * d];
+        // Causal depthwise conv over each sequence, then the sigmoid gate.
+        c.par_chunks_mut(t * d).zip(m.par_chunks_mut(t * d)).zip(gv.par_chunks(t * 2 * d)).for_each(
+            |((c, m), gv)| {
+                for ti in 0..t {
+                    for ch in 0..d {
+                        let mut s = 0.0f32;
+                        for j in 0..k {
+                            // tap j reads the value k-1-j steps back
+                            if let Some(src) = (ti + j).checked_sub(k - 1) {
+                                s += b.conv[ch * k + j] * gv[src * 2 * d + d + ch];
+                            }
+                        }
+                        c[ti * d + ch] = s;
+                        m[ti * d + ch] = s * sigmoid(gv[ti * 2 * d + ch]);
+                    }
+                }
+            },
+        );
+        let mut x_mid = vec![0.0; n * d];
+        linear(&mut x_mid, &m, &q.down, n, d, d, threads);
+        x_mid.par_iter_mut().zip(&x_in).for_each(|(o, &i)| *o += i);
+        let mut n2 = vec![0.0; n * d];
+        let r2 = rmsnorm(&mut n2, &x_mid, &b.norm2, d);
+        let mut gg = vec![0.0; n * h];
+        let mut uu = vec![0.0; n * h];
+        linear(&mut gg, &n2, &q.w_gate, n, d, h, threads);
+        linear(&mut uu, &n2, &q.w_up, n, d, h, threads);
+        let mut a = vec![0.0; n * h];
+        a.par_iter_mut().zip(&gg).zip(&uu).for_each(|((a, &g), &u)| *a = g * sigmoid(g) * u);
+        let mut x_out = vec![0.0; n * d];
+        linear(&mut x_out, &a, &q.w_down, n, h, d, threads);
+        x_out.par_iter_mut().zip(&x_mid).for_each(|(o, &i)| *o += i);
+        x = x_out;
+        acts.push(BlockActs { x_in, r1, n1, gv, c, m, x_mid, r2, n2, gg, uu, a });
+        qs.push(q);
+    }
+    let mut nf = vec![0.0; n * d];
+    let rf = rmsnorm(&mut nf, &x, &p.final_norm, d);
+
+    // ---- head + cross-entropy, in chunks of rows (never the whole [N, V] logits) ----
+    let mut dnf = vec![0.0f32; n * d];
+    let mut loss = 0.0f64;
+    let inv_n = 1.0 / n as f32;
+    let mut logits = vec![0.0f32; CE_CHUNK.min(n) * v];
+    for (ci, (rows, ys)) in nf.chunks(CE_CHUNK * d).zip(targets.chunks(CE_CHUNK)).enumerate() {
+        let c = ys.len();
+        let l = &mut logits[..c * v];
+        linear(l, rows, &p.embedding, c, d, v, threads);
+        // softmax - onehot, scaled by 1/N; the loss in f64.
+        let chunk_loss: f64 = l
+            .par_chunks_mut(v)
+            .zip(ys.par_iter())
+            .map(|(row, &y)| {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0f32;
+                for z in row.iter_mut() {
+                    *z = (*z - max).exp();
+                    sum += *z;
+                }
+                let y = y as usize;
+                let nll = -(f64::from(row[y]).ln() - f64::from(sum).ln());
+                let inv = inv_n / sum;
+                for z in row.iter_mut() {
+                    *z *= inv;
+                }
+                row[y] -= inv_n;
+                nll
+            })
+            .sum();
+        loss += chunk_loss;
+        // d nf = dlogits · E ; dE += dlogitsᵀ · nf
+        linear_back(
+            &mut dnf[ci * CE_CHUNK * d..ci * CE_CHUNK * d + c * d],
+            false,
+            &mut grads.embedding,
+            l,
+            rows,
+            &p.embedding,
+            (c, d, v),
+            threads,
+        );
+    }
+
+    // ---- backward ----
+    let mut dx = vec![0.0f32; n * d];
+    rmsnorm_back(&mut dx, &mut grads.final_norm, &dnf, &x, &rf, &p.final_norm, d);
+    for ((b, g), (s, q)) in p.blocks.iter().zip(grads.blocks.iter_mut()).zip(acts.iter().zip(&qs)).rev() {
+        // GLU: x_out = x_mid + W_down(silu(gg) * uu)
+        let mut da = vec![0.0f32; n * h];
+        linear_back(&mut da, false, &mut g.w_down, &dx, &s.a, &q.w_down, (n, h, d), threads);
+        let mut dgg = vec![0.0f32; n * h];
+        let mut duu = vec![0.0f32; n * h];
+        dgg.par_iter_mut().zip(duu.par_iter_mut()).zip(&da).zip(&s.gg).zip(&s.uu).for_each(
+            |((((dg, du), &da), &gg), &uu)| {
+                let sg = sigmoid(gg);
+                *du = da * gg * sg;
+                *dg = da * uu * sg * (1.0 + gg * (1.0 - sg));
+            },
+        );
+        let mut dn2 = vec![0.0f32; n * d];
+        linear_back(&mut dn2, false, &mut g.w_gate, &dgg, &s.n2, &q.w_gate, (n, d, h), threads);
+        linear_back(&mut dn2, true, &mut g.w_up, &duu, &s.n2, &q.w_up, (n, d, h), threads);
+        // dx_mid = dx (residual) + norm2 backward
+        rmsnorm_back(&mut dx, &mut g.norm2, &dn2, &s.x_mid, &s.r2, &b.norm2, d);
+        // Mixer: x_mid = x_in + down(conv(value) * sigmoid(gate))
+        let mut dm = vec![0.0f32; n * d];
+        linear_back(&mut dm, false, &mut g.down, &dx, &s.m, &q.down, (n, d, d), threads);
+        let mut dgv = vec![0.0f32; n * 2 * d];
+        // Per sequence: gate gradient, conv backward into the value gradient and the taps.
+        let dconv_parts: Vec<Vec<f32>> = dgv
+            .par_chunks_mut(t * 2 * d)
+            .zip(dm.par_chunks(t * d))
+            .zip(s.c.par_chunks(t * d))
+            .zip(s.gv.par_chunks(t * 2 * d))
+            .map(|(((dgv, dm), c), gv)| {
+                let mut dconv = vec![0.0f32; d * k];
+                for ti in 0..t {
+                    for ch in 0..d {
+                        let sg = sigmoid(gv[ti * 2 * d + ch]);
+                        let dmv = dm[ti * d + ch];
+                        dgv[ti * 2 * d + ch] = dmv * c[ti * d + ch] * sg * (1.0 - sg);
+                        let dc = dmv * sg;
+                        for j in 0..k {
+                            if let Some(src) = (ti + j).checked_sub(k - 1) {
+                                dgv[src * 2 * d + d + ch] += b.conv[ch * k + j] * dc;
+                                dconv[ch * k + j] += dc * gv[src * 2 * d + d + ch];
+                            }
+                        }
+                    }
+                }
+                dconv
+            })
+            .collect();
+        for part in dconv_parts {
+            for (a, b) in g.conv.iter_mut().zip(part) {
+                *a += b;
+            }
+        }
+        let mut dn1 = vec![0.0f32; n * d];
+        linear_back(&mut dn1, false, &mut g.up, &dgv, &s.n1, &q.up, (n, d, 2 * d), threads);
+        rmsnorm_back(&mut dx, &mut g.norm1, &dn1, &s.x_in, &s.r1, &b.norm1, d);
+    }
+    // Embedding rows of the inputs.
+    for (row, &id) in dx.chunks_exact(d).zip(inputs) {
+        let id = id as usize;
+        for (a, &b) in grads.embedding[id * d..(id + 1) * d].iter_mut().zip(row) {
+            *a += b;
+        }
+    }
+    (loss / n as f64) as f32
+}

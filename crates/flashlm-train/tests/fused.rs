@@ -1,0 +1,66 @@
+//! The hand-written training step (`flashlm_train::fused`) against PyTorch (the committed
+//! parity fixture) and against the burn model: loss and every gradient within 1e-4.
+
+use std::path::PathBuf;
+
+use flashlm_model::{cpu_device, read_safetensors};
+use flashlm_train::fused::{Params, forward_backward};
+use flashlm_train::parity::{PARITY_CONFIG, compute};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/parity").join(name)
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn fused_step_matches_pytorch_and_burn() {
+    let cfg = PARITY_CONFIG;
+    let weights = read_safetensors(&fixture("weights.safetensors")).unwrap();
+    let expected = read_safetensors(&fixture("expected.safetensors")).unwrap();
+    let batch: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("batch.json")).unwrap()).unwrap();
+    let ids = |k: &str| -> Vec<u16> {
+        batch[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u16).collect()
+    };
+    let (inputs, targets) = (ids("tokens"), ids("targets"));
+
+    let params = Params::from_named(&cfg, &weights).unwrap();
+    let device = cpu_device(true);
+    let burn = compute(cfg.init(&device).with_weights(&weights).unwrap(), &device);
+    for threads in [1, 2] {
+        let mut grads = params.zeros_like();
+        let loss = forward_backward(&cfg, &params, &mut grads, &inputs, &targets, cfg.seq_len, threads);
+        let tol = 1e-4;
+        assert!(
+            (loss - expected["loss"].1[0]).abs() <= tol,
+            "loss {loss} vs PyTorch {}",
+            expected["loss"].1[0]
+        );
+        assert!((loss - burn.loss).abs() <= tol, "loss {loss} vs burn {}", burn.loss);
+        let mut checked = 0;
+        for (name, _, g) in grads.named(&cfg) {
+            let torch = &expected[&format!("grad.{name}")].1;
+            let d = max_diff(g, torch);
+            assert!(d <= tol, "{threads} threads: gradient of {name} differs from PyTorch by {d}");
+            let b = &burn.grads[&name];
+            let d = max_diff(g, b);
+            assert!(d <= tol, "{threads} threads: gradient of {name} differs from burn by {d}");
+            checked += 1;
+        }
+        assert_eq!(checked, 2 + cfg.n_blocks * 8);
+    }
+}
+
+#[test]
+fn bad_weights_are_refused() {
+    let cfg = PARITY_CONFIG;
+    let mut weights = read_safetensors(&fixture("weights.safetensors")).unwrap();
+    weights.insert("final_norm.scale".into(), (vec![3], vec![1.0; 3]));
+    assert!(Params::from_named(&cfg, &weights).unwrap_err().contains("final_norm.scale"));
+    weights.remove("final_norm.scale");
+    assert!(Params::from_named(&cfg, &weights).unwrap_err().contains("missing"));
+}
