@@ -194,6 +194,38 @@ multiversion! {
     }
 }
 
+multiversion! {
+    /// v[i] = exp(v[i] − shift) in place; returns Σ v[i] (16 partial sums, in f32).
+    fn exp_shift_sum(v: &mut [f32], shift: f32) -> f32 {
+        let mut acc = [0.0f32; 16];
+        let mut chunks = v.chunks_exact_mut(16);
+        for c in &mut chunks {
+            for j in 0..16 {
+                c[j] = exp(c[j] - shift);
+                acc[j] += c[j];
+            }
+        }
+        let mut s = 0.0f32;
+        for x in chunks.into_remainder() {
+            *x = exp(*x - shift);
+            s += *x;
+        }
+        for a in acc {
+            s += a;
+        }
+        s
+    }
+}
+
+multiversion! {
+    /// v[i] *= k.
+    fn scale(v: &mut [f32], k: f32) {
+        for x in v {
+            *x *= k;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +242,21 @@ mod tests {
         assert!(worst < 4e-7, "worst relative error {worst}");
         assert!(exp(-1000.0) >= 0.0 && exp(1000.0).is_finite());
         assert!((sigmoid(0.0) - 0.5).abs() < 1e-7);
+    }
+
+    #[test]
+    fn exp_shift_sum_stores_and_sums() {
+        let mut v: Vec<f32> = (0..37).map(|i| i as f32 * 0.1 - 2.0).collect();
+        let orig = v.clone();
+        let s = exp_shift_sum(&mut v, 1.5);
+        let mut want = 0.0f64;
+        for (a, b) in v.iter().zip(&orig) {
+            assert!((a - (b - 1.5).exp()).abs() <= 1e-6 * (b - 1.5).exp());
+            want += f64::from(*a);
+        }
+        assert!((f64::from(s) - want).abs() < 1e-4);
+        scale(&mut v, 2.0);
+        assert!((v[3] - 2.0 * (orig[3] - 1.5).exp()).abs() < 1e-5);
     }
 
     #[test]

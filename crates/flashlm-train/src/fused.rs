@@ -211,8 +211,11 @@ fn linear_back(
     mm(o, i, n, dw, (i, 1), true, dy, (1, o), x, (i, 1), threads);
 }
 
+/// exp with the engine's polynomial (relative error < 2e-7, vectorises; libm's expf does not).
+use flashlm_infer::vmath::{self, exp};
+
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + exp(-x))
 }
 
 /// y = x · r · g per row; returns r = 1 / sqrt(mean(x²) + eps) per row.
@@ -255,6 +258,28 @@ fn rmsnorm_back(dx: &mut [f32], dg: &mut [f32], dy: &[f32], x: &[f32], r: &[f32]
             *a += b;
         }
     }
+}
+
+/// Conv taps [d, 1, k] -> [k, d].
+fn transpose_taps(w: &[f32], d: usize, k: usize) -> Vec<f32> {
+    let mut t = vec![0.0; d * k];
+    for ch in 0..d {
+        for j in 0..k {
+            t[j * d + ch] = w[ch * k + j];
+        }
+    }
+    t
+}
+
+/// [k, d] -> [d, 1, k].
+fn transpose_taps_back(t: &[f32], d: usize, k: usize) -> Vec<f32> {
+    let mut w = vec![0.0; d * k];
+    for ch in 0..d {
+        for j in 0..k {
+            w[ch * k + j] = t[j * d + ch];
+        }
+    }
+    w
 }
 
 /// Saved activations of one block.
@@ -325,20 +350,24 @@ pub fn forward_backward(
         linear(&mut gv, &n1, &q.up, n, d, 2 * d, threads);
         let mut c = vec![0.0; n * d];
         let mut m = vec![0.0; n * d];
-        // Causal depthwise conv over each sequence, then the sigmoid gate.
+        // Causal depthwise conv over each sequence, then the sigmoid gate. Taps transposed to
+        // [k, d] so the inner loops run over contiguous channels.
+        let taps = transpose_taps(&b.conv, d, k);
         c.par_chunks_mut(t * d).zip(m.par_chunks_mut(t * d)).zip(gv.par_chunks(t * 2 * d)).for_each(
             |((c, m), gv)| {
                 for ti in 0..t {
-                    for ch in 0..d {
-                        let mut s = 0.0f32;
-                        for j in 0..k {
-                            // tap j reads the value k-1-j steps back
-                            if let Some(src) = (ti + j).checked_sub(k - 1) {
-                                s += b.conv[ch * k + j] * gv[src * 2 * d + d + ch];
-                            }
+                    let out = &mut c[ti * d..(ti + 1) * d];
+                    for j in 0..k {
+                        // tap j reads the value k-1-j steps back
+                        let Some(src) = (ti + j).checked_sub(k - 1) else { continue };
+                        let val = &gv[src * 2 * d + d..(src + 1) * 2 * d];
+                        for ((o, &w), &x) in out.iter_mut().zip(&taps[j * d..(j + 1) * d]).zip(val) {
+                            *o += w * x;
                         }
-                        c[ti * d + ch] = s;
-                        m[ti * d + ch] = s * sigmoid(gv[ti * 2 * d + ch]);
+                    }
+                    let gate = &gv[ti * 2 * d..ti * 2 * d + d];
+                    for ((mo, &co), &g) in m[ti * d..(ti + 1) * d].iter_mut().zip(&*out).zip(gate) {
+                        *mo = co * sigmoid(g);
                     }
                 }
             },
@@ -378,18 +407,11 @@ pub fn forward_backward(
             .par_chunks_mut(v)
             .zip(ys.par_iter())
             .map(|(row, &y)| {
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0f32;
-                for z in row.iter_mut() {
-                    *z = (*z - max).exp();
-                    sum += *z;
-                }
+                let max = vmath::max(row);
+                let sum = vmath::exp_shift_sum(row, max);
                 let y = y as usize;
                 let nll = -(f64::from(row[y]).ln() - f64::from(sum).ln());
-                let inv = inv_n / sum;
-                for z in row.iter_mut() {
-                    *z *= inv;
-                }
+                vmath::scale(row, inv_n / sum);
                 row[y] -= inv_n;
                 nll
             })
@@ -433,29 +455,40 @@ pub fn forward_backward(
         let mut dm = vec![0.0f32; n * d];
         linear_back(&mut dm, false, &mut g.down, &dx, &s.m, &q.down, (n, d, d), threads);
         let mut dgv = vec![0.0f32; n * 2 * d];
-        // Per sequence: gate gradient, conv backward into the value gradient and the taps.
+        // Per sequence: gate gradient, conv backward into the value gradient and the taps
+        // (tap gradients accumulated as [k, d], transposed back below).
+        let taps = transpose_taps(&b.conv, d, k);
         let dconv_parts: Vec<Vec<f32>> = dgv
             .par_chunks_mut(t * 2 * d)
             .zip(dm.par_chunks(t * d))
             .zip(s.c.par_chunks(t * d))
             .zip(s.gv.par_chunks(t * 2 * d))
             .map(|(((dgv, dm), c), gv)| {
-                let mut dconv = vec![0.0f32; d * k];
+                let mut dtaps = vec![0.0f32; k * d];
+                let mut dc = vec![0.0f32; d];
                 for ti in 0..t {
+                    let (gate, dgate) = (&gv[ti * 2 * d..ti * 2 * d + d], ti * 2 * d);
                     for ch in 0..d {
-                        let sg = sigmoid(gv[ti * 2 * d + ch]);
+                        let sg = sigmoid(gate[ch]);
                         let dmv = dm[ti * d + ch];
-                        dgv[ti * 2 * d + ch] = dmv * c[ti * d + ch] * sg * (1.0 - sg);
-                        let dc = dmv * sg;
-                        for j in 0..k {
-                            if let Some(src) = (ti + j).checked_sub(k - 1) {
-                                dgv[src * 2 * d + d + ch] += b.conv[ch * k + j] * dc;
-                                dconv[ch * k + j] += dc * gv[src * 2 * d + d + ch];
-                            }
+                        dgv[dgate + ch] = dmv * c[ti * d + ch] * sg * (1.0 - sg);
+                        dc[ch] = dmv * sg;
+                    }
+                    for j in 0..k {
+                        let Some(src) = (ti + j).checked_sub(k - 1) else { continue };
+                        let tap = &taps[j * d..(j + 1) * d];
+                        let dval = &mut dgv[src * 2 * d + d..(src + 1) * 2 * d];
+                        for ((o, &w), &g) in dval.iter_mut().zip(tap).zip(&dc) {
+                            *o += w * g;
+                        }
+                        let val = &gv[src * 2 * d + d..(src + 1) * 2 * d];
+                        for ((o, &g), &x) in dtaps[j * d..(j + 1) * d].iter_mut().zip(&dc).zip(val) {
+                            *o += g * x;
                         }
                     }
                 }
-                dconv
+                // back to the [d, 1, k] layout of the parameter
+                transpose_taps_back(&dtaps, d, k)
             })
             .collect();
         for part in dconv_parts {
