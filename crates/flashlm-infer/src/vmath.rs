@@ -34,8 +34,10 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
+/// The widest vector unit this CPU has (used by [`multiversion!`](crate::multiversion)).
+#[doc(hidden)]
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Width {
+pub enum Width {
     Portable,
     #[cfg(target_arch = "x86_64")]
     Avx2,
@@ -43,7 +45,8 @@ enum Width {
     Avx512,
 }
 
-fn width() -> Width {
+#[doc(hidden)]
+pub fn width() -> Width {
     static W: OnceLock<Width> = OnceLock::new();
     *W.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
@@ -59,7 +62,10 @@ fn width() -> Width {
     })
 }
 
-/// Defines `pub fn $name(args)` that runs `$body` compiled for the widest vector unit.
+/// Defines `pub fn $name(args)` that runs `$body` compiled three times (portable, AVX2+FMA,
+/// AVX-512) and dispatches to the widest variant this CPU runs (detected once). Exported so
+/// the trainer's fused step can use it too.
+#[macro_export]
 macro_rules! multiversion {
     ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
         $(#[$doc])*
@@ -72,13 +78,13 @@ macro_rules! multiversion {
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma")]
             unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
-            match width() {
+            match $crate::vmath::width() {
                 // SAFETY: width() returns Avx512 / Avx2 only where the CPU has the features.
                 #[cfg(target_arch = "x86_64")]
-                Width::Avx512 => unsafe { avx512($($arg),*) },
+                $crate::vmath::Width::Avx512 => unsafe { avx512($($arg),*) },
                 #[cfg(target_arch = "x86_64")]
-                Width::Avx2 => unsafe { avx2($($arg),*) },
-                Width::Portable => body($($arg),*),
+                $crate::vmath::Width::Avx2 => unsafe { avx2($($arg),*) },
+                $crate::vmath::Width::Portable => body($($arg),*),
             }
         }
     };

@@ -211,54 +211,188 @@ fn linear_back(
     mm(o, i, n, dw, (i, 1), true, dy, (1, o), x, (i, 1), threads);
 }
 
-/// exp with the engine's polynomial (relative error < 2e-7, vectorises; libm's expf does not).
-use flashlm_infer::vmath::{self, exp};
-
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + exp(-x))
-}
+use flashlm_infer::vmath;
 
 /// y = x · r · g per row; returns r = 1 / sqrt(mean(x²) + eps) per row.
 fn rmsnorm(y: &mut [f32], x: &[f32], g: &[f32], d: usize) -> Vec<f32> {
-    y.par_chunks_mut(d)
-        .zip(x.par_chunks(d))
-        .map(|(y, x)| {
-            let ms = x.iter().map(|v| v * v).sum::<f32>() / d as f32;
-            let r = 1.0 / (ms + NORM_EPS as f32).sqrt();
-            for ((o, &v), &s) in y.iter_mut().zip(x).zip(g) {
-                *o = v * r * s;
-            }
-            r
-        })
-        .collect()
+    let mut r = vec![0.0f32; x.len() / d];
+    y.par_chunks_mut(ROWS_PER_TASK * d)
+        .zip(r.par_chunks_mut(ROWS_PER_TASK))
+        .zip(x.par_chunks(ROWS_PER_TASK * d))
+        .for_each(|((y, r), x)| ew::rms_fwd(y, r, x, g, d, NORM_EPS as f32));
+    r
 }
 
 /// Backward of [`rmsnorm`]: dx (+)= r·g·dy − x·r³·mean(x·g·dy); dg += Σ_rows dy·x·r.
 fn rmsnorm_back(dx: &mut [f32], dg: &mut [f32], dy: &[f32], x: &[f32], r: &[f32], g: &[f32], d: usize) {
     let parts: Vec<Vec<f32>> = dx
-        .par_chunks_mut(d)
-        .zip(dy.par_chunks(d))
-        .zip(x.par_chunks(d))
-        .zip(r.par_iter())
-        .fold(
-            || vec![0.0f32; d],
-            |mut acc, (((dx, dy), x), &r)| {
-                let dot = dy.iter().zip(x).zip(g).map(|((a, b), c)| a * b * c).sum::<f32>() / d as f32;
-                let r3 = r * r * r;
-                for j in 0..d {
-                    dx[j] += r * g[j] * dy[j] - x[j] * r3 * dot;
-                    acc[j] += dy[j] * x[j] * r;
-                }
-                acc
-            },
-        )
+        .par_chunks_mut(ROWS_PER_TASK * d)
+        .zip(dy.par_chunks(ROWS_PER_TASK * d))
+        .zip(x.par_chunks(ROWS_PER_TASK * d))
+        .zip(r.par_chunks(ROWS_PER_TASK))
+        .map(|(((dx, dy), x), r)| {
+            let mut part = vec![0.0f32; d];
+            ew::rms_bwd(dx, &mut part, dy, x, r, g, d);
+            part
+        })
         .collect();
     for p in parts {
-        for (a, b) in dg.iter_mut().zip(p) {
-            *a += b;
+        ew::add_into(dg, &p);
+    }
+}
+
+/// o += i, split across threads.
+fn add_par(o: &mut [f32], i: &[f32]) {
+    o.par_chunks_mut(1 << 14).zip(i.par_chunks(1 << 14)).for_each(|(o, i)| ew::add_into(o, i));
+}
+
+/// Element-wise kernels, each compiled for AVX-512, AVX2 and portable code
+/// (`flashlm_infer::multiversion!`); callers split rows across threads.
+mod ew {
+    use flashlm_infer::vmath::sigmoid;
+
+    flashlm_infer::multiversion! {
+        /// a = silu(g) * u.
+        fn silu_fwd(a: &mut [f32], g: &[f32], u: &[f32]) {
+            for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
+                *a = g * sigmoid(g) * u;
+            }
+        }
+    }
+
+    flashlm_infer::multiversion! {
+        /// dg = da · u · silu'(g), du = da · silu(g).
+        fn silu_bwd(dg: &mut [f32], du: &mut [f32], da: &[f32], g: &[f32], u: &[f32]) {
+            for ((((dg, du), &da), &g), &u) in dg.iter_mut().zip(du.iter_mut()).zip(da).zip(g).zip(u) {
+                let sg = sigmoid(g);
+                *du = da * g * sg;
+                *dg = da * u * sg * (1.0 + g * (1.0 - sg));
+            }
+        }
+    }
+
+    flashlm_infer::multiversion! {
+        /// o += i.
+        fn add_into(o: &mut [f32], i: &[f32]) {
+            for (o, &i) in o.iter_mut().zip(i) {
+                *o += i;
+            }
+        }
+    }
+
+    flashlm_infer::multiversion! {
+        /// RMSNorm of rows of width d: y = x · r · g, r[row] = 1 / sqrt(mean(x²) + eps).
+        fn rms_fwd(y: &mut [f32], r: &mut [f32], x: &[f32], g: &[f32], d: usize, eps: f32) {
+            for ((y, r), x) in y.chunks_exact_mut(d).zip(r.iter_mut()).zip(x.chunks_exact(d)) {
+                let mut acc = [0.0f32; 16];
+                let mut ch = x.chunks_exact(16);
+                for c in &mut ch {
+                    for j in 0..16 {
+                        acc[j] += c[j] * c[j];
+                    }
+                }
+                let mut ss = 0.0f32;
+                for v in ch.remainder() {
+                    ss += v * v;
+                }
+                for a in acc {
+                    ss += a;
+                }
+                let rr = 1.0 / (ss / d as f32 + eps).sqrt();
+                *r = rr;
+                for ((o, &v), &s) in y.iter_mut().zip(x).zip(g) {
+                    *o = v * rr * s;
+                }
+            }
+        }
+    }
+
+    flashlm_infer::multiversion! {
+        /// Backward of `rms_fwd` for rows of width d: dx += r·g·dy − x·r³·mean(x·g·dy);
+        /// dg += Σ_rows dy·x·r.
+        fn rms_bwd(dx: &mut [f32], dg: &mut [f32], dy: &[f32], x: &[f32], r: &[f32], g: &[f32], d: usize) {
+            for (((dx, dy), x), &r) in dx.chunks_exact_mut(d).zip(dy.chunks_exact(d)).zip(x.chunks_exact(d)).zip(r) {
+                let mut acc = [0.0f32; 16];
+                let (mut a16, mut b16, mut c16) = (dy.chunks_exact(16), x.chunks_exact(16), g.chunks_exact(16));
+                for ((a, b), c) in (&mut a16).zip(&mut b16).zip(&mut c16) {
+                    for j in 0..16 {
+                        acc[j] += a[j] * b[j] * c[j];
+                    }
+                }
+                let mut dot = 0.0f32;
+                for ((a, b), c) in a16.remainder().iter().zip(b16.remainder()).zip(c16.remainder()) {
+                    dot += a * b * c;
+                }
+                for a in acc {
+                    dot += a;
+                }
+                let dot = dot / d as f32;
+                let r3 = r * r * r;
+                for ((((o, &dy), &x), &g), dg) in dx.iter_mut().zip(dy).zip(x).zip(g).zip(dg.iter_mut()) {
+                    *o += r * g * dy - x * r3 * dot;
+                    *dg += dy * x * r;
+                }
+            }
+        }
+    }
+
+    flashlm_infer::multiversion! {
+        /// One sequence of T positions: c = causal depthwise conv of the value half of gv
+        /// ([T, 2d], taps [k, d]), m = c · sigmoid(gate half).
+        fn conv_fwd(c: &mut [f32], m: &mut [f32], gv: &[f32], taps: &[f32], d: usize, k: usize) {
+            let t = c.len() / d;
+            for ti in 0..t {
+                let out = &mut c[ti * d..(ti + 1) * d];
+                out.fill(0.0);
+                for j in 0..k {
+                    // tap j reads the value k-1-j steps back
+                    let Some(src) = (ti + j).checked_sub(k - 1) else { continue };
+                    let val = &gv[src * 2 * d + d..(src + 1) * 2 * d];
+                    for ((o, &w), &x) in out.iter_mut().zip(&taps[j * d..(j + 1) * d]).zip(val) {
+                        *o += w * x;
+                    }
+                }
+                let gate = &gv[ti * 2 * d..ti * 2 * d + d];
+                for ((mo, &co), &g) in m[ti * d..(ti + 1) * d].iter_mut().zip(&*out).zip(gate) {
+                    *mo = co * sigmoid(g);
+                }
+            }
+        }
+    }
+
+    flashlm_infer::multiversion! {
+        /// Backward of `conv_fwd` for one sequence: writes the gate half of dgv, adds into its
+        /// value half, and adds the tap gradients into dtaps ([k, d]); dc is [d] scratch.
+        fn conv_bwd(dgv: &mut [f32], dtaps: &mut [f32], dc: &mut [f32], dm: &[f32], c: &[f32], gv: &[f32], taps: &[f32], d: usize, k: usize) {
+            let t = dm.len() / d;
+            for ti in 0..t {
+                let gate = &gv[ti * 2 * d..ti * 2 * d + d];
+                let (dmr, cr) = (&dm[ti * d..(ti + 1) * d], &c[ti * d..(ti + 1) * d]);
+                let dgate = &mut dgv[ti * 2 * d..ti * 2 * d + d];
+                for ((((dg, dcv), &g), &dmv), &cv) in dgate.iter_mut().zip(dc.iter_mut()).zip(gate).zip(dmr).zip(cr) {
+                    let sg = sigmoid(g);
+                    *dg = dmv * cv * sg * (1.0 - sg);
+                    *dcv = dmv * sg;
+                }
+                for j in 0..k {
+                    let Some(src) = (ti + j).checked_sub(k - 1) else { continue };
+                    let tap = &taps[j * d..(j + 1) * d];
+                    let dval = &mut dgv[src * 2 * d + d..(src + 1) * 2 * d];
+                    for ((o, &w), &g) in dval.iter_mut().zip(tap).zip(&*dc) {
+                        *o += w * g;
+                    }
+                    let val = &gv[src * 2 * d + d..(src + 1) * 2 * d];
+                    for ((o, &g), &x) in dtaps[j * d..(j + 1) * d].iter_mut().zip(&*dc).zip(val) {
+                        *o += g * x;
+                    }
+                }
+            }
         }
     }
 }
+
+/// Rows per parallel task for element-wise work.
+const ROWS_PER_TASK: usize = 64;
 
 /// Conv taps [d, 1, k] -> [k, d].
 fn transpose_taps(w: &[f32], d: usize, k: usize) -> Vec<f32> {
@@ -350,31 +484,15 @@ pub fn forward_backward(
         linear(&mut gv, &n1, &q.up, n, d, 2 * d, threads);
         let mut c = vec![0.0; n * d];
         let mut m = vec![0.0; n * d];
-        // Causal depthwise conv over each sequence, then the sigmoid gate. Taps transposed to
-        // [k, d] so the inner loops run over contiguous channels.
+        // Causal depthwise conv over each sequence, then the sigmoid gate (taps as [k, d]).
         let taps = transpose_taps(&b.conv, d, k);
-        c.par_chunks_mut(t * d).zip(m.par_chunks_mut(t * d)).zip(gv.par_chunks(t * 2 * d)).for_each(
-            |((c, m), gv)| {
-                for ti in 0..t {
-                    let out = &mut c[ti * d..(ti + 1) * d];
-                    for j in 0..k {
-                        // tap j reads the value k-1-j steps back
-                        let Some(src) = (ti + j).checked_sub(k - 1) else { continue };
-                        let val = &gv[src * 2 * d + d..(src + 1) * 2 * d];
-                        for ((o, &w), &x) in out.iter_mut().zip(&taps[j * d..(j + 1) * d]).zip(val) {
-                            *o += w * x;
-                        }
-                    }
-                    let gate = &gv[ti * 2 * d..ti * 2 * d + d];
-                    for ((mo, &co), &g) in m[ti * d..(ti + 1) * d].iter_mut().zip(&*out).zip(gate) {
-                        *mo = co * sigmoid(g);
-                    }
-                }
-            },
-        );
+        c.par_chunks_mut(t * d)
+            .zip(m.par_chunks_mut(t * d))
+            .zip(gv.par_chunks(t * 2 * d))
+            .for_each(|((c, m), gv)| ew::conv_fwd(c, m, gv, &taps, d, k));
         let mut x_mid = vec![0.0; n * d];
         linear(&mut x_mid, &m, &q.down, n, d, d, threads);
-        x_mid.par_iter_mut().zip(&x_in).for_each(|(o, &i)| *o += i);
+        add_par(&mut x_mid, &x_in);
         let mut n2 = vec![0.0; n * d];
         let r2 = rmsnorm(&mut n2, &x_mid, &b.norm2, d);
         let mut gg = vec![0.0; n * h];
@@ -382,10 +500,13 @@ pub fn forward_backward(
         linear(&mut gg, &n2, &q.w_gate, n, d, h, threads);
         linear(&mut uu, &n2, &q.w_up, n, d, h, threads);
         let mut a = vec![0.0; n * h];
-        a.par_iter_mut().zip(&gg).zip(&uu).for_each(|((a, &g), &u)| *a = g * sigmoid(g) * u);
+        a.par_chunks_mut(ROWS_PER_TASK * h)
+            .zip(gg.par_chunks(ROWS_PER_TASK * h))
+            .zip(uu.par_chunks(ROWS_PER_TASK * h))
+            .for_each(|((a, g), u)| ew::silu_fwd(a, g, u));
         let mut x_out = vec![0.0; n * d];
         linear(&mut x_out, &a, &q.w_down, n, h, d, threads);
-        x_out.par_iter_mut().zip(&x_mid).for_each(|(o, &i)| *o += i);
+        add_par(&mut x_out, &x_mid);
         x = x_out;
         acts.push(BlockActs { x_in, r1, n1, gv, c, m, x_mid, r2, n2, gg, uu, a });
         qs.push(q);
@@ -439,13 +560,12 @@ pub fn forward_backward(
         linear_back(&mut da, false, &mut g.w_down, &dx, &s.a, &q.w_down, (n, h, d), threads);
         let mut dgg = vec![0.0f32; n * h];
         let mut duu = vec![0.0f32; n * h];
-        dgg.par_iter_mut().zip(duu.par_iter_mut()).zip(&da).zip(&s.gg).zip(&s.uu).for_each(
-            |((((dg, du), &da), &gg), &uu)| {
-                let sg = sigmoid(gg);
-                *du = da * gg * sg;
-                *dg = da * uu * sg * (1.0 + gg * (1.0 - sg));
-            },
-        );
+        dgg.par_chunks_mut(ROWS_PER_TASK * h)
+            .zip(duu.par_chunks_mut(ROWS_PER_TASK * h))
+            .zip(da.par_chunks(ROWS_PER_TASK * h))
+            .zip(s.gg.par_chunks(ROWS_PER_TASK * h))
+            .zip(s.uu.par_chunks(ROWS_PER_TASK * h))
+            .for_each(|((((dg, du), da), g), u)| ew::silu_bwd(dg, du, da, g, u));
         let mut dn2 = vec![0.0f32; n * d];
         linear_back(&mut dn2, false, &mut g.w_gate, &dgg, &s.n2, &q.w_gate, (n, d, h), threads);
         linear_back(&mut dn2, true, &mut g.w_up, &duu, &s.n2, &q.w_up, (n, d, h), threads);
@@ -466,27 +586,7 @@ pub fn forward_backward(
             .map(|(((dgv, dm), c), gv)| {
                 let mut dtaps = vec![0.0f32; k * d];
                 let mut dc = vec![0.0f32; d];
-                for ti in 0..t {
-                    let (gate, dgate) = (&gv[ti * 2 * d..ti * 2 * d + d], ti * 2 * d);
-                    for ch in 0..d {
-                        let sg = sigmoid(gate[ch]);
-                        let dmv = dm[ti * d + ch];
-                        dgv[dgate + ch] = dmv * c[ti * d + ch] * sg * (1.0 - sg);
-                        dc[ch] = dmv * sg;
-                    }
-                    for j in 0..k {
-                        let Some(src) = (ti + j).checked_sub(k - 1) else { continue };
-                        let tap = &taps[j * d..(j + 1) * d];
-                        let dval = &mut dgv[src * 2 * d + d..(src + 1) * 2 * d];
-                        for ((o, &w), &g) in dval.iter_mut().zip(tap).zip(&dc) {
-                            *o += w * g;
-                        }
-                        let val = &gv[src * 2 * d + d..(src + 1) * 2 * d];
-                        for ((o, &g), &x) in dtaps[j * d..(j + 1) * d].iter_mut().zip(&dc).zip(val) {
-                            *o += g * x;
-                        }
-                    }
-                }
+                ew::conv_bwd(dgv, &mut dtaps, &mut dc, dm, c, gv, &taps, d, k);
                 // back to the [d, 1, k] layout of the parameter
                 transpose_taps_back(&dtaps, d, k)
             })
