@@ -609,3 +609,79 @@ pub fn forward_backward(
     }
     (loss / n as f64) as f32
 }
+
+/// Clip like `torch.nn.utils.clip_grad_norm_`: if the global L2 norm exceeds `max_norm`, scale
+/// every gradient by `max_norm / (norm + 1e-6)`. Returns the norm before clipping.
+pub fn clip_global_norm(grads: &mut Params, max_norm: f64) -> f64 {
+    let sum_sq: f64 = grads
+        .buffers_mut()
+        .into_iter()
+        .map(|g| g.par_iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>())
+        .sum();
+    let norm = sum_sq.sqrt();
+    if norm.is_finite() && norm > max_norm {
+        let f = (max_norm / (norm + 1e-6)) as f32;
+        for g in grads.buffers_mut() {
+            g.par_iter_mut().for_each(|x| *x *= f);
+        }
+    }
+    norm
+}
+
+/// AdamW as PyTorch's `torch.optim.AdamW` (and the original): decoupled weight decay, bias
+/// correction, betas (0.9, 0.95), eps 1e-8, weight decay 0.01 on every parameter.
+#[derive(Debug, Clone)]
+pub struct AdamW {
+    /// First moments.
+    pub m: Params,
+    /// Second moments.
+    pub v: Params,
+    /// Steps taken.
+    pub t: u64,
+}
+
+impl AdamW {
+    /// β₁.
+    pub const BETA1: f64 = 0.9;
+    /// β₂.
+    pub const BETA2: f64 = 0.95;
+    /// ε.
+    pub const EPS: f64 = 1e-8;
+    /// Weight decay.
+    pub const WEIGHT_DECAY: f64 = 0.01;
+
+    /// Zero moments for `p`.
+    pub fn new(p: &Params) -> Self {
+        Self { m: p.zeros_like(), v: p.zeros_like(), t: 0 }
+    }
+
+    /// One update of `p` with `grads` at learning rate `lr`.
+    pub fn step(&mut self, p: &mut Params, grads: &mut Params, lr: f64) {
+        self.t += 1;
+        let t = self.t as i32;
+        let (b1, b2) = (Self::BETA1 as f32, Self::BETA2 as f32);
+        let bc1 = 1.0 - Self::BETA1.powi(t);
+        let bc2 = 1.0 - Self::BETA2.powi(t);
+        let step_size = (lr / bc1) as f32;
+        let bc2_sqrt = bc2.sqrt() as f32;
+        let decay = (1.0 - lr * Self::WEIGHT_DECAY) as f32;
+        let eps = Self::EPS as f32;
+        for (((w, g), m), v) in p
+            .buffers_mut()
+            .into_iter()
+            .zip(grads.buffers_mut())
+            .zip(self.m.buffers_mut())
+            .zip(self.v.buffers_mut())
+        {
+            w.par_iter_mut().zip(g.par_iter()).zip(m.par_iter_mut()).zip(v.par_iter_mut()).for_each(
+                |(((w, &g), m), v)| {
+                    *w *= decay;
+                    *m = b1 * *m + (1.0 - b1) * g;
+                    *v = b2 * *v + (1.0 - b2) * g * g;
+                    let denom = v.sqrt() / bc2_sqrt + eps;
+                    *w -= step_size * *m / denom;
+                },
+            );
+        }
+    }
+}

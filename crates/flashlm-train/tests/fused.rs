@@ -64,3 +64,36 @@ fn bad_weights_are_refused() {
     weights.remove("final_norm.scale");
     assert!(Params::from_named(&cfg, &weights).unwrap_err().contains("missing"));
 }
+
+#[test]
+fn fused_adamw_steps_match_pytorch() {
+    use flashlm_train::fused::{AdamW, clip_global_norm};
+    use flashlm_train::parity::{PARITY_LR, PARITY_STEPS};
+    use flashlm_train::step::lr_at;
+    let cfg = PARITY_CONFIG;
+    let weights = read_safetensors(&fixture("weights.safetensors")).unwrap();
+    let expected = read_safetensors(&fixture("expected.safetensors")).unwrap();
+    let batch: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("batch.json")).unwrap()).unwrap();
+    let ids = |k: &str| -> Vec<u16> {
+        batch[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u16).collect()
+    };
+    let (inputs, targets) = (ids("tokens"), ids("targets"));
+    let mut params = Params::from_named(&cfg, &weights).unwrap();
+    let mut opt = AdamW::new(&params);
+    let (total, warmup, peak, min) = PARITY_LR;
+    let mut losses = Vec::new();
+    for step in 0..PARITY_STEPS as u64 {
+        let mut grads = params.zeros_like();
+        losses.push(forward_backward(&cfg, &params, &mut grads, &inputs, &targets, cfg.seq_len, 2));
+        clip_global_norm(&mut grads, 1.0);
+        opt.step(&mut params, &mut grads, lr_at(step, total, warmup, peak, min));
+    }
+    let d = max_diff(&losses, &expected["step_losses"].1);
+    assert!(
+        d <= 1e-4,
+        "losses over AdamW steps differ by {d}: {losses:?} vs {:?}",
+        expected["step_losses"].1
+    );
+    assert!(losses.last().unwrap() < &losses[1], "the steps trained");
+}
