@@ -610,6 +610,13 @@ pub fn forward_backward(
     (loss / n as f64) as f32
 }
 
+/// grads *= f (averaging accumulated micro-batches).
+pub fn scale_grads(grads: &mut Params, f: f32) {
+    for g in grads.buffers_mut() {
+        g.par_iter_mut().for_each(|x| *x *= f);
+    }
+}
+
 /// Clip like `torch.nn.utils.clip_grad_norm_`: if the global L2 norm exceeds `max_norm`, scale
 /// every gradient by `max_norm / (norm + 1e-6)`. Returns the norm before clipping.
 pub fn clip_global_norm(grads: &mut Params, max_norm: f64) -> f64 {

@@ -19,6 +19,7 @@ use flashlm_model::{Bolt, BoltConfig, cpu_device};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::checkpoint::{self, Checkpoint, TrainState};
+use crate::fused;
 use crate::generate::{SampleSettings, generate};
 use crate::step::{
     adamw, clip_global_norm, ids_tensor, inference_copy, load_model_bytes, load_optim_bytes, lr_at,
@@ -83,6 +84,83 @@ pub struct TrainOptions {
     pub final_bpc_stories: usize,
     /// Set by Ctrl-C: save and stop.
     pub stop: Arc<AtomicBool>,
+    /// How a step is computed.
+    pub engine: Engine,
+}
+
+/// How a training step is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// The hand-written step of [`crate::fused`] (the default: fastest).
+    Fused,
+    /// burn autodiff on the `flashlm-model` graph (the reference).
+    Burn,
+}
+
+/// Magic at the start of a fused run's optimizer state in a checkpoint.
+const FUSED_OPTIM_MAGIC: &[u8; 8] = b"FLMADAM1";
+
+/// A fused run's AdamW state as bytes: magic, steps (u64 LE), then a safetensors blob of the
+/// first (`m.<name>`) and second (`v.<name>`) moments.
+fn fused_optim_bytes(cfg: &BoltConfig, opt: &fused::AdamW) -> anyhow::Result<Vec<u8>> {
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (prefix, p) in [("m", &opt.m), ("v", &opt.v)] {
+        for (name, shape, vals) in p.named(cfg) {
+            tensors.push((
+                format!("{prefix}.{name}"),
+                shape,
+                vals.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ));
+        }
+    }
+    let views = tensors
+        .iter()
+        .map(|(n, s, b)| {
+            Ok((n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)?))
+        })
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    let blob = safetensors::serialize(views, None)?;
+    let mut out = FUSED_OPTIM_MAGIC.to_vec();
+    out.extend_from_slice(&opt.t.to_le_bytes());
+    out.extend_from_slice(&blob);
+    Ok(out)
+}
+
+/// Inverse of [`fused_optim_bytes`].
+fn fused_optim_from_bytes(cfg: &BoltConfig, bytes: &[u8]) -> anyhow::Result<fused::AdamW> {
+    anyhow::ensure!(bytes.len() >= 16 && bytes[..8] == FUSED_OPTIM_MAGIC[..], "not a fused optimizer state");
+    let t = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    let st = safetensors::SafeTensors::deserialize(&bytes[16..])?;
+    let mut moments = Vec::new();
+    for prefix in ["m", "v"] {
+        let mut named = flashlm_model::NamedTensors::new();
+        for (name, view) in st.tensors() {
+            if let Some(n) = name.strip_prefix(&format!("{prefix}.")) {
+                let vals = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                named.insert(n.to_string(), (view.shape().to_vec(), vals));
+            }
+        }
+        moments.push(fused::Params::from_named(cfg, &named).map_err(anyhow::Error::msg)?);
+    }
+    let v = moments.pop().expect("two");
+    let m = moments.pop().expect("two");
+    Ok(fused::AdamW { m, v, t })
+}
+
+/// The burn model's weights as fused parameters.
+fn params_of(cfg: &BoltConfig, model: &Bolt) -> anyhow::Result<fused::Params> {
+    let named = model.named_params().into_iter().map(|p| (p.name, (p.shape, p.values))).collect();
+    fused::Params::from_named(cfg, &named).map_err(anyhow::Error::msg)
+}
+
+/// The burn model with the fused parameters' values.
+fn model_of(cfg: &BoltConfig, model: Bolt, p: &fused::Params) -> anyhow::Result<Bolt> {
+    let named = p.named(cfg).into_iter().map(|(n, s, v)| (n, (s, v.to_vec()))).collect();
+    model.with_weights(&named).map_err(anyhow::Error::msg)
 }
 
 /// Why the loop ended.
@@ -228,21 +306,50 @@ fn samples(
     }
 }
 
-fn save(
-    path: &Path,
-    state: &TrainState,
-    model: &Bolt,
-    optim: Option<&burn::optim::ModuleOptimizer>,
-) -> anyhow::Result<()> {
+/// The optimizer whose state goes into a checkpoint.
+enum OptimRef<'a> {
+    Burn(&'a burn::optim::ModuleOptimizer),
+    Fused(&'a fused::AdamW),
+}
+
+fn save(path: &Path, state: &TrainState, model: &Bolt, optim: Option<OptimRef<'_>>) -> anyhow::Result<()> {
     let ck = Checkpoint {
         state: state.clone(),
         model: model_bytes(model)?,
         optim: match optim {
-            Some(o) => Some(optim_bytes(o)?),
+            Some(OptimRef::Burn(o)) => Some(optim_bytes(o)?),
+            Some(OptimRef::Fused(o)) => Some(fused_optim_bytes(&state.config, o)?),
             None => None,
         },
     };
     checkpoint::write(path, &ck)?;
+    Ok(())
+}
+
+fn optim_ref<'a>(burn: &'a burn::optim::ModuleOptimizer, fused: &'a Option<fused::AdamW>) -> OptimRef<'a> {
+    match fused {
+        Some(f) => OptimRef::Fused(f),
+        None => OptimRef::Burn(burn),
+    }
+}
+
+fn check_loss(lv: f64, step_no: u64, opts: &TrainOptions) -> anyhow::Result<()> {
+    if !lv.is_finite() {
+        bail!(
+            "loss became {lv} at step {step_no}; stopping without saving these weights \
+             (the last good checkpoint is {}). Try a lower --lr",
+            opts.save_dir.join("latest.ckpt").display()
+        );
+    }
+    Ok(())
+}
+
+fn check_norm(norm: f64, step_no: u64) -> anyhow::Result<()> {
+    if !norm.is_finite() {
+        bail!(
+            "gradient norm became {norm} at step {step_no}; stopping without saving these weights. Try a lower --lr"
+        );
+    }
     Ok(())
 }
 
@@ -360,11 +467,36 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
         vocab_hash: tok.fingerprint(),
         val_loss: None,
     };
+    let mut fused_opt: Option<fused::AdamW> = None;
     if let Some(ck) = resumed {
         model = load_model_bytes(model, &ck.model)?;
-        optim = load_optim_bytes(optim, ck.optim.as_deref().expect("checked above"))?;
+        let ob = ck.optim.as_deref().expect("checked above");
+        let is_fused = ob.starts_with(FUSED_OPTIM_MAGIC);
+        match (opts.engine, is_fused) {
+            (Engine::Fused, true) => fused_opt = Some(fused_optim_from_bytes(&cfg, ob)?),
+            (Engine::Burn, false) => optim = load_optim_bytes(optim, ob)?,
+            (Engine::Fused, false) => bail!(
+                "{} holds burn optimizer state: resume it with --engine burn",
+                opts.resume.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+            ),
+            (Engine::Burn, true) => bail!(
+                "{} holds fused optimizer state: resume it with --engine fused (the default)",
+                opts.resume.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+            ),
+        }
         state = ck.state;
         batches = TrainBatches::new(train_w, batch_size, state.seed, state.next_batch);
+    }
+    // The fused engine trains flat copies of the weights; `model` is refreshed from them
+    // before every evaluation, sample and checkpoint.
+    let mut params = match opts.engine {
+        Engine::Fused => Some(params_of(&cfg, &model)?),
+        Engine::Burn => None,
+    };
+    if let Some(p) = &params
+        && fused_opt.is_none()
+    {
+        fused_opt = Some(fused::AdamW::new(p));
     }
     let mut rng = Rng::from_state(state.sample_rng);
     let tokens_per_step = (batch_size * grad_accum * cfg.seq_len) as u64;
@@ -447,35 +579,55 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
             break StopReason::Epochs;
         }
         let step_no = state.step + 1;
-        let mut acc = GradientsAccumulator::<Bolt>::new();
-        let mut step_loss = 0.0f64;
-        for _ in 0..grad_accum {
-            let tb = batches.next().expect("non-empty schedule");
-            let x = ids_tensor(&tb.batch.inputs, tb.batch.batch_size, tb.batch.seq_len, &device);
-            let y = ids_tensor(&tb.batch.targets, tb.batch.batch_size, tb.batch.seq_len, &device);
-            let loss = model.loss(x, y);
-            let lv = loss.clone().into_scalar::<f32>() as f64;
-            if !lv.is_finite() {
-                bail!(
-                    "loss became {lv} at step {step_no}; stopping without saving these weights \
-                     (the last good checkpoint is {}). Try a lower --lr",
-                    opts.save_dir.join("latest.ckpt").display()
-                );
-            }
-            step_loss += lv / grad_accum as f64;
-            let loss = if grad_accum > 1 { loss.div_scalar(grad_accum as f64) } else { loss };
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            acc.accumulate(&model, grads);
-        }
-        let mut grads = acc.grads();
-        let norm = clip_global_norm(&model, &mut grads, 1.0);
-        if !norm.is_finite() {
-            bail!(
-                "gradient norm became {norm} at step {step_no}; stopping without saving these weights. Try a lower --lr"
-            );
-        }
         let lr = lr_at(state.step, state.total_steps, state.warmup_steps, state.lr_peak, opts.lr_min);
-        model = optim.step(lr, model, grads);
+        let (step_loss, norm) = match (&mut params, &mut fused_opt) {
+            (Some(p), Some(opt)) => {
+                let mut grads = p.zeros_like();
+                let mut step_loss = 0.0f64;
+                for _ in 0..grad_accum {
+                    let tb = batches.next().expect("non-empty schedule");
+                    let lv = f64::from(fused::forward_backward(
+                        &cfg,
+                        p,
+                        &mut grads,
+                        &tb.batch.inputs,
+                        &tb.batch.targets,
+                        tb.batch.seq_len,
+                        threads,
+                    ));
+                    check_loss(lv, step_no, opts)?;
+                    step_loss += lv / grad_accum as f64;
+                }
+                if grad_accum > 1 {
+                    fused::scale_grads(&mut grads, 1.0 / grad_accum as f32);
+                }
+                let norm = fused::clip_global_norm(&mut grads, 1.0);
+                check_norm(norm, step_no)?;
+                opt.step(p, &mut grads, lr);
+                (step_loss, norm)
+            }
+            _ => {
+                let mut acc = GradientsAccumulator::<Bolt>::new();
+                let mut step_loss = 0.0f64;
+                for _ in 0..grad_accum {
+                    let tb = batches.next().expect("non-empty schedule");
+                    let x = ids_tensor(&tb.batch.inputs, tb.batch.batch_size, tb.batch.seq_len, &device);
+                    let y = ids_tensor(&tb.batch.targets, tb.batch.batch_size, tb.batch.seq_len, &device);
+                    let loss = model.loss(x, y);
+                    let lv = loss.clone().into_scalar::<f32>() as f64;
+                    check_loss(lv, step_no, opts)?;
+                    step_loss += lv / grad_accum as f64;
+                    let loss = if grad_accum > 1 { loss.div_scalar(grad_accum as f64) } else { loss };
+                    let grads = GradientsParams::from_grads(loss.backward(), &model);
+                    acc.accumulate(&model, grads);
+                }
+                let mut grads = acc.grads();
+                let norm = clip_global_norm(&model, &mut grads, 1.0);
+                check_norm(norm, step_no)?;
+                model = optim.step(lr, model, grads);
+                (step_loss, norm)
+            }
+        };
         state.step = step_no;
         state.tokens_seen += tokens_per_step;
         state.next_batch = batches.position();
@@ -507,6 +659,13 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
         // ---- Evaluation ----
         let epoch_done = state.next_batch % batches_per_epoch < grad_accum as u64
             && state.step.is_multiple_of(steps_per_epoch);
+        let wants_model = state.step.is_multiple_of(opts.eval_every)
+            || epoch_done
+            || state.step.is_multiple_of(opts.sample_every)
+            || state.step.is_multiple_of(opts.save_every);
+        if wants_model && let Some(p) = &params {
+            model = model_of(&cfg, model, p)?;
+        }
         if state.step.is_multiple_of(opts.eval_every) || epoch_done {
             let vl = evaluate(&model, val_w, batch_size, opts.eval_batches, &eval_device).unwrap_or(f64::NAN);
             last_eval_step = state.step;
@@ -543,11 +702,14 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
         state.sample_rng = rng.state();
         if state.step.is_multiple_of(opts.save_every) {
             state.elapsed_secs = base_elapsed + start.elapsed().as_secs_f64();
-            save(&opts.save_dir.join("latest.ckpt"), &state, &model, Some(&optim))?;
+            save(&opts.save_dir.join("latest.ckpt"), &state, &model, Some(optim_ref(&optim, &fused_opt)))?;
             log.line(&format!("  Checkpoint: {}", opts.save_dir.join("latest.ckpt").display()));
         }
     };
     log.bar.finish_and_clear();
+    if let Some(p) = &params {
+        model = model_of(&cfg, model, p)?;
+    }
     let secs = start.elapsed().as_secs_f64();
     state.elapsed_secs = base_elapsed + secs;
 
@@ -570,9 +732,9 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
     state.sample_rng = rng.state();
     let final_path =
         opts.save_dir.join(if reason == StopReason::Interrupted { "latest.ckpt" } else { "final.ckpt" });
-    save(&final_path, &state, &model, Some(&optim))?;
+    save(&final_path, &state, &model, Some(optim_ref(&optim, &fused_opt)))?;
     if reason != StopReason::Interrupted {
-        save(&opts.save_dir.join("latest.ckpt"), &state, &model, Some(&optim))?;
+        save(&opts.save_dir.join("latest.ckpt"), &state, &model, Some(optim_ref(&optim, &fused_opt)))?;
     }
     let _ = crate::plot::loss_png(
         &opts.save_dir.join("loss.png"),

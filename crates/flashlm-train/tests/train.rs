@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use flashlm_model::BoltConfig;
-use flashlm_train::train::{StopReason, TrainOptions, read_train_losses, run};
+use flashlm_train::train::{Engine, StopReason, TrainOptions, read_train_losses, run};
 
 fn data_dir() -> PathBuf {
     let dir = std::env::var_os("FLASHLM_DATA_DIR")
@@ -49,22 +49,31 @@ fn opts(save_dir: &Path) -> TrainOptions {
         progress: false,
         final_bpc_stories: 0,
         stop: Arc::new(AtomicBool::new(false)),
+        engine: Engine::Fused,
     }
 }
 
 #[test]
 fn resume_gives_the_same_losses_as_an_uninterrupted_run() {
+    for engine in [Engine::Fused, Engine::Burn] {
+        resume_check(engine);
+    }
+}
+
+fn resume_check(engine: Engine) {
     let a = tempfile::tempdir().unwrap();
-    let straight = run(&TrainOptions { max_steps: Some(24), grad_accum: 2, ..opts(a.path()) }).unwrap();
+    let straight =
+        run(&TrainOptions { max_steps: Some(24), grad_accum: 2, engine, ..opts(a.path()) }).unwrap();
     assert_eq!(straight.steps, 24);
 
     let b = tempfile::tempdir().unwrap();
-    let first = run(&TrainOptions { max_steps: Some(11), grad_accum: 2, ..opts(b.path()) }).unwrap();
+    let first = run(&TrainOptions { max_steps: Some(11), grad_accum: 2, engine, ..opts(b.path()) }).unwrap();
     assert_eq!(first.reason, StopReason::MaxSteps);
     let resumed = run(&TrainOptions {
         max_steps: Some(24),
         grad_accum: 2,
         resume: Some(b.path().join("latest.ckpt")),
+        engine,
         ..opts(b.path())
     })
     .unwrap();
@@ -73,11 +82,36 @@ fn resume_gives_the_same_losses_as_an_uninterrupted_run() {
     assert_eq!(joined.len(), straight.losses.len());
     for ((sa, la), (sb, lb)) in straight.losses.iter().zip(&joined) {
         assert_eq!(sa, sb);
-        assert!((la - lb).abs() <= 1e-6 * la.abs(), "step {sa}: {la} uninterrupted vs {lb} resumed");
+        assert!(
+            (la - lb).abs() <= 1e-6 * la.abs(),
+            "{engine:?} step {sa}: {la} uninterrupted vs {lb} resumed"
+        );
     }
     // The metrics file of the resumed directory holds every step once.
     assert_eq!(read_train_losses(b.path()).len(), 24);
     assert!(b.path().join("loss.png").exists() && b.path().join("training.log").exists());
+}
+
+#[test]
+fn fused_and_burn_engines_train_alike() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let fused = run(&TrainOptions { max_steps: Some(30), ..opts(a.path()) }).unwrap();
+    let burn = run(&TrainOptions { max_steps: Some(30), engine: Engine::Burn, ..opts(b.path()) }).unwrap();
+    for ((s, lf), (_, lb)) in fused.losses.iter().zip(&burn.losses) {
+        assert!((lf - lb).abs() <= 1e-3 * lb.abs(), "step {s}: fused {lf} vs burn {lb}");
+    }
+    let (vf, vb) = (fused.last_val_loss.unwrap(), burn.last_val_loss.unwrap());
+    assert!((vf - vb).abs() <= 1e-3 * vb, "validation loss: fused {vf} vs burn {vb}");
+    // A checkpoint resumes only with the engine that wrote it.
+    let c = tempfile::tempdir().unwrap();
+    let o = TrainOptions {
+        max_steps: Some(31),
+        resume: Some(a.path().join("latest.ckpt")),
+        engine: Engine::Burn,
+        ..opts(c.path())
+    };
+    let err = format!("{:#}", run(&o).unwrap_err());
+    assert!(err.contains("--engine fused"), "{err}");
 }
 
 #[test]

@@ -7,10 +7,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use flashlm_data::prepare::{DEFAULT_DATA_DIR, find_split_files};
 use flashlm_model::BoltConfig;
-use flashlm_train::train::{StopReason, TrainOptions, run};
+use flashlm_train::train::{Engine, StopReason, TrainOptions, run};
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+enum EngineArg {
+    Fused,
+    Burn,
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -109,6 +115,11 @@ struct Cli {
     /// No live progress line.
     #[arg(long)]
     quiet: bool,
+    /// How a step is computed: `fused` (hand-written forward/backward, the fast default) or
+    /// `burn` (burn autodiff on the reference graph). A checkpoint resumes with the engine that
+    /// wrote it.
+    #[arg(long, value_enum, default_value_t = EngineArg::Fused)]
+    engine: EngineArg,
 }
 
 fn total_ram_gb() -> f64 {
@@ -248,6 +259,10 @@ fn real_main() -> anyhow::Result<ExitCode> {
         progress: !cli.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         final_bpc_stories: cli.final_bpc_stories,
         stop,
+        engine: match cli.engine {
+            EngineArg::Fused => Engine::Fused,
+            EngineArg::Burn => Engine::Burn,
+        },
     };
     let summary = run(&opts)?;
     Ok(if summary.reason == StopReason::Interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Training throughput: flashlm-train against the original PyTorch FlashLM v4
+# (scripts/reference/, PyTorch installed with pip on demand), same config, batch, sequence
+# length, threads, initial weights and token batches; runs alternate (ROUNDS times each).
+#
+# usage: scripts/bench-train.sh [small|large] [BATCH=8] [STEPS=60] [THREADS=nproc] [ROUNDS=2]
+# env:   FLASHLM_DATA_DIR (default ../shared/data)
+#
+# Prints both tokens/s (steps after the first 3, best round), peak RSS, whether the first 50
+# losses agree within 1e-3 relative, and ends with `ratio <flashlm tok/s / pytorch tok/s>`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size=${1:-small}
+batch=${2:-8}
+steps=${3:-60}
+threads=${4:-$(nproc)}
+rounds=${5:-2}
+data=${FLASHLM_DATA_DIR:-../shared/data}
+if ! python3 -c "import torch, safetensors, numpy" 2> /dev/null; then
+    echo "installing PyTorch (CPU) for the reference..." >&2
+    python3 -m pip install -q torch safetensors numpy >&2
+fi
+cargo build --release -q -p flashlm-train --bin flashlm-train --example train_setup
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+./target/release/examples/train_setup "$work/setup" "$size" "$batch" "$steps" 42 "$data" > /dev/null
+
+best_ours=0
+best_ref=0
+for r in $(seq "$rounds"); do
+    rm -rf "$work/ours"
+    /usr/bin/time -f "%M" -o "$work/ours.rss" ./target/release/flashlm-train "--$size" --batch "$batch" \
+        --grad-accum 1 --lr 4e-3 --warmup 500 --epochs 10 --seed 42 --max-steps "$steps" --threads "$threads" \
+        --data-dir "$data" --save-dir "$work/ours" --eval-every 1000000 --eval-batches 1 \
+        --sample-every 1000000 --save-every 1000000 --final-bpc-stories 0 --quiet > "$work/ours.log" 2>&1 ||
+        { cat "$work/ours.log"; exit 1; }
+    ours=$(python3 - "$work/ours/metrics.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"train"' in l]
+a, b = rows[2], rows[-1]
+print(round((b["tokens"] - a["tokens"]) / (b["elapsed_s"] - a["elapsed_s"])))
+PY
+)
+    python3 scripts/reference/train_reference.py "$work/setup" "$threads" > "$work/ref.log"
+    ref=$(grep -o 'tok_s [0-9]*' "$work/ref.log" | cut -d' ' -f2)
+    echo "round $r: flashlm-train $ours tok/s, pytorch $ref tok/s"
+    [ "$ours" -gt "$best_ours" ] && best_ours=$ours
+    [ "$ref" -gt "$best_ref" ] && best_ref=$ref
+done
+rss_ours=$(cat "$work/ours.rss")
+rss_ref=$(grep -o 'peak_rss_kb [0-9]*' "$work/ref.log" | cut -d' ' -f2)
+python3 - "$work/ours/metrics.jsonl" "$work/ref.log" <<'PY'
+import json, sys
+ours = [json.loads(l)["loss"] for l in open(sys.argv[1]) if '"train"' in l]
+ref = [float(l.split()[3]) for l in open(sys.argv[2]) if l.startswith("step ")]
+n = min(50, len(ours), len(ref))
+worst = max(abs(a - b) / abs(b) for a, b in zip(ours[:n], ref[:n]))
+print(f"first {n} losses: max relative difference {worst:.2e} ({'ok' if worst <= 1e-3 else 'MISMATCH'})")
+print(f"  step 1: flashlm {ours[0]:.5f} pytorch {ref[0]:.5f}; step {n}: flashlm {ours[n-1]:.5f} pytorch {ref[n-1]:.5f}")
+sys.exit(0 if worst <= 1e-3 else 1)
+PY
+echo "config $size batch $batch seq $(python3 -c "import json;print(json.load(open('$work/setup/setup.json'))['config']['seq_len'])") threads $threads steps $steps"
+echo "flashlm-train: $best_ours tok/s, peak RSS $((rss_ours / 1024)) MiB"
+echo "pytorch:       $best_ref tok/s, peak RSS $((rss_ref / 1024)) MiB"
+echo "ratio $(python3 -c "print(f'{$best_ours / $best_ref:.2f}')")"
