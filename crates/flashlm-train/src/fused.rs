@@ -248,6 +248,7 @@ fn add_par(o: &mut [f32], i: &[f32]) {
 
 /// Element-wise kernels, each compiled for AVX-512, AVX2 and portable code
 /// (`flashlm_infer::multiversion!`); callers split rows across threads.
+#[allow(clippy::too_many_arguments)]
 mod ew {
     use flashlm_infer::vmath::sigmoid;
 
