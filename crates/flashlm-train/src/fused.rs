@@ -134,8 +134,11 @@ impl Params {
 /// The ternary weight the forward pass uses: α · clamp(round(w / (α + 1e-8)), −1, 1) with
 /// α = mean |w| (the quantiser of `flashlm_model::ternary_codes`, ties to even as burn).
 pub fn quantize(w: &[f32]) -> Vec<f32> {
-    let (codes, alpha) = flashlm_model::ternary_codes(w);
-    codes.iter().map(|&c| f32::from(c) * alpha).collect()
+    // α exactly as ternary_codes computes it (an f64 sum in order), then one vectorised pass.
+    let alpha = (w.iter().map(|v| v.abs() as f64).sum::<f64>() / w.len().max(1) as f64) as f32;
+    let mut out = vec![0.0f32; w.len()];
+    ew::quantize_into(&mut out, w, alpha, alpha + flashlm_model::QUANT_EPS as f32);
+    out
 }
 
 /// C[m, n] = A[m, k] · B[k, n] (+ C when `acc`), every matrix given by (buffer, row stride,
@@ -268,6 +271,15 @@ mod ew {
                 let sg = sigmoid(g);
                 *du = da * g * sg;
                 *dg = da * u * sg * (1.0 + g * (1.0 - sg));
+            }
+        }
+    }
+
+    flashlm_infer::multiversion! {
+        /// out = alpha · clamp(round_ties_even(w / denom), −1, 1).
+        fn quantize_into(out: &mut [f32], w: &[f32], alpha: f32, denom: f32) {
+            for (o, &v) in out.iter_mut().zip(w) {
+                *o = (v / denom).round_ties_even().clamp(-1.0, 1.0) * alpha;
             }
         }
     }
@@ -447,6 +459,11 @@ const CE_CHUNK: usize = 256;
 
 /// Forward and backward of one batch: `inputs` and `targets` are [B, T] token ids. Adds the
 /// gradient of the mean cross-entropy to `grads` and returns that loss.
+///
+/// With several threads the batch is split into one group of whole sequences per thread
+/// (data parallel): each group runs the whole step on its thread with single-threaded matrix
+/// products and its own gradient buffer, and the buffers are summed at the end. Only the
+/// summation order differs from one thread.
 pub fn forward_backward(
     cfg: &BoltConfig,
     p: &Params,
@@ -454,6 +471,58 @@ pub fn forward_backward(
     inputs: &[u16],
     targets: &[u16],
     t: usize,
+    threads: usize,
+) -> f32 {
+    let n = inputs.len();
+    assert!(t > 0 && n.is_multiple_of(t) && targets.len() == n, "inputs must be whole sequences of length t");
+    let seqs = n / t;
+    let groups = threads.clamp(1, seqs.max(1));
+    // Every ternary weight quantised once per step, in parallel.
+    let qs: Vec<BlockQ> = p
+        .blocks
+        .par_iter()
+        .map(|b| BlockQ {
+            up: quantize(&b.up),
+            down: quantize(&b.down),
+            w_gate: quantize(&b.w_gate),
+            w_up: quantize(&b.w_up),
+            w_down: quantize(&b.w_down),
+        })
+        .collect();
+    if groups == 1 {
+        return forward_backward_part(cfg, p, &qs, grads, inputs, targets, t, n, threads);
+    }
+    let per = seqs.div_ceil(groups) * t;
+    let parts: Vec<(f32, Params)> = inputs
+        .par_chunks(per)
+        .zip(targets.par_chunks(per))
+        .map(|(x, y)| {
+            let mut g = p.zeros_like();
+            (forward_backward_part(cfg, p, &qs, &mut g, x, y, t, n, 1), g)
+        })
+        .collect();
+    let mut loss = 0.0f32;
+    for (l, g) in parts {
+        loss += l;
+        for (a, b) in grads.buffers_mut().into_iter().zip(g.named(cfg)) {
+            a.par_chunks_mut(1 << 14).zip(b.2.par_chunks(1 << 14)).for_each(|(a, b)| ew::add_into(a, b));
+        }
+    }
+    loss
+}
+
+/// [`forward_backward`] on part of a batch: the loss and gradients are those of the summed
+/// cross-entropy of these tokens divided by `denom` (the whole batch's token count).
+#[allow(clippy::too_many_arguments)]
+fn forward_backward_part(
+    cfg: &BoltConfig,
+    p: &Params,
+    qs: &[BlockQ],
+    grads: &mut Params,
+    inputs: &[u16],
+    targets: &[u16],
+    t: usize,
+    denom: usize,
     threads: usize,
 ) -> f32 {
     let (v, d, h, k) = (cfg.vocab_size, cfg.dim, cfg.glu_hidden, cfg.kernel_size);
@@ -469,15 +538,7 @@ pub fn forward_backward(
         row.copy_from_slice(&p.embedding[id * d..(id + 1) * d]);
     }
     let mut acts = Vec::with_capacity(p.blocks.len());
-    let mut qs = Vec::with_capacity(p.blocks.len());
-    for b in &p.blocks {
-        let q = BlockQ {
-            up: quantize(&b.up),
-            down: quantize(&b.down),
-            w_gate: quantize(&b.w_gate),
-            w_up: quantize(&b.w_up),
-            w_down: quantize(&b.w_down),
-        };
+    for (b, q) in p.blocks.iter().zip(qs) {
         let x_in = x;
         let mut n1 = vec![0.0; n * d];
         let r1 = rmsnorm(&mut n1, &x_in, &b.norm1, d);
@@ -510,7 +571,6 @@ pub fn forward_backward(
         add_par(&mut x_out, &x_mid);
         x = x_out;
         acts.push(BlockActs { x_in, r1, n1, gv, c, m, x_mid, r2, n2, gg, uu, a });
-        qs.push(q);
     }
     let mut nf = vec![0.0; n * d];
     let rf = rmsnorm(&mut nf, &x, &p.final_norm, d);
@@ -518,7 +578,7 @@ pub fn forward_backward(
     // ---- head + cross-entropy, in chunks of rows (never the whole [N, V] logits) ----
     let mut dnf = vec![0.0f32; n * d];
     let mut loss = 0.0f64;
-    let inv_n = 1.0 / n as f32;
+    let inv_n = 1.0 / denom as f32;
     let mut logits = vec![0.0f32; CE_CHUNK.min(n) * v];
     for (ci, (rows, ys)) in nf.chunks(CE_CHUNK * d).zip(targets.chunks(CE_CHUNK)).enumerate() {
         let c = ys.len();
@@ -555,7 +615,7 @@ pub fn forward_backward(
     // ---- backward ----
     let mut dx = vec![0.0f32; n * d];
     rmsnorm_back(&mut dx, &mut grads.final_norm, &dnf, &x, &rf, &p.final_norm, d);
-    for ((b, g), (s, q)) in p.blocks.iter().zip(grads.blocks.iter_mut()).zip(acts.iter().zip(&qs)).rev() {
+    for ((b, g), (s, q)) in p.blocks.iter().zip(grads.blocks.iter_mut()).zip(acts.iter().zip(qs)).rev() {
         // GLU: x_out = x_mid + W_down(silu(gg) * uu)
         let mut da = vec![0.0f32; n * h];
         linear_back(&mut da, false, &mut g.w_down, &dx, &s.a, &q.w_down, (n, h, d), threads);
@@ -608,7 +668,7 @@ pub fn forward_backward(
             *a += b;
         }
     }
-    (loss / n as f64) as f32
+    (loss / denom as f64) as f32
 }
 
 /// grads *= f (averaging accumulated micro-batches).
