@@ -285,6 +285,20 @@ mod ew {
     }
 
     flashlm_infer::multiversion! {
+        /// One AdamW update; k = [decay, β₁, β₂, lr / bias₁, sqrt(bias₂), ε].
+        fn adamw(w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: [f32; 6]) {
+            let [decay, b1, b2, step_size, bc2_sqrt, eps] = k;
+            for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                *w *= decay;
+                *m = b1 * *m + (1.0 - b1) * g;
+                *v = b2 * *v + (1.0 - b2) * g * g;
+                let denom = v.sqrt() / bc2_sqrt + eps;
+                *w -= step_size * *m / denom;
+            }
+        }
+    }
+
+    flashlm_infer::multiversion! {
         /// o += i.
         fn add_into(o: &mut [f32], i: &[f32]) {
             for (o, &i) in o.iter_mut().zip(i) {
@@ -741,15 +755,14 @@ impl AdamW {
             .zip(self.m.buffers_mut())
             .zip(self.v.buffers_mut())
         {
-            w.par_iter_mut().zip(g.par_iter()).zip(m.par_iter_mut()).zip(v.par_iter_mut()).for_each(
-                |(((w, &g), m), v)| {
-                    *w *= decay;
-                    *m = b1 * *m + (1.0 - b1) * g;
-                    *v = b2 * *v + (1.0 - b2) * g * g;
-                    let denom = v.sqrt() / bc2_sqrt + eps;
-                    *w -= step_size * *m / denom;
-                },
-            );
+            const CHUNK: usize = 1 << 14;
+            w.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK))
+                .zip(m.par_chunks_mut(CHUNK))
+                .zip(v.par_chunks_mut(CHUNK))
+                .for_each(|(((w, g), m), v)| {
+                    ew::adamw(w, g, m, v, [decay, b1, b2, step_size, bc2_sqrt, eps])
+                });
         }
     }
 }

@@ -498,6 +498,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
     {
         fused_opt = Some(fused::AdamW::new(p));
     }
+    let mut fused_grads: Option<fused::Params> = None;
     let mut rng = Rng::from_state(state.sample_rng);
     let tokens_per_step = (batch_size * grad_accum * cfg.seq_len) as u64;
     let val_tokens_per_char = data.val.tokens.len() as f64 / data.val.chars.max(1) as f64;
@@ -582,14 +583,17 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
         let lr = lr_at(state.step, state.total_steps, state.warmup_steps, state.lr_peak, opts.lr_min);
         let (step_loss, norm) = match (&mut params, &mut fused_opt) {
             (Some(p), Some(opt)) => {
-                let mut grads = p.zeros_like();
+                let grads = fused_grads.get_or_insert_with(|| p.zeros_like());
+                for g in grads.buffers_mut() {
+                    g.fill(0.0);
+                }
                 let mut step_loss = 0.0f64;
                 for _ in 0..grad_accum {
                     let tb = batches.next().expect("non-empty schedule");
                     let lv = f64::from(fused::forward_backward(
                         &cfg,
                         p,
-                        &mut grads,
+                        grads,
                         &tb.batch.inputs,
                         &tb.batch.targets,
                         tb.batch.seq_len,
@@ -599,11 +603,11 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
                     step_loss += lv / grad_accum as f64;
                 }
                 if grad_accum > 1 {
-                    fused::scale_grads(&mut grads, 1.0 / grad_accum as f32);
+                    fused::scale_grads(grads, 1.0 / grad_accum as f32);
                 }
-                let norm = fused::clip_global_norm(&mut grads, 1.0);
+                let norm = fused::clip_global_norm(grads, 1.0);
                 check_norm(norm, step_no)?;
-                opt.step(p, &mut grads, lr);
+                opt.step(p, grads, lr);
                 (step_loss, norm)
             }
             _ => {

@@ -139,8 +139,8 @@ fn total_ram_gb() -> f64 {
 /// that into mmap/munmap churn and page faults (measured ~1.2-1.5x on this workload).
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator parameters; it is called first thing in main,
-    // before any other thread exists.
+    // SAFETY: mallopt only changes allocator parameters; it is called right after parsing the
+    // command line, before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
@@ -149,7 +149,6 @@ fn tune_malloc() {
 }
 
 fn main() -> ExitCode {
-    tune_malloc();
     match real_main() {
         Ok(code) => code,
         Err(e) => {
@@ -161,6 +160,11 @@ fn main() -> ExitCode {
 
 fn real_main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    // burn's graph allocates and frees large tensors all the time; the fused engine allocates
+    // a few large buffers per step from two threads, which one arena would serialise.
+    if matches!(cli.engine, EngineArg::Burn) {
+        tune_malloc();
+    }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     if let Some(n) = cli.threads {
         anyhow::ensure!(n > 0, "--threads must be positive");
