@@ -68,46 +68,16 @@ impl TernaryPlanes {
         }
         let row_blocks = rows.div_ceil(16);
         let quads = cols.div_ceil(3).div_ceil(4);
-        let mut codes = vec![0u32; row_blocks * quads * 16];
-        for rb in 0..row_blocks {
-            for q in 0..quads {
-                for lane in 0..16 {
-                    let r = rb * 16 + lane;
-                    let mut word = 0u32;
-                    for b in 0..4 {
-                        let mut code = 0u32;
-                        for j in 0..3 {
-                            let c = (q * 4 + b) * 3 + j;
-                            let t = if r < rows && c < cols { w[r * cols + c] } else { 0 };
-                            code = code * 3 + (t + 1) as u32;
-                        }
-                        word |= code << (8 * b);
-                    }
-                    codes[(rb * quads + q) * 16 + lane] = word;
-                }
-            }
-        }
-        let blocks8 = rows.div_ceil(8);
-        let mut codes8 = vec![0u32; blocks8 * quads * 8];
-        for rb in 0..blocks8 {
-            for q in 0..quads {
-                for lane in 0..8 {
-                    let r = rb * 8 + lane;
-                    let mut word = 0u32;
-                    for b in 0..4 {
-                        for j in 0..3 {
-                            let c = (q * 4 + b) * 3 + j;
-                            match if r < rows && c < cols { w[r * cols + c] } else { 0 } {
-                                1 => word |= 1 << (8 * b + j),
-                                -1 => word |= 1 << (8 * b + 4 + j),
-                                _ => {}
-                            }
-                        }
-                    }
-                    codes8[(rb * quads + q) * 8 + lane] = word;
-                }
-            }
-        }
+        // 27-way code of the group's three weights: 9(w0+1) + 3(w1+1) + (w2+1).
+        let codes = lane_words(w, rows, cols, 16, |g| g.iter().fold(0, |c, &t| c * 3 + (t + 1) as u32));
+        // Plus bits in bits 0..3, minus bits in bits 4..7.
+        let codes8 = lane_words(w, rows, cols, 8, |g| {
+            g.iter().enumerate().fold(0, |b, (j, &t)| match t {
+                1 => b | 1 << j,
+                -1 => b | 1 << (4 + j),
+                _ => b,
+            })
+        });
         Self { rows, cols, words, plus, minus, alpha, row_blocks, quads, codes, codes8 }
     }
 
@@ -115,6 +85,35 @@ impl TernaryPlanes {
     pub fn padded_cols(&self) -> usize {
         self.words * 64
     }
+}
+
+/// Code words for a table kernel with `lanes` rows per register: [ceil(rows / lanes), quads,
+/// lanes] u32, byte b of a word = `byte(weights of group 4q+b)` for that row (weights past the
+/// matrix count as 0).
+fn lane_words(w: &[i8], rows: usize, cols: usize, lanes: usize, byte: impl Fn([i8; 3]) -> u32) -> Vec<u32> {
+    let quads = cols.div_ceil(3).div_ceil(4);
+    let blocks = rows.div_ceil(lanes);
+    let mut out = vec![0u32; blocks * quads * lanes];
+    for rb in 0..blocks {
+        for q in 0..quads {
+            for lane in 0..lanes {
+                let r = rb * lanes + lane;
+                let mut word = 0u32;
+                for b in 0..4 {
+                    let mut g = [0i8; 3];
+                    for (j, t) in g.iter_mut().enumerate() {
+                        let c = (q * 4 + b) * 3 + j;
+                        if r < rows && c < cols {
+                            *t = w[r * cols + c];
+                        }
+                    }
+                    word |= byte(g) << (8 * b);
+                }
+                out[(rb * quads + q) * lanes + lane] = word;
+            }
+        }
+    }
+    out
 }
 
 /// The slow, obvious reference: one add or subtract per non-zero weight, scaled by α.

@@ -1,8 +1,10 @@
-//! burn vs the original PyTorch FlashLM v4 on a committed fixture (no PyTorch needed).
+//! burn, and the hand-written fused training step, vs the original PyTorch FlashLM v4 on a
+//! committed fixture (no PyTorch needed).
 
 use std::path::PathBuf;
 
 use flashlm_model::{cpu_device, read_safetensors};
+use flashlm_train::fused::{Params, forward_backward};
 use flashlm_train::parity::{PARITY_CONFIG, compute};
 
 fn fixture(name: &str) -> PathBuf {
@@ -60,4 +62,86 @@ fn weights_with_wrong_names_or_shapes_are_refused() {
     weights.insert("head.weight".into(), (vec![1], vec![0.0]));
     let e = PARITY_CONFIG.init(&device).with_weights(&weights).unwrap_err();
     assert!(e.contains("unexpected"), "{e}");
+}
+
+/// The parity fixture: weights, PyTorch's expected outputs, and the batch's (inputs, targets).
+fn parity_fixture() -> (flashlm_model::NamedTensors, flashlm_model::NamedTensors, Vec<u16>, Vec<u16>) {
+    let weights = read_safetensors(&fixture("weights.safetensors")).unwrap();
+    let expected = read_safetensors(&fixture("expected.safetensors")).unwrap();
+    let batch: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("batch.json")).unwrap()).unwrap();
+    let ids = |k: &str| -> Vec<u16> {
+        batch[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u16).collect()
+    };
+    (weights, expected, ids("tokens"), ids("targets"))
+}
+
+// ---- The hand-written training step (flashlm_train::fused) against the same fixture ----
+
+#[test]
+fn fused_step_matches_pytorch_and_burn() {
+    let cfg = PARITY_CONFIG;
+    let (weights, expected, inputs, targets) = parity_fixture();
+
+    let params = Params::from_named(&cfg, &weights).unwrap();
+    let device = cpu_device(true);
+    let burn = compute(cfg.init(&device).with_weights(&weights).unwrap(), &device);
+    for threads in [1, 2] {
+        let mut grads = params.zeros_like();
+        let loss = forward_backward(&cfg, &params, &mut grads, &inputs, &targets, cfg.seq_len, threads);
+        let tol = 1e-4;
+        assert!(
+            (loss - expected["loss"].1[0]).abs() <= tol,
+            "loss {loss} vs PyTorch {}",
+            expected["loss"].1[0]
+        );
+        assert!((loss - burn.loss).abs() <= tol, "loss {loss} vs burn {}", burn.loss);
+        let mut checked = 0;
+        for (name, _, g) in grads.named(&cfg) {
+            let torch = &expected[&format!("grad.{name}")].1;
+            let d = max_diff(g, torch);
+            assert!(d <= tol, "{threads} threads: gradient of {name} differs from PyTorch by {d}");
+            let b = &burn.grads[&name];
+            let d = max_diff(g, b);
+            assert!(d <= tol, "{threads} threads: gradient of {name} differs from burn by {d}");
+            checked += 1;
+        }
+        assert_eq!(checked, 2 + cfg.n_blocks * 8);
+    }
+}
+
+#[test]
+fn bad_weights_are_refused() {
+    let cfg = PARITY_CONFIG;
+    let (mut weights, ..) = parity_fixture();
+    weights.insert("final_norm.scale".into(), (vec![3], vec![1.0; 3]));
+    assert!(Params::from_named(&cfg, &weights).unwrap_err().contains("final_norm.scale"));
+    weights.remove("final_norm.scale");
+    assert!(Params::from_named(&cfg, &weights).unwrap_err().contains("missing"));
+}
+
+#[test]
+fn fused_adamw_steps_match_pytorch() {
+    use flashlm_train::fused::{AdamW, clip_global_norm};
+    use flashlm_train::parity::{PARITY_LR, PARITY_STEPS};
+    use flashlm_train::step::lr_at;
+    let cfg = PARITY_CONFIG;
+    let (weights, expected, inputs, targets) = parity_fixture();
+    let mut params = Params::from_named(&cfg, &weights).unwrap();
+    let mut opt = AdamW::new(&params);
+    let (total, warmup, peak, min) = PARITY_LR;
+    let mut losses = Vec::new();
+    for step in 0..PARITY_STEPS as u64 {
+        let mut grads = params.zeros_like();
+        losses.push(forward_backward(&cfg, &params, &mut grads, &inputs, &targets, cfg.seq_len, 2));
+        clip_global_norm(&mut grads, 1.0);
+        opt.step(&mut params, &mut grads, lr_at(step, total, warmup, peak, min));
+    }
+    let d = max_diff(&losses, &expected["step_losses"].1);
+    assert!(
+        d <= 1e-4,
+        "losses over AdamW steps differ by {d}: {losses:?} vs {:?}",
+        expected["step_losses"].1
+    );
+    assert!(losses.last().unwrap() < &losses[1], "the steps trained");
 }
