@@ -12,8 +12,7 @@ fn main() {
     let cfg = if args.next().as_deref() == Some("large") { BoltConfig::large() } else { BoltConfig::small() };
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().unwrap();
     let model = cfg.init(&cpu_device(false));
-    let named = model.named_params().into_iter().map(|p| (p.name, (p.shape, p.values))).collect();
-    let params = Params::from_named(&cfg, &named).unwrap();
+    let params = Params::from_model(&cfg, &model).unwrap();
     let t = cfg.seq_len;
     let mut s = 12345u64;
     let mut next = || {

@@ -123,11 +123,31 @@ impl Params {
 
     /// Zeros of the same shapes (a gradient buffer).
     pub fn zeros_like(&self) -> Self {
-        let mut z = self.clone();
-        for b in z.buffers_mut() {
-            b.fill(0.0);
+        let z = |v: &Vec<f32>| vec![0.0f32; v.len()];
+        Self {
+            embedding: z(&self.embedding),
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| BlockParams {
+                    norm1: z(&b.norm1),
+                    up: z(&b.up),
+                    conv: z(&b.conv),
+                    down: z(&b.down),
+                    norm2: z(&b.norm2),
+                    w_gate: z(&b.w_gate),
+                    w_up: z(&b.w_up),
+                    w_down: z(&b.w_down),
+                })
+                .collect(),
+            final_norm: z(&self.final_norm),
         }
-        z
+    }
+
+    /// The weights of a burn model.
+    pub fn from_model(cfg: &BoltConfig, model: &flashlm_model::Bolt) -> Result<Self, String> {
+        let named = model.named_params().into_iter().map(|p| (p.name, (p.shape, p.values))).collect();
+        Self::from_named(cfg, &named)
     }
 }
 
@@ -519,7 +539,7 @@ pub fn forward_backward(
     for (l, g) in parts {
         loss += l;
         for (a, b) in grads.buffers_mut().into_iter().zip(g.named(cfg)) {
-            a.par_chunks_mut(1 << 14).zip(b.2.par_chunks(1 << 14)).for_each(|(a, b)| ew::add_into(a, b));
+            add_par(a, b.2);
         }
     }
     loss
@@ -702,10 +722,7 @@ pub fn clip_global_norm(grads: &mut Params, max_norm: f64) -> f64 {
         .sum();
     let norm = sum_sq.sqrt();
     if norm.is_finite() && norm > max_norm {
-        let f = (max_norm / (norm + 1e-6)) as f32;
-        for g in grads.buffers_mut() {
-            g.par_iter_mut().for_each(|x| *x *= f);
-        }
+        scale_grads(grads, (max_norm / (norm + 1e-6)) as f32);
     }
     norm
 }

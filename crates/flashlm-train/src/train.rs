@@ -151,12 +151,6 @@ fn fused_optim_from_bytes(cfg: &BoltConfig, bytes: &[u8]) -> anyhow::Result<fuse
     Ok(fused::AdamW { m, v, t })
 }
 
-/// The burn model's weights as fused parameters.
-fn params_of(cfg: &BoltConfig, model: &Bolt) -> anyhow::Result<fused::Params> {
-    let named = model.named_params().into_iter().map(|p| (p.name, (p.shape, p.values))).collect();
-    fused::Params::from_named(cfg, &named).map_err(anyhow::Error::msg)
-}
-
 /// The burn model with the fused parameters' values.
 fn model_of(cfg: &BoltConfig, model: Bolt, p: &fused::Params) -> anyhow::Result<Bolt> {
     let named = p.named(cfg).into_iter().map(|(n, s, v)| (n, (s, v.to_vec()))).collect();
@@ -490,7 +484,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
     // The fused engine trains flat copies of the weights; `model` is refreshed from them
     // before every evaluation, sample and checkpoint.
     let mut params = match opts.engine {
-        Engine::Fused => Some(params_of(&cfg, &model)?),
+        Engine::Fused => Some(fused::Params::from_model(&cfg, &model).map_err(anyhow::Error::msg)?),
         Engine::Burn => None,
     };
     if let Some(p) = &params
