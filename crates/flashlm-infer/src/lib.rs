@@ -5,8 +5,10 @@
 //! * [`format`]: the `.flm` file (writer and a reader that trusts nothing).
 //! * [`kernels`]: ternary matrix-vector kernels (scalar, AVX2, AVX-512) and their reference.
 //! * [`engine`]: the streaming forward pass (constant work per token).
+//! * [`bundled`]: the pretrained small model compiled into the binary.
 
 pub mod bench;
+pub mod bundled;
 pub mod engine;
 pub mod eval;
 pub mod format;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::Device;
 use flashlm_data::batch::{TrainBatches, Windows, val_batches};
@@ -23,7 +23,7 @@ use crate::fused;
 use crate::generate::{SampleSettings, generate};
 use crate::step::{
     adamw, clip_global_norm, ids_tensor, inference_copy, load_model_bytes, load_optim_bytes, lr_at,
-    model_bytes, optim_bytes,
+    lr_at_time, model_bytes, optim_bytes,
 };
 
 /// Prompts sampled during training (as the original).
@@ -86,6 +86,20 @@ pub struct TrainOptions {
     pub stop: Arc<AtomicBool>,
     /// How a step is computed.
     pub engine: Engine,
+    /// What the cosine LR schedule spans.
+    pub lr_schedule: LrSchedule,
+    /// Save `snapshots/snap-NNN.ckpt` every this much training time (and at the end).
+    pub snapshot_every: Option<Duration>,
+}
+
+/// What the cosine learning-rate schedule spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LrSchedule {
+    /// The planned epochs, in steps (the original's schedule; the default).
+    Steps,
+    /// The time limit: after warmup, the cosine follows the clock and ends at the limit, so a
+    /// faster trainer fits more steps into the same schedule. Needs a time limit; not resumable.
+    Time,
 }
 
 /// How a training step is computed.
@@ -553,6 +567,24 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
     log.bar.set_position(state.step);
     log.bar.set_style(ProgressStyle::with_template("{spinner} step {pos}/{len} {msg}").expect("template"));
 
+    let time_schedule_limit = match opts.lr_schedule {
+        LrSchedule::Steps => None,
+        LrSchedule::Time => {
+            let l =
+                opts.time_limit.context("--lr-schedule time needs a time limit (--minutes or --hours)")?;
+            ensure!(state.step == 0, "--lr-schedule time cannot resume a run; start a new one");
+            Some(l.as_secs_f64())
+        }
+    };
+    let mut warmup_end_secs: Option<f64> = None;
+    let snapshot_dir = opts.save_dir.join("snapshots");
+    if opts.snapshot_every.is_some() {
+        std::fs::create_dir_all(&snapshot_dir)
+            .with_context(|| format!("cannot create {}", snapshot_dir.display()))?;
+    }
+    let mut snapshots_taken = 0u32;
+    let mut last_snapshot_step = u64::MAX;
+
     // ---- Loop ----
     let start = Instant::now();
     let start_step = state.step;
@@ -574,7 +606,24 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
             break StopReason::Epochs;
         }
         let step_no = state.step + 1;
-        let lr = lr_at(state.step, state.total_steps, state.warmup_steps, state.lr_peak, opts.lr_min);
+        let lr = match time_schedule_limit {
+            None => lr_at(state.step, state.total_steps, state.warmup_steps, state.lr_peak, opts.lr_min),
+            Some(limit) => {
+                let secs = start.elapsed().as_secs_f64();
+                if state.step >= state.warmup_steps && warmup_end_secs.is_none() {
+                    warmup_end_secs = Some(secs);
+                }
+                lr_at_time(
+                    state.step,
+                    state.warmup_steps,
+                    secs,
+                    warmup_end_secs,
+                    limit,
+                    state.lr_peak,
+                    opts.lr_min,
+                )
+            }
+        };
         let (step_loss, norm) = match (&mut params, &mut fused_opt) {
             (Some(p), Some(opt)) => {
                 let grads = fused_grads.get_or_insert_with(|| p.zeros_like());
@@ -654,6 +703,18 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
             last_log = Instant::now();
         }
 
+        // ---- Snapshots (for quality-against-time curves) ----
+        if let Some(every) = opts.snapshot_every
+            && run_secs >= every.as_secs_f64() * f64::from(snapshots_taken + 1)
+        {
+            if let Some(p) = &params {
+                model = model_of(&cfg, model, p)?;
+            }
+            snapshots_taken += 1;
+            last_snapshot_step = state.step;
+            snapshot(&snapshot_dir, snapshots_taken, &mut state, &model, base_elapsed + run_secs, &mut log)?;
+        }
+
         // ---- Evaluation ----
         let epoch_done = state.next_batch % batches_per_epoch < grad_accum as u64
             && state.step.is_multiple_of(steps_per_epoch);
@@ -713,6 +774,9 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
 
     if reason == StopReason::Interrupted {
         log.line("Interrupted: saving a checkpoint...");
+    }
+    if opts.snapshot_every.is_some() && last_snapshot_step != state.step && state.step > start_step {
+        snapshot(&snapshot_dir, snapshots_taken + 1, &mut state, &model, base_elapsed + secs, &mut log)?;
     }
     if last_eval_step != state.step && state.step > start_step {
         let vl = evaluate(&model, val_w, batch_size, opts.eval_batches, &eval_device).unwrap_or(f64::NAN);
@@ -798,6 +862,25 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
         final_checkpoint: final_path,
         story_bpc: story_bpc_value,
     })
+}
+
+/// Save `dir/snap-NNN.ckpt` (weights and state, no optimizer) and log a `snapshot` metric.
+fn snapshot(
+    dir: &Path,
+    index: u32,
+    state: &mut TrainState,
+    model: &Bolt,
+    elapsed_secs: f64,
+    log: &mut Log,
+) -> anyhow::Result<()> {
+    let path = dir.join(format!("snap-{index:03}.ckpt"));
+    state.elapsed_secs = elapsed_secs;
+    save(&path, state, model, None)?;
+    log.metric(serde_json::json!({
+        "kind": "snapshot", "index": index, "step": state.step, "tokens": state.tokens_seen,
+        "elapsed_s": elapsed_secs, "path": path.display().to_string(),
+    }));
+    Ok(())
 }
 
 fn read_metric(dir: &Path, kind: &str, field: &str) -> Vec<(u64, f64)> {

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use flashlm_model::BoltConfig;
-use flashlm_train::train::{Engine, StopReason, TrainOptions, read_train_losses, run};
+use std::time::Duration;
+
+use flashlm_train::checkpoint;
+use flashlm_train::train::{Engine, LrSchedule, StopReason, TrainOptions, read_train_losses, run};
 
 fn data_dir() -> PathBuf {
     let dir = std::env::var_os("FLASHLM_DATA_DIR")
@@ -50,7 +53,48 @@ fn opts(save_dir: &Path) -> TrainOptions {
         final_bpc_stories: 0,
         stop: Arc::new(AtomicBool::new(false)),
         engine: Engine::Fused,
+        lr_schedule: LrSchedule::Steps,
+        snapshot_every: None,
     }
+}
+
+#[test]
+fn time_schedule_with_snapshots_ends_at_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = TrainOptions {
+        epochs: 1000,
+        time_limit: Some(Duration::from_millis(2500)),
+        lr_schedule: LrSchedule::Time,
+        snapshot_every: Some(Duration::from_millis(800)),
+        eval_every: 1_000_000,
+        ..opts(dir.path())
+    };
+    let s = run(&o).unwrap();
+    assert_eq!(s.reason, StopReason::TimeLimit);
+    let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    let rows: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let snaps: Vec<&serde_json::Value> = rows.iter().filter(|r| r["kind"] == "snapshot").collect();
+    // At 0.8, 1.6 and 2.4 s, then the end (unless the last step landed exactly on one).
+    assert!((3..=4).contains(&snaps.len()), "{} snapshots", snaps.len());
+    let mut last_elapsed = 0.0;
+    for (i, r) in snaps.iter().enumerate() {
+        let e = r["elapsed_s"].as_f64().unwrap();
+        assert!(e >= 0.8 * (i + 1).min(3) as f64 && e > last_elapsed, "snapshot {i} at {e} s");
+        last_elapsed = e;
+        let ck = checkpoint::read(Path::new(r["path"].as_str().unwrap())).unwrap();
+        assert_eq!(ck.state.step, r["step"].as_u64().unwrap());
+        assert_eq!(ck.state.tokens_seen, r["tokens"].as_u64().unwrap());
+    }
+    assert_eq!(snaps.last().unwrap()["step"].as_u64(), Some(s.steps), "the last snapshot is the final model");
+    // The schedule ran its course: the last steps' LR is near the minimum, not the peak.
+    let lrs: Vec<f64> =
+        rows.iter().filter(|r| r["kind"] == "train").map(|r| r["lr"].as_f64().unwrap()).collect();
+    let peak = lrs.iter().cloned().fold(0.0, f64::max);
+    assert!(peak > 0.9 * o.lr_peak, "warmup reached the peak: {peak}");
+    assert!(*lrs.last().unwrap() < 0.1 * o.lr_peak, "last LR {}", lrs.last().unwrap());
+
+    let e = run(&TrainOptions { lr_schedule: LrSchedule::Time, ..opts(tempfile::tempdir().unwrap().path()) });
+    assert!(e.unwrap_err().to_string().contains("time limit"));
 }
 
 #[test]

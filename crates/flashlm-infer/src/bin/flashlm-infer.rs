@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use flashlm_infer::bundled;
 use flashlm_infer::engine::Model;
 use flashlm_infer::eval::{Protocol, evaluate, select};
 use flashlm_infer::kernels::Kernel;
@@ -35,7 +36,8 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct Common {
-    /// The .flm model (from flashlm-export).
+    /// The .flm model (from flashlm-export); without it, the bundled small model
+    /// (models/flashlm-small.flm, compiled into this binary).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Ternary kernel: auto, scalar, avx2, avx2-mask, avx512, avx512-mask.
@@ -109,10 +111,15 @@ fn main() -> ExitCode {
 fn load(c: &Common) -> anyhow::Result<Model> {
     let kernel = Kernel::from_name(&c.kernel).map_err(anyhow::Error::msg)?;
     anyhow::ensure!(c.threads > 0, "--threads must be at least 1");
-    let path =
-        c.model.as_ref().context("no model given: pass --model FILE.flm (make one with flashlm-export)")?;
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
-    Model::from_bytes(&bytes, kernel).with_context(|| format!("{}", path.display()))
+    match &c.model {
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
+            Model::from_bytes(&bytes, kernel).with_context(|| format!("{}", path.display()))
+        }
+        None => Model::from_bytes(bundled::BYTES, kernel)
+            .with_context(|| format!("the bundled model ({})", bundled::PATH)),
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

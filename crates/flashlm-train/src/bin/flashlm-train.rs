@@ -10,12 +10,18 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use flashlm_data::prepare::{DEFAULT_DATA_DIR, find_split_files};
 use flashlm_model::BoltConfig;
-use flashlm_train::train::{Engine, StopReason, TrainOptions, run};
+use flashlm_train::train::{Engine, LrSchedule, StopReason, TrainOptions, run};
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
 enum EngineArg {
     Fused,
     Burn,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum ScheduleArg {
+    Steps,
+    Time,
 }
 
 #[derive(Parser, Debug)]
@@ -46,6 +52,14 @@ struct Cli {
     /// Time limit in minutes.
     #[arg(long)]
     minutes: Option<f64>,
+    /// What the cosine LR schedule spans: `steps` (the planned epochs, as the original) or
+    /// `time` (the --minutes/--hours limit: it ends exactly when time is up).
+    #[arg(long, value_enum, default_value_t = ScheduleArg::Steps)]
+    lr_schedule: ScheduleArg,
+    /// Save snapshots/snap-NNN.ckpt every this many minutes of training (and at the end),
+    /// e.g. for quality-against-time curves (scripts/quality-run.sh).
+    #[arg(long)]
+    snapshot_minutes: Option<f64>,
     /// Stop after this many optimizer steps in total.
     #[arg(long)]
     max_steps: Option<u64>,
@@ -204,6 +218,13 @@ fn real_main() -> anyhow::Result<ExitCode> {
     if let Some(t) = time_limit {
         anyhow::ensure!(t.is_finite() && t > 0.0, "the time limit must be positive");
     }
+    if let Some(m) = cli.snapshot_minutes {
+        anyhow::ensure!(m.is_finite() && m > 0.0, "--snapshot-minutes must be positive");
+    }
+    anyhow::ensure!(
+        cli.lr_schedule == ScheduleArg::Steps || time_limit.is_some(),
+        "--lr-schedule time needs a time limit: add --minutes or --hours"
+    );
 
     let (mut train_files, mut val_files) = (cli.train_files, cli.val_files);
     if train_files.is_empty() || val_files.is_empty() {
@@ -263,6 +284,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
         progress: !cli.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         final_bpc_stories: cli.final_bpc_stories,
         stop,
+        lr_schedule: match cli.lr_schedule {
+            ScheduleArg::Steps => LrSchedule::Steps,
+            ScheduleArg::Time => LrSchedule::Time,
+        },
+        snapshot_every: cli.snapshot_minutes.map(|m| Duration::from_secs_f64(m * 60.0)),
         engine: match cli.engine {
             EngineArg::Fused => Engine::Fused,
             EngineArg::Burn => Engine::Burn,
