@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Quality at equal wall time: flashlm-train against the original PyTorch FlashLM v4
+# (scripts/reference/train_timed.py, PyTorch installed with pip on demand), one after the
+# other, MINUTES of training each, same config (small), batch, seed, initial weights, token
+# batches, LR rule (warmup, then a cosine that ends at the time limit) and snapshot schedule.
+# Every snapshot of both is then scored by the same evaluator (`flashlm-infer eval
+# --protocol original`, f32 export) and both curves are drawn into one PNG.
+#
+# usage: scripts/quality-run.sh MINUTES [SNAPSHOTS=10] [THREADS=nproc] [OUT=runs/quality-MINUTESmin]
+# env:   FLASHLM_DATA_DIR (default ../shared/data), BATCH (default 8)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+minutes=${1:?usage: scripts/quality-run.sh MINUTES [SNAPSHOTS] [THREADS] [OUT]}
+snaps=${2:-10}
+threads=${3:-$(nproc)}
+out=${4:-runs/quality-${minutes}min}
+batch=${BATCH:-8}
+data=${FLASHLM_DATA_DIR:-../shared/data}
+every=$(python3 -c "print($minutes / $snaps)")
+if ! python3 -c "import torch, safetensors, numpy" 2> /dev/null; then
+    echo "installing PyTorch (CPU) for the reference..." >&2
+    python3 -m pip install -q torch safetensors numpy >&2
+fi
+cargo build --release -q -p flashlm-train --bin flashlm-train --bin flashlm-export --example train_setup --example quality_plot
+cargo build --release -q -p flashlm-infer --bin flashlm-infer
+rm -rf "$out"
+mkdir -p "$out"
+# Enough batches for the reference at up to 6,000 tok/s per thread.
+steps=$(python3 -c "import math; print(math.ceil($minutes * 60 * 6000 * $threads / ($batch * 256)) + 10)")
+./target/release/examples/train_setup "$out/setup" small "$batch" "$steps" 42 "$data" > /dev/null
+
+echo "flashlm-train: $minutes min on $threads threads..." >&2
+./target/release/flashlm-train --small --batch "$batch" --grad-accum 1 --lr 4e-3 --warmup 500 --seed 42 \
+    --threads "$threads" --data-dir "$data" --save-dir "$out/flashlm" --minutes "$minutes" --lr-schedule time \
+    --snapshot-minutes "$every" --epochs 100000 --eval-every 100000000 --patience 1000000 \
+    --sample-every 100000000 --save-every 100000000 --final-bpc-stories 0 --quiet > "$out/flashlm.log" 2>&1 ||
+    { tail -20 "$out/flashlm.log"; exit 1; }
+echo "pytorch: $minutes min on $threads threads..." >&2
+python3 scripts/reference/train_timed.py "$out/setup" "$threads" "$minutes" "$every" "$out/pytorch" > "$out/pytorch.log" 2>&1 ||
+    { tail -20 "$out/pytorch.log"; exit 1; }
+
+# Score every snapshot with one evaluator.
+tok="$out/setup/prep/tokenizer.json"
+printf 'series\tsnapshot\tminutes\ttokens\tstep\tbpc\n' > "$out/results.tsv"
+for series in flashlm pytorch; do
+    grep '"snapshot"' "$out/$series/metrics.jsonl" | while read -r row; do
+        read -r index step tokens secs path < <(python3 -c "import json,sys; r=json.loads(sys.argv[1]); print(r['index'], r['step'], r['tokens'], r['elapsed_s'], r['path'])" "$row")
+        flm="$out/eval.flm"
+        if [ "$series" = flashlm ]; then
+            ./target/release/flashlm-export "$path" --tokenizer "$out/flashlm/tokenizer.json" -o "$flm" > /dev/null
+        else
+            ./target/release/flashlm-export --torch "$path" --tokenizer "$tok" --seq-len 256 -o "$flm" > /dev/null
+        fi
+        bpc=$(./target/release/flashlm-infer eval --model "$flm" --data "$data/tinystories-valid.txt.zst" \
+            --protocol original --threads "$threads" | grep -o 'bpc [0-9.]*' | cut -d' ' -f2)
+        mins=$(python3 -c "print(f'{$secs / 60:.3f}')")
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$series" "$index" "$mins" "$tokens" "$step" "$bpc" >> "$out/results.tsv"
+        printf '%-8s snapshot %2s  %6.2f min  %9s tokens  bpc %s\n' "$series" "$index" "$mins" "$tokens" "$bpc"
+    done
+done
+rm -f "$out/eval.flm"
+./target/release/examples/quality_plot "$out/results.tsv" "$out/quality.png"
+python3 - "$out/results.tsv" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+last = {r["series"]: r for r in rows}
+f, p = last["flashlm"], last["pytorch"]
+print(f"final flashlm-train: bpc {f['bpc']} after {int(f['tokens']):,} tokens ({f['minutes']} min)")
+print(f"final pytorch:       bpc {p['bpc']} after {int(p['tokens']):,} tokens ({p['minutes']} min)")
+verdict = "lower" if float(f["bpc"]) < float(p["bpc"]) else "NOT lower"
+print(f"flashlm-train BPC is {verdict} than PyTorch at equal wall time "
+      f"(difference {float(f['bpc']) - float(p['bpc']):+.4f})")
+PY
