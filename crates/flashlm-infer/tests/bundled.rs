@@ -1,0 +1,95 @@
+//! The bundled model (`models/flashlm-small.flm`, compiled into flashlm-infer) against its
+//! model card (`models/README.md`): it loads, scores the shared validation stories to the
+//! card's BPC (within 0.001) under both protocols, and writes the card's sample for seed 1.
+//! Needs the real TinyStories text: `FLASHLM_DATA_DIR`, default `../shared/data` from the
+//! workspace root; fails (does not skip) when it is missing.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use flashlm_infer::bundled;
+use flashlm_infer::engine::Model;
+use flashlm_infer::eval::{Protocol, evaluate, select};
+use flashlm_infer::format::EmbeddingDtype;
+use flashlm_infer::kernels::Kernel;
+use flashlm_infer::tokenizer::stories::read_story_file;
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn card() -> String {
+    std::fs::read_to_string(workspace().join("models/README.md")).unwrap()
+}
+
+/// The `bpc` figure of the card's eval output line for `protocol` (`original` / `exact`).
+fn card_bpc(card: &str, protocol: &str) -> f64 {
+    let line = card
+        .lines()
+        .find(|l| l.starts_with(&format!("{protocol} ")) && l.contains(" bpc "))
+        .unwrap_or_else(|| panic!("no `{protocol} ... bpc` line in models/README.md"));
+    line.split_whitespace().skip_while(|w| *w != "bpc").nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn bundled_file_is_the_committed_small_model() {
+    let on_disk = std::fs::read(workspace().join(bundled::PATH)).unwrap();
+    assert_eq!(on_disk, bundled::BYTES, "the binary embeds a stale copy of {}", bundled::PATH);
+    let m = Model::from_bytes(bundled::BYTES, Kernel::detect()).unwrap();
+    let c = &m.config;
+    assert_eq!((c.vocab_size, c.dim, c.n_blocks, c.hidden, c.kernel_size, c.seq_len), (10_000, 192, 6, 512, 8, 256));
+    assert_eq!(c.embedding, EmbeddingDtype::Int8);
+    assert!(card().contains(&format!("{} bytes", group(bundled::BYTES.len()))), "the card gives another file size");
+}
+
+fn group(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+#[test]
+fn bundled_model_scores_the_bpc_in_its_card() {
+    let dir = std::env::var_os("FLASHLM_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("../shared/data"));
+    let path = dir.join("tinystories-valid.txt.zst");
+    assert!(path.exists(), "real TinyStories text not found in {} (set FLASHLM_DATA_DIR)", dir.display());
+    let stories = read_story_file(&path).unwrap();
+    let m = Model::from_bytes(bundled::BYTES, Kernel::detect()).unwrap();
+    let card = card();
+    for (p, name) in [(Protocol::Original, "original"), (Protocol::Exact, "exact")] {
+        let r = evaluate(&m, &select(&stories.texts, 500, p), p, 2);
+        let want = card_bpc(&card, name);
+        assert!((r.bpc() - want).abs() <= 0.001, "{name}: bpc {:.4}, the card says {want}", r.bpc());
+    }
+}
+
+#[test]
+fn default_command_writes_the_cards_sample() {
+    let card = card();
+    let block = card.split("<!-- sample seed=1 -->").nth(1).expect("sample marker in the card");
+    let sample = block.split("```text\n").nth(1).unwrap().split("\n```").next().unwrap();
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_flashlm-infer"))
+            .args(["--prompt", "Once upon a time", "--seed", "1"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = run();
+    assert_eq!(text, run(), "same seed, same text");
+    if Kernel::detect() == Kernel::Avx512 {
+        // The card's text came from the AVX-512 kernel; others may round differently.
+        assert_eq!(text.trim_end(), sample, "the bundled model no longer writes the card's sample");
+    } else {
+        assert!(text.starts_with("Once upon a time") && text.len() > 100, "{text}");
+    }
+}
