@@ -39,7 +39,7 @@ fn bad_input_gives_a_clear_error() {
     let m = model();
     let m = m.to_str().unwrap();
     for (args, expect) in [
-        (vec!["--prompt", "hi"], "--model"),
+        (vec!["--prompt", "", "--max-tokens", "5"], "empty"),
         (vec!["--model", "/nonexistent.flm", "--prompt", "hi"], "cannot read model"),
         (vec!["--model", env!("CARGO_MANIFEST_DIR"), "--prompt", "hi"], "cannot read model"),
         (vec!["--model", m, "--prompt", ""], "empty"),

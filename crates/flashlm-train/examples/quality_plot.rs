@@ -15,7 +15,9 @@ fn main() -> anyhow::Result<()> {
     for (n, line) in text.lines().enumerate().skip(1) {
         let f: Vec<&str> = line.split('\t').collect();
         anyhow::ensure!(f.len() == 6, "{}:{}: expected 6 tab-separated columns", a[0], n + 1);
-        let num = |i: usize| f[i].parse::<f64>().with_context(|| format!("{}:{}: bad number {:?}", a[0], n + 1, f[i]));
+        let num = |i: usize| {
+            f[i].parse::<f64>().with_context(|| format!("{}:{}: bad number {:?}", a[0], n + 1, f[i]))
+        };
         let p = QualityPoint { minutes: num(2)?, tokens: num(3)?, bpc: num(5)? };
         match series.iter_mut().find(|(name, _)| name == f[0]) {
             Some((_, pts)) => pts.push(p),

@@ -236,14 +236,12 @@ fn linear_back(
 
 use flashlm_infer::vmath;
 
-/// y = x · r · g per row; returns r = 1 / sqrt(mean(x²) + eps) per row.
-fn rmsnorm(y: &mut [f32], x: &[f32], g: &[f32], d: usize) -> Vec<f32> {
-    let mut r = vec![0.0f32; x.len() / d];
+/// y = x · r · g per row, with r = 1 / sqrt(mean(x²) + eps) per row written to `r`.
+fn rmsnorm(y: &mut [f32], r: &mut [f32], x: &[f32], g: &[f32], d: usize) {
     y.par_chunks_mut(ROWS_PER_TASK * d)
         .zip(r.par_chunks_mut(ROWS_PER_TASK))
         .zip(x.par_chunks(ROWS_PER_TASK * d))
         .for_each(|((y, r), x)| ew::rms_fwd(y, r, x, g, d, NORM_EPS as f32));
-    r
 }
 
 /// Backward of [`rmsnorm`]: dx (+)= r·g·dy − x·r³·mean(x·g·dy); dg += Σ_rows dy·x·r.
@@ -464,8 +462,8 @@ fn transpose_taps_back(t: &[f32], d: usize, k: usize) -> Vec<f32> {
 }
 
 /// Saved activations of one block.
+#[derive(Debug, Default)]
 struct BlockActs {
-    x_in: Vec<f32>,  // [N, d] block input
     r1: Vec<f32>,    // [N]
     n1: Vec<f32>,    // [N, d]
     gv: Vec<f32>,    // [N, 2d] gate | value
@@ -474,31 +472,82 @@ struct BlockActs {
     x_mid: Vec<f32>, // [N, d] after the mixer's residual
     r2: Vec<f32>,    // [N]
     n2: Vec<f32>,    // [N, d]
-    gg: Vec<f32>,    // [N, h] W_gate n2
-    uu: Vec<f32>,    // [N, h] W_up n2
-    a: Vec<f32>,     // [N, h] silu(gg) * uu
+    gu: Vec<f32>,    // [N, 2h] W_gate n2 | W_up n2 (one product with the stacked weights)
+    a: Vec<f32>,     // [N, h] silu(gate) * up
+    x_out: Vec<f32>, // [N, d] block output (the next block's input)
+}
+
+/// Every buffer one part of a step works in. Kept between steps (see [`Scratch`]), so a step
+/// allocates, page-faults and clears nothing but the two buffers that accumulate.
+#[derive(Debug, Default)]
+pub struct Workspace {
+    x0: Vec<f32>,         // [N, d] embedded inputs (block 0's input)
+    acts: Vec<BlockActs>, // per block
+    nf: Vec<f32>,         // [N, d] final norm output
+    rf: Vec<f32>,         // [N]
+    dnf: Vec<f32>,        // [N, d]
+    logits: Vec<f32>,     // [CE_CHUNK, V] one chunk of logits, then of their gradient
+    dx: Vec<f32>,         // [N, d] gradient of the residual stream
+    da: Vec<f32>,         // [N, h]
+    dgu: Vec<f32>,        // [N, 2h]
+    dn2: Vec<f32>,        // [N, d]
+    dm: Vec<f32>,         // [N, d]
+    dgv: Vec<f32>,        // [N, 2d]
+    dn1: Vec<f32>,        // [N, d]
+}
+
+/// What a training run keeps from one step to the next: a workspace per data-parallel group
+/// and the gradient buffers of groups after the first (the first adds into the caller's).
+#[derive(Debug, Default)]
+pub struct Scratch {
+    parts: Vec<(Workspace, Option<Params>)>,
+}
+
+/// `v` as a slice of `len` elements; keeps (does not clear) the contents when the length is
+/// already right, so callers must overwrite every element or clear it themselves.
+fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() != len {
+        v.clear();
+        v.resize(len, 0.0);
+    }
+    v
 }
 
 /// Quantised weights of one block (used by forward and backward).
 struct BlockQ {
-    up: Vec<f32>,
-    down: Vec<f32>,
-    w_gate: Vec<f32>,
-    w_up: Vec<f32>,
-    w_down: Vec<f32>,
+    up: Vec<f32>,     // [2d, d]
+    down: Vec<f32>,   // [d, d]
+    w_gu: Vec<f32>,   // [2h, d]: quantised W_gate rows, then quantised W_up rows
+    w_down: Vec<f32>, // [d, h]
 }
 
 /// Rows of the head processed at once in the cross-entropy.
 const CE_CHUNK: usize = 256;
 
 /// Forward and backward of one batch: `inputs` and `targets` are [B, T] token ids. Adds the
-/// gradient of the mean cross-entropy to `grads` and returns that loss.
+/// gradient of the mean cross-entropy to `grads` and returns that loss. Allocates its buffers
+/// anew; a training loop uses [`forward_backward_with`] and keeps a [`Scratch`].
+pub fn forward_backward(
+    cfg: &BoltConfig,
+    p: &Params,
+    grads: &mut Params,
+    inputs: &[u16],
+    targets: &[u16],
+    t: usize,
+    threads: usize,
+) -> f32 {
+    forward_backward_with(&mut Scratch::default(), cfg, p, grads, inputs, targets, t, threads)
+}
+
+/// [`forward_backward`] working in `scratch`'s buffers (sized on first use, reused after).
 ///
 /// With several threads the batch is split into one group of whole sequences per thread
 /// (data parallel): each group runs the whole step on its thread with single-threaded matrix
-/// products and its own gradient buffer, and the buffers are summed at the end. Only the
-/// summation order differs from one thread.
-pub fn forward_backward(
+/// products; the first group adds into `grads`, the others into their own buffers, which are
+/// summed into `grads` at the end. Only the summation order differs from one thread.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_backward_with(
+    scratch: &mut Scratch,
     cfg: &BoltConfig,
     p: &Params,
     grads: &mut Params,
@@ -518,26 +567,40 @@ pub fn forward_backward(
         .map(|b| BlockQ {
             up: quantize(&b.up),
             down: quantize(&b.down),
-            w_gate: quantize(&b.w_gate),
-            w_up: quantize(&b.w_up),
+            // Each matrix keeps its own scale; stacked so the GLU's two products are one.
+            w_gu: [quantize(&b.w_gate), quantize(&b.w_up)].concat(),
             w_down: quantize(&b.w_down),
         })
         .collect();
+    if scratch.parts.len() < groups {
+        scratch.parts.resize_with(groups, Default::default);
+    }
     if groups == 1 {
-        return forward_backward_part(cfg, p, &qs, grads, inputs, targets, t, n, threads);
+        let ws = &mut scratch.parts[0].0;
+        return forward_backward_part(cfg, p, &qs, grads, ws, inputs, targets, t, n, threads);
     }
     let per = seqs.div_ceil(groups) * t;
-    let parts: Vec<(f32, Params)> = inputs
-        .par_chunks(per)
-        .zip(targets.par_chunks(per))
-        .map(|(x, y)| {
-            let mut g = p.zeros_like();
-            (forward_backward_part(cfg, p, &qs, &mut g, x, y, t, n, 1), g)
-        })
-        .collect();
-    let mut loss = 0.0f32;
-    for (l, g) in parts {
+    let (first, rest) = scratch.parts[..groups].split_at_mut(1);
+    let ((x0, y0), (xs, ys)) = ((&inputs[..per], &targets[..per]), (&inputs[per..], &targets[per..]));
+    let (loss0, losses) = rayon::join(
+        || forward_backward_part(cfg, p, &qs, grads, &mut first[0].0, x0, y0, t, n, 1),
+        || {
+            rest.par_iter_mut()
+                .zip(xs.par_chunks(per).zip(ys.par_chunks(per)))
+                .map(|((ws, g), (x, y))| {
+                    let g = g.get_or_insert_with(|| p.zeros_like());
+                    for b in g.buffers_mut() {
+                        b.fill(0.0);
+                    }
+                    forward_backward_part(cfg, p, &qs, g, ws, x, y, t, n, 1)
+                })
+                .collect::<Vec<f32>>()
+        },
+    );
+    let mut loss = loss0;
+    for ((_, g), l) in rest.iter().zip(losses) {
         loss += l;
+        let g = g.as_ref().expect("filled above");
         for (a, b) in grads.buffers_mut().into_iter().zip(g.named(cfg)) {
             add_par(a, b.2);
         }
@@ -545,14 +608,16 @@ pub fn forward_backward(
     loss
 }
 
-/// [`forward_backward`] on part of a batch: the loss and gradients are those of the summed
-/// cross-entropy of these tokens divided by `denom` (the whole batch's token count).
+/// [`forward_backward`] on part of a batch: adds into `grads` the gradients of the summed
+/// cross-entropy of these tokens divided by `denom` (the whole batch's token count), and
+/// returns that loss.
 #[allow(clippy::too_many_arguments)]
 fn forward_backward_part(
     cfg: &BoltConfig,
     p: &Params,
     qs: &[BlockQ],
     grads: &mut Params,
+    ws: &mut Workspace,
     inputs: &[u16],
     targets: &[u16],
     t: usize,
@@ -563,58 +628,59 @@ fn forward_backward_part(
     let n = inputs.len();
     assert_eq!(targets.len(), n);
     assert!(t > 0 && n.is_multiple_of(t), "inputs must be whole sequences of length t");
+    ws.acts.resize_with(p.blocks.len(), Default::default);
 
     // ---- forward ----
-    let mut x = vec![0.0f32; n * d];
-    for (row, &id) in x.chunks_exact_mut(d).zip(inputs) {
+    let x0 = sized(&mut ws.x0, n * d);
+    for (row, &id) in x0.chunks_exact_mut(d).zip(inputs) {
         let id = id as usize;
         assert!(id < v, "token id {id} outside the vocabulary");
         row.copy_from_slice(&p.embedding[id * d..(id + 1) * d]);
     }
-    let mut acts = Vec::with_capacity(p.blocks.len());
-    for (b, q) in p.blocks.iter().zip(qs) {
-        let x_in = x;
-        let mut n1 = vec![0.0; n * d];
-        let r1 = rmsnorm(&mut n1, &x_in, &b.norm1, d);
-        let mut gv = vec![0.0; n * 2 * d];
-        linear(&mut gv, &n1, &q.up, n, d, 2 * d, threads);
-        let mut c = vec![0.0; n * d];
-        let mut m = vec![0.0; n * d];
+    for (i, (b, q)) in p.blocks.iter().zip(qs).enumerate() {
+        let (prev, cur) = ws.acts.split_at_mut(i);
+        let x_in: &[f32] = if i == 0 { &ws.x0 } else { &prev[i - 1].x_out };
+        let s = &mut cur[0];
+        let n1 = sized(&mut s.n1, n * d);
+        rmsnorm(n1, sized(&mut s.r1, n), x_in, &b.norm1, d);
+        let gv = sized(&mut s.gv, n * 2 * d);
+        linear(gv, &s.n1, &q.up, n, d, 2 * d, threads);
         // Causal depthwise conv over each sequence, then the sigmoid gate (taps as [k, d]).
         let taps = transpose_taps(&b.conv, d, k);
-        c.par_chunks_mut(t * d)
-            .zip(m.par_chunks_mut(t * d))
-            .zip(gv.par_chunks(t * 2 * d))
+        sized(&mut s.c, n * d)
+            .par_chunks_mut(t * d)
+            .zip(sized(&mut s.m, n * d).par_chunks_mut(t * d))
+            .zip(s.gv.par_chunks(t * 2 * d))
             .for_each(|((c, m), gv)| ew::conv_fwd(c, m, gv, &taps, d, k));
-        let mut x_mid = vec![0.0; n * d];
-        linear(&mut x_mid, &m, &q.down, n, d, d, threads);
-        add_par(&mut x_mid, &x_in);
-        let mut n2 = vec![0.0; n * d];
-        let r2 = rmsnorm(&mut n2, &x_mid, &b.norm2, d);
-        let mut gg = vec![0.0; n * h];
-        let mut uu = vec![0.0; n * h];
-        linear(&mut gg, &n2, &q.w_gate, n, d, h, threads);
-        linear(&mut uu, &n2, &q.w_up, n, d, h, threads);
-        let mut a = vec![0.0; n * h];
-        a.par_chunks_mut(ROWS_PER_TASK * h)
-            .zip(gg.par_chunks(ROWS_PER_TASK * h))
-            .zip(uu.par_chunks(ROWS_PER_TASK * h))
-            .for_each(|((a, g), u)| ew::silu_fwd(a, g, u));
-        let mut x_out = vec![0.0; n * d];
-        linear(&mut x_out, &a, &q.w_down, n, h, d, threads);
-        add_par(&mut x_out, &x_mid);
-        x = x_out;
-        acts.push(BlockActs { x_in, r1, n1, gv, c, m, x_mid, r2, n2, gg, uu, a });
+        let x_mid = sized(&mut s.x_mid, n * d);
+        linear(x_mid, &s.m, &q.down, n, d, d, threads);
+        add_par(x_mid, x_in);
+        let n2 = sized(&mut s.n2, n * d);
+        rmsnorm(n2, sized(&mut s.r2, n), &s.x_mid, &b.norm2, d);
+        let gu = sized(&mut s.gu, n * 2 * h);
+        linear(gu, &s.n2, &q.w_gu, n, d, 2 * h, threads);
+        sized(&mut s.a, n * h)
+            .par_chunks_mut(ROWS_PER_TASK * h)
+            .zip(s.gu.par_chunks(ROWS_PER_TASK * 2 * h))
+            .for_each(|(a, gu)| {
+                for (a, gu) in a.chunks_exact_mut(h).zip(gu.chunks_exact(2 * h)) {
+                    ew::silu_fwd(a, &gu[..h], &gu[h..]);
+                }
+            });
+        let x_out = sized(&mut s.x_out, n * d);
+        linear(x_out, &s.a, &q.w_down, n, h, d, threads);
+        add_par(x_out, &s.x_mid);
     }
-    let mut nf = vec![0.0; n * d];
-    let rf = rmsnorm(&mut nf, &x, &p.final_norm, d);
+    let x_last: &[f32] = ws.acts.last().map_or(&ws.x0, |a| &a.x_out);
+    let nf = sized(&mut ws.nf, n * d);
+    rmsnorm(nf, sized(&mut ws.rf, n), x_last, &p.final_norm, d);
 
     // ---- head + cross-entropy, in chunks of rows (never the whole [N, V] logits) ----
-    let mut dnf = vec![0.0f32; n * d];
+    let dnf = sized(&mut ws.dnf, n * d);
     let mut loss = 0.0f64;
     let inv_n = 1.0 / denom as f32;
-    let mut logits = vec![0.0f32; CE_CHUNK.min(n) * v];
-    for (ci, (rows, ys)) in nf.chunks(CE_CHUNK * d).zip(targets.chunks(CE_CHUNK)).enumerate() {
+    let logits = sized(&mut ws.logits, CE_CHUNK.min(n) * v);
+    for (ci, (rows, ys)) in ws.nf.chunks(CE_CHUNK * d).zip(targets.chunks(CE_CHUNK)).enumerate() {
         let c = ys.len();
         let l = &mut logits[..c * v];
         linear(l, rows, &p.embedding, c, d, v, threads);
@@ -647,35 +713,47 @@ fn forward_backward_part(
     }
 
     // ---- backward ----
-    let mut dx = vec![0.0f32; n * d];
-    rmsnorm_back(&mut dx, &mut grads.final_norm, &dnf, &x, &rf, &p.final_norm, d);
-    for ((b, g), (s, q)) in p.blocks.iter().zip(grads.blocks.iter_mut()).zip(acts.iter().zip(qs)).rev() {
-        // GLU: x_out = x_mid + W_down(silu(gg) * uu)
-        let mut da = vec![0.0f32; n * h];
-        linear_back(&mut da, false, &mut g.w_down, &dx, &s.a, &q.w_down, (n, h, d), threads);
-        let mut dgg = vec![0.0f32; n * h];
-        let mut duu = vec![0.0f32; n * h];
-        dgg.par_chunks_mut(ROWS_PER_TASK * h)
-            .zip(duu.par_chunks_mut(ROWS_PER_TASK * h))
-            .zip(da.par_chunks(ROWS_PER_TASK * h))
-            .zip(s.gg.par_chunks(ROWS_PER_TASK * h))
-            .zip(s.uu.par_chunks(ROWS_PER_TASK * h))
-            .for_each(|((((dg, du), da), g), u)| ew::silu_bwd(dg, du, da, g, u));
-        let mut dn2 = vec![0.0f32; n * d];
-        linear_back(&mut dn2, false, &mut g.w_gate, &dgg, &s.n2, &q.w_gate, (n, d, h), threads);
-        linear_back(&mut dn2, true, &mut g.w_up, &duu, &s.n2, &q.w_up, (n, d, h), threads);
+    let dx = sized(&mut ws.dx, n * d);
+    dx.fill(0.0);
+    rmsnorm_back(dx, &mut grads.final_norm, &ws.dnf, x_last, &ws.rf, &p.final_norm, d);
+    for (i, ((b, g), q)) in p.blocks.iter().zip(grads.blocks.iter_mut()).zip(qs).enumerate().rev() {
+        let s = &ws.acts[i];
+        let x_in: &[f32] = if i == 0 { &ws.x0 } else { &ws.acts[i - 1].x_out };
+        // GLU: x_out = x_mid + W_down(silu(gate) * up)
+        let da = sized(&mut ws.da, n * h);
+        linear_back(da, false, &mut g.w_down, dx, &s.a, &q.w_down, (n, h, d), threads);
+        let dgu = sized(&mut ws.dgu, n * 2 * h);
+        dgu.par_chunks_mut(ROWS_PER_TASK * 2 * h)
+            .zip(ws.da.par_chunks(ROWS_PER_TASK * h))
+            .zip(s.gu.par_chunks(ROWS_PER_TASK * 2 * h))
+            .for_each(|((dgu, da), gu)| {
+                for ((dgu, da), gu) in
+                    dgu.chunks_exact_mut(2 * h).zip(da.chunks_exact(h)).zip(gu.chunks_exact(2 * h))
+                {
+                    let (dg, du) = dgu.split_at_mut(h);
+                    ew::silu_bwd(dg, du, da, &gu[..h], &gu[h..]);
+                }
+            });
+        // dn2 = [dgate | dup] · [W_gate; W_up] in one product; the two weight gradients read
+        // their half of dgu in place (row stride 2h).
+        let dn2 = sized(&mut ws.dn2, n * d);
+        mm(n, d, 2 * h, dn2, (d, 1), false, &ws.dgu, (2 * h, 1), &q.w_gu, (d, 1), threads);
+        mm(h, d, n, &mut g.w_gate, (d, 1), true, &ws.dgu, (1, 2 * h), &s.n2, (d, 1), threads);
+        mm(h, d, n, &mut g.w_up, (d, 1), true, &ws.dgu[h..], (1, 2 * h), &s.n2, (d, 1), threads);
         // dx_mid = dx (residual) + norm2 backward
-        rmsnorm_back(&mut dx, &mut g.norm2, &dn2, &s.x_mid, &s.r2, &b.norm2, d);
+        rmsnorm_back(dx, &mut g.norm2, &ws.dn2, &s.x_mid, &s.r2, &b.norm2, d);
         // Mixer: x_mid = x_in + down(conv(value) * sigmoid(gate))
-        let mut dm = vec![0.0f32; n * d];
-        linear_back(&mut dm, false, &mut g.down, &dx, &s.m, &q.down, (n, d, d), threads);
-        let mut dgv = vec![0.0f32; n * 2 * d];
+        let dm = sized(&mut ws.dm, n * d);
+        linear_back(dm, false, &mut g.down, dx, &s.m, &q.down, (n, d, d), threads);
+        // conv_bwd adds into the value half of dgv.
+        let dgv = sized(&mut ws.dgv, n * 2 * d);
+        dgv.fill(0.0);
         // Per sequence: gate gradient, conv backward into the value gradient and the taps
         // (tap gradients accumulated as [k, d], transposed back below).
         let taps = transpose_taps(&b.conv, d, k);
         let dconv_parts: Vec<Vec<f32>> = dgv
             .par_chunks_mut(t * 2 * d)
-            .zip(dm.par_chunks(t * d))
+            .zip(ws.dm.par_chunks(t * d))
             .zip(s.c.par_chunks(t * d))
             .zip(s.gv.par_chunks(t * 2 * d))
             .map(|(((dgv, dm), c), gv)| {
@@ -691,9 +769,9 @@ fn forward_backward_part(
                 *a += b;
             }
         }
-        let mut dn1 = vec![0.0f32; n * d];
-        linear_back(&mut dn1, false, &mut g.up, &dgv, &s.n1, &q.up, (n, d, 2 * d), threads);
-        rmsnorm_back(&mut dx, &mut g.norm1, &dn1, &s.x_in, &s.r1, &b.norm1, d);
+        let dn1 = sized(&mut ws.dn1, n * d);
+        linear_back(dn1, false, &mut g.up, &ws.dgv, &s.n1, &q.up, (n, d, 2 * d), threads);
+        rmsnorm_back(dx, &mut g.norm1, &ws.dn1, x_in, &s.r1, &b.norm1, d);
     }
     // Embedding rows of the inputs.
     for (row, &id) in dx.chunks_exact(d).zip(inputs) {

@@ -175,7 +175,11 @@ mod tests {
         let path = dir.path().join("q.png");
         let curve = |scale: f64| {
             (1..=5)
-                .map(|i| QualityPoint { minutes: i as f64, tokens: i as f64 * 3e5 * scale, bpc: 2.0 / i as f64 })
+                .map(|i| QualityPoint {
+                    minutes: i as f64,
+                    tokens: i as f64 * 3e5 * scale,
+                    bpc: 2.0 / i as f64,
+                })
                 .collect::<Vec<_>>()
         };
         quality_png(&path, &[("a".into(), curve(1.0)), ("b".into(), curve(1.5))]).unwrap();

@@ -507,6 +507,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
         fused_opt = Some(fused::AdamW::new(p));
     }
     let mut fused_grads: Option<fused::Params> = None;
+    let mut fused_scratch = fused::Scratch::default();
     let mut rng = Rng::from_state(state.sample_rng);
     let tokens_per_step = (batch_size * grad_accum * cfg.seq_len) as u64;
     let val_tokens_per_char = data.val.tokens.len() as f64 / data.val.chars.max(1) as f64;
@@ -633,7 +634,8 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
                 let mut step_loss = 0.0f64;
                 for _ in 0..grad_accum {
                     let tb = batches.next().expect("non-empty schedule");
-                    let lv = f64::from(fused::forward_backward(
+                    let lv = f64::from(fused::forward_backward_with(
+                        &mut fused_scratch,
                         &cfg,
                         p,
                         grads,

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use flashlm_model::{cpu_device, read_safetensors};
-use flashlm_train::fused::{Params, forward_backward};
+use flashlm_train::fused::{Params, Scratch, forward_backward, forward_backward_with};
 use flashlm_train::parity::{PARITY_CONFIG, compute};
 
 fn fixture(name: &str) -> PathBuf {
@@ -111,6 +111,39 @@ fn fused_step_matches_pytorch_and_burn() {
 }
 
 #[test]
+fn reused_buffers_give_exactly_the_fresh_result() {
+    let cfg = PARITY_CONFIG;
+    let (weights, _, inputs, targets) = parity_fixture();
+    let params = Params::from_named(&cfg, &weights).unwrap();
+    // A second batch: the same tokens shifted, so every buffer holds other values.
+    let shift =
+        |v: &[u16]| -> Vec<u16> { v.iter().map(|&x| (x as usize * 7 % cfg.vocab_size) as u16).collect() };
+    let (inputs_b, targets_b) = (shift(&inputs), shift(&targets));
+    for threads in [1, 2, 3] {
+        let mut scratch = Scratch::default();
+        let mut g = params.zeros_like();
+        forward_backward_with(&mut scratch, &cfg, &params, &mut g, &inputs, &targets, cfg.seq_len, threads);
+        let mut reused = params.zeros_like();
+        let lr = forward_backward_with(
+            &mut scratch,
+            &cfg,
+            &params,
+            &mut reused,
+            &inputs_b,
+            &targets_b,
+            cfg.seq_len,
+            threads,
+        );
+        let mut fresh = params.zeros_like();
+        let lf = forward_backward(&cfg, &params, &mut fresh, &inputs_b, &targets_b, cfg.seq_len, threads);
+        assert_eq!(lr.to_bits(), lf.to_bits(), "{threads} threads: loss");
+        for ((name, _, a), (_, _, b)) in reused.named(&cfg).into_iter().zip(fresh.named(&cfg)) {
+            assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()), "{threads} threads: {name}");
+        }
+    }
+}
+
+#[test]
 fn bad_weights_are_refused() {
     let cfg = PARITY_CONFIG;
     let (mut weights, ..) = parity_fixture();
@@ -131,9 +164,20 @@ fn fused_adamw_steps_match_pytorch() {
     let mut opt = AdamW::new(&params);
     let (total, warmup, peak, min) = PARITY_LR;
     let mut losses = Vec::new();
+    // Buffers kept across steps, as the trainer does.
+    let mut scratch = Scratch::default();
     for step in 0..PARITY_STEPS as u64 {
         let mut grads = params.zeros_like();
-        losses.push(forward_backward(&cfg, &params, &mut grads, &inputs, &targets, cfg.seq_len, 2));
+        losses.push(forward_backward_with(
+            &mut scratch,
+            &cfg,
+            &params,
+            &mut grads,
+            &inputs,
+            &targets,
+            cfg.seq_len,
+            2,
+        ));
         clip_global_norm(&mut grads, 1.0);
         opt.step(&mut params, &mut grads, lr_at(step, total, warmup, peak, min));
     }
