@@ -303,10 +303,12 @@ mod ew {
     }
 
     flashlm_infer::multiversion! {
-        /// One AdamW update; k = [decay, β₁, β₂, lr / bias₁, sqrt(bias₂), ε].
-        fn adamw(w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: [f32; 6]) {
+        /// One AdamW update; k = [decay, β₁, β₂, lr / bias₁, sqrt(bias₂), ε]. Clears the
+        /// gradient as it reads it (saves the next step a separate pass).
+        fn adamw(w: &mut [f32], g: &mut [f32], m: &mut [f32], v: &mut [f32], k: [f32; 6]) {
             let [decay, b1, b2, step_size, bc2_sqrt, eps] = k;
-            for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            for (((w, g), m), v) in w.iter_mut().zip(g.iter_mut()).zip(m.iter_mut()).zip(v.iter_mut()) {
+                let g = std::mem::take(g);
                 *w *= decay;
                 *m = b1 * *m + (1.0 - b1) * g;
                 *v = b2 * *v + (1.0 - b2) * g * g;
@@ -832,7 +834,8 @@ impl AdamW {
         Self { m: p.zeros_like(), v: p.zeros_like(), t: 0 }
     }
 
-    /// One update of `p` with `grads` at learning rate `lr`.
+    /// One update of `p` with `grads` at learning rate `lr`; leaves `grads` all zero, ready to
+    /// accumulate the next step.
     pub fn step(&mut self, p: &mut Params, grads: &mut Params, lr: f64) {
         self.t += 1;
         let t = self.t as i32;
@@ -852,7 +855,7 @@ impl AdamW {
         {
             const CHUNK: usize = 1 << 14;
             w.par_chunks_mut(CHUNK)
-                .zip(g.par_chunks(CHUNK))
+                .zip(g.par_chunks_mut(CHUNK))
                 .zip(m.par_chunks_mut(CHUNK))
                 .zip(v.par_chunks_mut(CHUNK))
                 .for_each(|(((w, g), m), v)| {

@@ -627,10 +627,8 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
         };
         let (step_loss, norm) = match (&mut params, &mut fused_opt) {
             (Some(p), Some(opt)) => {
+                // Zero at first; AdamW::step leaves them zero after every step.
                 let grads = fused_grads.get_or_insert_with(|| p.zeros_like());
-                for g in grads.buffers_mut() {
-                    g.fill(0.0);
-                }
                 let mut step_loss = 0.0f64;
                 for _ in 0..grad_accum {
                     let tb = batches.next().expect("non-empty schedule");

@@ -180,6 +180,10 @@ fn fused_adamw_steps_match_pytorch() {
         ));
         clip_global_norm(&mut grads, 1.0);
         opt.step(&mut params, &mut grads, lr_at(step, total, warmup, peak, min));
+        assert!(
+            grads.buffers_mut().iter().all(|g| g.iter().all(|&x| x == 0.0)),
+            "the step clears the gradients"
+        );
     }
     let d = max_diff(&losses, &expected["step_losses"].1);
     assert!(
