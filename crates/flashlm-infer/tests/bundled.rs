@@ -37,9 +37,15 @@ fn bundled_file_is_the_committed_small_model() {
     assert_eq!(on_disk, bundled::BYTES, "the binary embeds a stale copy of {}", bundled::PATH);
     let m = Model::from_bytes(bundled::BYTES, Kernel::detect()).unwrap();
     let c = &m.config;
-    assert_eq!((c.vocab_size, c.dim, c.n_blocks, c.hidden, c.kernel_size, c.seq_len), (10_000, 192, 6, 512, 8, 256));
+    assert_eq!(
+        (c.vocab_size, c.dim, c.n_blocks, c.hidden, c.kernel_size, c.seq_len),
+        (10_000, 192, 6, 512, 8, 256)
+    );
     assert_eq!(c.embedding, EmbeddingDtype::Int8);
-    assert!(card().contains(&format!("{} bytes", group(bundled::BYTES.len()))), "the card gives another file size");
+    assert!(
+        card().contains(&format!("{} bytes", group(bundled::BYTES.len()))),
+        "the card gives another file size"
+    );
 }
 
 fn group(n: usize) -> String {
