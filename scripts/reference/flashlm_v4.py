@@ -107,3 +107,19 @@ def get_lr(step, total, warmup, peak, lr_min):
 
 def from_config(c):
     return FlashLMv4(c["vocab_size"], c["dim"], c["n_blocks"], c["kernel_size"], c["glu_hidden"])
+
+
+def load_setup(d):
+    """A `train_setup` folder: (setup dict, model holding its initial weights, AdamW as the
+    original: betas 0.9/0.95, eps 1e-8, weight decay 0.01)."""
+    import json
+    import os
+
+    from safetensors.torch import load_file
+
+    s = json.load(open(os.path.join(d, "setup.json")))
+    model = from_config(s["config"])
+    missing, unexpected = model.load_state_dict(load_file(os.path.join(d, "init.safetensors")), strict=False)
+    assert set(missing) <= {"head.weight"} and not unexpected, (missing, unexpected)
+    opt = torch.optim.AdamW(model.parameters(), lr=s["lr"]["peak"], betas=(0.9, 0.95), eps=1e-8, weight_decay=0.01)
+    return s, model, opt

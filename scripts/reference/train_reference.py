@@ -8,7 +8,6 @@ usage: train_reference.py SETUP_DIR THREADS
 prints `step <i> loss <x>` for every step, then
 `reference tok_s <x> steps <n> peak_rss_kb <k>` (tokens/s over the steps after the first 3).
 """
-import json
 import math
 import os
 import resource
@@ -17,24 +16,19 @@ import time
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from flashlm_v4 import from_config, get_lr  # noqa: E402
+from flashlm_v4 import get_lr, load_setup  # noqa: E402
 
 
 def main():
     d, threads = sys.argv[1], int(sys.argv[2])
     torch.set_num_threads(threads)
-    s = json.load(open(os.path.join(d, "setup.json")))
+    s, model, opt = load_setup(d)
     c, b, steps, lr = s["config"], s["batch"], s["steps"], s["lr"]
     t = c["seq_len"]
-    model = from_config(c)
-    missing, unexpected = model.load_state_dict(load_file(os.path.join(d, "init.safetensors")), strict=False)
-    assert set(missing) <= {"head.weight"} and not unexpected, (missing, unexpected)
     data = np.fromfile(os.path.join(d, "batches.bin"), dtype="<u2").astype(np.int64)
     data = torch.from_numpy(data.reshape(steps, b, 2, t))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr["peak"], betas=(0.9, 0.95), eps=1e-8, weight_decay=0.01)
     times = []
     for i in range(steps):
         t0 = time.perf_counter()

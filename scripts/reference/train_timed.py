@@ -17,10 +17,10 @@ import time
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from flashlm_v4 import from_config  # noqa: E402
+from flashlm_v4 import load_setup  # noqa: E402
 
 
 def lr_at_time(step, warmup, secs, warmup_end, limit, peak, lr_min):
@@ -35,14 +35,10 @@ def main():
     d, threads, minutes, snap_minutes, out = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
     torch.set_num_threads(threads)
     os.makedirs(out, exist_ok=True)
-    s = json.load(open(os.path.join(d, "setup.json")))
+    s, model, opt = load_setup(d)
     c, b, steps, lr = s["config"], s["batch"], s["steps"], s["lr"]
     t = c["seq_len"]
-    model = from_config(c)
-    missing, unexpected = model.load_state_dict(load_file(os.path.join(d, "init.safetensors")), strict=False)
-    assert set(missing) <= {"head.weight"} and not unexpected, (missing, unexpected)
     data = np.memmap(os.path.join(d, "batches.bin"), dtype="<u2", mode="r").reshape(steps, b, 2, t)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr["peak"], betas=(0.9, 0.95), eps=1e-8, weight_decay=0.01)
     metrics = open(os.path.join(out, "metrics.jsonl"), "w")
     limit, every = minutes * 60.0, snap_minutes * 60.0
 
