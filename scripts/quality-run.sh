@@ -2,12 +2,14 @@
 # Quality at equal wall time: flashlm-train against the original PyTorch FlashLM v4
 # (scripts/reference/train_timed.py, PyTorch installed with pip on demand), one after the
 # other, MINUTES of training each, same config (small), batch, seed, initial weights, token
-# batches, LR rule (warmup, then a cosine that ends at the time limit) and snapshot schedule.
+# batches, LR rule and snapshot schedule. The LR rule is 500 warmup steps, then a cosine that
+# ends at the time limit (SCHEDULE=time, the default), or the original's cosine over 10 planned
+# epochs of steps (SCHEDULE=steps; a trainer that finishes those steps early stops there).
 # Every snapshot of both is then scored by the same evaluator (`flashlm-infer eval
 # --protocol original`, f32 export) and both curves are drawn into one PNG.
 #
 # usage: scripts/quality-run.sh MINUTES [SNAPSHOTS=10] [THREADS=nproc] [OUT=runs/quality-MINUTESmin]
-# env:   FLASHLM_DATA_DIR (default ../shared/data), BATCH (default 8)
+# env:   FLASHLM_DATA_DIR (default ../shared/data), BATCH (default 8), SCHEDULE (time|steps)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${1:?usage: scripts/quality-run.sh MINUTES [SNAPSHOTS] [THREADS] [OUT]}
@@ -15,6 +17,8 @@ snaps=${2:-10}
 threads=${3:-$(nproc)}
 out=${4:-runs/quality-${minutes}min}
 batch=${BATCH:-8}
+schedule=${SCHEDULE:-time}
+case "$schedule" in time | steps) ;; *) echo "SCHEDULE must be time or steps" >&2; exit 2 ;; esac
 data=${FLASHLM_DATA_DIR:-../shared/data}
 every=$(python3 -c "print($minutes / $snaps)")
 if ! python3 -c "import torch, safetensors, numpy" 2> /dev/null; then
@@ -31,12 +35,12 @@ steps=$(python3 -c "import math; print(math.ceil($minutes * 60 * 6000 * $threads
 
 echo "flashlm-train: $minutes min on $threads threads..." >&2
 ./target/release/flashlm-train --small --batch "$batch" --grad-accum 1 --lr 4e-3 --warmup 500 --seed 42 \
-    --threads "$threads" --data-dir "$data" --save-dir "$out/flashlm" --minutes "$minutes" --lr-schedule time \
-    --snapshot-minutes "$every" --epochs 100000 --eval-every 100000000 --patience 1000000 \
+    --threads "$threads" --data-dir "$data" --save-dir "$out/flashlm" --minutes "$minutes" --lr-schedule "$schedule" \
+    --snapshot-minutes "$every" --epochs "$([ "$schedule" = time ] && echo 100000 || echo 10)" --eval-every 100000000 --patience 1000000 \
     --sample-every 100000000 --save-every 100000000 --final-bpc-stories 0 --quiet > "$out/flashlm.log" 2>&1 ||
     { tail -20 "$out/flashlm.log"; exit 1; }
 echo "pytorch: $minutes min on $threads threads..." >&2
-python3 scripts/reference/train_timed.py "$out/setup" "$threads" "$minutes" "$every" "$out/pytorch" > "$out/pytorch.log" 2>&1 ||
+python3 scripts/reference/train_timed.py "$out/setup" "$threads" "$minutes" "$every" "$out/pytorch" "$schedule" > "$out/pytorch.log" 2>&1 ||
     { tail -20 "$out/pytorch.log"; exit 1; }
 
 # Score every snapshot with one evaluator.

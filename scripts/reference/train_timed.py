@@ -5,7 +5,10 @@
 over `warmup` steps, then a cosine over the time left, and a snapshot of the weights every
 S minutes of training and at the end.
 
-usage: train_timed.py SETUP_DIR THREADS MINUTES SNAPSHOT_MINUTES OUT_DIR
+usage: train_timed.py SETUP_DIR THREADS MINUTES SNAPSHOT_MINUTES OUT_DIR [time|steps]
+With `steps`, the LR follows the original's step schedule instead (warmup, then a cosine over
+the planned steps of setup.json, as `flashlm-train --lr-schedule steps`), and training also
+ends when those steps are done.
 writes OUT_DIR/snap-NNN.safetensors (PyTorch names, head tied so left out) and
 OUT_DIR/metrics.jsonl (`{"kind": "snapshot", "index", "step", "tokens", "elapsed_s", "path"}`).
 """
@@ -20,7 +23,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from flashlm_v4 import load_setup  # noqa: E402
+from flashlm_v4 import get_lr, load_setup  # noqa: E402
 
 
 def lr_at_time(step, warmup, secs, warmup_end, limit, peak, lr_min):
@@ -33,6 +36,7 @@ def lr_at_time(step, warmup, secs, warmup_end, limit, peak, lr_min):
 
 def main():
     d, threads, minutes, snap_minutes, out = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+    by_steps = len(sys.argv) > 6 and sys.argv[6] == "steps"
     torch.set_num_threads(threads)
     os.makedirs(out, exist_ok=True)
     s, model, opt = load_setup(d)
@@ -54,13 +58,16 @@ def main():
     start = time.perf_counter()
     while True:
         secs = time.perf_counter() - start
-        if secs >= limit:
+        if secs >= limit or (by_steps and step >= lr["total"]):
             break
         if step >= steps:
             sys.exit(f"train_timed.py: the {steps} prepared batches ran out after {secs:.0f} s; prepare more")
         if step >= lr["warmup"] and warmup_end is None:
             warmup_end = secs
-        rate = lr_at_time(step, lr["warmup"], secs, warmup_end, limit, lr["peak"], lr["min"])
+        if by_steps:
+            rate = get_lr(step, lr["total"], lr["warmup"], lr["peak"], lr["min"])
+        else:
+            rate = lr_at_time(step, lr["warmup"], secs, warmup_end, limit, lr["peak"], lr["min"])
         for g in opt.param_groups:
             g["lr"] = rate
         x = torch.from_numpy(data[step, :, 0].astype(np.int64))
