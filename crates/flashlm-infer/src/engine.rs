@@ -7,6 +7,7 @@
 use flashlm_tokenizer::Tokenizer;
 
 use crate::format::{self, EmbeddingDtype, FlmFile, FormatError, Kind, TensorRef};
+use crate::head4::Int4Embedding;
 use crate::kernels::{Kernel, TernaryPlanes};
 use crate::vmath;
 
@@ -29,6 +30,8 @@ pub enum Embedding {
         /// The same values regrouped for the VNNI head ([`blocked_int8`]).
         blocked: Vec<i8>,
     },
+    /// int4 with one scale per 32 values of a row (see [`crate::head4`]).
+    Int4(Int4Embedding),
 }
 
 impl Embedding {
@@ -46,6 +49,7 @@ impl Embedding {
                     *o = f32::from(v) * scale[id];
                 }
             }
+            Embedding::Int4(e) => e.row(id, out),
         }
     }
 
@@ -55,6 +59,11 @@ impl Embedding {
     /// rounded to int16 (one scale for the vector, relative error ~1.5e-5 of its largest
     /// value), 16 rows per register; otherwise AVX-512 FMA in f32. Else portable f32 code.
     pub fn head(&self, h: &[f32], d: usize, logits: &mut [f32], fast: bool) {
+        if let Embedding::Int4(e) = self {
+            // The same integer arithmetic on every path (see crate::head4).
+            e.logits(&h[..d], logits, fast);
+            return;
+        }
         #[cfg(target_arch = "x86_64")]
         if let Embedding::Int8 { scale, blocked, .. } = self
             && fast
@@ -75,6 +84,7 @@ impl Embedding {
                     Embedding::F32(w) => head_x86::f32_rows(w, h, d, logits),
                     Embedding::F16(w) => head_x86::f16_rows(w, h, d, logits),
                     Embedding::Int8 { q, scale, .. } => head_x86::i8_rows(q, scale, h, d, logits),
+                    Embedding::Int4(_) => unreachable!("handled above"),
                 }
             }
             return;
@@ -104,6 +114,7 @@ impl Embedding {
                     *l = s * sc;
                 }
             }
+            Embedding::Int4(_) => unreachable!("handled above"),
         }
     }
 }
@@ -525,6 +536,10 @@ impl Model {
                 let blocked = blocked_int8(&q, v, d);
                 Embedding::Int8 { q, scale, blocked }
             }
+            (EmbeddingDtype::Int4, Kind::Int4Groups) if emb.dims() == [v, d] => Embedding::Int4(
+                Int4Embedding::from_data(emb.data, v, d)
+                    .map_err(|e| FormatError::Invalid(format!("embedding.weight: {e}")))?,
+            ),
             _ => {
                 return Err(FormatError::Invalid(format!(
                     "embedding.weight: {:?} {:?} does not match the header ({:?}, [{v}, {d}])",

@@ -11,6 +11,8 @@
 //! ├──────────────── data, every tensor 64-byte aligned ────────────────┤
 //! │ ternary: 2-bit codes (w+1) row-major [out, in], 4 per byte, LSB first │
 //! │ f32 / f16 / u32 little-endian; int8 rows: [rows·cols] i8 + [rows] f32 │
+//! │ int4 groups (version 2): [rows·cols/2] nibbles q+8, low first, then  │
+//! │ [rows·cols/32] f16 scales, one per 32 values of a row                 │
 //! └────────────────────────────────────────────────────────────────────┘
 //! ```
 //! The reader trusts nothing: every offset, length, shape and count is checked against the
@@ -20,8 +22,15 @@ use std::collections::HashMap;
 
 /// File magic.
 pub const MAGIC: [u8; 8] = *b"FLASHLM\0";
-/// Format version written and read by this build.
-pub const VERSION: u32 = 1;
+/// Newest format version this build reads. Version 2 adds int4 groups ([`Kind::Int4Groups`],
+/// embedding storage 3); a file that uses none of them is written as version 1, which older
+/// builds read.
+pub const VERSION: u32 = 2;
+/// Oldest version this build reads.
+pub const MIN_VERSION: u32 = 1;
+/// Values per scale in [`Kind::Int4Groups`].
+pub const INT4_GROUP: usize = 32;
+const _: () = assert!(INT4_GROUP.is_multiple_of(8));
 /// Header size.
 pub const HEADER_LEN: usize = 128;
 /// Directory entry size.
@@ -58,6 +67,10 @@ pub enum Kind {
     U32 = 4,
     /// Raw bytes.
     U8 = 5,
+    /// 2-D [rows, cols], cols a multiple of [`INT4_GROUP`]: int4 values q in -8..=7 stored
+    /// as q + 8, two per byte (first in the low nibble), row-major; then one f16 scale per
+    /// group of 32 values of a row, [rows, cols / 32] (value = q · scale). Version 2.
+    Int4Groups = 6,
 }
 
 impl Kind {
@@ -69,8 +82,14 @@ impl Kind {
             3 => Kind::Int8Rows,
             4 => Kind::U32,
             5 => Kind::U8,
+            6 => Kind::Int4Groups,
             _ => return None,
         })
+    }
+
+    /// First format version that has this kind.
+    pub fn min_version(self) -> u32 {
+        if self == Kind::Int4Groups { 2 } else { 1 }
     }
 
     /// Exact byte length of a tensor of this kind and shape (None on overflow).
@@ -85,6 +104,12 @@ impl Kind {
                 n.checked_add(rows.checked_mul(4)?)
             }
             Kind::U8 => Some(n),
+            Kind::Int4Groups => match *shape {
+                [rows, cols] if cols.is_multiple_of(INT4_GROUP) && cols > 0 => {
+                    n.checked_div(2)?.checked_add(rows.checked_mul(cols / INT4_GROUP)?.checked_mul(2)?)
+                }
+                _ => None,
+            },
         }
     }
 }
@@ -98,6 +123,8 @@ pub enum EmbeddingDtype {
     F16,
     /// i8 with one f32 scale per row (max|row| / 127).
     Int8,
+    /// int4 with one f16 scale per 32 values of a row ([`Kind::Int4Groups`], version 2).
+    Int4,
 }
 
 /// Model shape as stored in the header.
@@ -129,7 +156,7 @@ pub enum FormatError {
     Magic,
     /// Another version.
     #[error(
-        "model format version {0} is not supported (this build reads version {VERSION}); re-export the model with this version's flashlm-export"
+        "model format version {0} is not supported (this build reads versions {MIN_VERSION} to {VERSION}); re-export the model with this version's flashlm-export, or update flashlm-infer"
     )]
     Version(u32),
     /// Damaged or hostile.
@@ -204,6 +231,48 @@ pub fn unpack_ternary(bytes: &[u8], n: usize) -> Result<Vec<i8>, FormatError> {
     Ok(out)
 }
 
+/// Quantise a [rows, cols] f32 matrix into [`Kind::Int4Groups`] bytes (cols a multiple of
+/// [`INT4_GROUP`]). Each group of 32 values gets the f16 scale, among 21 clip levels from
+/// 60% to 100% of max|x| / 7, whose rounding q = clamp(round(x / scale), -8, 7) has the least
+/// squared error.
+pub fn quantize_int4_groups(w: &[f32], rows: usize, cols: usize) -> Result<Vec<u8>, FormatError> {
+    if !cols.is_multiple_of(INT4_GROUP) || cols == 0 || w.len() != rows * cols {
+        return invalid(format!(
+            "int4 groups need a [rows, cols] matrix with cols a multiple of {INT4_GROUP}; got {} values as [{rows}, {cols}]",
+            w.len()
+        ));
+    }
+    if w.iter().any(|x| !x.is_finite()) {
+        return invalid("cannot quantise non-finite values");
+    }
+    let mut nibbles = vec![0u8; rows * cols / 2];
+    let mut scales = Vec::with_capacity(rows * cols / INT4_GROUP * 2);
+    for (gi, g) in w.chunks_exact(INT4_GROUP).enumerate() {
+        let max = g.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        let round = |s: f32| half::f16::from_f32(s).to_f32();
+        let mut best = (f32::INFINITY, 0.0f32);
+        for step in 0..=20 {
+            let s = round(max * (0.6 + 0.02 * step as f32) / 7.0);
+            if s <= 0.0 || !s.is_finite() {
+                continue;
+            }
+            let err: f32 = g.iter().map(|&x| (x - (x / s).round().clamp(-8.0, 7.0) * s).powi(2)).sum();
+            if err < best.0 {
+                best = (err, s);
+            }
+        }
+        let s = best.1;
+        for (i, &x) in g.iter().enumerate() {
+            let q = if s > 0.0 { (x / s).round().clamp(-8.0, 7.0) as i32 } else { 0 };
+            let at = gi * INT4_GROUP + i;
+            nibbles[at / 2] |= ((q + 8) as u8) << (4 * (at % 2));
+        }
+        scales.extend(half::f16::from_f32(s).to_bits().to_le_bytes());
+    }
+    nibbles.extend(scales);
+    Ok(nibbles)
+}
+
 /// Serialize a model file.
 pub fn write(header: &Header, tensors: &[TensorOut]) -> Result<Vec<u8>, FormatError> {
     if tensors.len() > MAX_TENSORS {
@@ -272,8 +341,11 @@ pub fn write(header: &Header, tensors: &[TensorOut]) -> Result<Vec<u8>, FormatEr
     let mut out = vec![0u8; file_len];
     let h = &mut out[..HEADER_LEN];
     h[0..8].copy_from_slice(&MAGIC);
+    // The oldest version that can hold these tensors, so older readers keep working.
+    let needs_v2 =
+        header.embedding == EmbeddingDtype::Int4 || tensors.iter().any(|t| t.kind.min_version() >= 2);
     let words = [
-        VERSION,
+        if needs_v2 { 2 } else { 1 },
         HEADER_LEN as u32,
         header.vocab_size as u32,
         header.dim as u32,
@@ -286,6 +358,7 @@ pub fn write(header: &Header, tensors: &[TensorOut]) -> Result<Vec<u8>, FormatEr
             EmbeddingDtype::F32 => 0,
             EmbeddingDtype::F16 => 1,
             EmbeddingDtype::Int8 => 2,
+            EmbeddingDtype::Int4 => 3,
         },
         tensors.len() as u32,
     ];
@@ -329,7 +402,7 @@ pub fn read(bytes: &[u8]) -> Result<FlmFile<'_>, FormatError> {
         return invalid("truncated header");
     }
     let version = u32_at(bytes, 8);
-    if version != VERSION {
+    if !(MIN_VERSION..=VERSION).contains(&version) {
         return Err(FormatError::Version(version));
     }
     if bytes.len() < HEADER_LEN {
@@ -359,7 +432,8 @@ pub fn read(bytes: &[u8]) -> Result<FlmFile<'_>, FormatError> {
         0 => EmbeddingDtype::F32,
         1 => EmbeddingDtype::F16,
         2 => EmbeddingDtype::Int8,
-        f => return invalid(format!("unknown embedding storage flag {f}")),
+        3 if version >= 2 => EmbeddingDtype::Int4,
+        f => return invalid(format!("unknown embedding storage flag {f} for format version {version}")),
     };
     let n = u32_at(bytes, 48) as usize;
     if n > MAX_TENSORS {
@@ -390,8 +464,12 @@ pub fn read(bytes: &[u8]) -> Result<FlmFile<'_>, FormatError> {
             .ok_or_else(|| FormatError::Invalid(format!("tensor {i} has a bad name")))?
             .to_string();
         let scale = f32::from_le_bytes(e[36..40].try_into().expect("4 bytes"));
-        let kind = Kind::from_u32(u32_at(e, 40))
-            .ok_or_else(|| FormatError::Invalid(format!("tensor {name}: unknown kind {}", u32_at(e, 40))))?;
+        let kind = Kind::from_u32(u32_at(e, 40)).filter(|k| k.min_version() <= version).ok_or_else(|| {
+            FormatError::Invalid(format!(
+                "tensor {name}: unknown kind {} for format version {version}",
+                u32_at(e, 40)
+            ))
+        })?;
         let ndim = u32_at(e, 44) as usize;
         if !(1..=4).contains(&ndim) {
             return invalid(format!("tensor {name}: {ndim} dims"));

@@ -5,6 +5,7 @@
 //! * [`format`]: the `.flm` file (writer and a reader that trusts nothing).
 //! * [`kernels`]: ternary matrix-vector kernels (scalar, AVX2, AVX-512) and their reference.
 //! * [`engine`]: the streaming forward pass (constant work per token).
+//! * [`head4`]: the int4 output head (AVX-512 VNNI, and its reference).
 //! * [`bundled`]: the pretrained small model compiled into the binary.
 
 pub mod bench;
@@ -12,6 +13,7 @@ pub mod bundled;
 pub mod engine;
 pub mod eval;
 pub mod format;
+pub mod head4;
 pub mod kernels;
 pub mod sample;
 pub mod vmath;

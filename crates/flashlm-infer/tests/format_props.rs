@@ -11,7 +11,8 @@ fn kind() -> impl Strategy<Value = Kind> {
         Just(Kind::Ternary),
         Just(Kind::Int8Rows),
         Just(Kind::U32),
-        Just(Kind::U8)
+        Just(Kind::U8),
+        Just(Kind::Int4Groups)
     ]
 }
 
@@ -26,6 +27,8 @@ fn tensors() -> impl Strategy<Value = Vec<TensorOut>> {
 }
 
 fn tensor(i: usize, (kind, shape, scale, seed): (Kind, Vec<usize>, f32, u64)) -> TensorOut {
+    // Int4 groups are 2-D with whole groups of 32 per row.
+    let shape = if kind == Kind::Int4Groups { vec![shape[0], 32 * shape[shape.len() - 1]] } else { shape };
     {
         {
             let n = kind.byte_len(&shape).unwrap();
@@ -55,7 +58,7 @@ fn header() -> impl Strategy<Value = Header> {
         1usize..64,
         1usize..100_000,
         1e-9f32..1e-2,
-        0..3u8,
+        0..4u8,
     )
         .prop_map(|(vocab_size, dim, n_blocks, hidden, kernel_size, seq_len, norm_eps, e)| Header {
             vocab_size,
@@ -65,7 +68,8 @@ fn header() -> impl Strategy<Value = Header> {
             kernel_size,
             seq_len,
             norm_eps,
-            embedding: [EmbeddingDtype::F32, EmbeddingDtype::F16, EmbeddingDtype::Int8][e as usize],
+            embedding: [EmbeddingDtype::F32, EmbeddingDtype::F16, EmbeddingDtype::Int8, EmbeddingDtype::Int4]
+                [e as usize],
         })
 }
 
@@ -78,6 +82,15 @@ proptest! {
         prop_assert_eq!(bytes.len() % 64, 0);
         let f = format::read(&bytes).unwrap();
         prop_assert_eq!(f.header, h);
+        // The oldest version that holds these tensors: 2 only for int4 groups.
+        let v2 = h.embedding == EmbeddingDtype::Int4 || tensors.iter().any(|t| t.kind == Kind::Int4Groups);
+        prop_assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), if v2 { 2 } else { 1 });
+        if v2 {
+            // Marked as version 1, the same bytes are refused, not misread.
+            let mut old = bytes.clone();
+            old[8..12].copy_from_slice(&1u32.to_le_bytes());
+            prop_assert!(format::read(&old).is_err());
+        }
         prop_assert_eq!(f.tensors.len(), tensors.len());
         for t in &tensors {
             let r = f.tensors[&t.name];

@@ -1,5 +1,5 @@
 //! Export a randomly initialised model (for speed measurements of shapes without a trained
-//! checkpoint). cargo run --release -p flashlm-train --example random_flm -- small|large OUT.flm [f32|f16|int8]
+//! checkpoint). cargo run --release -p flashlm-train --example random_flm -- small|large OUT.flm [f32|f16|int8|int4]
 
 use flashlm_data::tokenizer::Tokenizer;
 use flashlm_infer::format::EmbeddingDtype;
@@ -7,7 +7,7 @@ use flashlm_model::{BoltConfig, cpu_device};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    anyhow::ensure!(args.len() >= 2, "usage: random_flm small|large OUT.flm [f32|f16|int8]");
+    anyhow::ensure!(args.len() >= 2, "usage: random_flm small|large OUT.flm [f32|f16|int8|int4]");
     let cfg = match args[0].as_str() {
         "small" => BoltConfig::small(),
         "large" => BoltConfig::large(),
@@ -17,6 +17,7 @@ fn main() -> anyhow::Result<()> {
         "f32" => EmbeddingDtype::F32,
         "f16" => EmbeddingDtype::F16,
         "int8" => EmbeddingDtype::Int8,
+        "int4" => EmbeddingDtype::Int4,
         other => anyhow::bail!("unknown embedding {other}"),
     };
     let device = cpu_device(false);

@@ -77,6 +77,18 @@ pub fn export(
                         data: q,
                     }
                 }
+                EmbeddingDtype::Int4 => TensorOut {
+                    name: p.name.clone(),
+                    kind: Kind::Int4Groups,
+                    shape: p.shape.clone(),
+                    scale: 0.0,
+                    data: format::quantize_int4_groups(&p.values, v, d).map_err(|e| {
+                        anyhow::anyhow!(
+                            "--embedding int4 needs d to be a multiple of {}: {e}",
+                            format::INT4_GROUP
+                        )
+                    })?,
+                },
             }
         } else if p.name.ends_with(".weight") && p.shape.len() == 2 {
             let (codes, alpha) = flashlm_model::ternary_codes(&p.values);

@@ -11,10 +11,13 @@ use flashlm_model::{Bolt, BoltConfig, cpu_device};
 use flashlm_train::export::export;
 
 fn setup() -> (Bolt, Tokenizer, BoltConfig) {
+    setup_dim(40)
+}
+
+fn setup_dim(dim: usize) -> (Bolt, Tokenizer, BoltConfig) {
     let device = cpu_device(false);
     device.seed(99);
-    let cfg =
-        BoltConfig { vocab_size: 600, dim: 40, n_blocks: 2, glu_hidden: 72, kernel_size: 8, seq_len: 64 };
+    let cfg = BoltConfig { vocab_size: 600, dim, n_blocks: 2, glu_hidden: 72, kernel_size: 8, seq_len: 64 };
     let model = cfg.init(&device);
     let tok = Tokenizer::from_id_to_base(cfg.vocab_size, (0..500).map(|i| i * 7 + 11).collect()).unwrap();
     (model, tok, cfg)
@@ -93,6 +96,53 @@ fn compact_embeddings_stay_close() {
             }
         }
         assert!(worst <= tol, "{emb:?}: {worst}");
+    }
+}
+
+#[test]
+fn int4_embedding_stays_close_and_every_path_agrees() {
+    // d = 40 has no whole groups of 32: a clear error, not a wrong file.
+    let (model, tok, cfg) = setup();
+    let e = export(&model, cfg.seq_len, &tok, EmbeddingDtype::Int4).unwrap_err().to_string();
+    assert!(e.contains("multiple of 32"), "{e}");
+
+    let (model, tok, cfg) = setup_dim(64);
+    let v = cfg.vocab_size;
+    let ids: Vec<u16> = (0..50).map(|i| ((i * 13 + 1) % v) as u16).collect();
+    let expect = burn_logits(&model, &ids);
+    let (bytes, _) = export(&model, cfg.seq_len, &tok, EmbeddingDtype::Int4).unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2, "int4 files are version 2");
+    let range = expect.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let mut reference: Option<Vec<Vec<f32>>> = None;
+    for kernel in Kernel::available() {
+        let mut engine = Model::from_bytes(&bytes, kernel).unwrap();
+        let mut state = engine.new_state();
+        let single: Vec<Vec<f32>> = ids.iter().map(|&t| engine.forward(&mut state, t).to_vec()).collect();
+        // 4-bit weights: the rounding error is about a tenth of the weights' RMS, and it enters
+        // twice (the input row and the head), so the logits' error RMS is a fraction of theirs
+        // (0.19 for this seed; a wrong layout or scale gives about 1 or more).
+        let err2: f32 = single.iter().flatten().zip(&expect).map(|(a, b)| (a - b).powi(2)).sum();
+        let ref2: f32 = expect.iter().map(|a| a * a).sum();
+        let ratio = (err2 / ref2).sqrt();
+        assert!(ratio <= 0.25, "{kernel:?}: rms error / rms logit = {ratio} (logits up to {range})");
+        // Every kernel (the head's integer arithmetic is the same everywhere, the ternary
+        // kernels agree to rounding), batched and threaded, gives the one-token numbers.
+        if let Some(r) = &reference {
+            for (a, b) in r.iter().flatten().zip(single.iter().flatten()) {
+                assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "{kernel:?}: {a} vs {b}");
+            }
+        } else {
+            reference = Some(single.clone());
+        }
+        for threads in [1, 3] {
+            engine.set_threads(threads).unwrap();
+            let mut s = engine.new_state();
+            let mut logits = vec![0.0; ids.len() * v];
+            engine.forward_batch(&mut s, &ids, Some(&mut logits));
+            for (i, row) in logits.chunks_exact(v).enumerate() {
+                assert_eq!(row, &single[i][..], "{kernel:?} {threads} threads, token {i}");
+            }
+        }
     }
 }
 

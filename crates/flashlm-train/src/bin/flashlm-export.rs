@@ -16,6 +16,7 @@ enum Emb {
     F32,
     F16,
     Int8,
+    Int4,
 }
 
 #[derive(Parser, Debug)]
@@ -40,7 +41,8 @@ struct Cli {
     /// Output .flm file.
     #[arg(short, long)]
     output: PathBuf,
-    /// Storage of the tied embedding / output head.
+    /// Storage of the tied embedding / output head: f32 (exact), f16, int8 (one scale per
+    /// row) or int4 (one scale per 32 values; d must be a multiple of 32; format version 2).
     #[arg(long, value_enum, default_value_t = Emb::F32)]
     embedding: Emb,
     /// tokenizer.json (default: the one beside the checkpoint; required with --torch).
@@ -63,6 +65,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Emb::F32 => EmbeddingDtype::F32,
         Emb::F16 => EmbeddingDtype::F16,
         Emb::Int8 => EmbeddingDtype::Int8,
+        Emb::Int4 => EmbeddingDtype::Int4,
     };
     let (model, cfg, tok, what) = match (&cli.torch, &cli.checkpoint) {
         (Some(pt), _) => {

@@ -1,0 +1,37 @@
+//! Output-head speed per embedding storage, weights hot in cache (single thread).
+//! cargo run --release -p flashlm-infer --example bench_head -- [V=10000] [D=192]
+
+use std::time::Instant;
+
+use flashlm_infer::engine::{Embedding, blocked_int8};
+use flashlm_infer::format::quantize_int4_groups;
+use flashlm_infer::head4::Int4Embedding;
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let v: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(10000);
+    let d: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(192);
+    let w: Vec<f32> = (0..v * d).map(|i| ((i as f32) * 0.618).sin() * 0.1).collect();
+    let q: Vec<i8> = w.iter().map(|&x| (x * 1270.0).round() as i8).collect();
+    let int8 = Embedding::Int8 { blocked: blocked_int8(&q, v, d), q, scale: vec![0.01; v] };
+    let int4 = Embedding::Int4(
+        Int4Embedding::from_data(&quantize_int4_groups(&w, v, d)?, v, d).map_err(anyhow::Error::msg)?,
+    );
+    let f32e = Embedding::F32(w);
+    let h: Vec<f32> = (0..d).map(|i| (i as f32 * 0.37).sin()).collect();
+    let mut logits = vec![0.0f32; v];
+    for (name, e) in [("f32", &f32e), ("int8", &int8), ("int4", &int4)] {
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            let n = 200;
+            let t = Instant::now();
+            for _ in 0..n {
+                e.head(&h, d, &mut logits, true);
+                std::hint::black_box(&logits);
+            }
+            best = best.min(t.elapsed().as_secs_f64() / n as f64);
+        }
+        println!("head {name:5} V={v} d={d}: {:.1} µs", best * 1e6);
+    }
+    Ok(())
+}

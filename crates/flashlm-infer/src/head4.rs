@@ -1,0 +1,312 @@
+//! The int4 output head: logits = E · h for a tied embedding stored as [`Kind::Int4Groups`]
+//! (one f16 scale per 32 values of a row), with `h` rounded to int8 per group of 32.
+//!
+//! The arithmetic is defined once, by [`logits_scalar`], and every variant computes exactly
+//! the same numbers (integer sums are exact; the float steps run in the same order without
+//! fused multiply-adds), so a kernel is tested for bit equality against the reference:
+//!
+//! ```text
+//! for each group g of 32 columns:   xs[g] = max|h_g| / 127,  xq = round(h / xs[g])  (i8)
+//! isum[r, g] = Σ_c (q[r, c] + 8) · xq[c]  −  8 · Σ_c xq[c]          (= Σ q · xq, exact)
+//! logit[r]   = Σ_g  f32(isum[r, g]) · (scale[r, g] · xs[g])          (g in order)
+//! ```
+//!
+//! The AVX-512 VNNI kernel keeps the stored nibbles (q + 8, unsigned) as they are and feeds
+//! them to `vpdpbusd` (unsigned × signed bytes, four products per 32-bit lane), 16 rows per
+//! register: the weights it streams per token are half the int8 head's.
+//!
+//! [`Kind::Int4Groups`]: crate::format::Kind::Int4Groups
+
+use crate::format::INT4_GROUP;
+
+/// Rows per register in the blocked layout.
+pub const ROWS: usize = 16;
+/// Bytes of one blocked chunk: 16 rows × 8 columns of nibbles.
+const CHUNK: usize = 64;
+/// Chunks per group of 32 columns.
+const CHUNKS_PER_GROUP: usize = INT4_GROUP / 8;
+const _: () = assert!(ROWS * 8 / 2 == CHUNK && CHUNKS_PER_GROUP * 8 == INT4_GROUP);
+
+/// An int4 embedding: the file's layout (for rows and the reference) and the kernel's.
+#[derive(Debug, Clone)]
+pub struct Int4Embedding {
+    /// [V, d / 2] nibbles q + 8, two per byte, low nibble first (as in the file).
+    pub nibbles: Vec<u8>,
+    /// [V, d / 32] scales as f16 bits.
+    pub scales: Vec<u16>,
+    /// [ceil(V / 16), d / 32, 4, 16, 4] bytes: for each block of 16 rows, group and chunk of
+    /// 8 columns, row r's byte j (of 4) holds column j in its low nibble and column 4 + j in
+    /// its high nibble (rows past V hold q = 0).
+    pub blocked: Vec<u8>,
+    /// [ceil(V / 16), d / 32, 16] scales as f16 bits, the same block order (0 past V).
+    pub blocked_scales: Vec<u16>,
+    /// Rows V.
+    pub rows: usize,
+    /// Columns d (a multiple of 32).
+    pub cols: usize,
+}
+
+impl Int4Embedding {
+    /// From the data of a [`Kind::Int4Groups`] tensor of shape [rows, cols] (its length
+    /// already checked by the format reader). Refuses non-finite or negative scales.
+    ///
+    /// [`Kind::Int4Groups`]: crate::format::Kind::Int4Groups
+    pub fn from_data(data: &[u8], rows: usize, cols: usize) -> Result<Self, String> {
+        if !cols.is_multiple_of(INT4_GROUP) || data.len() != rows * cols / 2 + rows * cols / INT4_GROUP * 2 {
+            return Err(format!("int4 data of {} bytes does not fit [{rows}, {cols}]", data.len()));
+        }
+        let (nib, sc) = data.split_at(rows * cols / 2);
+        let scales: Vec<u16> = sc.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+        if scales.iter().map(|&b| half::f16::from_bits(b)).any(|s| !s.is_finite() || s.is_sign_negative()) {
+            return Err("int4 scales must be finite and non-negative".into());
+        }
+        let groups = cols / INT4_GROUP;
+        let blocks = rows.div_ceil(ROWS);
+        let mut blocked = vec![0x88u8; blocks * groups * CHUNKS_PER_GROUP * CHUNK];
+        let mut blocked_scales = vec![0u16; blocks * groups * ROWS];
+        let nibble = |r: usize, c: usize| (nib[(r * cols + c) / 2] >> (4 * (c % 2))) & 0x0F;
+        for r in 0..rows {
+            let (b, lane) = (r / ROWS, r % ROWS);
+            for g in 0..groups {
+                blocked_scales[(b * groups + g) * ROWS + lane] = scales[r * groups + g];
+                for ch in 0..CHUNKS_PER_GROUP {
+                    let base = ((b * groups + g) * CHUNKS_PER_GROUP + ch) * CHUNK + lane * 4;
+                    let col = g * INT4_GROUP + ch * 8;
+                    for j in 0..4 {
+                        blocked[base + j] = nibble(r, col + j) | (nibble(r, col + 4 + j) << 4);
+                    }
+                }
+            }
+        }
+        Ok(Self { nibbles: nib.to_vec(), scales, blocked, blocked_scales, rows, cols })
+    }
+
+    /// Row `id` dequantised into `out` ([d]).
+    pub fn row(&self, id: usize, out: &mut [f32]) {
+        let d = self.cols;
+        let groups = d / INT4_GROUP;
+        for (c, o) in out[..d].iter_mut().enumerate() {
+            let q = i32::from((self.nibbles[(id * d + c) / 2] >> (4 * (c % 2))) & 0x0F) - 8;
+            *o = q as f32 * half::f16::from_bits(self.scales[id * groups + c / INT4_GROUP]).to_f32();
+        }
+    }
+
+    /// logits = E · h, with the fastest kernel this CPU has when `fast`, else the reference.
+    pub fn logits(&self, h: &[f32], logits: &mut [f32], fast: bool) {
+        assert!(h.len() >= self.cols && logits.len() == self.rows);
+        let x = QuantizedVector::new(&h[..self.cols]);
+        #[cfg(target_arch = "x86_64")]
+        if fast
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+        {
+            // SAFETY: AVX-512 F/BW/VNNI were just detected; the layouts come from `from_data`
+            // for these rows and columns, and x has cols values.
+            unsafe { x86::logits_vnni(self, &x, logits) };
+            return;
+        }
+        let _ = fast;
+        logits_scalar(self, &x, logits);
+    }
+}
+
+/// `h` rounded to int8 with one scale per group of 32.
+#[derive(Debug, Clone)]
+pub struct QuantizedVector {
+    /// [d] round(h / xs[group]).
+    pub q: Vec<i8>,
+    /// [d / 32] max|h_g| / 127 (1 for an all-zero group).
+    pub scale: Vec<f32>,
+    /// [d / 32] 8 · Σ q over the group: the offset of the stored nibbles.
+    pub offset: Vec<i32>,
+}
+
+impl QuantizedVector {
+    /// Quantise `h` (length a multiple of 32).
+    pub fn new(h: &[f32]) -> Self {
+        let mut q = Vec::with_capacity(h.len());
+        let mut scale = Vec::with_capacity(h.len() / INT4_GROUP);
+        let mut offset = Vec::with_capacity(h.len() / INT4_GROUP);
+        for g in h.chunks_exact(INT4_GROUP) {
+            let max = g.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let s = if max > 0.0 { max / 127.0 } else { 1.0 };
+            let inv = 1.0 / s;
+            let start = q.len();
+            q.extend(g.iter().map(|&v| (v * inv).round().clamp(-127.0, 127.0) as i8));
+            offset.push(8 * q[start..].iter().map(|&v| i32::from(v)).sum::<i32>());
+            scale.push(s);
+        }
+        Self { q, scale, offset }
+    }
+}
+
+/// The reference: the arithmetic of the module docs, one row at a time.
+pub fn logits_scalar(e: &Int4Embedding, x: &QuantizedVector, logits: &mut [f32]) {
+    let d = e.cols;
+    let groups = d / INT4_GROUP;
+    for (r, out) in logits.iter_mut().enumerate().take(e.rows) {
+        let mut acc = 0.0f32;
+        for g in 0..groups {
+            let mut isum = 0i32;
+            for c in g * INT4_GROUP..(g + 1) * INT4_GROUP {
+                let stored = i32::from((e.nibbles[(r * d + c) / 2] >> (4 * (c % 2))) & 0x0F);
+                isum += stored * i32::from(x.q[c]);
+            }
+            isum -= x.offset[g];
+            let s = half::f16::from_bits(e.scales[r * groups + g]).to_f32() * x.scale[g];
+            acc += isum as f32 * s;
+        }
+        *out = acc;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{CHUNK, CHUNKS_PER_GROUP, Int4Embedding, QuantizedVector, ROWS};
+
+    /// 16 rows per register: per chunk of 8 columns one 64-byte load, two ANDs (low nibbles:
+    /// columns 0..4; high nibbles kept in place, i.e. times 16: columns 4..8) and two
+    /// `vpdpbusd`; per group the high sum is shifted back (exact: every term is a multiple
+    /// of 16), the offset subtracted and the float step done as in the reference.
+    ///
+    /// # Safety
+    /// AVX-512 F, BW and VNNI; `e` built by `Int4Embedding::from_data`, `x` quantised from
+    /// `e.cols` values, `logits.len() == e.rows`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub unsafe fn logits_vnni(e: &Int4Embedding, x: &QuantizedVector, logits: &mut [f32]) {
+        let groups = e.cols / super::INT4_GROUP;
+        assert!(x.q.len() == e.cols && logits.len() == e.rows);
+        assert_eq!(e.blocked.len(), e.rows.div_ceil(ROWS) * groups * CHUNKS_PER_GROUP * CHUNK);
+        assert_eq!(e.blocked_scales.len(), e.rows.div_ceil(ROWS) * groups * ROWS);
+        // Every 4 activations broadcast to a whole register once.
+        let hv: Vec<__m512i> = x
+            .q
+            .chunks_exact(4)
+            .map(|c| _mm512_set1_epi32(i32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8])))
+            .collect();
+        let low = _mm512_set1_epi8(0x0F);
+        let high = _mm512_set1_epi8(0xF0u8 as i8);
+        let per_block = groups * CHUNKS_PER_GROUP * CHUNK;
+        for (b, (block, scales)) in
+            e.blocked.chunks_exact(per_block).zip(e.blocked_scales.chunks_exact(groups * ROWS)).enumerate()
+        {
+            let mut acc = _mm512_setzero_ps();
+            for g in 0..groups {
+                let (mut lo_sum, mut hi_sum) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                for ch in 0..CHUNKS_PER_GROUP {
+                    // SAFETY: the chunk lies inside `block` (per_block bytes).
+                    let w = unsafe {
+                        _mm512_loadu_si512(block.as_ptr().add((g * CHUNKS_PER_GROUP + ch) * CHUNK) as *const _)
+                    };
+                    let k = (g * CHUNKS_PER_GROUP + ch) * 2;
+                    lo_sum = _mm512_dpbusd_epi32(lo_sum, _mm512_and_si512(w, low), hv[k]);
+                    hi_sum = _mm512_dpbusd_epi32(hi_sum, _mm512_and_si512(w, high), hv[k + 1]);
+                }
+                let isum = _mm512_sub_epi32(
+                    _mm512_add_epi32(lo_sum, _mm512_srai_epi32::<4>(hi_sum)),
+                    _mm512_set1_epi32(x.offset[g]),
+                );
+                // SAFETY: 16 f16 scales of this block and group.
+                let ws =
+                    _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(scales.as_ptr().add(g * ROWS) as *const _) });
+                let s = _mm512_mul_ps(ws, _mm512_set1_ps(x.scale[g]));
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(isum), s));
+            }
+            let start = b * ROWS;
+            let n = (e.rows - start).min(ROWS);
+            let mask: __mmask16 = if n == ROWS { 0xFFFF } else { (1u16 << n) - 1 };
+            // SAFETY: the mask keeps the store inside logits[start..start + n].
+            unsafe { _mm512_mask_storeu_ps(logits.as_mut_ptr().add(start), mask, acc) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::quantize_int4_groups;
+
+    fn matrix(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed | 1;
+        (0..rows * cols)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s % 20001) as f32 / 10000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rows_dequantise_close_to_the_floats() {
+        let (rows, cols) = (37, 96);
+        let w = matrix(rows, cols, 5);
+        let e = Int4Embedding::from_data(&quantize_int4_groups(&w, rows, cols).unwrap(), rows, cols).unwrap();
+        let mut out = vec![0.0; cols];
+        for r in 0..rows {
+            e.row(r, &mut out);
+            for (c, (&a, &b)) in out.iter().zip(&w[r * cols..]).enumerate() {
+                // Half a step of at most max|group| / 7 (plus the clip search, which only
+                // picks a scale with a smaller total error).
+                assert!((a - b).abs() <= 1.0 / 7.0 + 1e-3, "row {r} col {c}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn reference_is_close_to_the_float_product() {
+        let (rows, cols) = (50, 64);
+        let w = matrix(rows, cols, 9);
+        let e = Int4Embedding::from_data(&quantize_int4_groups(&w, rows, cols).unwrap(), rows, cols).unwrap();
+        let h = matrix(1, cols, 11);
+        let mut got = vec![0.0; rows];
+        e.logits(&h, &mut got, false);
+        let mut row = vec![0.0; cols];
+        for (r, &g) in got.iter().enumerate() {
+            e.row(r, &mut row);
+            let exact: f32 = row.iter().zip(&h).map(|(a, b)| a * b).sum();
+            // Only the activation rounding separates them: |error| <= Σ|w| · xs / 2.
+            let bound: f32 = row.iter().map(|a| a.abs()).sum::<f32>() * (1.0 / 127.0) / 2.0 + 1e-4;
+            assert!((g - exact).abs() <= bound, "row {r}: {g} vs {exact} (bound {bound})");
+        }
+    }
+
+    #[test]
+    fn every_kernel_equals_the_reference_bit_for_bit() {
+        for (rows, cols) in [(1, 32), (15, 32), (16, 64), (17, 96), (33, 192), (100, 384), (1000, 192)] {
+            let mut w = matrix(rows, cols, rows as u64 * 31 + cols as u64);
+            // An all-zero group and a row of zeros.
+            w[..32].iter_mut().for_each(|v| *v = 0.0);
+            let e =
+                Int4Embedding::from_data(&quantize_int4_groups(&w, rows, cols).unwrap(), rows, cols).unwrap();
+            for seed in 0..3 {
+                let mut h = matrix(1, cols, seed + 100);
+                if seed == 2 {
+                    h[..32].iter_mut().for_each(|v| *v = 0.0);
+                }
+                let (mut a, mut b) = (vec![0.0; rows], vec![1.0; rows]);
+                logits_scalar(&e, &QuantizedVector::new(&h), &mut a);
+                e.logits(&h, &mut b, true);
+                assert_eq!(
+                    a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{rows}x{cols} seed {seed}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_data_is_refused() {
+        assert!(Int4Embedding::from_data(&[0; 10], 1, 32).is_err());
+        let mut data = quantize_int4_groups(&[0.5; 32], 1, 32).unwrap();
+        let n = data.len();
+        data[n - 2..].copy_from_slice(&half::f16::NAN.to_bits().to_le_bytes());
+        assert!(Int4Embedding::from_data(&data, 1, 32).is_err());
+        assert!(quantize_int4_groups(&[0.5; 33], 1, 33).is_err());
+        assert!(quantize_int4_groups(&[f32::NAN; 32], 1, 32).is_err());
+    }
+}
