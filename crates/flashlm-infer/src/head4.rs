@@ -169,7 +169,8 @@ mod x86 {
     /// 16 rows per register: per chunk of 8 columns one 64-byte load, two ANDs (low nibbles:
     /// columns 0..4; high nibbles kept in place, i.e. times 16: columns 4..8) and two
     /// `vpdpbusd`; per group the high sum is shifted back (exact: every term is a multiple
-    /// of 16), the offset subtracted and the float step done as in the reference.
+    /// of 16), the offset subtracted and the float step done as in the reference. Two
+    /// blocks of rows per pass share the activation loads and interleave their chains.
     ///
     /// # Safety
     /// AVX-512 F, BW and VNNI; `e` built by `Int4Embedding::from_data`, `x` quantised from
@@ -178,48 +179,105 @@ mod x86 {
     pub unsafe fn logits_vnni(e: &Int4Embedding, x: &QuantizedVector, logits: &mut [f32]) {
         let groups = e.cols / super::INT4_GROUP;
         assert!(x.q.len() == e.cols && logits.len() == e.rows);
-        assert_eq!(e.blocked.len(), e.rows.div_ceil(ROWS) * groups * CHUNKS_PER_GROUP * CHUNK);
+        let per_block = groups * CHUNKS_PER_GROUP * CHUNK;
+        assert_eq!(e.blocked.len(), e.rows.div_ceil(ROWS) * per_block);
         assert_eq!(e.blocked_scales.len(), e.rows.div_ceil(ROWS) * groups * ROWS);
-        // Every 4 activations broadcast to a whole register once.
-        let hv: Vec<__m512i> = x
+        // Per group: its 8 activation broadcasts (4 bytes each), offset and scale.
+        let act: Vec<Group> = x
             .q
-            .chunks_exact(4)
-            .map(|c| _mm512_set1_epi32(i32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8])))
+            .chunks_exact(super::INT4_GROUP)
+            .zip(x.offset.iter().zip(&x.scale))
+            .map(|(q, (&offset, &scale))| Group {
+                hv: std::array::from_fn(|k| {
+                    let c = &q[4 * k..4 * k + 4];
+                    _mm512_set1_epi32(i32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8]))
+                }),
+                offset: _mm512_set1_epi32(offset),
+                scale: _mm512_set1_ps(scale),
+            })
             .collect();
+        let blocks = e.blocked.chunks_exact(per_block).zip(e.blocked_scales.chunks_exact(groups * ROWS));
+        let mut outs = logits.chunks_mut(ROWS);
+        let mut pairs = blocks.clone().step_by(2).zip(blocks.skip(1).step_by(2));
+        for ((w0, s0), (w1, s1)) in &mut pairs {
+            let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+            for (g, a) in act.iter().enumerate() {
+                // SAFETY: group g of a block: per_block / groups bytes and 16 scales.
+                unsafe {
+                    a0 = _mm512_add_ps(
+                        a0,
+                        group(w0.as_ptr().add(g * GROUP_BYTES), s0.as_ptr().add(g * ROWS), a),
+                    );
+                    a1 = _mm512_add_ps(
+                        a1,
+                        group(w1.as_ptr().add(g * GROUP_BYTES), s1.as_ptr().add(g * ROWS), a),
+                    );
+                }
+            }
+            for acc in [a0, a1] {
+                let dst = outs.next().expect("a block per 16 rows");
+                store(dst, acc);
+            }
+        }
+        // An odd last block.
+        if let Some(dst) = outs.next() {
+            let (w, s) = (
+                &e.blocked[e.blocked.len() - per_block..],
+                &e.blocked_scales[e.blocked_scales.len() - groups * ROWS..],
+            );
+            let mut acc = _mm512_setzero_ps();
+            for (g, a) in act.iter().enumerate() {
+                // SAFETY: as above, for the last block.
+                unsafe {
+                    acc = _mm512_add_ps(
+                        acc,
+                        group(w.as_ptr().add(g * GROUP_BYTES), s.as_ptr().add(g * ROWS), a),
+                    )
+                };
+            }
+            store(dst, acc);
+        }
+    }
+
+    const GROUP_BYTES: usize = CHUNKS_PER_GROUP * CHUNK;
+
+    /// One group's activations, broadcast.
+    struct Group {
+        hv: [__m512i; 2 * CHUNKS_PER_GROUP],
+        offset: __m512i,
+        scale: __m512,
+    }
+
+    /// The float contribution of one group of 32 columns to 16 rows.
+    ///
+    /// # Safety
+    /// AVX-512 F, BW and VNNI; `w` points at GROUP_BYTES readable bytes, `s` at 16 f16.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn group(w: *const u8, s: *const u16, a: &Group) -> __m512 {
         let low = _mm512_set1_epi8(0x0F);
         let high = _mm512_set1_epi8(0xF0u8 as i8);
-        let per_block = groups * CHUNKS_PER_GROUP * CHUNK;
-        for (b, (block, scales)) in
-            e.blocked.chunks_exact(per_block).zip(e.blocked_scales.chunks_exact(groups * ROWS)).enumerate()
-        {
-            let mut acc = _mm512_setzero_ps();
-            for g in 0..groups {
-                let (mut lo_sum, mut hi_sum) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-                for ch in 0..CHUNKS_PER_GROUP {
-                    // SAFETY: the chunk lies inside `block` (per_block bytes).
-                    let w = unsafe {
-                        _mm512_loadu_si512(block.as_ptr().add((g * CHUNKS_PER_GROUP + ch) * CHUNK) as *const _)
-                    };
-                    let k = (g * CHUNKS_PER_GROUP + ch) * 2;
-                    lo_sum = _mm512_dpbusd_epi32(lo_sum, _mm512_and_si512(w, low), hv[k]);
-                    hi_sum = _mm512_dpbusd_epi32(hi_sum, _mm512_and_si512(w, high), hv[k + 1]);
-                }
-                let isum = _mm512_sub_epi32(
-                    _mm512_add_epi32(lo_sum, _mm512_srai_epi32::<4>(hi_sum)),
-                    _mm512_set1_epi32(x.offset[g]),
-                );
-                // SAFETY: 16 f16 scales of this block and group.
-                let ws =
-                    _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(scales.as_ptr().add(g * ROWS) as *const _) });
-                let s = _mm512_mul_ps(ws, _mm512_set1_ps(x.scale[g]));
-                acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(isum), s));
-            }
-            let start = b * ROWS;
-            let n = (e.rows - start).min(ROWS);
-            let mask: __mmask16 = if n == ROWS { 0xFFFF } else { (1u16 << n) - 1 };
-            // SAFETY: the mask keeps the store inside logits[start..start + n].
-            unsafe { _mm512_mask_storeu_ps(logits.as_mut_ptr().add(start), mask, acc) };
+        let (mut lo_sum, mut hi_sum) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+        for ch in 0..CHUNKS_PER_GROUP {
+            // SAFETY: the chunk lies inside the group (caller).
+            let v = unsafe { _mm512_loadu_si512(w.add(ch * CHUNK) as *const _) };
+            lo_sum = _mm512_dpbusd_epi32(lo_sum, _mm512_and_si512(v, low), a.hv[2 * ch]);
+            hi_sum = _mm512_dpbusd_epi32(hi_sum, _mm512_and_si512(v, high), a.hv[2 * ch + 1]);
         }
+        let isum = _mm512_sub_epi32(_mm512_add_epi32(lo_sum, _mm512_srai_epi32::<4>(hi_sum)), a.offset);
+        // SAFETY: 16 f16 scales (caller).
+        let ws = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(s as *const _) });
+        _mm512_mul_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(ws, a.scale))
+    }
+
+    /// The first min(16, dst.len()) lanes of acc into dst.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn store(dst: &mut [f32], acc: __m512) {
+        let n = dst.len().min(ROWS);
+        let mask: __mmask16 = if n == ROWS { 0xFFFF } else { (1u16 << n) - 1 };
+        // SAFETY: the mask keeps the store inside dst[..n].
+        unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, acc) };
     }
 }
 

@@ -16,7 +16,11 @@ pub fn exp(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding and subtracting it rounds to an integer.
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
+    // n is an integer in -126..=127; t holds it in its low mantissa bits, so the integer
+    // comes from the bits (`n as i32`, a saturating conversion, would not vectorise).
+    let ni = t.to_bits() as i32 - ROUND.to_bits() as i32;
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4f32;
     p = p * r + 1.398_199_9e-3;
@@ -25,7 +29,7 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5e-1;
     let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    e * f32::from_bits(((ni + 127) << 23) as u32)
 }
 
 /// 1 / (1 + e^-x).
@@ -248,6 +252,19 @@ mod tests {
         assert!(worst < 4e-7, "worst relative error {worst}");
         assert!(exp(-1000.0) >= 0.0 && exp(1000.0).is_finite());
         assert!((sigmoid(0.0) - 0.5).abs() < 1e-7);
+    }
+
+    #[test]
+    fn exp_takes_the_exponent_from_the_bits_exactly() {
+        // The integer part read from the bits equals the float's saturating conversion
+        // (what `n as i32` gives) for every input, including clamped ones.
+        let mut x = -100.0f32;
+        while x < 100.0 {
+            let t = x.clamp(-87.0, 88.0) * std::f32::consts::LOG2_E + 12_582_912.0;
+            let ni = t.to_bits() as i32 - 12_582_912f32.to_bits() as i32;
+            assert_eq!(ni, (t - 12_582_912.0) as i32, "x = {x}");
+            x += 0.00731;
+        }
     }
 
     #[test]
