@@ -13,7 +13,7 @@ echo "== kernels (µs per matrix-vector product; ratio = best f32 time / kernel 
 ./target/release/examples/bench_kernels
 echo "== generation (random weights; speed does not depend on training)"
 for size in small large; do
-    for emb in f32 int8; do
+    for emb in f32 int8 int4; do
         ./target/release/examples/random_flm "$size" "$tmp/$size-$emb.flm" "$emb" > /dev/null
         printf '%-6s %-5s\n' "$size" "$emb"
         ./target/release/examples/bench_generate "$tmp/$size-$emb.flm" 256 | tee "$tmp/$size-$emb.txt"

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use flashlm_infer::engine::{Embedding, blocked_int8};
 use flashlm_infer::format::quantize_int4_groups;
-use flashlm_infer::head4::Int4Embedding;
+use flashlm_infer::head4::{Int4Embedding, Variant};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -32,6 +32,20 @@ fn main() -> anyhow::Result<()> {
             best = best.min(t.elapsed().as_secs_f64() / n as f64);
         }
         println!("head {name:5} V={v} d={d}: {:.1} µs", best * 1e6);
+    }
+    let Embedding::Int4(e4) = &int4 else { unreachable!() };
+    for variant in Variant::available() {
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            let n = if variant == Variant::Scalar { 5 } else { 200 };
+            let t = Instant::now();
+            for _ in 0..n {
+                e4.logits_with(&h, &mut logits, variant);
+                std::hint::black_box(&logits);
+            }
+            best = best.min(t.elapsed().as_secs_f64() / n as f64);
+        }
+        println!("head int4 {variant:?} V={v} d={d}: {:.1} µs", best * 1e6);
     }
     Ok(())
 }

@@ -91,22 +91,68 @@ impl Int4Embedding {
         }
     }
 
-    /// logits = E · h, with the fastest kernel this CPU has when `fast`, else the reference.
+    /// logits = E · h, with the fastest variant this CPU has when `fast`, else the reference.
     pub fn logits(&self, h: &[f32], logits: &mut [f32], fast: bool) {
+        let v = if fast { Variant::best() } else { Variant::Scalar };
+        self.logits_with(h, logits, v);
+    }
+
+    /// logits = E · h with the given variant (all give the same bits).
+    ///
+    /// # Panics
+    /// If `v` is not in [`Variant::available`], or on wrong lengths.
+    pub fn logits_with(&self, h: &[f32], logits: &mut [f32], v: Variant) {
         assert!(h.len() >= self.cols && logits.len() == self.rows);
+        assert!(Variant::available().contains(&v), "{v:?} does not run on this CPU");
         let x = QuantizedVector::new(&h[..self.cols]);
-        #[cfg(target_arch = "x86_64")]
-        if fast
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
-        {
-            // SAFETY: AVX-512 F/BW/VNNI were just detected; the layouts come from `from_data`
+        match v {
+            Variant::Scalar => logits_scalar(self, &x, logits),
+            // SAFETY: available() checked the CPU features; the layouts come from `from_data`
             // for these rows and columns, and x has cols values.
-            unsafe { x86::logits_vnni(self, &x, logits) };
-            return;
+            #[cfg(target_arch = "x86_64")]
+            Variant::Avx2 => unsafe { x86::logits_avx2(self, &x, logits) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Variant::Avx512Vnni => unsafe { x86::logits_vnni(self, &x, logits) },
         }
-        let _ = fast;
-        logits_scalar(self, &x, logits);
+    }
+}
+
+/// The int4 head's implementations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// [`logits_scalar`], the reference.
+    Scalar,
+    /// AVX2 + F16C: `vpmaddubsw` / `vpmaddwd`, 8 rows per register.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// AVX-512 BW + VNNI: `vpdpbusd`, 16 rows per register.
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
+}
+
+impl Variant {
+    /// Those this CPU runs, slowest first.
+    pub fn available() -> Vec<Variant> {
+        let mut v = vec![Variant::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c") {
+                v.push(Variant::Avx2);
+            }
+            if std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+            {
+                v.push(Variant::Avx512Vnni);
+            }
+        }
+        v
+    }
+
+    /// The fastest this CPU runs (detected once).
+    pub fn best() -> Variant {
+        static BEST: std::sync::OnceLock<Variant> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| *Variant::available().last().expect("scalar is always there"))
     }
 }
 
@@ -239,6 +285,76 @@ mod x86 {
         }
     }
 
+    /// The AVX2 variant: each 64-byte chunk is two registers of 8 rows. Nibbles are split
+    /// with AND and a 16-bit shift, multiplied by `vpmaddubsw` into 16-bit pair sums (at
+    /// most 2 · 15 · 127 = 3810 each, and at most 8 of them are added per group: 30480, so
+    /// nothing saturates), widened per group by `vpmaddwd` with ones; then the reference's
+    /// float step.
+    ///
+    /// # Safety
+    /// AVX2 and F16C; `e` built by `Int4Embedding::from_data`, `x` quantised from `e.cols`
+    /// values, `logits.len() == e.rows`.
+    #[target_feature(enable = "avx2,f16c")]
+    pub unsafe fn logits_avx2(e: &Int4Embedding, x: &QuantizedVector, logits: &mut [f32]) {
+        let groups = e.cols / super::INT4_GROUP;
+        assert!(x.q.len() == e.cols && logits.len() == e.rows);
+        let per_block = groups * GROUP_BYTES;
+        assert_eq!(e.blocked.len(), e.rows.div_ceil(ROWS) * per_block);
+        assert_eq!(e.blocked_scales.len(), e.rows.div_ceil(ROWS) * groups * ROWS);
+        let hv: Vec<[__m256i; 2 * CHUNKS_PER_GROUP]> = x
+            .q
+            .chunks_exact(super::INT4_GROUP)
+            .map(|q| {
+                std::array::from_fn(|k| {
+                    let c = &q[4 * k..4 * k + 4];
+                    _mm256_set1_epi32(i32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8]))
+                })
+            })
+            .collect();
+        let low = _mm256_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        let blocks = e.blocked.chunks_exact(per_block).zip(e.blocked_scales.chunks_exact(groups * ROWS));
+        for ((block, scales), dst) in blocks.zip(logits.chunks_mut(ROWS)) {
+            let mut acc = [_mm256_setzero_ps(); 2];
+            for (g, h) in hv.iter().enumerate() {
+                let mut s16 = [_mm256_setzero_si256(); 2];
+                for ch in 0..CHUNKS_PER_GROUP {
+                    for (half, s) in s16.iter_mut().enumerate() {
+                        // SAFETY: 32 of the chunk's 64 bytes, inside the block.
+                        let v = unsafe {
+                            _mm256_loadu_si256(
+                                block.as_ptr().add((g * CHUNKS_PER_GROUP + ch) * CHUNK + 32 * half)
+                                    as *const _,
+                            )
+                        };
+                        let lo = _mm256_and_si256(v, low);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low);
+                        *s = _mm256_add_epi16(*s, _mm256_maddubs_epi16(lo, h[2 * ch]));
+                        *s = _mm256_add_epi16(*s, _mm256_maddubs_epi16(hi, h[2 * ch + 1]));
+                    }
+                }
+                for (half, a) in acc.iter_mut().enumerate() {
+                    let isum =
+                        _mm256_sub_epi32(_mm256_madd_epi16(s16[half], ones), _mm256_set1_epi32(x.offset[g]));
+                    // SAFETY: 8 of the 16 f16 scales of this block and group.
+                    let ws = _mm256_cvtph_ps(unsafe {
+                        _mm_loadu_si128(scales.as_ptr().add(g * ROWS + 8 * half) as *const _)
+                    });
+                    let s = _mm256_mul_ps(ws, _mm256_set1_ps(x.scale[g]));
+                    *a = _mm256_add_ps(*a, _mm256_mul_ps(_mm256_cvtepi32_ps(isum), s));
+                }
+            }
+            let mut lanes = [0.0f32; ROWS];
+            // SAFETY: lanes holds 16 f32.
+            unsafe {
+                _mm256_storeu_ps(lanes.as_mut_ptr(), acc[0]);
+                _mm256_storeu_ps(lanes.as_mut_ptr().add(8), acc[1]);
+            }
+            let n = dst.len();
+            dst.copy_from_slice(&lanes[..n]);
+        }
+    }
+
     const GROUP_BYTES: usize = CHUNKS_PER_GROUP * CHUNK;
 
     /// One group's activations, broadcast.
@@ -345,14 +461,40 @@ mod tests {
                 if seed == 2 {
                     h[..32].iter_mut().for_each(|v| *v = 0.0);
                 }
-                let (mut a, mut b) = (vec![0.0; rows], vec![1.0; rows]);
+                let mut a = vec![0.0; rows];
                 logits_scalar(&e, &QuantizedVector::new(&h), &mut a);
-                e.logits(&h, &mut b, true);
-                assert_eq!(
-                    a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    "{rows}x{cols} seed {seed}"
-                );
+                for v in Variant::available() {
+                    let mut b = vec![1.0; rows];
+                    e.logits_with(&h, &mut b, v);
+                    assert_eq!(
+                        a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "{v:?} {rows}x{cols} seed {seed}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_values_do_not_saturate_any_variant() {
+        // Every stored nibble 0 or 15 and every activation ±127: the largest sums there are.
+        let (rows, cols) = (40, 96);
+        for (sign_w, sign_h) in [(1.0f32, 1.0f32), (1.0, -1.0), (-1.0, 1.0), (-1.0, -1.0)] {
+            let mut data = vec![if sign_w > 0.0 { 0xFF } else { 0x00 }; rows * cols / 2];
+            data.extend(
+                (0..rows * cols / INT4_GROUP).flat_map(|_| half::f16::from_f32(0.5).to_bits().to_le_bytes()),
+            );
+            let e = Int4Embedding::from_data(&data, rows, cols).unwrap();
+            let h = vec![sign_h * 3.0; cols];
+            let mut a = vec![0.0; rows];
+            logits_scalar(&e, &QuantizedVector::new(&h), &mut a);
+            let q = if sign_w > 0.0 { 7.0 } else { -8.0 };
+            assert_eq!(a[0], q * 0.5 * sign_h * 3.0 * cols as f32);
+            for v in Variant::available() {
+                let mut b = vec![0.0; rows];
+                e.logits_with(&h, &mut b, v);
+                assert_eq!(a, b, "{v:?}");
             }
         }
     }
