@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Inference benchmarks, single thread: ternary kernels vs f32 per shape (ratios), then
+# Inference benchmarks, single thread: ternary kernels vs f32 per shape (ratios), the output
+# head per embedding storage, then
 # end-to-end generation tokens/s of small and large models with each embedding storage, and,
 # when PyTorch is installed, the original's style of generation (whole window recomputed per
 # token) on the same small weights, with the ratio.
@@ -11,6 +12,8 @@ cargo build --release -q -p flashlm-train --example random_flm
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 echo "== kernels (µs per matrix-vector product; ratio = best f32 time / kernel time)"
 ./target/release/examples/bench_kernels
+echo "== output head alone, small shape, weights hot in cache (µs per token)"
+./target/release/examples/bench_head 10000 192
 echo "== generation (random weights; speed does not depend on training)"
 for size in small large; do
     for emb in f32 int8 int4; do
@@ -30,8 +33,10 @@ if python3 -c "import torch" 2> /dev/null; then
     py=$(echo "$out" | grep -o '[0-9]* tok/s' | cut -d' ' -f1)
     ours=$(grep -o '[0-9]* tok/s' "$tmp/small-f32.txt" | tail -1 | cut -d' ' -f1)
     ours8=$(grep -o '[0-9]* tok/s' "$tmp/small-int8.txt" | tail -1 | cut -d' ' -f1)
+    ours4=$(grep -o '[0-9]* tok/s' "$tmp/small-int4.txt" | tail -1 | cut -d' ' -f1)
     echo "ratio flashlm-infer/pytorch-original (small, f32 head): $(echo "scale=1; $ours / $py" | bc)x"
     echo "ratio flashlm-infer/pytorch-original (small, int8 head): $(echo "scale=1; $ours8 / $py" | bc)x"
+    echo "ratio flashlm-infer/pytorch-original (small, int4 head): $(echo "scale=1; $ours4 / $py" | bc)x"
 else
     echo "(PyTorch not installed: skipping the original-style generation timing)"
 fi

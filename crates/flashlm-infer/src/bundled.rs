@@ -5,7 +5,7 @@
 /// Where the bundled model lives in the repository, for messages and docs.
 pub const PATH: &str = "models/flashlm-small.flm";
 
-/// The bytes of `models/flashlm-small.flm` (int8 embedding, ~2.7 MB).
+/// The bytes of `models/flashlm-small.flm` (int4 embedding, ~1.85 MB).
 pub const BYTES: &[u8] =
     include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/flashlm-small.flm"));
 

@@ -47,13 +47,17 @@ impl Sampler {
         if self.temperature <= 0.0 || self.top_k == 1 {
             return argmax(logits);
         }
-        let mut idx: Vec<usize> = (0..logits.len()).collect();
-        let k = if self.top_k == 0 { logits.len() } else { self.top_k.min(logits.len()) };
-        if k < logits.len() {
-            idx.select_nth_unstable_by(k - 1, |&a, &b| logits[b].total_cmp(&logits[a]));
+        let n = logits.len();
+        let k = if self.top_k == 0 { n } else { self.top_k.min(n) };
+        let mut idx = if k < n { candidates(logits, k) } else { (0..n).collect() };
+        // Largest first, ties by id: a total order, so the result never depends on how the
+        // candidates were found.
+        let order = |&a: &usize, &b: &usize| logits[b].total_cmp(&logits[a]).then(a.cmp(&b));
+        if k < idx.len() {
+            idx.select_nth_unstable_by(k - 1, order);
             idx.truncate(k);
         }
-        idx.sort_unstable_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+        idx.sort_unstable_by(order);
         let max = logits[idx[0]];
         let mut probs: Vec<f32> = idx.iter().map(|&i| ((logits[i] - max) / self.temperature).exp()).collect();
         let total: f32 = probs.iter().sum();
@@ -86,6 +90,13 @@ impl Sampler {
         }
         idx[probs.len() - 1]
     }
+}
+
+/// Ids that include the k largest logits (a few times k of them, so ordering them is cheap).
+fn candidates(logits: &[f32], k: usize) -> Vec<usize> {
+    let mut out = Vec::with_capacity(4 * k);
+    crate::vmath::top_k_candidates(logits, k.max(1), &mut out);
+    out
 }
 
 /// Index of the largest value (first on ties).
@@ -126,5 +137,44 @@ mod tests {
         }
         assert!(seen.iter().all(|&x| x));
         assert!((log_prob(&[0.0, 0.0], 1) - 0.5f64.ln()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn top_k_keeps_exactly_the_k_largest() {
+        // Spread logits (many gap rounds), ties at the boundary, and non-finite values.
+        let mut logits: Vec<f32> = (0..10_000).map(|i| ((i * 7919) % 10_007) as f32 * -0.01).collect();
+        logits[17] = 3.0;
+        logits[5000] = f32::NEG_INFINITY;
+        for k in [1, 2, 5, 50, 999, 9_999] {
+            let mut want: Vec<usize> = (0..logits.len()).collect();
+            want.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+            want.truncate(k);
+            want.sort_unstable();
+            let mut got = candidates(&logits, k);
+            got.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+            got.truncate(k);
+            got.sort_unstable();
+            assert_eq!(got, want, "k = {k}");
+            // And sampling only ever returns one of them.
+            let s = Sampler { temperature: 1.0, top_k: k, top_p: 1.0 };
+            let mut rng = Rng::new(k as u64);
+            for _ in 0..50 {
+                assert!(want.binary_search(&s.sample(&logits, &mut rng)).is_ok(), "k = {k}");
+            }
+        }
+        let flat = vec![f32::NAN; 100];
+        assert_eq!(candidates(&flat, 10).len(), 100);
+        // Every tail length and many thresholds: small sizes, repeated values.
+        for n in 1..=70usize {
+            let v: Vec<f32> = (0..n).map(|i| ((i * 37) % 11) as f32).collect();
+            for k in 1..=n.min(12) {
+                // The k first ids in the sampler's order (value descending, id ascending,
+                // so ties at the boundary matter) are all among the candidates.
+                let mut want: Vec<usize> = (0..n).collect();
+                want.sort_by(|&a, &b| v[b].total_cmp(&v[a]).then(a.cmp(&b)));
+                let got = candidates(&v, k);
+                assert!(want[..k].iter().all(|i| got.contains(i)), "n={n} k={k}: {got:?}");
+            }
+        }
     }
 }

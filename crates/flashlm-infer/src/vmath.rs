@@ -182,6 +182,50 @@ multiversion! {
 }
 
 multiversion! {
+    /// Ids of `v` that include its k largest values (k >= 1), into `out` (cleared first):
+    /// one pass, keeping a threshold that only rises. Chunks of 16 with no value at or above
+    /// it are skipped with one vector compare; the others add their qualifying ids, and
+    /// whenever `out` reaches 4k ids it is cut to its k first in the order (value
+    /// descending, id ascending) and the threshold becomes the k-th value, so `out` always
+    /// holds the k first ids of that order. NaN values never qualify (unless nothing else does: then `out` holds all).
+    fn top_k_candidates(v: &[f32], k: usize, out: &mut Vec<usize>) {
+        out.clear();
+        let mut threshold = f32::NEG_INFINITY;
+        let mut chunks = v.chunks_exact(16);
+        let mut base = 0;
+        let push = |out: &mut Vec<usize>, threshold: &mut f32, i: usize, x: f32| {
+            if x >= *threshold {
+                out.push(i);
+                if out.len() >= 4 * k {
+                    out.select_nth_unstable_by(k - 1, |&a, &b| v[b].total_cmp(&v[a]).then(a.cmp(&b)));
+                    out.truncate(k);
+                    *threshold = v[out[k - 1]];
+                }
+            }
+        };
+        for c in &mut chunks {
+            let mut any = false;
+            for j in 0..16 {
+                any |= c[j] >= threshold;
+            }
+            if any {
+                for (j, &x) in c.iter().enumerate() {
+                    push(out, &mut threshold, base + j, x);
+                }
+            }
+            base += 16;
+        }
+        for (j, &x) in chunks.remainder().iter().enumerate() {
+            push(out, &mut threshold, base + j, x);
+        }
+        if out.len() < k {
+            out.clear();
+            out.extend(0..v.len());
+        }
+    }
+}
+
+multiversion! {
     /// Σ exp(v[i] − shift), with [`exp`] in f32 and 16 partial sums (pass shift = max(v)
     /// so every term is in (0, 1]).
     fn sum_exp(v: &[f32], shift: f32) -> f64 {

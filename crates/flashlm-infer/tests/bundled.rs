@@ -41,7 +41,7 @@ fn bundled_file_is_the_committed_small_model() {
         (c.vocab_size, c.dim, c.n_blocks, c.hidden, c.kernel_size, c.seq_len),
         (10_000, 192, 6, 512, 8, 256)
     );
-    assert_eq!(c.embedding, EmbeddingDtype::Int8);
+    assert_eq!(c.embedding, EmbeddingDtype::Int4);
     assert!(
         card().contains(&format!("{} bytes", group(bundled::BYTES.len()))),
         "the card gives another file size"
