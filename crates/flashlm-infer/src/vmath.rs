@@ -204,10 +204,7 @@ multiversion! {
             }
         };
         for c in &mut chunks {
-            let mut any = false;
-            for j in 0..16 {
-                any |= c[j] >= threshold;
-            }
+            let any = c.iter().fold(false, |a, &x| a | (x >= threshold));
             if any {
                 for (j, &x) in c.iter().enumerate() {
                     push(out, &mut threshold, base + j, x);
