@@ -13,7 +13,9 @@
 //!
 //! The AVX-512 VNNI kernel keeps the stored nibbles (q + 8, unsigned) as they are and feeds
 //! them to `vpdpbusd` (unsigned × signed bytes, four products per 32-bit lane), 16 rows per
-//! register: the weights it streams per token are half the int8 head's.
+//! register: the weights it streams per token are half the int8 head's. The AVX2 variant
+//! splits the nibbles and uses `vpmaddubsw` / `vpmaddwd`, 8 rows per register; without
+//! either, the reference runs. [`Variant::best`] picks one once.
 //!
 //! [`Kind::Int4Groups`]: crate::format::Kind::Int4Groups
 
