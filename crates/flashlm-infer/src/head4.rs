@@ -83,7 +83,7 @@ impl Int4Embedding {
         Ok(Self { nibbles: nib.to_vec(), scales, blocked, blocked_scales, rows, cols })
     }
 
-    /// Row `id` dequantised into `out` ([d]).
+    /// Row `id` dequantised into `out` (`[d]`).
     pub fn row(&self, id: usize, out: &mut [f32]) {
         let d = self.cols;
         let groups = d / INT4_GROUP;
@@ -161,7 +161,7 @@ impl Variant {
 /// `h` rounded to int8 with one scale per group of 32.
 #[derive(Debug, Clone)]
 pub struct QuantizedVector {
-    /// [d] round(h / xs[group]).
+    /// `[d]`: `round(h / xs[group])`.
     pub q: Vec<i8>,
     /// [d / 32] max|h_g| / 127 (1 for an all-zero group).
     pub scale: Vec<f32>,
