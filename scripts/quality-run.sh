@@ -5,11 +5,15 @@
 # batches, LR rule and snapshot schedule. The LR rule is 500 warmup steps, then a cosine that
 # ends at the time limit (SCHEDULE=time, the default), or the original's cosine over 10 planned
 # epochs of steps (SCHEDULE=steps; a trainer that finishes those steps early stops there).
+# flashlm-train runs with validation off (--eval-batches 0), as the reference does, so neither
+# spends training time on anything but training and snapshots.
 # Every snapshot of both is then scored by the same evaluator (`flashlm-infer eval
 # --protocol original`, f32 export) and both curves are drawn into one PNG.
 #
 # usage: scripts/quality-run.sh MINUTES [SNAPSHOTS=10] [THREADS=nproc] [OUT=runs/quality-MINUTESmin]
-# env:   FLASHLM_DATA_DIR (default ../shared/data), BATCH (default 8), SCHEDULE (time|steps)
+# env:   FLASHLM_DATA_DIR (default ../shared/data), BATCH (default 8), SCHEDULE (time|steps),
+#        REUSE_PYTORCH=DIR (score the reference snapshots of an earlier run, OUT/pytorch, instead
+#        of training it again; same MINUTES, SNAPSHOTS, THREADS, BATCH and SCHEDULE)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${1:?usage: scripts/quality-run.sh MINUTES [SNAPSHOTS] [THREADS] [OUT]}
@@ -36,12 +40,20 @@ steps=$(python3 -c "import math; print(math.ceil($minutes * 60 * 6000 * $threads
 echo "flashlm-train: $minutes min on $threads threads..." >&2
 ./target/release/flashlm-train --small --batch "$batch" --grad-accum 1 --lr 4e-3 --warmup 500 --seed 42 \
     --threads "$threads" --data-dir "$data" --save-dir "$out/flashlm" --minutes "$minutes" --lr-schedule "$schedule" \
-    --snapshot-minutes "$every" --epochs "$([ "$schedule" = time ] && echo 100000 || echo 10)" --eval-every 100000000 --patience 1000000 \
+    --snapshot-minutes "$every" --epochs "$([ "$schedule" = time ] && echo 100000 || echo 10)" --eval-every 100000000 --eval-batches 0 --patience 1000000 \
     --sample-every 100000000 --save-every 100000000 --final-bpc-stories 0 --quiet > "$out/flashlm.log" 2>&1 ||
     { tail -20 "$out/flashlm.log"; exit 1; }
-echo "pytorch: $minutes min on $threads threads..." >&2
-python3 scripts/reference/train_timed.py "$out/setup" "$threads" "$minutes" "$every" "$out/pytorch" "$schedule" > "$out/pytorch.log" 2>&1 ||
-    { tail -20 "$out/pytorch.log"; exit 1; }
+if [ -n "${REUSE_PYTORCH:-}" ]; then
+    # The reference's snapshots from an earlier run with the same MINUTES, SNAPSHOTS, THREADS,
+    # BATCH and SCHEDULE (its side does not change when flashlm-train does).
+    [ -f "$REUSE_PYTORCH/metrics.jsonl" ] || { echo "REUSE_PYTORCH: no metrics.jsonl in $REUSE_PYTORCH" >&2; exit 2; }
+    echo "pytorch: reusing $REUSE_PYTORCH" >&2
+    ln -s "$(realpath "$REUSE_PYTORCH")" "$out/pytorch"
+else
+    echo "pytorch: $minutes min on $threads threads..." >&2
+    python3 scripts/reference/train_timed.py "$out/setup" "$threads" "$minutes" "$every" "$out/pytorch" "$schedule" > "$out/pytorch.log" 2>&1 ||
+        { tail -20 "$out/pytorch.log"; exit 1; }
+fi
 
 # Score every snapshot with one evaluator.
 tok="$out/setup/prep/tokenizer.json"

@@ -66,7 +66,7 @@ pub struct TrainOptions {
     pub tokenizer: Option<PathBuf>,
     /// Evaluate every N steps.
     pub eval_every: u64,
-    /// Validation batches per evaluation.
+    /// Validation batches per evaluation; 0: no validation while training.
     pub eval_batches: usize,
     /// Print samples every N steps.
     pub sample_every: u64,
@@ -718,14 +718,16 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
         // ---- Evaluation ----
         let epoch_done = state.next_batch % batches_per_epoch < grad_accum as u64
             && state.step.is_multiple_of(steps_per_epoch);
-        let wants_model = state.step.is_multiple_of(opts.eval_every)
-            || epoch_done
+        // `--eval-batches 0`: no validation while training (timed comparisons, where it would
+        // take wall time the other side does not spend).
+        let eval_now = opts.eval_batches > 0 && (state.step.is_multiple_of(opts.eval_every) || epoch_done);
+        let wants_model = eval_now
             || state.step.is_multiple_of(opts.sample_every)
             || state.step.is_multiple_of(opts.save_every);
         if wants_model && let Some(p) = &params {
             model = model_of(&cfg, model, p)?;
         }
-        if state.step.is_multiple_of(opts.eval_every) || epoch_done {
+        if eval_now {
             let vl = evaluate(&model, val_w, batch_size, opts.eval_batches, &eval_device).unwrap_or(f64::NAN);
             last_eval_step = state.step;
             state.val_loss = Some(vl);
@@ -778,7 +780,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
     if opts.snapshot_every.is_some() && last_snapshot_step != state.step && state.step > start_step {
         snapshot(&snapshot_dir, snapshots_taken + 1, &mut state, &model, base_elapsed + secs, &mut log)?;
     }
-    if last_eval_step != state.step && state.step > start_step {
+    if opts.eval_batches > 0 && last_eval_step != state.step && state.step > start_step {
         let vl = evaluate(&model, val_w, batch_size, opts.eval_batches, &eval_device).unwrap_or(f64::NAN);
         state.val_loss = Some(vl);
         log.line(&format!("  >>> Final val loss: {vl:.4} (bpc≈{:.4})", bpc(vl)));

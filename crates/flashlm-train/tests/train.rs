@@ -59,6 +59,17 @@ fn opts(save_dir: &Path) -> TrainOptions {
 }
 
 #[test]
+fn eval_batches_zero_means_no_validation() {
+    // Timed comparisons turn validation off; with the defaults it runs every 10 steps here.
+    let dir = tempfile::tempdir().unwrap();
+    let s = run(&TrainOptions { max_steps: Some(25), eval_batches: 0, ..opts(dir.path()) }).unwrap();
+    assert_eq!(s.steps, 25);
+    let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    assert!(!metrics.contains("\"val\""), "a validation row was written");
+    assert!(!dir.path().join("best.ckpt").exists() && dir.path().join("final.ckpt").exists());
+}
+
+#[test]
 fn time_schedule_with_snapshots_ends_at_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let o = TrainOptions {

@@ -105,7 +105,8 @@ struct Cli {
     /// Evaluate every N steps.
     #[arg(long, default_value_t = 1000)]
     eval_every: u64,
-    /// Validation batches per evaluation.
+    /// Validation batches per evaluation (0: no validation while training, so no early
+    /// stopping and no best.ckpt; for timed comparisons).
     #[arg(long, default_value_t = 50)]
     eval_batches: usize,
     /// Print samples every N steps.
