@@ -58,9 +58,10 @@ impl Embedding {
     /// With `fast` and a CPU that has them: for an int8 embedding, AVX-512 VNNI on `h`
     /// rounded to int16 (one scale for the vector, relative error ~1.5e-5 of its largest
     /// value), 16 rows per register; otherwise AVX-512 FMA in f32. Else portable f32 code.
+    /// An int4 embedding computes the same integer arithmetic on every path
+    /// ([`Int4Embedding::logits`]).
     pub fn head(&self, h: &[f32], d: usize, logits: &mut [f32], fast: bool) {
         if let Embedding::Int4(e) = self {
-            // The same integer arithmetic on every path (see crate::head4).
             e.logits(&h[..d], logits, fast);
             return;
         }

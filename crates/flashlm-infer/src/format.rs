@@ -127,6 +127,29 @@ pub enum EmbeddingDtype {
     Int4,
 }
 
+impl EmbeddingDtype {
+    /// The header's storage flag.
+    fn flag(self) -> u32 {
+        match self {
+            EmbeddingDtype::F32 => 0,
+            EmbeddingDtype::F16 => 1,
+            EmbeddingDtype::Int8 => 2,
+            EmbeddingDtype::Int4 => 3,
+        }
+    }
+
+    fn from_flag(f: u32) -> Option<Self> {
+        [EmbeddingDtype::F32, EmbeddingDtype::F16, EmbeddingDtype::Int8, EmbeddingDtype::Int4]
+            .into_iter()
+            .find(|e| e.flag() == f)
+    }
+
+    /// First format version that has this storage (the kind it is stored as).
+    pub fn min_version(self) -> u32 {
+        if self == EmbeddingDtype::Int4 { Kind::Int4Groups.min_version() } else { 1 }
+    }
+}
+
 /// Model shape as stored in the header.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Header {
@@ -247,23 +270,23 @@ pub fn quantize_int4_groups(w: &[f32], rows: usize, cols: usize) -> Result<Vec<u
     }
     let mut nibbles = vec![0u8; rows * cols / 2];
     let mut scales = Vec::with_capacity(rows * cols / INT4_GROUP * 2);
+    let level = |x: f32, s: f32| (x / s).round().clamp(-8.0, 7.0);
     for (gi, g) in w.chunks_exact(INT4_GROUP).enumerate() {
         let max = g.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-        let round = |s: f32| half::f16::from_f32(s).to_f32();
         let mut best = (f32::INFINITY, 0.0f32);
         for step in 0..=20 {
-            let s = round(max * (0.6 + 0.02 * step as f32) / 7.0);
+            let s = half::f16::from_f32(max * (0.6 + 0.02 * step as f32) / 7.0).to_f32();
             if s <= 0.0 || !s.is_finite() {
                 continue;
             }
-            let err: f32 = g.iter().map(|&x| (x - (x / s).round().clamp(-8.0, 7.0) * s).powi(2)).sum();
+            let err: f32 = g.iter().map(|&x| (x - level(x, s) * s).powi(2)).sum();
             if err < best.0 {
                 best = (err, s);
             }
         }
         let s = best.1;
         for (i, &x) in g.iter().enumerate() {
-            let q = if s > 0.0 { (x / s).round().clamp(-8.0, 7.0) as i32 } else { 0 };
+            let q = if s > 0.0 { level(x, s) as i32 } else { 0 };
             let at = gi * INT4_GROUP + i;
             nibbles[at / 2] |= ((q + 8) as u8) << (4 * (at % 2));
         }
@@ -342,10 +365,9 @@ pub fn write(header: &Header, tensors: &[TensorOut]) -> Result<Vec<u8>, FormatEr
     let h = &mut out[..HEADER_LEN];
     h[0..8].copy_from_slice(&MAGIC);
     // The oldest version that can hold these tensors, so older readers keep working.
-    let needs_v2 =
-        header.embedding == EmbeddingDtype::Int4 || tensors.iter().any(|t| t.kind.min_version() >= 2);
+    let version = tensors.iter().map(|t| t.kind.min_version()).fold(header.embedding.min_version(), u32::max);
     let words = [
-        if needs_v2 { 2 } else { 1 },
+        version,
         HEADER_LEN as u32,
         header.vocab_size as u32,
         header.dim as u32,
@@ -354,12 +376,7 @@ pub fn write(header: &Header, tensors: &[TensorOut]) -> Result<Vec<u8>, FormatEr
         header.kernel_size as u32,
         header.seq_len as u32,
         header.norm_eps.to_bits(),
-        match header.embedding {
-            EmbeddingDtype::F32 => 0,
-            EmbeddingDtype::F16 => 1,
-            EmbeddingDtype::Int8 => 2,
-            EmbeddingDtype::Int4 => 3,
-        },
+        header.embedding.flag(),
         tensors.len() as u32,
     ];
     for (i, w) in words.iter().enumerate() {
@@ -428,12 +445,9 @@ pub fn read(bytes: &[u8]) -> Result<FlmFile<'_>, FormatError> {
     if !(norm_eps.is_finite() && norm_eps >= 0.0) {
         return invalid("norm_eps is not a finite non-negative number");
     }
-    let embedding = match u32_at(bytes, 44) {
-        0 => EmbeddingDtype::F32,
-        1 => EmbeddingDtype::F16,
-        2 => EmbeddingDtype::Int8,
-        3 if version >= 2 => EmbeddingDtype::Int4,
-        f => return invalid(format!("unknown embedding storage flag {f} for format version {version}")),
+    let flag = u32_at(bytes, 44);
+    let Some(embedding) = EmbeddingDtype::from_flag(flag).filter(|e| e.min_version() <= version) else {
+        return invalid(format!("unknown embedding storage flag {flag} for format version {version}"));
     };
     let n = u32_at(bytes, 48) as usize;
     if n > MAX_TENSORS {

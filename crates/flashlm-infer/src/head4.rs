@@ -102,14 +102,14 @@ impl Int4Embedding {
     /// logits = E · h with the given variant (all give the same bits).
     ///
     /// # Panics
-    /// If `v` is not in [`Variant::available`], or on wrong lengths.
+    /// If `v` does not run on this CPU ([`Variant::runs_here`]), or on wrong lengths.
     pub fn logits_with(&self, h: &[f32], logits: &mut [f32], v: Variant) {
         assert!(h.len() >= self.cols && logits.len() == self.rows);
-        assert!(Variant::available().contains(&v), "{v:?} does not run on this CPU");
+        assert!(v.runs_here(), "{v:?} does not run on this CPU");
         let x = QuantizedVector::new(&h[..self.cols]);
         match v {
             Variant::Scalar => logits_scalar(self, &x, logits),
-            // SAFETY: available() checked the CPU features; the layouts come from `from_data`
+            // SAFETY: runs_here() checked the CPU features; the layouts come from `from_data`
             // for these rows and columns, and x has cols values.
             #[cfg(target_arch = "x86_64")]
             Variant::Avx2 => unsafe { x86::logits_avx2(self, &x, logits) },
@@ -134,21 +134,34 @@ pub enum Variant {
 }
 
 impl Variant {
-    /// Those this CPU runs, slowest first.
-    pub fn available() -> Vec<Variant> {
-        let mut v = vec![Variant::Scalar];
+    /// Every variant this build has, slowest first.
+    const ALL: &'static [Variant] = &[
+        Variant::Scalar,
         #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c") {
-                v.push(Variant::Avx2);
+        Variant::Avx2,
+        #[cfg(target_arch = "x86_64")]
+        Variant::Avx512Vnni,
+    ];
+
+    /// Whether this CPU runs it (feature detection is cached by std; nothing allocates).
+    pub fn runs_here(self) -> bool {
+        match self {
+            Variant::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Variant::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c")
             }
-            if std::arch::is_x86_feature_detected!("avx512bw")
-                && std::arch::is_x86_feature_detected!("avx512vnni")
-            {
-                v.push(Variant::Avx512Vnni);
+            #[cfg(target_arch = "x86_64")]
+            Variant::Avx512Vnni => {
+                std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
             }
         }
-        v
+    }
+
+    /// Those this CPU runs, slowest first.
+    pub fn available() -> Vec<Variant> {
+        Self::ALL.iter().copied().filter(|v| v.runs_here()).collect()
     }
 
     /// The fastest this CPU runs (detected once).

@@ -141,7 +141,7 @@ mod tests {
 
     #[test]
     fn top_k_keeps_exactly_the_k_largest() {
-        // Spread logits (many gap rounds), ties at the boundary, and non-finite values.
+        // Spread logits (many threshold rises), ties at the boundary, and non-finite values.
         let mut logits: Vec<f32> = (0..10_000).map(|i| ((i * 7919) % 10_007) as f32 * -0.01).collect();
         logits[17] = 3.0;
         logits[5000] = f32::NEG_INFINITY;

@@ -187,7 +187,8 @@ multiversion! {
     /// it are skipped with one vector compare; the others add their qualifying ids, and
     /// whenever `out` reaches 4k ids it is cut to its k first in the order (value
     /// descending, id ascending) and the threshold becomes the k-th value, so `out` always
-    /// holds the k first ids of that order. NaN values never qualify (unless nothing else does: then `out` holds all).
+    /// holds the k first ids of that order. NaN values never qualify (when fewer than k
+    /// values do, `out` holds every id).
     fn top_k_candidates(v: &[f32], k: usize, out: &mut Vec<usize>) {
         out.clear();
         let mut threshold = f32::NEG_INFINITY;
