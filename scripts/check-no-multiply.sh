@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Fails if a multiply instruction of any kind (float or integer multiply, multiply-add,
-# dot product) appears in the default ternary kernels of the built flashlm-infer binary.
+# dot product) appears in the ternary kernels of the built flashlm-infer binary: every
+# `sums_*` function (the products) and every `tables_*` function (the int8 kernels' look-up
+# table builders).
 # usage: scripts/check-no-multiply.sh [BINARY]   (default: builds target/release/flashlm-infer)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,14 +12,16 @@ if [ -z "$bin" ]; then
     bin=target/release/flashlm-infer
 fi
 asm=$(objdump -d --no-show-raw-insn "$bin" | awk '
-    /^[0-9a-f]+ <.*kernels.*sums_(scalar|avx2|avx512).*>:$/ { p = 1; print; next }
+    /^[0-9a-f]+ <.*kernels.*(sums|tables)_[a-z0-9_]*.*>:$/ { p = 1; print; next }
     /^[0-9a-f]+ <.*>:$/ { p = 0 }
     p')
 found=$(printf '%s\n' "$asm" | grep -cE '^[0-9a-f]+ <' || true)
-if [ "$found" -lt 3 ]; then
-    echo "check-no-multiply: expected 3 kernel functions (sums_scalar, sums_avx2, sums_avx512), found $found" >&2
-    exit 1
-fi
+for want in sums_scalar sums_avx2 sums_avx2_lut1 sums_avx2_lut4 tables_avx2 sums_avx512_apply; do
+    if ! grep -qE "^[0-9a-f]+ <.*[0-9]${want}17h" <<< "$asm"; then
+        echo "check-no-multiply: kernel function $want not found in $bin" >&2
+        exit 1
+    fi
+done
 # mul, imul, (v)mulps/ss/pd, pmul*, pmuludq, vpmull*, fma (vfmadd/vfmsub/vfnmadd...),
 # pmaddwd/pmaddubsw, vpdpbusd/vpdpwssd (VNNI), dpps/dppd.
 bad=$(printf '%s\n' "$asm" | grep -iE '^\s+[0-9a-f]+:\s+(v?p?mul[a-z0-9]*|imul[a-z]*|v?fn?m(add|sub)[a-z0-9]*|v?pmadd[a-z0-9]*|vpdp[a-z0-9]*|v?dpp[sd])\b' || true)

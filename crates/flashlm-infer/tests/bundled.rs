@@ -68,7 +68,7 @@ fn bundled_model_scores_the_bpc_in_its_card() {
     let path = dir.join("tinystories-valid.txt.zst");
     assert!(path.exists(), "real TinyStories text not found in {} (set FLASHLM_DATA_DIR)", dir.display());
     let stories = read_story_file(&path).unwrap();
-    let m = Model::from_bytes(bundled::BYTES, Kernel::detect()).unwrap();
+    let m = Model::from_bytes(bundled::BYTES, Kernel::detect_exact()).unwrap();
     let card = card();
     for (p, name) in [(Protocol::Original, "original"), (Protocol::Exact, "exact")] {
         let r = evaluate(&m, &select(&stories.texts, 500, p), p, 2);

@@ -47,6 +47,11 @@ pub struct TernaryPlanes {
     /// block of 8, byte b of the word = plus bits (w = +1) of group 4q+b's three inputs in
     /// bits 0..3 and its minus bits (w = −1) in bits 4..7.
     pub codes8: Vec<u32>,
+    /// Steps of four inputs for the int8 table kernels: ceil(cols / 4).
+    pub steps4: usize,
+    /// [ceil(rows / 32), steps4, 32] pair codes for the int8 table kernels
+    /// ([`lut8::lut_codes`]).
+    pub lut: Vec<u8>,
 }
 
 impl TernaryPlanes {
@@ -78,7 +83,8 @@ impl TernaryPlanes {
                 _ => b,
             })
         });
-        Self { rows, cols, words, plus, minus, alpha, row_blocks, quads, codes, codes8 }
+        let (steps4, lut) = (lut8::steps(cols), lut8::lut_codes(w, rows, cols));
+        Self { rows, cols, words, plus, minus, alpha, row_blocks, quads, codes, codes8, steps4, lut }
     }
 
     /// Inputs the kernels read per row: cols rounded up to 64 (pad `x` with zeros).
@@ -142,54 +148,100 @@ pub enum Kernel {
     Avx2Mask,
     /// x86-64 AVX2, 8 rows per register, look-up tables of 3-input subset sums.
     Avx2,
+    /// x86-64 AVX2 on int8 activations (one scale per vector): `vpshufb` look-up tables of
+    /// pair sums, 32 rows per register ([`lut8`]). Not exact in f32: the input is rounded.
+    Avx2I8,
     /// x86-64 AVX-512 (F), masked add/sub on the bit planes (kept for comparison).
     Avx512Mask,
     /// x86-64 AVX-512 (F), 16 rows per register, look-up tables of 3-input sums.
     Avx512,
 }
 
+/// Every kernel, in the order [`Kernel::available`] lists them.
+const ALL: [Kernel; 6] =
+    [Kernel::Scalar, Kernel::Avx2Mask, Kernel::Avx2, Kernel::Avx2I8, Kernel::Avx512Mask, Kernel::Avx512];
+
 impl Kernel {
-    /// Every kernel this CPU can run, slowest first.
-    pub fn available() -> Vec<Kernel> {
-        let mut v = vec![Kernel::Scalar];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2") {
-                v.push(Kernel::Avx2Mask);
-                v.push(Kernel::Avx2);
-            }
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                v.push(Kernel::Avx512Mask);
-                v.push(Kernel::Avx512);
-            }
+    /// Whether this CPU can run the kernel.
+    pub fn runs_here(self) -> bool {
+        match self {
+            Kernel::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2Mask | Kernel::Avx2 | Kernel::Avx2I8 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Mask | Kernel::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
         }
-        v
     }
 
-    /// The fastest kernel this CPU runs.
+    /// What the CPU lacks to run the kernel (None if it runs here).
+    pub fn missing(self) -> Option<&'static str> {
+        match self {
+            _ if self.runs_here() => None,
+            Kernel::Avx2Mask | Kernel::Avx2 | Kernel::Avx2I8 => Some("AVX2"),
+            Kernel::Avx512Mask | Kernel::Avx512 => Some("AVX-512F"),
+            Kernel::Scalar => None,
+        }
+    }
+
+    /// Every kernel this CPU can run.
+    pub fn available() -> Vec<Kernel> {
+        ALL.into_iter().filter(|k| k.runs_here()).collect()
+    }
+
+    /// Every kernel of this build that this CPU cannot run, with what it lacks (tests print
+    /// these so a machine without AVX-512 never passes silently).
+    pub fn unavailable() -> Vec<(Kernel, &'static str)> {
+        ALL.into_iter().filter_map(|k| k.missing().map(|m| (k, m))).collect()
+    }
+
+    /// Whether the kernel computes the f32 sums exactly (up to float reassociation); the
+    /// int8 kernels round the input first.
+    pub fn is_exact(self) -> bool {
+        self != Kernel::Avx2I8
+    }
+
+    /// The exact (f32-activation) kernels this CPU runs: what the parity tests use.
+    pub fn available_exact() -> Vec<Kernel> {
+        Kernel::available().into_iter().filter(|k| k.is_exact()).collect()
+    }
+
+    /// The default kernel: `avx512` with AVX-512F, else `avx2-i8` with AVX2 (int8
+    /// activations: on the bundled model it costs less than 0.003 BPC, README), else
+    /// `scalar`.
     pub fn detect() -> Kernel {
-        *Kernel::available().last().expect("scalar is always available")
+        [Kernel::Avx512, Kernel::Avx2I8].into_iter().find(|k| k.runs_here()).unwrap_or(Kernel::Scalar)
     }
 
-    /// Kernel by name (`scalar`, `avx2`, `avx512`); errors if unknown or not supported here.
+    /// The fastest exact kernel this CPU runs (`avx512`, `avx2` or `scalar`).
+    pub fn detect_exact() -> Kernel {
+        [Kernel::Avx512, Kernel::Avx2].into_iter().find(|k| k.runs_here()).unwrap_or(Kernel::Scalar)
+    }
+
+    /// Kernel by name (`scalar`, `avx2`, `avx2-i8`, `avx512`, ..., `auto`, `exact`); errors
+    /// if unknown or not supported here.
     pub fn from_name(name: &str) -> Result<Kernel, String> {
         let k = match name.to_ascii_lowercase().as_str() {
-            "scalar" => Kernel::Scalar,
-            "avx2" => Kernel::Avx2,
-            "avx512" | "avx-512" => Kernel::Avx512,
-            "avx512-mask" => Kernel::Avx512Mask,
-            "avx2-mask" => Kernel::Avx2Mask,
             "auto" => return Ok(Kernel::detect()),
-            other => {
-                return Err(format!(
-                    "unknown kernel {other:?} (scalar, avx2-mask, avx2, avx512-mask, avx512, auto)"
-                ));
-            }
+            "exact" => return Ok(Kernel::detect_exact()),
+            "avx-512" => Kernel::Avx512,
+            other => match ALL.into_iter().find(|k| k.name() == other) {
+                Some(k) => k,
+                None => {
+                    let names: Vec<&str> = ALL.iter().map(|k| k.name()).collect();
+                    return Err(format!(
+                        "unknown kernel {other:?} (one of {}, auto, exact)",
+                        names.join(", ")
+                    ));
+                }
+            },
         };
-        if !Kernel::available().contains(&k) {
+        if let Some(lack) = k.missing() {
+            let names: Vec<&str> = Kernel::available().iter().map(|k| k.name()).collect();
             return Err(format!(
-                "kernel {name} is not supported by this CPU (available: {:?})",
-                Kernel::available()
+                "kernel {name} needs {lack}, which this CPU does not have (available here: {})",
+                names.join(", ")
             ));
         }
         Ok(k)
@@ -200,6 +252,7 @@ impl Kernel {
         match self {
             Kernel::Scalar => "scalar",
             Kernel::Avx2 => "avx2",
+            Kernel::Avx2I8 => "avx2-i8",
             Kernel::Avx2Mask => "avx2-mask",
             Kernel::Avx512Mask => "avx512-mask",
             Kernel::Avx512 => "avx512",
@@ -211,6 +264,11 @@ impl Kernel {
     pub fn matvec(self, m: &TernaryPlanes, x: &[f32], y: &mut [f32]) {
         assert!(x.len() >= m.padded_cols(), "input shorter than the padded row");
         assert!(y.len() >= m.rows, "output shorter than the rows");
+        #[cfg(target_arch = "x86_64")]
+        if self == Kernel::Avx2I8 {
+            i8x86::matvecs(&[m], x, &mut [y]);
+            return;
+        }
         match self {
             Kernel::Scalar => sums_scalar(m, x, y),
             #[cfg(target_arch = "x86_64")]
@@ -227,6 +285,8 @@ impl Kernel {
                     unsafe { x86::sums_avx2(m, x, y, tables) }
                 });
             }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2I8 => unreachable!("handled above"),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Mask => {
                 assert!(std::arch::is_x86_feature_detected!("avx512f"));
@@ -257,6 +317,13 @@ impl Kernel {
     pub fn matvec2(self, a: &TernaryPlanes, b: &TernaryPlanes, x: &[f32], ya: &mut [f32], yb: &mut [f32]) {
         assert_eq!(a.cols, b.cols, "matvec2 needs matrices with the same input");
         #[cfg(target_arch = "x86_64")]
+        if self == Kernel::Avx2I8 {
+            assert!(x.len() >= a.padded_cols(), "input shorter than the padded row");
+            assert!(ya.len() >= a.rows && yb.len() >= b.rows, "output shorter than the rows");
+            i8x86::matvecs(&[a, b], x, &mut [ya, yb]);
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
         if self == Kernel::Avx512 {
             assert!(x.len() >= a.padded_cols(), "input shorter than the padded row");
             assert!(ya.len() >= a.rows && yb.len() >= b.rows, "output shorter than the rows");
@@ -284,6 +351,13 @@ impl Kernel {
     /// each code word once for four inputs; results equal `matvec` on each input exactly.
     pub fn matmul(self, m: &TernaryPlanes, xs: &[&[f32]], ys: &mut [&mut [f32]]) {
         assert_eq!(xs.len(), ys.len(), "one output per input");
+        #[cfg(target_arch = "x86_64")]
+        if self == Kernel::Avx2I8 {
+            assert!(xs.iter().all(|x| x.len() >= m.padded_cols()), "input shorter than the padded row");
+            assert!(ys.iter().all(|y| y.len() >= m.rows), "output shorter than the rows");
+            i8x86::matmul(m, xs, ys);
+            return;
+        }
         #[cfg(target_arch = "x86_64")]
         if self == Kernel::Avx512 {
             assert!(std::arch::is_x86_feature_detected!("avx512f"));
@@ -350,6 +424,87 @@ pub fn sums_scalar(m: &TernaryPlanes, x: &[f32], y: &mut [f32]) {
             }
         }
         *out = s;
+    }
+}
+
+pub mod lut8;
+
+/// The AVX2 int8 table kernel behind [`Kernel::Avx2I8`]: quantise, build tables, look up.
+#[cfg(target_arch = "x86_64")]
+mod i8x86 {
+    use super::TernaryPlanes;
+    use super::lut8::{StepTable, avx2};
+
+    /// Per-thread buffers: rounded inputs and their tables, for up to four inputs.
+    #[derive(Default)]
+    struct Bufs {
+        q: Vec<i8>,
+        tables: [Vec<StepTable>; 4],
+    }
+
+    thread_local! {
+        static BUFS: std::cell::RefCell<Bufs> = std::cell::RefCell::new(Bufs::default());
+    }
+
+    /// Round `x[..cols]` to int8 into `q` (zeros up to 4 · steps) and build `t`; returns the
+    /// input's scale.
+    fn prepare(q: &mut Vec<i8>, t: &mut Vec<StepTable>, x: &[f32], cols: usize, steps: usize) -> f32 {
+        q.clear();
+        q.resize(4 * steps, 0);
+        // SAFETY: the caller checked AVX2; q holds 4 · steps >= cols values.
+        let s = unsafe { avx2::quantize_avx2(&x[..cols], q) };
+        if t.len() < steps {
+            t.resize(steps, StepTable([0; 64]));
+        }
+        // SAFETY: the caller checked AVX2; q holds 4 · steps values and t at least steps.
+        unsafe { avx2::tables_avx2(q, steps, t) };
+        s
+    }
+
+    /// `ys[i] = α_i · W_i x` for matrices that share the input (same cols): the input is
+    /// rounded and its tables built once.
+    pub fn matvecs(ms: &[&TernaryPlanes], x: &[f32], ys: &mut [&mut [f32]]) {
+        assert!(std::arch::is_x86_feature_detected!("avx2"));
+        let (cols, steps) = (ms[0].cols, ms[0].steps4);
+        BUFS.with_borrow_mut(|b| {
+            let Bufs { q, tables } = b;
+            let s = prepare(q, &mut tables[0], x, cols, steps);
+            for (m, y) in ms.iter().zip(ys.iter_mut()) {
+                assert_eq!(m.cols, cols);
+                // SAFETY: AVX2 was checked; m.lut has ceil(rows / 32) · steps · 32 codes, the
+                // tables hold at least steps, y at least m.rows values (checked by callers).
+                unsafe { avx2::sums_avx2_lut1(&m.lut, m.rows, steps, &tables[0], y) };
+                super::scale_rows(&mut y[..m.rows], m.alpha * s);
+            }
+        });
+    }
+
+    /// `ys[t] = α · W xs[t]`, four inputs per pass over the codes; equal to [`matvecs`] on
+    /// each input bit for bit (the integer sums are exact).
+    pub fn matmul(m: &TernaryPlanes, xs: &[&[f32]], ys: &mut [&mut [f32]]) {
+        assert!(std::arch::is_x86_feature_detected!("avx2"));
+        let mut xs4 = xs.chunks_exact(4);
+        let mut ys4 = ys.chunks_exact_mut(4);
+        BUFS.with_borrow_mut(|b| {
+            let Bufs { q, tables } = b;
+            for (x4, y4) in (&mut xs4).zip(&mut ys4) {
+                let mut s = [0.0f32; 4];
+                for ((x, t), s) in x4.iter().zip(tables.iter_mut()).zip(&mut s) {
+                    *s = prepare(q, t, x, m.cols, m.steps4);
+                }
+                let [t0, t1, t2, t3] = &*tables;
+                let [y0, y1, y2, y3] = y4 else { unreachable!("chunks of four") };
+                // SAFETY: AVX2 was checked; each table was built for m's steps; outputs hold
+                // at least m.rows values (checked by the caller).
+                unsafe { avx2::sums_avx2_lut4(&m.lut, m.rows, m.steps4, [t0, t1, t2, t3], [y0, y1, y2, y3]) };
+                for (y, s) in y4.iter_mut().zip(s) {
+                    super::scale_rows(&mut y[..m.rows], m.alpha * s);
+                }
+            }
+        });
+        for (x, y) in xs4.remainder().iter().zip(ys4.into_remainder()) {
+            matvecs(&[m], x, &mut [y]);
+        }
     }
 }
 
@@ -766,9 +921,17 @@ mod tests {
         v
     }
 
+    /// The exact kernels this CPU runs; prints the kernels it had to skip.
+    fn exact_kernels() -> Vec<Kernel> {
+        for (k, lack) in Kernel::unavailable() {
+            eprintln!("skipped kernel {}: this CPU has no {lack}", k.name());
+        }
+        Kernel::available_exact()
+    }
+
     #[test]
     fn every_kernel_matches_the_reference_on_all_sizes() {
-        for k in Kernel::available() {
+        for k in exact_kernels() {
             for cols in 1..=300 {
                 let rows = 1 + cols % 7;
                 // Small-integer inputs: sums are exact in f32, so results must be bit-identical.
@@ -797,7 +960,7 @@ mod tests {
             let (w, x) = case(rows, cols, 7, true);
             let m = TernaryPlanes::from_ternary(&w, rows, cols, 1.0);
             let expect = matvec_reference(&w, rows, cols, 1.0, &x);
-            for k in Kernel::available() {
+            for k in exact_kernels() {
                 let mut y = vec![0.0; rows];
                 k.matvec(&m, &padded(&x, &m), &mut y);
                 assert_eq!(y, expect, "{k:?} {rows}x{cols}");
@@ -841,6 +1004,45 @@ mod tests {
                     k.matvec(&m, x, &mut want);
                     assert_eq!(y, &want, "{k:?} {rows}x{cols} n={n}");
                 }
+            }
+        }
+    }
+
+    /// The int8 kernels equal their exact integer reference scaled by α · s, bit for bit.
+    #[test]
+    fn int8_kernels_equal_the_integer_reference() {
+        let int8: Vec<Kernel> = Kernel::available().into_iter().filter(|k| !k.is_exact()).collect();
+        if int8.is_empty() {
+            eprintln!("skipped: no int8 kernel runs on this CPU (avx2-i8 needs AVX2)");
+        }
+        let shapes = (1..=300).map(|c| (1 + c % 45, c)).chain([
+            (384, 192),
+            (192, 192),
+            (512, 192),
+            (192, 512),
+            (768, 384),
+            (1024, 384),
+            (384, 1024),
+        ]);
+        for (rows, cols) in shapes {
+            let (w, x) = case(rows, cols, (rows + 3 * cols) as u64, false);
+            let m = TernaryPlanes::from_ternary(&w, rows, cols, 0.37);
+            let mut q = vec![0i8; cols];
+            let s = lut8::quantize(&x, &mut q);
+            let want: Vec<f32> = lut8::matvec_i8_reference(&w, rows, cols, &q)
+                .into_iter()
+                .map(|v| v as f32 * (0.37 * s))
+                .collect();
+            // And close to the exact product: the rounding error of the input only.
+            let exact = matvec_reference(&w, rows, cols, 0.37, &x);
+            let bound = 0.37 * s * 0.5 * cols as f32 + 1e-6;
+            for (a, b) in want.iter().zip(&exact) {
+                assert!((a - b).abs() <= bound, "{rows}x{cols}: {a} vs {b}");
+            }
+            for &k in &int8 {
+                let mut y = vec![0.0; rows];
+                k.matvec(&m, &padded(&x, &m), &mut y);
+                assert_eq!(y, want, "{k:?} {rows}x{cols}");
             }
         }
     }
