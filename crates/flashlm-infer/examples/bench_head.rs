@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use flashlm_infer::engine::{Embedding, blocked_int8};
+use flashlm_infer::engine::{Embedding, HeadPath, blocked_int8};
 use flashlm_infer::format::quantize_int4_groups;
 use flashlm_infer::head4::{Int4Embedding, Variant};
 
@@ -17,21 +17,25 @@ fn main() -> anyhow::Result<()> {
     let int4 = Embedding::Int4(
         Int4Embedding::from_data(&quantize_int4_groups(&w, v, d)?, v, d).map_err(anyhow::Error::msg)?,
     );
+    let f16e = Embedding::F16(w.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect());
     let f32e = Embedding::F32(w);
     let h: Vec<f32> = (0..d).map(|i| (i as f32 * 0.37).sin()).collect();
     let mut logits = vec![0.0f32; v];
-    for (name, e) in [("f32", &f32e), ("int8", &int8), ("int4", &int4)] {
-        let mut best = f64::INFINITY;
-        for _ in 0..5 {
-            let n = 200;
-            let t = Instant::now();
-            for _ in 0..n {
-                e.head(&h, d, &mut logits, true);
-                std::hint::black_box(&logits);
+    // Every storage on every head path this CPU runs (the default is the last one).
+    for (name, e) in [("f32", &f32e), ("f16", &f16e), ("int8", &int8), ("int4", &int4)] {
+        for path in HeadPath::available() {
+            let n = if path == HeadPath::Portable { 20 } else { 200 };
+            let mut best = f64::INFINITY;
+            for _ in 0..5 {
+                let t = Instant::now();
+                for _ in 0..n {
+                    e.head(&h, d, &mut logits, path);
+                    std::hint::black_box(&logits);
+                }
+                best = best.min(t.elapsed().as_secs_f64() / n as f64);
             }
-            best = best.min(t.elapsed().as_secs_f64() / n as f64);
+            println!("head {name:5} {:<8} V={v} d={d}: {:.1} µs", path.name(), best * 1e6);
         }
-        println!("head {name:5} V={v} d={d}: {:.1} µs", best * 1e6);
     }
     let Embedding::Int4(e4) = &int4 else { unreachable!() };
     for variant in Variant::available() {

@@ -7,7 +7,7 @@
 use flashlm_tokenizer::Tokenizer;
 
 use crate::format::{self, EmbeddingDtype, FlmFile, FormatError, Kind, TensorRef};
-use crate::head4::Int4Embedding;
+use crate::head4::{Int4Embedding, Variant};
 use crate::kernels::{Kernel, TernaryPlanes};
 use crate::vmath;
 
@@ -53,44 +53,72 @@ impl Embedding {
         }
     }
 
-    /// logits[v] = row(v) · h for every row (the head: a float layer, it may multiply).
+    /// logits[v] = row(v) · h for every row (the head: a float layer, it may multiply),
+    /// with the given implementation ([`HeadPath`]):
+    /// * `portable`: f32 arithmetic (int8 rows dequantised on the fly), the int4 reference.
+    /// * `avx2` (AVX2 + FMA + F16C): f32 / f16 rows with FMA; int8 rows with `h` rounded to
+    ///   int16 (one scale, relative error ~1.5e-5 of its largest value) and `vpmaddwd`; the
+    ///   int4 head's `vpmaddubsw` variant.
+    /// * `avx512` (AVX-512F): f32 / f16 / int8 rows with FMA; with AVX-512 BW + VNNI the
+    ///   int8 head uses `vpdpwssd` on the same int16 `h` (equal to `avx2` bit for bit), and the
+    ///   int4 head `vpdpbusd`.
     ///
-    /// With `fast` and a CPU that has them: for an int8 embedding, AVX-512 VNNI on `h`
-    /// rounded to int16 (one scale for the vector, relative error ~1.5e-5 of its largest
-    /// value), 16 rows per register; otherwise AVX-512 FMA in f32. Else portable f32 code.
     /// An int4 embedding computes the same integer arithmetic on every path
     /// ([`Int4Embedding::logits`]).
-    pub fn head(&self, h: &[f32], d: usize, logits: &mut [f32], fast: bool) {
+    ///
+    /// # Panics
+    /// If the path does not run on this CPU.
+    pub fn head(&self, h: &[f32], d: usize, logits: &mut [f32], path: HeadPath) {
+        assert!(path.runs_here(), "head path {} does not run on this CPU", path.name());
         if let Embedding::Int4(e) = self {
-            e.logits(&h[..d], logits, fast);
+            let v = match path {
+                HeadPath::Portable => Variant::Scalar,
+                HeadPath::Avx2 => Variant::Avx2,
+                HeadPath::Avx512 if Variant::Avx512Vnni.runs_here() => Variant::Avx512Vnni,
+                HeadPath::Avx512 => Variant::best(),
+            };
+            e.logits_with(&h[..d], logits, v);
             return;
         }
         #[cfg(target_arch = "x86_64")]
-        if let Embedding::Int8 { scale, blocked, .. } = self
-            && fast
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
-        {
-            let (hq, hscale) = quantize_i16_pairs(&h[..d]);
-            // SAFETY: AVX-512 BW and VNNI were just detected; `blocked` has the layout of
-            // `blocked_int8(q, V, d)` for V = logits.len(), and hq has ceil(d / 2) pairs.
-            unsafe { head_x86::i8_vnni(blocked, scale, &hq, hscale, logits) };
-            return;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if fast && std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512F was just detected; every row slice has exactly d values.
-            unsafe {
-                match self {
-                    Embedding::F32(w) => head_x86::f32_rows(w, h, d, logits),
-                    Embedding::F16(w) => head_x86::f16_rows(w, h, d, logits),
-                    Embedding::Int8 { q, scale, .. } => head_x86::i8_rows(q, scale, h, d, logits),
-                    Embedding::Int4(_) => unreachable!("handled above"),
-                }
+        match (self, path) {
+            (Embedding::Int8 { scale, blocked, .. }, HeadPath::Avx512) if vnni() => {
+                let (hq, hscale) = quantize_i16_pairs(&h[..d]);
+                // SAFETY: AVX-512 BW and VNNI were detected; `blocked` has the layout of
+                // `blocked_int8(q, V, d)` for V = logits.len(), and hq has ceil(d / 2) pairs.
+                unsafe { head_x86::i8_vnni(blocked, scale, &hq, hscale, logits) };
+                return;
             }
-            return;
+            (Embedding::Int8 { scale, blocked, .. }, HeadPath::Avx2) => {
+                let (hq, hscale) = quantize_i16_pairs(&h[..d]);
+                // SAFETY: runs_here() checked AVX2; the layouts are as for `i8_vnni`.
+                unsafe { head_x86::i8_avx2(blocked, scale, &hq, hscale, logits) };
+                return;
+            }
+            (_, HeadPath::Avx512) => {
+                // SAFETY: runs_here() checked AVX-512F; every row slice has exactly d values.
+                unsafe {
+                    match self {
+                        Embedding::F32(w) => head_x86::f32_rows(w, h, d, logits),
+                        Embedding::F16(w) => head_x86::f16_rows(w, h, d, logits),
+                        Embedding::Int8 { q, scale, .. } => head_x86::i8_rows(q, scale, h, d, logits),
+                        Embedding::Int4(_) => unreachable!("handled above"),
+                    }
+                }
+                return;
+            }
+            (Embedding::F32(w), HeadPath::Avx2) => {
+                // SAFETY: runs_here() checked AVX2, FMA and F16C; every row has d values.
+                unsafe { head_x86::f32_rows_avx2(w, h, d, logits) };
+                return;
+            }
+            (Embedding::F16(w), HeadPath::Avx2) => {
+                // SAFETY: as above.
+                unsafe { head_x86::f16_rows_avx2(w, h, d, logits) };
+                return;
+            }
+            _ => {}
         }
-        let _ = fast;
         match self {
             Embedding::F32(w) => {
                 for (l, row) in logits.iter_mut().zip(w.chunks_exact(d)) {
@@ -120,16 +148,91 @@ impl Embedding {
     }
 }
 
+/// Whether the CPU has AVX-512 BW and VNNI (the int8 head's `vpdpwssd`).
+#[cfg(target_arch = "x86_64")]
+fn vnni() -> bool {
+    std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("avx512vnni")
+}
+
+/// The output head's implementations ([`Embedding::head`]); chosen once per model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadPath {
+    /// Portable code (f32 arithmetic; the int4 reference).
+    Portable,
+    /// AVX2 + FMA + F16C.
+    Avx2,
+    /// AVX-512F (BW + VNNI for the int8 and int4 heads when present).
+    Avx512,
+}
+
+impl HeadPath {
+    const ALL: [HeadPath; 3] = [HeadPath::Portable, HeadPath::Avx2, HeadPath::Avx512];
+
+    /// Whether this CPU runs the path.
+    pub fn runs_here(self) -> bool {
+        match self {
+            HeadPath::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            HeadPath::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                    && std::arch::is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            HeadPath::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The paths this CPU runs.
+    pub fn available() -> Vec<HeadPath> {
+        HeadPath::ALL.into_iter().filter(|p| p.runs_here()).collect()
+    }
+
+    /// The fastest path this CPU runs (detected once).
+    pub fn best() -> HeadPath {
+        static BEST: std::sync::OnceLock<HeadPath> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| *HeadPath::available().last().expect("portable always runs"))
+    }
+
+    /// Name as accepted by [`HeadPath::from_name`].
+    pub fn name(self) -> &'static str {
+        match self {
+            HeadPath::Portable => "portable",
+            HeadPath::Avx2 => "avx2",
+            HeadPath::Avx512 => "avx512",
+        }
+    }
+
+    /// Path by name (`portable`, `avx2`, `avx512`, `auto`); errors if unknown or not
+    /// supported here.
+    pub fn from_name(name: &str) -> Result<HeadPath, String> {
+        let n = name.to_ascii_lowercase();
+        if n == "auto" {
+            return Ok(HeadPath::best());
+        }
+        let p = HeadPath::ALL
+            .into_iter()
+            .find(|p| p.name() == n)
+            .ok_or_else(|| format!("unknown head {name:?} (portable, avx2, avx512, auto)"))?;
+        if !p.runs_here() {
+            let names: Vec<&str> = HeadPath::available().iter().map(|p| p.name()).collect();
+            return Err(format!("head {name} does not run on this CPU (available: {})", names.join(", ")));
+        }
+        Ok(p)
+    }
+}
+
 impl Embedding {
     /// [`Embedding::head`] for several vectors; the VNNI path reads each weight once for
     /// four vectors. Results equal `head` on each vector exactly.
-    pub fn head_batch(&self, hs: &[&[f32]], d: usize, logits: &mut [&mut [f32]], fast: bool) {
+    pub fn head_batch(&self, hs: &[&[f32]], d: usize, logits: &mut [&mut [f32]], path: HeadPath) {
         assert_eq!(hs.len(), logits.len(), "one logits buffer per vector");
         #[cfg(target_arch = "x86_64")]
         if let Embedding::Int8 { scale, blocked, .. } = self
-            && fast
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
+            && path == HeadPath::Avx512
+            && vnni()
         {
             let mut h4 = hs.chunks_exact(4);
             let mut l4 = logits.chunks_exact_mut(4);
@@ -149,12 +252,12 @@ impl Embedding {
                 };
             }
             for (h, l) in h4.remainder().iter().zip(l4.into_remainder()) {
-                self.head(h, d, l, fast);
+                self.head(h, d, l, path);
             }
             return;
         }
         for (h, l) in hs.iter().zip(logits.iter_mut()) {
-            self.head(h, d, l, fast);
+            self.head(h, d, l, path);
         }
     }
 }
@@ -276,6 +379,134 @@ mod head_x86 {
         }
     }
 
+    /// [`i8_vnni`] with AVX2: the same blocked weights widened to int16, `vpmaddwd` against
+    /// each broadcast pair of `hq`, 8 rows per register. The integer sums are exact, so the
+    /// logits equal `i8_vnni`'s and [`super::i8_head_reference`]'s bit for bit.
+    ///
+    /// # Safety
+    /// AVX2; `blocked.len() == ceil(V / 16) * hq.len() * 32` for V = logits.len(),
+    /// `scale.len() >= V`.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn i8_avx2(blocked: &[i8], scale: &[f32], hq: &[i32], hscale: f32, logits: &mut [f32]) {
+        let pairs = hq.len();
+        assert_eq!(blocked.len(), logits.len().div_ceil(16) * pairs * 32);
+        assert!(scale.len() >= logits.len());
+        let hv: Vec<__m256i> = hq.iter().map(|&p| _mm256_set1_epi32(p)).collect();
+        let mut out = logits.chunks_mut(16).zip(scale.chunks(16));
+        for block in blocked.chunks_exact(pairs * 32) {
+            // [rows 0..8, rows 8..16] for even and odd pairs: four independent add chains,
+            // kept in registers (two pairs per iteration, no indexing by parity).
+            let mut acc = [[_mm256_setzero_si256(); 2]; 2];
+            // SAFETY: w is 32 bytes: rows 0..8 in the first 16, rows 8..16 in the rest.
+            let widen = |w: &[i8], half: usize| unsafe {
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(w.as_ptr().add(16 * half) as *const __m128i))
+            };
+            let mut w2 = block.chunks_exact(64);
+            let mut h2 = hv.chunks_exact(2);
+            for (i, (w, h)) in (&mut w2).zip(&mut h2).enumerate() {
+                if i % 4 == 0 {
+                    // The head streams from L3: fetch a few pairs ahead.
+                    _mm_prefetch::<_MM_HINT_T0>(w.as_ptr().wrapping_add(512));
+                }
+                let (a, b) = w.split_at(32);
+                for (acc, (w, h)) in acc.iter_mut().zip([(a, h[0]), (b, h[1])]) {
+                    acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(widen(w, 0), h));
+                    acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(widen(w, 1), h));
+                }
+            }
+            if let (Some(h), w) = (h2.remainder().first(), w2.remainder()) {
+                acc[0][0] = _mm256_add_epi32(acc[0][0], _mm256_madd_epi16(widen(w, 0), *h));
+                acc[0][1] = _mm256_add_epi32(acc[0][1], _mm256_madd_epi16(widen(w, 1), *h));
+            }
+            let Some((dst, sc)) = out.next() else { break };
+            let mut lanes = [0.0f32; 16];
+            // SAFETY: lanes holds 16 f32.
+            unsafe {
+                _mm256_storeu_ps(
+                    lanes.as_mut_ptr(),
+                    _mm256_cvtepi32_ps(_mm256_add_epi32(acc[0][0], acc[1][0])),
+                );
+                _mm256_storeu_ps(
+                    lanes.as_mut_ptr().add(8),
+                    _mm256_cvtepi32_ps(_mm256_add_epi32(acc[0][1], acc[1][1])),
+                );
+            }
+            for ((o, &l), &s) in dst.iter_mut().zip(&lanes).zip(sc) {
+                *o = l * s * hscale;
+            }
+        }
+    }
+
+    /// f32 rows with AVX2 + FMA, two accumulators of 8.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; `w.len() == logits.len() * d`, `h.len() >= d`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn f32_rows_avx2(w: &[f32], h: &[f32], d: usize, logits: &mut [f32]) {
+        assert!(h.len() >= d && w.len() == logits.len() * d);
+        let full = d / 16;
+        for (l, row) in logits.iter_mut().zip(w.chunks_exact(d)) {
+            let mut acc = [_mm256_setzero_ps(); 2];
+            for c in 0..full {
+                for (j, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: c * 16 + 8 * j + 8 <= d <= row.len(), h.len().
+                    let (x, y) = unsafe {
+                        (
+                            _mm256_loadu_ps(row.as_ptr().add(c * 16 + 8 * j)),
+                            _mm256_loadu_ps(h.as_ptr().add(c * 16 + 8 * j)),
+                        )
+                    };
+                    *a = _mm256_fmadd_ps(x, y, *a);
+                }
+            }
+            let mut s = hsum8(_mm256_add_ps(acc[0], acc[1]));
+            for i in full * 16..d {
+                s += row[i] * h[i];
+            }
+            *l = s;
+        }
+    }
+
+    /// f16 rows with F16C (`vcvtph2ps`) and FMA.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C; `w.len() == logits.len() * d`, `h.len() >= d`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn f16_rows_avx2(w: &[u16], h: &[f32], d: usize, logits: &mut [f32]) {
+        assert!(h.len() >= d && w.len() == logits.len() * d);
+        let full = d / 16;
+        for (l, row) in logits.iter_mut().zip(w.chunks_exact(d)) {
+            let mut acc = [_mm256_setzero_ps(); 2];
+            for c in 0..full {
+                for (j, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: c * 16 + 8 * j + 8 <= d: 8 u16 (16 bytes) inside the row; h too.
+                    let (x, y) = unsafe {
+                        (
+                            _mm256_cvtph_ps(_mm_loadu_si128(
+                                row.as_ptr().add(c * 16 + 8 * j) as *const __m128i
+                            )),
+                            _mm256_loadu_ps(h.as_ptr().add(c * 16 + 8 * j)),
+                        )
+                    };
+                    *a = _mm256_fmadd_ps(x, y, *a);
+                }
+            }
+            let mut s = hsum8(_mm256_add_ps(acc[0], acc[1]));
+            for i in full * 16..d {
+                s += half::f16::from_bits(row[i]).to_f32() * h[i];
+            }
+            *l = s;
+        }
+    }
+
+    /// The sum of the 8 lanes.
+    #[target_feature(enable = "avx2")]
+    fn hsum8(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
+    }
+
     /// # Safety
     /// AVX-512F; `w.len() == logits.len() * d`, `h.len() >= d`.
     #[target_feature(enable = "avx512f")]
@@ -348,6 +579,18 @@ mod head_x86 {
             }
             *l = s * sc;
         }
+    }
+}
+
+/// The int8 head's integer arithmetic, plainly: `h` rounded to int16 pairs as
+/// [`quantize_i16_pairs`] does, exact integer row sums, then `sum · row scale · h scale`.
+/// The VNNI and AVX2 int8 heads equal it bit for bit.
+pub fn i8_head_reference(q: &[i8], scale: &[f32], h: &[f32], d: usize, logits: &mut [f32]) {
+    let (hq, hscale) = quantize_i16_pairs(&h[..d]);
+    let h16: Vec<i32> = hq.iter().flat_map(|&p| [i32::from(p as i16), p >> 16]).collect();
+    for ((l, row), &s) in logits.iter_mut().zip(q.chunks_exact(d)).zip(scale) {
+        let sum: i32 = row.iter().zip(&h16).map(|(&w, &x)| i32::from(w) * x).sum();
+        *l = sum as f32 * s * hscale;
     }
 }
 
@@ -464,6 +707,9 @@ pub struct Model {
     pub tokenizer: Tokenizer,
     /// Ternary kernel in use.
     pub kernel: Kernel,
+    /// Output head implementation in use ([`HeadPath::best`], or `portable` with the
+    /// scalar kernel; [`Model::set_head`] changes it).
+    pub head: HeadPath,
     /// Threads for [`Model::forward_batch`] (None: the calling thread only).
     pool: Option<rayon::ThreadPool>,
 }
@@ -593,6 +839,7 @@ impl Model {
             weights: Weights { embedding, blocks, final_norm },
             tokenizer,
             kernel,
+            head: if kernel == Kernel::Scalar { HeadPath::Portable } else { HeadPath::best() },
             pool: None,
         })
     }
@@ -614,6 +861,15 @@ impl Model {
         Ok(())
     }
 
+    /// Use another output head implementation (errors if it does not run here).
+    pub fn set_head(&mut self, head: HeadPath) -> Result<(), String> {
+        if !head.runs_here() {
+            return Err(format!("head {} does not run on this CPU", head.name()));
+        }
+        self.head = head;
+        Ok(())
+    }
+
     /// `kernel.matmul` over the tokens, split four at a time across the pool if there is one.
     fn matmul(&self, m: &TernaryPlanes, xs: &[&[f32]], ys: &mut [&mut [f32]]) {
         use rayon::prelude::*;
@@ -628,7 +884,7 @@ impl Model {
     /// `embedding.head_batch` over the vectors, split like [`Model::matmul`].
     fn head_batch(&self, hs: &[&[f32]], logits: &mut [&mut [f32]]) {
         use rayon::prelude::*;
-        let (d, fast) = (self.config.dim, self.kernel != Kernel::Scalar);
+        let (d, fast) = (self.config.dim, self.head);
         match &self.pool {
             Some(pool) if hs.len() > 4 => pool.install(|| {
                 hs.par_chunks(4)
@@ -795,7 +1051,7 @@ impl Model {
         s.pos += 1;
         if want_logits {
             vmath::rmsnorm(&mut s.xb[..d], &s.x, &w.final_norm, c.norm_eps);
-            w.embedding.head(&s.xb[..d], d, &mut s.logits, self.kernel != Kernel::Scalar);
+            w.embedding.head(&s.xb[..d], d, &mut s.logits, self.head);
         }
     }
 }
@@ -809,4 +1065,84 @@ fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         }
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s % 20_001) as f32 / 10_000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Every int8 head path but the portable one equals the integer reference bit for bit;
+    /// the float paths agree with the portable one up to reassociation. Shapes with ragged
+    /// row blocks and columns; every path this CPU runs, the others named as skipped.
+    #[test]
+    fn heads_match_their_references() {
+        for p in [HeadPath::Avx2, HeadPath::Avx512] {
+            if !p.runs_here() {
+                eprintln!("skipped head path {}: not supported by this CPU", p.name());
+            }
+        }
+        for (v, d) in [(1, 2), (17, 30), (100, 192), (33, 64), (10, 7)] {
+            let w = data(v * d, (v * d) as u64);
+            let h = data(d, 7);
+            let q: Vec<i8> = w.iter().map(|&x| (x * 127.0).round() as i8).collect();
+            let scale: Vec<f32> = (0..v).map(|r| 0.01 + r as f32 * 1e-3).collect();
+            let mut want = vec![0.0f32; v];
+            i8_head_reference(&q, &scale, &h, d, &mut want);
+            let int8 =
+                Embedding::Int8 { q: q.clone(), scale: scale.clone(), blocked: blocked_int8(&q, v, d) };
+            let f32e = Embedding::F32(w.clone());
+            let f16e = Embedding::F16(w.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect());
+            let mut slow = [vec![0.0f32; v], vec![0.0f32; v], vec![0.0f32; v]];
+            for (e, out) in [&int8, &f32e, &f16e].into_iter().zip(&mut slow) {
+                e.head(&h, d, out, HeadPath::Portable);
+            }
+            for path in HeadPath::available() {
+                let mut got = vec![0.0f32; v];
+                int8.head(&h, d, &mut got, path);
+                #[cfg(target_arch = "x86_64")]
+                let quantised = path == HeadPath::Avx2 || (path == HeadPath::Avx512 && vnni());
+                #[cfg(not(target_arch = "x86_64"))]
+                let quantised = false;
+                if quantised {
+                    assert_eq!(got, want, "int8 head, {} path, {v}x{d}", path.name());
+                } else {
+                    for (a, b) in got.iter().zip(&slow[0]) {
+                        assert!((a - b).abs() <= 1e-5 * (1.0 + d as f32), "{v}x{d}: {a} vs {b}");
+                    }
+                }
+                // The quantised int8 head stays close to the float one.
+                for (a, b) in want.iter().zip(&slow[0]) {
+                    assert!((a - b).abs() <= 1e-3 * (1.0 + b.abs()), "int8 rounding {v}x{d}: {a} vs {b}");
+                }
+                for (e, slow) in [&f32e, &f16e].into_iter().zip(&slow[1..]) {
+                    e.head(&h, d, &mut got, path);
+                    for (a, b) in got.iter().zip(slow) {
+                        assert!((a - b).abs() <= 1e-5 * (1.0 + d as f32), "{}: {a} vs {b}", path.name());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn head_names() {
+        assert_eq!(HeadPath::from_name("portable"), Ok(HeadPath::Portable));
+        assert_eq!(HeadPath::from_name("auto"), Ok(HeadPath::best()));
+        assert!(HeadPath::from_name("neon").is_err());
+        for p in HeadPath::available() {
+            assert_eq!(HeadPath::from_name(p.name()), Ok(p));
+        }
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use flashlm_infer::bundled;
-use flashlm_infer::engine::Model;
+use flashlm_infer::engine::{HeadPath, Model};
 use flashlm_infer::eval::{Protocol, evaluate, select};
 use flashlm_infer::kernels::Kernel;
 use flashlm_infer::sample::{Rng, Sampler};
@@ -40,9 +40,15 @@ struct Common {
     /// (models/flashlm-small.flm, compiled into this binary).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Ternary kernel: auto, scalar, avx2, avx2-mask, avx512, avx512-mask.
+    /// Ternary kernel: auto (avx512 with AVX-512F, else avx2-i8 with AVX2, else scalar),
+    /// exact (the fastest f32-activation kernel), scalar, avx2, avx2-i8 (int8
+    /// activations), avx2-mask, avx512, avx512-mask.
     #[arg(long, env = "FLASHLM_KERNEL", default_value = "auto")]
     kernel: String,
+    /// Output head: auto (the fastest here; portable with --kernel scalar), portable, avx2,
+    /// avx512.
+    #[arg(long, env = "FLASHLM_HEAD", default_value = "auto")]
+    head: String,
     /// Threads: the prompt is processed in batches split across them (new tokens are
     /// generated one at a time on one thread); eval scores stories in parallel.
     #[arg(long, default_value_t = 1)]
@@ -110,16 +116,21 @@ fn main() -> ExitCode {
 
 fn load(c: &Common) -> anyhow::Result<Model> {
     let kernel = Kernel::from_name(&c.kernel).map_err(anyhow::Error::msg)?;
+    let head = HeadPath::from_name(&c.head).map_err(anyhow::Error::msg)?;
     anyhow::ensure!(c.threads > 0, "--threads must be at least 1");
-    match &c.model {
+    let mut model = match &c.model {
         Some(path) => {
             let bytes =
                 std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
-            Model::from_bytes(&bytes, kernel).with_context(|| format!("{}", path.display()))
+            Model::from_bytes(&bytes, kernel).with_context(|| format!("{}", path.display()))?
         }
         None => Model::from_bytes(bundled::BYTES, kernel)
-            .with_context(|| format!("the bundled model ({})", bundled::PATH)),
+            .with_context(|| format!("the bundled model ({})", bundled::PATH))?,
+    };
+    if !c.head.eq_ignore_ascii_case("auto") {
+        model.set_head(head).map_err(anyhow::Error::msg)?;
     }
+    Ok(model)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -171,13 +182,14 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
     writeln!(out, "{}", dec.finish())?;
     let gen_secs = t1.elapsed().as_secs_f64();
     eprintln!(
-        "prompt: {} tokens in {:.1} ms ({:.0} tok/s) | generated: {generated} tokens in {:.1} ms ({:.0} tok/s) | kernel {}",
+        "prompt: {} tokens in {:.1} ms ({:.0} tok/s) | generated: {generated} tokens in {:.1} ms ({:.0} tok/s) | kernel {} | head {}",
         ids.len(),
         prompt_secs * 1e3,
         ids.len() as f64 / prompt_secs.max(1e-9),
         gen_secs * 1e3,
         generated as f64 / gen_secs.max(1e-9),
-        model.kernel.name()
+        model.kernel.name(),
+        model.head.name()
     );
     Ok(())
 }
