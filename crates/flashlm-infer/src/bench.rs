@@ -15,6 +15,9 @@ pub const SHAPES: [(&str, usize, usize); 8] = [
     ("large glu-down 384x1024", 384, 1024),
 ];
 
+/// The shape bitnet.cpp publishes its kernel speed for (not a FlashLM layer).
+pub const BITNET_SHAPE: (&str, usize, usize) = ("bitnet 2048x2048", 2048, 2048);
+
 /// A deterministic ternary matrix (about a third zeros) and an input vector.
 pub fn random_case(rows: usize, cols: usize, seed: u64) -> (Vec<i8>, TernaryPlanes, Vec<f32>, Vec<f32>) {
     let mut s = seed | 1;
@@ -40,7 +43,8 @@ pub fn matvec_f32(w: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f32])
 }
 
 /// The best float baseline this crate has: y = W x with AVX-512 FMA (four rows at a time,
-/// masked tails) when the CPU has it, else [`matvec_f32`].
+/// masked tails) when the CPU has it, else with AVX2 FMA (four rows at a time), else
+/// [`matvec_f32`].
 pub fn matvec_f32_fma(w: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f32]) {
     assert!(w.len() >= rows * cols && x.len() >= cols && y.len() >= rows);
     #[cfg(target_arch = "x86_64")]
@@ -49,12 +53,82 @@ pub fn matvec_f32_fma(w: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f
         unsafe { fma_x86::matvec(w, rows, cols, x, y) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: AVX2 and FMA were just detected; the lengths were checked above.
+        unsafe { fma_x86::matvec_avx2(w, rows, cols, x, y) };
+        return;
+    }
+    matvec_f32(w, rows, cols, x, y)
+}
+
+/// Which float baseline [`matvec_f32_fma`] runs on this CPU.
+pub fn fma_name() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "avx512-fma";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return "avx2-fma";
+        }
+    }
+    "plain"
+}
+
+/// The AVX2 FMA baseline alone (tests and benchmarks on machines that also have AVX-512).
+/// Falls back to [`matvec_f32`] without AVX2 + FMA.
+pub fn matvec_f32_avx2(w: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f32]) {
+    assert!(w.len() >= rows * cols && x.len() >= cols && y.len() >= rows);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: AVX2 and FMA were just detected; the lengths were checked above.
+        unsafe { fma_x86::matvec_avx2(w, rows, cols, x, y) };
+        return;
+    }
     matvec_f32(w, rows, cols, x, y)
 }
 
 #[cfg(target_arch = "x86_64")]
 mod fma_x86 {
     use std::arch::x86_64::*;
+
+    /// Four rows at a time, two accumulators per row, scalar tails.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; `w.len() >= rows * cols`, `x.len() >= cols`, `y.len() >= rows`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn matvec_avx2(w: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f32]) {
+        let full = cols / 16 * 16;
+        let mut r = 0;
+        while r < rows {
+            let n = (rows - r).min(4);
+            let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+            let mut c = 0;
+            while c < full {
+                // SAFETY: c + 16 <= cols: inside x and inside each row r + i < rows.
+                unsafe {
+                    let x0 = _mm256_loadu_ps(x.as_ptr().add(c));
+                    let x1 = _mm256_loadu_ps(x.as_ptr().add(c + 8));
+                    for (i, a) in acc.iter_mut().enumerate().take(n) {
+                        let p = w.as_ptr().add((r + i) * cols + c);
+                        a[0] = _mm256_fmadd_ps(_mm256_loadu_ps(p), x0, a[0]);
+                        a[1] = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(8)), x1, a[1]);
+                    }
+                }
+                c += 16;
+            }
+            for (i, a) in acc.iter().enumerate().take(n) {
+                let mut lanes = [0.0f32; 8];
+                // SAFETY: lanes holds 8 f32.
+                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(a[0], a[1])) };
+                let row = &w[(r + i) * cols..(r + i + 1) * cols];
+                let tail: f32 = row[full..].iter().zip(&x[full..cols]).map(|(a, b)| a * b).sum();
+                y[r + i] = lanes.iter().sum::<f32>() + tail;
+            }
+            r += n;
+        }
+    }
 
     /// # Safety
     /// AVX-512F; `w.len() >= rows * cols`, `x.len() >= cols`, `y.len() >= rows`.
@@ -101,6 +175,10 @@ mod tests {
             matvec_f32_fma(&dense, rows, cols, &x, &mut b);
             for (p, q) in a.iter().zip(&b) {
                 assert!((p - q).abs() <= 1e-4 * (1.0 + p.abs()), "{rows}x{cols}: {p} vs {q}");
+            }
+            matvec_f32_avx2(&dense, rows, cols, &x, &mut b);
+            for (p, q) in a.iter().zip(&b) {
+                assert!((p - q).abs() <= 1e-4 * (1.0 + p.abs()), "avx2 {rows}x{cols}: {p} vs {q}");
             }
         }
     }
