@@ -5,8 +5,17 @@
 # when PyTorch is installed, the original's style of generation (whole window recomputed per
 # token) on the same small weights, with the ratio.
 # usage: scripts/bench-infer.sh [MODEL.flm ...]   (extra trained models to time as well)
+# FLASHLM_ISA=avx2 runs what an AVX2-only CPU would (kernels, heads, element-wise code) on a
+# machine that also has AVX-512.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+echo "== CPU"
+if command -v lscpu > /dev/null; then
+    lscpu | grep -E '^(Model name|Flags):' | sed 's/^Flags:/Flags:/'
+else
+    grep -m1 'model name' /proc/cpuinfo || true
+fi
+echo "FLASHLM_ISA=${FLASHLM_ISA:-(unset: no cap)}"
 cargo build --release -q -p flashlm-infer --examples
 cargo build --release -q -p flashlm-train --example random_flm
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT

@@ -1,9 +1,11 @@
 //! End-to-end single-thread generation speed of a .flm model.
 //! cargo run --release -p flashlm-infer --example bench_generate -- MODEL.flm [TOKENS=256] [KERNEL=auto]
+//! `FLASHLM_HEAD=portable|avx2|avx512` picks the output head (default: the fastest here), so
+//! an AVX-512 machine can time what an AVX2-only CPU runs (`avx2-i8` + `FLASHLM_HEAD=avx2`).
 
 use std::time::Instant;
 
-use flashlm_infer::engine::Model;
+use flashlm_infer::engine::{HeadPath, Model};
 use flashlm_infer::kernels::Kernel;
 use flashlm_infer::sample::{Rng, Sampler, argmax};
 
@@ -15,6 +17,11 @@ fn main() -> anyhow::Result<()> {
     let kernel =
         Kernel::from_name(&args.next().unwrap_or_else(|| "auto".into())).map_err(anyhow::Error::msg)?;
     let mut model = Model::from_bytes(&std::fs::read(&path)?, kernel)?;
+    if let Ok(head) = std::env::var("FLASHLM_HEAD") {
+        model
+            .set_head(HeadPath::from_name(&head).map_err(anyhow::Error::msg)?)
+            .map_err(anyhow::Error::msg)?;
+    }
     // Prompt processing (batched), on 1 and 2 threads: 1024 tokens, best of 3.
     let prompt: Vec<u16> = (0..1024).map(|i| (i * 37 % 5000) as u16 + 4).collect();
     // FLASHLM_BENCH_DECODE_ONLY=1 skips this part (to profile generation alone).
@@ -104,12 +111,13 @@ fn main() -> anyhow::Result<()> {
         sample_only / n as f64 * 1e6
     );
     println!(
-        "generate d={} blocks={} h={} vocab={} kernel={}: {n} tokens, {:.1} µs/token, {:.0} tok/s ({:.1} µs/token in the blocks, {:.1} µs in the head alone)",
+        "generate d={} blocks={} h={} vocab={} kernel={} head={}: {n} tokens, {:.1} µs/token, {:.0} tok/s ({:.1} µs/token in the blocks, {:.1} µs in the head alone)",
         c.dim,
         c.n_blocks,
         c.hidden,
         c.vocab_size,
         kernel.name(),
+        model.head.name(),
         best / n as f64 * 1e6,
         n as f64 / best,
         blocks_only / n as f64 * 1e6,

@@ -35,6 +35,7 @@ fn time<F: FnMut()>(mut f: F) -> f64 {
 }
 
 fn main() {
+    println!("cpu: {}", flashlm_infer::cpu::describe());
     let kernels = Kernel::available();
     for (k, lack) in Kernel::unavailable() {
         println!("(kernel {} skipped: this CPU has no {lack})", k.name());

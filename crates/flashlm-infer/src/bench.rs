@@ -48,13 +48,13 @@ pub fn matvec_f32(w: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f32])
 pub fn matvec_f32_fma(w: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f32]) {
     assert!(w.len() >= rows * cols && x.len() >= cols && y.len() >= rows);
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    if crate::cpu::avx512f() {
         // SAFETY: AVX-512F was just detected; the lengths were checked above.
         unsafe { fma_x86::matvec(w, rows, cols, x, y) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if crate::cpu::avx2() && crate::cpu::fma() {
         // SAFETY: AVX2 and FMA were just detected; the lengths were checked above.
         unsafe { fma_x86::matvec_avx2(w, rows, cols, x, y) };
         return;
@@ -66,10 +66,10 @@ pub fn matvec_f32_fma(w: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f
 pub fn fma_name() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if crate::cpu::avx512f() {
             return "avx512-fma";
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if crate::cpu::avx2() && crate::cpu::fma() {
             return "avx2-fma";
         }
     }

@@ -151,7 +151,7 @@ impl Embedding {
 /// Whether the CPU has AVX-512 BW and VNNI (the int8 head's `vpdpwssd`).
 #[cfg(target_arch = "x86_64")]
 fn vnni() -> bool {
-    std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("avx512vnni")
+    crate::cpu::avx512bw() && crate::cpu::avx512vnni()
 }
 
 /// The output head's implementations ([`Embedding::head`]); chosen once per model.
@@ -173,13 +173,9 @@ impl HeadPath {
         match self {
             HeadPath::Portable => true,
             #[cfg(target_arch = "x86_64")]
-            HeadPath::Avx2 => {
-                std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                    && std::arch::is_x86_feature_detected!("f16c")
-            }
+            HeadPath::Avx2 => crate::cpu::avx2() && crate::cpu::fma() && crate::cpu::f16c(),
             #[cfg(target_arch = "x86_64")]
-            HeadPath::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            HeadPath::Avx512 => crate::cpu::avx512f(),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }

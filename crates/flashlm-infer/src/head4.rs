@@ -148,14 +148,9 @@ impl Variant {
         match self {
             Variant::Scalar => true,
             #[cfg(target_arch = "x86_64")]
-            Variant::Avx2 => {
-                std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c")
-            }
+            Variant::Avx2 => crate::cpu::avx2() && crate::cpu::f16c(),
             #[cfg(target_arch = "x86_64")]
-            Variant::Avx512Vnni => {
-                std::arch::is_x86_feature_detected!("avx512bw")
-                    && std::arch::is_x86_feature_detected!("avx512vnni")
-            }
+            Variant::Avx512Vnni => crate::cpu::avx512bw() && crate::cpu::avx512vnni(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! (`scripts/check-infer-deps.sh` checks `cargo tree -p flashlm-infer`).
 //!
 //! * [`format`]: the `.flm` file (writer and a reader that trusts nothing).
+//! * [`cpu`]: the features dispatch uses (`FLASHLM_ISA` caps them).
 //! * [`kernels`]: ternary matrix-vector kernels (scalar, AVX2, AVX-512) and their reference.
 //! * [`engine`]: the streaming forward pass (constant work per token).
 //! * [`head4`]: the int4 output head (AVX-512 VNNI, and its reference).
@@ -10,6 +11,7 @@
 
 pub mod bench;
 pub mod bundled;
+pub mod cpu;
 pub mod engine;
 pub mod eval;
 pub mod format;

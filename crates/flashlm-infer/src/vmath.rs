@@ -55,10 +55,10 @@ pub fn width() -> Width {
     *W.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
+            if crate::cpu::avx512f() {
                 return Width::Avx512;
             }
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            if crate::cpu::avx2() && crate::cpu::fma() {
                 return Width::Avx2;
             }
         }

@@ -82,3 +82,49 @@ fn tempfile_dir() -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// `FLASHLM_ISA` caps what dispatch picks: an AVX-512 machine runs the AVX2-only choices,
+/// and any machine the portable ones; `--kernel` / `--head` names are checked against it.
+#[test]
+fn isa_cap_changes_the_defaults() {
+    let m = model();
+    let m = m.to_str().unwrap();
+    let run_isa = |isa: &str, extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_flashlm-infer"))
+            .args(
+                [&["--model", m, "--prompt", "Zebra", "--max-tokens", "5", "--seed", "1"][..], extra]
+                    .concat(),
+            )
+            .env("FLASHLM_ISA", isa)
+            .env_remove("FLASHLM_KERNEL")
+            .env_remove("FLASHLM_HEAD")
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, err) = run_isa("portable", &[]);
+    assert!(ok, "{err}");
+    assert!(err.contains("kernel scalar | head portable"), "{err}");
+    let (ok, err) = run_isa("portable", &["--kernel", "avx2"]);
+    assert!(!ok && err.contains("kernel avx2 needs AVX2"), "{err}");
+    let has_avx2 = cfg!(target_arch = "x86_64") && {
+        #[cfg(target_arch = "x86_64")]
+        let y = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c");
+        #[cfg(not(target_arch = "x86_64"))]
+        let y = false;
+        y
+    };
+    if has_avx2 {
+        let (ok, err) = run_isa("avx2", &[]);
+        assert!(ok, "{err}");
+        assert!(err.contains("kernel avx2-i8 | head avx2"), "{err}");
+        let (ok, err) = run_isa("avx2", &["--kernel", "exact"]);
+        assert!(ok && err.contains("kernel avx2 | head avx2"), "{err}");
+        let (ok, err) = run_isa("avx2", &["--kernel", "avx512"]);
+        assert!(!ok && err.contains("needs AVX-512F"), "{err}");
+    } else {
+        eprintln!("skipped the FLASHLM_ISA=avx2 half: this CPU has no AVX2 + FMA + F16C");
+    }
+}

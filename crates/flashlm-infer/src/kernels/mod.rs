@@ -167,9 +167,9 @@ impl Kernel {
         match self {
             Kernel::Scalar => true,
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2Mask | Kernel::Avx2 | Kernel::Avx2I8 => std::arch::is_x86_feature_detected!("avx2"),
+            Kernel::Avx2Mask | Kernel::Avx2 | Kernel::Avx2I8 => crate::cpu::avx2(),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Mask | Kernel::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            Kernel::Avx512Mask | Kernel::Avx512 => crate::cpu::avx512f(),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -179,8 +179,8 @@ impl Kernel {
     pub fn missing(self) -> Option<&'static str> {
         match self {
             _ if self.runs_here() => None,
-            Kernel::Avx2Mask | Kernel::Avx2 | Kernel::Avx2I8 => Some("AVX2"),
-            Kernel::Avx512Mask | Kernel::Avx512 => Some("AVX-512F"),
+            Kernel::Avx2Mask | Kernel::Avx2 | Kernel::Avx2I8 => Some("AVX2 (or FLASHLM_ISA caps it)"),
+            Kernel::Avx512Mask | Kernel::Avx512 => Some("AVX-512F (or FLASHLM_ISA caps it)"),
             Kernel::Scalar => None,
         }
     }
