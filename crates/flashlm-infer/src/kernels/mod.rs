@@ -52,6 +52,8 @@ pub struct TernaryPlanes {
     /// [ceil(rows / 32), steps4, 32] pair codes for the int8 table kernels
     /// ([`lut8::lut_codes`]).
     pub lut: Vec<u8>,
+    /// [ceil(rows / 16), cols, 2] bit planes of the portable kernel ([`portable::planes16`]).
+    pub planes16: Vec<u16>,
 }
 
 impl TernaryPlanes {
@@ -84,7 +86,22 @@ impl TernaryPlanes {
             })
         });
         let (steps4, lut) = (lut8::steps(cols), lut8::lut_codes(w, rows, cols));
-        Self { rows, cols, words, plus, minus, alpha, row_blocks, quads, codes, codes8, steps4, lut }
+        let planes16 = portable::planes16(w, rows, cols);
+        Self {
+            rows,
+            cols,
+            words,
+            plus,
+            minus,
+            alpha,
+            row_blocks,
+            quads,
+            codes,
+            codes8,
+            steps4,
+            lut,
+            planes16,
+        }
     }
 
     /// Inputs the kernels read per row: cols rounded up to 64 (pad `x` with zeros).
@@ -142,8 +159,11 @@ pub fn matvec_reference(w: &[i8], rows: usize, cols: usize, alpha: f32, x: &[f32
 /// Available kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
-    /// Portable scalar code.
+    /// Portable scalar code: walks the set bits (the exact reference everywhere).
     Scalar,
+    /// Portable code that the compiler vectorises for any target, on int8 activations
+    /// ([`portable`]): the default without AVX2 (ARM, older x86).
+    Portable,
     /// x86-64 AVX2, masked adds through a byte-mask table (kept for comparison).
     Avx2Mask,
     /// x86-64 AVX2, 8 rows per register, look-up tables of 3-input subset sums.
@@ -158,14 +178,21 @@ pub enum Kernel {
 }
 
 /// Every kernel, in the order [`Kernel::available`] lists them.
-const ALL: [Kernel; 6] =
-    [Kernel::Scalar, Kernel::Avx2Mask, Kernel::Avx2, Kernel::Avx2I8, Kernel::Avx512Mask, Kernel::Avx512];
+const ALL: [Kernel; 7] = [
+    Kernel::Scalar,
+    Kernel::Portable,
+    Kernel::Avx2Mask,
+    Kernel::Avx2,
+    Kernel::Avx2I8,
+    Kernel::Avx512Mask,
+    Kernel::Avx512,
+];
 
 impl Kernel {
     /// Whether this CPU can run the kernel.
     pub fn runs_here(self) -> bool {
         match self {
-            Kernel::Scalar => true,
+            Kernel::Scalar | Kernel::Portable => true,
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2Mask | Kernel::Avx2 | Kernel::Avx2I8 => crate::cpu::avx2(),
             #[cfg(target_arch = "x86_64")]
@@ -181,7 +208,7 @@ impl Kernel {
             _ if self.runs_here() => None,
             Kernel::Avx2Mask | Kernel::Avx2 | Kernel::Avx2I8 => Some("AVX2 (or FLASHLM_ISA caps it)"),
             Kernel::Avx512Mask | Kernel::Avx512 => Some("AVX-512F (or FLASHLM_ISA caps it)"),
-            Kernel::Scalar => None,
+            Kernel::Scalar | Kernel::Portable => None,
         }
     }
 
@@ -199,7 +226,7 @@ impl Kernel {
     /// Whether the kernel computes the f32 sums exactly (up to float reassociation); the
     /// int8 kernels round the input first.
     pub fn is_exact(self) -> bool {
-        self != Kernel::Avx2I8
+        !matches!(self, Kernel::Avx2I8 | Kernel::Portable)
     }
 
     /// The exact (f32-activation) kernels this CPU runs: what the parity tests use.
@@ -207,11 +234,11 @@ impl Kernel {
         Kernel::available().into_iter().filter(|k| k.is_exact()).collect()
     }
 
-    /// The default kernel: `avx512` with AVX-512F, else `avx2-i8` with AVX2 (int8
-    /// activations: on the bundled model it costs less than 0.003 BPC, README), else
-    /// `scalar`.
+    /// The default kernel: `avx512` with AVX-512F, else `avx2-i8` with AVX2, else
+    /// `portable` (both on int8 activations: on the bundled model they cost 0.0001 BPC,
+    /// README).
     pub fn detect() -> Kernel {
-        [Kernel::Avx512, Kernel::Avx2I8].into_iter().find(|k| k.runs_here()).unwrap_or(Kernel::Scalar)
+        [Kernel::Avx512, Kernel::Avx2I8].into_iter().find(|k| k.runs_here()).unwrap_or(Kernel::Portable)
     }
 
     /// The fastest exact kernel this CPU runs (`avx512`, `avx2` or `scalar`).
@@ -251,6 +278,7 @@ impl Kernel {
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Scalar => "scalar",
+            Kernel::Portable => "portable",
             Kernel::Avx2 => "avx2",
             Kernel::Avx2I8 => "avx2-i8",
             Kernel::Avx2Mask => "avx2-mask",
@@ -269,6 +297,15 @@ impl Kernel {
             i8x86::matvecs(&[m], x, &mut [y]);
             return;
         }
+        if self == Kernel::Portable {
+            PORTABLE_Q.with_borrow_mut(|q| {
+                q.resize(m.cols, 0);
+                let s = lut8::quantize(&x[..m.cols], q);
+                portable::sums_portable(&m.planes16, m.rows, m.cols, q, y);
+                scale_rows(&mut y[..m.rows], m.alpha * s);
+            });
+            return;
+        }
         match self {
             Kernel::Scalar => sums_scalar(m, x, y),
             #[cfg(target_arch = "x86_64")]
@@ -285,6 +322,7 @@ impl Kernel {
                     unsafe { x86::sums_avx2(m, x, y, tables) }
                 });
             }
+            Kernel::Portable => unreachable!("handled above"),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2I8 => unreachable!("handled above"),
             #[cfg(target_arch = "x86_64")]
@@ -428,6 +466,12 @@ pub fn sums_scalar(m: &TernaryPlanes, x: &[f32], y: &mut [f32]) {
 }
 
 pub mod lut8;
+pub mod portable;
+
+thread_local! {
+    /// Per-thread rounded input of the portable kernel.
+    static PORTABLE_Q: std::cell::RefCell<Vec<i8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// The AVX2 int8 table kernel behind [`Kernel::Avx2I8`]: quantise, build tables, look up.
 #[cfg(target_arch = "x86_64")]
