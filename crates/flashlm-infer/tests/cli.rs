@@ -104,7 +104,7 @@ fn isa_cap_changes_the_defaults() {
     };
     let (ok, err) = run_isa("portable", &[]);
     assert!(ok, "{err}");
-    assert!(err.contains("kernel scalar | head portable"), "{err}");
+    assert!(err.contains("kernel portable | head portable"), "{err}");
     let (ok, err) = run_isa("portable", &["--kernel", "avx2"]);
     assert!(!ok && err.contains("kernel avx2 needs AVX2"), "{err}");
     let has_avx2 = cfg!(target_arch = "x86_64") && {
