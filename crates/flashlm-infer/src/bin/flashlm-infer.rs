@@ -41,8 +41,8 @@ struct Common {
     #[arg(long)]
     model: Option<PathBuf>,
     /// Ternary kernel: auto (avx512 with AVX-512F, else avx2-i8 with AVX2, else scalar),
-    /// exact (the fastest f32-activation kernel), scalar, avx2, avx2-i8 (int8
-    /// activations), avx2-mask, avx512, avx512-mask.
+    /// exact (the fastest f32-activation kernel), scalar, portable (int8 activations),
+    /// avx2, avx2-i8 (int8 activations), avx512.
     #[arg(long, env = "FLASHLM_KERNEL", default_value = "auto")]
     kernel: String,
     /// Output head: auto (the fastest here; portable with --kernel scalar), portable, avx2,

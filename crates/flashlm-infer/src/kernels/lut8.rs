@@ -63,7 +63,7 @@ pub fn quantize(x: &[f32], q: &mut [i8]) -> f32 {
 /// adding and subtracting 1.5 · 2^23 leaves no fraction bits. Plain adds, so it vectorises
 /// on any target (`f32::round` is a library call without SSE4.1).
 #[inline]
-fn round_even(v: f32) -> f32 {
+pub(crate) fn round_even(v: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0;
     (v + MAGIC) - MAGIC
 }
@@ -169,237 +169,11 @@ pub fn sums_lut_generic(codes: &[u8], rows: usize, steps: usize, t: &[StepTable]
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-pub mod avx2 {
-    //! The AVX2 table kernel and table builder.
-    use super::{FLUSH, ROWS, StepTable};
-    use std::arch::x86_64::*;
-
-    /// [`super::quantize`] with AVX2, equal to it bit for bit; `q` gets `x.len()` values.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2; `q.len() >= x.len()`.
-    #[target_feature(enable = "avx2")]
-    #[inline(never)]
-    pub unsafe fn quantize_avx2(x: &[f32], q: &mut [i8]) -> f32 {
-        assert!(q.len() >= x.len());
-        let n8 = x.len() / 8 * 8;
-        let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF));
-        let (mut mx, mut bad) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        for c in x[..n8].chunks_exact(8) {
-            // SAFETY: c holds 8 f32.
-            let v = _mm256_and_ps(unsafe { _mm256_loadu_ps(c.as_ptr()) }, abs);
-            mx = _mm256_max_ps(mx, v);
-            // Not (|v| < inf): NaN or ±inf.
-            bad = _mm256_or_ps(bad, _mm256_cmp_ps::<_CMP_NLT_UQ>(v, _mm256_set1_ps(f32::INFINITY)));
-        }
-        let mut lanes = [0.0f32; 8];
-        // SAFETY: lanes holds 8 f32.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), mx) };
-        let mut max = lanes.iter().fold(0.0f32, |m, &v| m.max(v));
-        let mut finite = _mm256_movemask_ps(bad) == 0;
-        for &v in &x[n8..] {
-            finite &= v.is_finite();
-            max = max.max(v.abs());
-        }
-        if !finite || max == 0.0 {
-            q[..x.len()].fill(0);
-            return if finite { 0.0 } else { f32::NAN };
-        }
-        let inv = 127.0 / max;
-        let vinv = _mm256_set1_ps(inv);
-        let mut i = 0;
-        while i + 32 <= x.len() {
-            // SAFETY: i + 32 <= x.len() <= q.len().
-            unsafe {
-                let p = x.as_ptr().add(i);
-                // vcvtps2dq rounds to nearest, ties to even (the default rounding mode).
-                let r = |j: usize| _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p.add(8 * j)), vinv));
-                let w01 = _mm256_packs_epi32(r(0), r(1));
-                let w23 = _mm256_packs_epi32(r(2), r(3));
-                // packs work per 128-bit lane: restore the order of the 32 values.
-                let b = _mm256_permutevar8x32_epi32(
-                    _mm256_packs_epi16(w01, w23),
-                    _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
-                );
-                _mm256_storeu_si256(q.as_mut_ptr().add(i) as *mut __m256i, b);
-            }
-            i += 32;
-        }
-        for (o, &v) in q[i..].iter_mut().zip(&x[i..]) {
-            *o = super::round_even(v * inv) as i8;
-        }
-        max / 127.0
-    }
-
-    /// Sign patterns of the 16 entries: lane c holds w0 (first register) and w1 (second)
-    /// of code c; 0 past code 8.
-    const W0: [i16; 16] = [-1, -1, -1, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0];
-    const W1: [i16; 16] = [-1, 0, 1, -1, 0, 1, -1, 0, 1, 0, 0, 0, 0, 0, 0, 0];
-
-    /// The tables of `q`, equal byte for byte to [`super::tables_generic`]: each pair's 16
-    /// entries as int16 with `vpsignw` (±a, ±b, 0) and one add, then split into low and
-    /// high bytes with packs.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2; `q.len() >= 4 * steps`, `t.len() >= steps`.
-    #[target_feature(enable = "avx2")]
-    #[inline(never)]
-    pub unsafe fn tables_avx2(q: &[i8], steps: usize, t: &mut [StepTable]) {
-        assert!(q.len() >= 4 * steps && t.len() >= steps);
-        // SAFETY: W0 / W1 are 16 i16 = 32 bytes.
-        let (w0, w1) = unsafe {
-            (
-                _mm256_loadu_si256(W0.as_ptr() as *const __m256i),
-                _mm256_loadu_si256(W1.as_ptr() as *const __m256i),
-            )
-        };
-        let low = _mm256_set1_epi16(0xFF);
-        for (k, st) in t.iter_mut().enumerate().take(steps) {
-            let v = |i: usize| _mm256_set1_epi16(i16::from(q[4 * k + i]));
-            let ta = _mm256_add_epi16(_mm256_sign_epi16(v(0), w0), _mm256_sign_epi16(v(1), w1));
-            let tb = _mm256_add_epi16(_mm256_sign_epi16(v(2), w0), _mm256_sign_epi16(v(3), w1));
-            // packus: [a0..8 | b0..8 | a8..16 | b8..16] as quadwords; vpermq puts a, then b.
-            let lo = _mm256_packus_epi16(_mm256_and_si256(ta, low), _mm256_and_si256(tb, low));
-            let hi = _mm256_packs_epi16(_mm256_srai_epi16::<8>(ta), _mm256_srai_epi16::<8>(tb));
-            let lo = _mm256_permute4x64_epi64::<0b11_01_10_00>(lo);
-            let hi = _mm256_permute4x64_epi64::<0b11_01_10_00>(hi);
-            let p = st.0.as_mut_ptr() as *mut __m256i;
-            // SAFETY: a StepTable is 64 bytes, 64-byte aligned.
-            unsafe {
-                _mm256_store_si256(p, lo);
-                _mm256_store_si256(p.add(1), hi);
-            }
-        }
-    }
-
-    /// Exact integer sums of `N` inputs' tables against one matrix's codes, as f32 (exact:
-    /// |sum| <= 127 · cols < 2^24). `codes` has the layout of [`super::lut_codes`] with
-    /// `steps` steps; `ys[n][r]` gets row r's sum for input n.
-    ///
-    /// For each block of 32 rows and each step, the code byte of every row is split into
-    /// its two nibbles; each nibble selects one low and one high byte per row from its
-    /// pair's table (`vpshufb`, both 128-bit lanes holding the same table); the halves are
-    /// interleaved into int16 and added. int16 sums are widened to int32 every [`FLUSH`]
-    /// steps. The rows land in the order 0..8, 16..24 (first register), 8..16, 24..32.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2; `codes.len() >= ceil(rows / 32) * steps * 32`, every
-    /// `tables[n].len() >= steps`, every `ys[n].len() >= rows`.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    pub unsafe fn sums_lut_avx2<const N: usize>(
-        codes: &[u8],
-        rows: usize,
-        steps: usize,
-        tables: [&[StepTable]; N],
-        mut ys: [&mut [f32]; N],
-    ) {
-        assert!(tables.iter().all(|t| t.len() >= steps) && ys.iter().all(|y| y.len() >= rows));
-        if steps == 0 {
-            for y in ys.iter_mut() {
-                y[..rows].fill(0.0);
-            }
-            return;
-        }
-        // Checked by division (the kernel holds no multiply, not even for a length).
-        let (stride, blocks) = (steps * ROWS, rows.div_ceil(ROWS));
-        assert!(codes.len() / stride >= blocks, "codes shorter than the rows");
-        let nib = _mm256_set1_epi8(0x0F);
-        for (rb, block) in codes.chunks_exact(stride).take(blocks).enumerate() {
-            let mut acc = [[_mm256_setzero_si256(); 4]; N];
-            let mut k0 = 0;
-            while k0 < steps {
-                let k1 = steps.min(k0 + FLUSH);
-                let mut a16 = [[_mm256_setzero_si256(); 2]; N];
-                for k in k0..k1 {
-                    // SAFETY: k < steps: the 32 code bytes of step k lie inside the block.
-                    let b = unsafe { _mm256_loadu_si256(block.as_ptr().add(k * ROWS) as *const __m256i) };
-                    let i0 = _mm256_and_si256(b, nib);
-                    let i1 = _mm256_and_si256(_mm256_srli_epi16::<4>(b), nib);
-                    for n in 0..N {
-                        // SAFETY: k < steps <= tables[n].len(); a StepTable is 64 bytes.
-                        let (l0, l1, h0, h1) = unsafe {
-                            let t = tables[n].as_ptr().add(k) as *const __m128i;
-                            (
-                                _mm256_broadcastsi128_si256(_mm_load_si128(t)),
-                                _mm256_broadcastsi128_si256(_mm_load_si128(t.add(1))),
-                                _mm256_broadcastsi128_si256(_mm_load_si128(t.add(2))),
-                                _mm256_broadcastsi128_si256(_mm_load_si128(t.add(3))),
-                            )
-                        };
-                        let la = _mm256_shuffle_epi8(l0, i0);
-                        let ha = _mm256_shuffle_epi8(h0, i0);
-                        let lb = _mm256_shuffle_epi8(l1, i1);
-                        let hb = _mm256_shuffle_epi8(h1, i1);
-                        let a = &mut a16[n];
-                        a[0] = _mm256_add_epi16(a[0], _mm256_unpacklo_epi8(la, ha));
-                        a[1] = _mm256_add_epi16(a[1], _mm256_unpackhi_epi8(la, ha));
-                        a[0] = _mm256_add_epi16(a[0], _mm256_unpacklo_epi8(lb, hb));
-                        a[1] = _mm256_add_epi16(a[1], _mm256_unpackhi_epi8(lb, hb));
-                    }
-                }
-                for (acc, a) in acc.iter_mut().zip(&a16) {
-                    let w = |v: __m256i, hi: bool| {
-                        _mm256_cvtepi16_epi32(if hi {
-                            _mm256_extracti128_si256::<1>(v)
-                        } else {
-                            _mm256_castsi256_si128(v)
-                        })
-                    };
-                    // Rows 0..8, 8..16, 16..24, 24..32.
-                    acc[0] = _mm256_add_epi32(acc[0], w(a[0], false));
-                    acc[1] = _mm256_add_epi32(acc[1], w(a[1], false));
-                    acc[2] = _mm256_add_epi32(acc[2], w(a[0], true));
-                    acc[3] = _mm256_add_epi32(acc[3], w(a[1], true));
-                }
-                k0 = k1;
-            }
-            let r0 = rb * ROWS;
-            let n_rows = ROWS.min(rows - r0);
-            for (acc, y) in acc.iter().zip(ys.iter_mut()) {
-                let mut lanes = [0.0f32; ROWS];
-                for (j, a) in acc.iter().enumerate() {
-                    // SAFETY: lanes holds 32 f32; j * 8 + 8 <= 32.
-                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * j), _mm256_cvtepi32_ps(*a)) };
-                }
-                y[r0..r0 + n_rows].copy_from_slice(&lanes[..n_rows]);
-            }
-        }
-    }
-
-    /// [`sums_lut_avx2`] for one input (a named symbol for `scripts/check-no-multiply.sh`).
-    ///
-    /// # Safety
-    /// As [`sums_lut_avx2`].
-    #[target_feature(enable = "avx2")]
-    #[inline(never)]
-    pub unsafe fn sums_avx2_lut1(codes: &[u8], rows: usize, steps: usize, t: &[StepTable], y: &mut [f32]) {
-        // SAFETY: forwarded.
-        unsafe { sums_lut_avx2::<1>(codes, rows, steps, [t], [y]) }
-    }
-
-    /// [`sums_lut_avx2`] for four inputs: each code byte is loaded and split once for all four.
-    ///
-    /// # Safety
-    /// As [`sums_lut_avx2`].
-    #[target_feature(enable = "avx2")]
-    #[inline(never)]
-    pub unsafe fn sums_avx2_lut4(
-        codes: &[u8],
-        rows: usize,
-        steps: usize,
-        t: [&[StepTable]; 4],
-        ys: [&mut [f32]; 4],
-    ) {
-        // SAFETY: forwarded.
-        unsafe { sums_lut_avx2::<4>(codes, rows, steps, t, ys) }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "x86_64")]
+    use crate::kernels::x86_avx2;
 
     fn rng(seed: u64) -> impl FnMut() -> u64 {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -466,7 +240,7 @@ mod tests {
                 let (mut a, mut b) = (vec![5i8; n], vec![-5i8; n]);
                 let sa = quantize(&x, &mut a);
                 // SAFETY: AVX2 was detected; b holds n values.
-                let sb = unsafe { avx2::quantize_avx2(&x, &mut b) };
+                let sb = unsafe { x86_avx2::quantize_avx2(&x, &mut b) };
                 assert!(sa == sb || (sa.is_nan() && sb.is_nan()), "n {n} kind {kind}: {sa} vs {sb}");
                 assert_eq!(a, b, "n {n} kind {kind}");
             }
@@ -513,13 +287,13 @@ mod tests {
                 let qp = padded(&q, s);
                 tables_generic(&qp, s, &mut tg);
                 // SAFETY: AVX2 was detected; qp has 4 * s values, ta has s tables.
-                unsafe { avx2::tables_avx2(&qp, s, &mut ta) };
+                unsafe { x86_avx2::tables_avx2(&qp, s, &mut ta) };
                 assert!(tg.iter().zip(&ta).all(|(a, b)| a.0 == b.0), "tables differ, cols {cols}");
                 let want: Vec<f32> =
                     matvec_i8_reference(&w, rows, cols, &q).iter().map(|&v| v as f32).collect();
                 let mut y = vec![f32::NAN; rows];
                 // SAFETY: AVX2 was detected; codes / tables / y have the sizes the kernel needs.
-                unsafe { avx2::sums_avx2_lut1(&codes, rows, s, &ta, &mut y) };
+                unsafe { x86_avx2::sums_avx2_lut1(&codes, rows, s, &ta, &mut y) };
                 assert_eq!(y, want, "{rows}x{cols} extreme={extreme}");
                 // Four inputs at once: each equals its own one-input result.
                 let qs: Vec<Vec<i8>> = (0..4).map(|i| padded(&case(1, cols, 77 + i, extreme).1, s)).collect();
@@ -535,7 +309,13 @@ mod tests {
                 let [y0, y1, y2, y3] = &mut ys[..] else { unreachable!() };
                 // SAFETY: as above.
                 unsafe {
-                    avx2::sums_avx2_lut4(&codes, rows, s, [&ts[0], &ts[1], &ts[2], &ts[3]], [y0, y1, y2, y3])
+                    x86_avx2::sums_avx2_lut4(
+                        &codes,
+                        rows,
+                        s,
+                        [&ts[0], &ts[1], &ts[2], &ts[3]],
+                        [y0, y1, y2, y3],
+                    )
                 };
                 for (q, y) in qs.iter().zip(&ys) {
                     let want: Vec<f32> =

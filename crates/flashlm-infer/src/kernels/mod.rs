@@ -1,24 +1,25 @@
-//! Ternary matrix-vector kernels: `y[r] = Σ_{w[r,i]=+1} x[i] − Σ_{w[r,i]=−1} x[i]`.
+//! Ternary matrix-vector kernels: `y[r] = α · (Σ_{w[r,i]=+1} x[i] − Σ_{w[r,i]=−1} x[i])`.
 //!
 //! The `.flm` file has one layout for every CPU (2-bit codes, row-major). At load time each
-//! matrix is repacked for the kernels ([`TernaryPlanes`]): two bit planes per row, and look-up
-//! codes for groups of three inputs. The kernels return raw sums; the per-matrix scale α is
-//! applied afterwards, so the kernels contain no multiply of any kind
-//! (`scripts/check-no-multiply.sh` checks the disassembly of every `sums_*` function):
-//! * [`Kernel::Scalar`]: portable; walks the set bits of each plane word (the fallback).
-//! * [`Kernel::Avx2`] (default without AVX-512): 8 rows per register. For every group of
-//!   three inputs the 8 subset sums are built with adds; the plus bits and the minus bits of
-//!   each row's group select one each (`vpermps`), added and subtracted.
-//! * [`Kernel::Avx512`] (default with AVX-512F): 16 rows per register. For every group of
-//!   three inputs a 27-entry table of all ±/0 sums is built with masked adds/subtracts; each
-//!   row's 5-bit code selects its entry with a two-register permute (`vpermi2ps`): one
-//!   permute and one add per 48 weights, no horizontal sums (T-MAC / TL2 style).
-//! * [`Kernel::Avx2Mask`], [`Kernel::Avx512Mask`]: the earlier masked add/sub kernels on the
-//!   bit planes, kept for comparison (`--kernel avx2-mask` / `avx512-mask`).
+//! matrix is repacked for the kernels ([`TernaryPlanes`]). The kernels return raw sums; the
+//! per-matrix scale α (and, for int8 activations, the input's scale) is applied afterwards,
+//! so the kernels contain no multiply of any kind (`scripts/check-no-multiply.sh` checks the
+//! disassembly of every `sums_*` and `tables_*` function). One file per kind:
 //!
-//! The choice is made once ([`Kernel::detect`], or `--kernel` / `FLASHLM_KERNEL`), and every
-//! kernel is tested against [`matvec_reference`] on all sizes 1..=300 (bit-identical with
-//! small-integer inputs) and on the model shapes.
+//! | file | kernels | activations |
+//! |---|---|---|
+//! | [`scalar`] | [`Kernel::Scalar`]: walks the set bits of each plane word; the reference | f32, exact |
+//! | [`portable`] | [`Kernel::Portable`]: plain Rust the compiler vectorises for any target | int8 |
+//! | [`lut8`] | the int8 arithmetic written plainly: quantiser, integer reference, layout, tables | int8 |
+//! | [`x86_avx2`] | [`Kernel::Avx2`]: subset sums via `vpermps`; [`Kernel::Avx2I8`]: `vpshufb` tables of pair sums | f32 exact / int8 |
+//! | [`x86_avx512`] | [`Kernel::Avx512`]: 27-entry tables of 3-input sums via `vpermi2ps` | f32, exact |
+//!
+//! The default ([`Kernel::detect`]) is `avx512` with AVX-512F, else `avx2-i8` with AVX2, else
+//! `portable`; `--kernel` / `FLASHLM_KERNEL` choose by name, `exact` picks the fastest exact
+//! kernel. The choice is made once, when a model is loaded. Every exact kernel is tested
+//! against [`matvec_reference`] on all sizes 1..=300 (bit-identical with small-integer
+//! inputs) and on the model shapes; every int8 kernel against
+//! [`lut8::matvec_i8_reference`] bit for bit.
 
 /// A ternary matrix repacked for the kernels: bit planes and look-up codes.
 #[derive(Debug, Clone)]
@@ -164,29 +165,17 @@ pub enum Kernel {
     /// Portable code that the compiler vectorises for any target, on int8 activations
     /// ([`portable`]): the default without AVX2 (ARM, older x86).
     Portable,
-    /// x86-64 AVX2, masked adds through a byte-mask table (kept for comparison).
-    Avx2Mask,
     /// x86-64 AVX2, 8 rows per register, look-up tables of 3-input subset sums.
     Avx2,
     /// x86-64 AVX2 on int8 activations (one scale per vector): `vpshufb` look-up tables of
     /// pair sums, 32 rows per register ([`lut8`]). Not exact in f32: the input is rounded.
     Avx2I8,
-    /// x86-64 AVX-512 (F), masked add/sub on the bit planes (kept for comparison).
-    Avx512Mask,
     /// x86-64 AVX-512 (F), 16 rows per register, look-up tables of 3-input sums.
     Avx512,
 }
 
 /// Every kernel, in the order [`Kernel::available`] lists them.
-const ALL: [Kernel; 7] = [
-    Kernel::Scalar,
-    Kernel::Portable,
-    Kernel::Avx2Mask,
-    Kernel::Avx2,
-    Kernel::Avx2I8,
-    Kernel::Avx512Mask,
-    Kernel::Avx512,
-];
+const ALL: [Kernel; 5] = [Kernel::Scalar, Kernel::Portable, Kernel::Avx2, Kernel::Avx2I8, Kernel::Avx512];
 
 impl Kernel {
     /// Whether this CPU can run the kernel.
@@ -194,9 +183,9 @@ impl Kernel {
         match self {
             Kernel::Scalar | Kernel::Portable => true,
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2Mask | Kernel::Avx2 | Kernel::Avx2I8 => crate::cpu::avx2(),
+            Kernel::Avx2 | Kernel::Avx2I8 => crate::cpu::avx2(),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Mask | Kernel::Avx512 => crate::cpu::avx512f(),
+            Kernel::Avx512 => crate::cpu::avx512f(),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -206,8 +195,8 @@ impl Kernel {
     pub fn missing(self) -> Option<&'static str> {
         match self {
             _ if self.runs_here() => None,
-            Kernel::Avx2Mask | Kernel::Avx2 | Kernel::Avx2I8 => Some("AVX2 (or FLASHLM_ISA caps it)"),
-            Kernel::Avx512Mask | Kernel::Avx512 => Some("AVX-512F (or FLASHLM_ISA caps it)"),
+            Kernel::Avx2 | Kernel::Avx2I8 => Some("AVX2 (or FLASHLM_ISA caps it)"),
+            Kernel::Avx512 => Some("AVX-512F (or FLASHLM_ISA caps it)"),
             Kernel::Scalar | Kernel::Portable => None,
         }
     }
@@ -281,8 +270,6 @@ impl Kernel {
             Kernel::Portable => "portable",
             Kernel::Avx2 => "avx2",
             Kernel::Avx2I8 => "avx2-i8",
-            Kernel::Avx2Mask => "avx2-mask",
-            Kernel::Avx512Mask => "avx512-mask",
             Kernel::Avx512 => "avx512",
         }
     }
@@ -309,36 +296,24 @@ impl Kernel {
         match self {
             Kernel::Scalar => sums_scalar(m, x, y),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2Mask => {
-                assert!(std::arch::is_x86_feature_detected!("avx2"));
-                // SAFETY: AVX2 support was just checked; lengths were checked above.
-                unsafe { x86::sums_avx2_mask(m, x, y) }
-            }
-            #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => {
                 assert!(std::arch::is_x86_feature_detected!("avx2"));
-                x86::TABLES8.with_borrow_mut(|tables| {
+                x86_avx2::TABLES8.with_borrow_mut(|tables| {
                     // SAFETY: AVX2 support was just checked; lengths were checked above.
-                    unsafe { x86::sums_avx2(m, x, y, tables) }
+                    unsafe { x86_avx2::sums_avx2(m, x, y, tables) }
                 });
             }
             Kernel::Portable => unreachable!("handled above"),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2I8 => unreachable!("handled above"),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Mask => {
-                assert!(std::arch::is_x86_feature_detected!("avx512f"));
-                // SAFETY: AVX-512F support was just checked; lengths were checked above.
-                unsafe { x86::sums_avx512_mask(m, x, y) }
-            }
-            #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => {
                 assert!(std::arch::is_x86_feature_detected!("avx512f"));
-                x86::TABLES.with_borrow_mut(|tables| {
+                x86_avx512::TABLES.with_borrow_mut(|tables| {
                     // SAFETY: AVX-512F support was just checked; lengths were checked above.
                     unsafe {
-                        x86::sums_avx512_tables(x, m.cols, m.quads, tables);
-                        x86::sums_avx512_apply(m, tables, y);
+                        x86_avx512::sums_avx512_tables(x, m.cols, m.quads, tables);
+                        x86_avx512::sums_avx512_apply(m, tables, y);
                     }
                 });
             }
@@ -366,13 +341,13 @@ impl Kernel {
             assert!(x.len() >= a.padded_cols(), "input shorter than the padded row");
             assert!(ya.len() >= a.rows && yb.len() >= b.rows, "output shorter than the rows");
             assert!(std::arch::is_x86_feature_detected!("avx512f"));
-            x86::TABLES.with_borrow_mut(|tables| {
+            x86_avx512::TABLES.with_borrow_mut(|tables| {
                 // SAFETY: AVX-512F support was just checked; lengths were checked above; a and
                 // b have the same cols, and quads follows from cols.
                 unsafe {
-                    x86::sums_avx512_tables(x, a.cols, a.quads, tables);
-                    x86::sums_avx512_apply(a, tables, ya);
-                    x86::sums_avx512_apply(b, tables, yb);
+                    x86_avx512::sums_avx512_tables(x, a.cols, a.quads, tables);
+                    x86_avx512::sums_avx512_apply(a, tables, ya);
+                    x86_avx512::sums_avx512_apply(b, tables, yb);
                 }
             });
             scale_rows(&mut ya[..a.rows], a.alpha);
@@ -403,17 +378,17 @@ impl Kernel {
             assert!(ys.iter().all(|y| y.len() >= m.rows), "output shorter than the rows");
             let mut xs4 = xs.chunks_exact(4);
             let mut ys4 = ys.chunks_exact_mut(4);
-            x86::TABLES4.with_borrow_mut(|tables| {
+            x86_avx512::TABLES4.with_borrow_mut(|tables| {
                 for (x4, y4) in (&mut xs4).zip(&mut ys4) {
                     for (x, t) in x4.iter().zip(tables.iter_mut()) {
                         // SAFETY: AVX-512F was checked; lengths were checked above.
-                        unsafe { x86::sums_avx512_tables(x, m.cols, m.quads, t) };
+                        unsafe { x86_avx512::sums_avx512_tables(x, m.cols, m.quads, t) };
                     }
                     let [t0, t1, t2, t3] = &*tables;
                     let [y0, y1, y2, y3] = y4 else { unreachable!("chunks of four") };
                     // SAFETY: AVX-512F was checked; each table was built for m; outputs hold
                     // at least m.rows values.
-                    unsafe { x86::sums_avx512_apply4(m, [t0, t1, t2, t3], [y0, y1, y2, y3]) };
+                    unsafe { x86_avx512::sums_avx512_apply4(m, [t0, t1, t2, t3], [y0, y1, y2, y3]) };
                     for y in y4.iter_mut() {
                         scale_rows(&mut y[..m.rows], m.alpha);
                     }
@@ -438,35 +413,15 @@ fn scale_rows(y: &mut [f32], alpha: f32) {
     }
 }
 
-/// Portable kernel: add the inputs under set plus bits, subtract those under minus bits.
-#[inline(never)]
-pub fn sums_scalar(m: &TernaryPlanes, x: &[f32], y: &mut [f32]) {
-    // Rows are peeled off with split_at (pointer increments) rather than indexed as
-    // `r * words`, which keeps even integer multiplies out of the kernel.
-    let (mut plus, mut minus) = (&m.plus[..], &m.minus[..]);
-    for out in y.iter_mut().take(m.rows) {
-        let (prow, prest) = plus.split_at(m.words);
-        let (nrow, nrest) = minus.split_at(m.words);
-        (plus, minus) = (prest, nrest);
-        let mut s = 0.0f32;
-        for ((&pw, &nw), xs) in prow.iter().zip(nrow).zip(x.chunks_exact(64)) {
-            let mut p = pw;
-            while p != 0 {
-                s += xs[p.trailing_zeros() as usize];
-                p &= p - 1;
-            }
-            let mut n = nw;
-            while n != 0 {
-                s -= xs[n.trailing_zeros() as usize];
-                n &= n - 1;
-            }
-        }
-        *out = s;
-    }
-}
+pub use scalar::sums_scalar;
 
 pub mod lut8;
 pub mod portable;
+pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_avx512;
 
 thread_local! {
     /// Per-thread rounded input of the portable kernel.
@@ -477,7 +432,8 @@ thread_local! {
 #[cfg(target_arch = "x86_64")]
 mod i8x86 {
     use super::TernaryPlanes;
-    use super::lut8::{StepTable, avx2};
+    use super::lut8::StepTable;
+    use super::x86_avx2 as avx2;
 
     /// Per-thread buffers: rounded inputs and their tables, for up to four inputs.
     #[derive(Default)]
@@ -548,390 +504,6 @@ mod i8x86 {
         });
         for (x, y) in xs4.remainder().iter().zip(ys4.into_remainder()) {
             matvecs(&[m], x, &mut [y]);
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::TernaryPlanes;
-    use std::arch::x86_64::*;
-
-    /// For each byte value b, eight i32 lanes: lane j is all ones where bit j of b is set.
-    static BYTE_MASKS: [[i32; 8]; 256] = {
-        let mut t = [[0i32; 8]; 256];
-        let mut b = 0;
-        while b < 256 {
-            let mut j = 0;
-            while j < 8 {
-                if (b >> j) & 1 == 1 {
-                    t[b][j] = -1;
-                }
-                j += 1;
-            }
-            b += 1;
-        }
-        t
-    };
-
-    /// AVX2 sums.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2; `x.len() >= m.words * 64`, `y.len() >= m.rows`.
-    #[target_feature(enable = "avx2")]
-    #[inline(never)]
-    pub unsafe fn sums_avx2_mask(m: &TernaryPlanes, x: &[f32], y: &mut [f32]) {
-        let table = BYTE_MASKS.as_ptr();
-        let (mut plus, mut minus) = (&m.plus[..], &m.minus[..]);
-        for out in y.iter_mut().take(m.rows) {
-            let (prow, prest) = plus.split_at(m.words);
-            let (nrow, nrest) = minus.split_at(m.words);
-            (plus, minus) = (prest, nrest);
-            // Independent accumulators for even and odd bytes break the add chains.
-            let mut pos = [_mm256_setzero_ps(); 2];
-            let mut neg = [_mm256_setzero_ps(); 2];
-            for ((&p, &n), xs) in prow.iter().zip(nrow).zip(x.chunks_exact(64)) {
-                if p | n == 0 {
-                    continue;
-                }
-                let xp = xs.as_ptr();
-                for byte in 0..8 {
-                    let pb = ((p >> (8 * byte)) & 0xFF) as usize;
-                    let nb = ((n >> (8 * byte)) & 0xFF) as usize;
-                    // SAFETY: byte * 8 + 8 <= 64 = xs.len(); pb, nb < 256 = table rows.
-                    let xv = unsafe { _mm256_loadu_ps(xp.add(byte * 8)) };
-                    let pm = unsafe { _mm256_loadu_si256(table.add(pb) as *const __m256i) };
-                    let nm = unsafe { _mm256_loadu_si256(table.add(nb) as *const __m256i) };
-                    let k = byte & 1;
-                    pos[k] = _mm256_add_ps(pos[k], _mm256_and_ps(xv, _mm256_castsi256_ps(pm)));
-                    neg[k] = _mm256_add_ps(neg[k], _mm256_and_ps(xv, _mm256_castsi256_ps(nm)));
-                }
-            }
-            let acc0 = _mm256_add_ps(pos[0], pos[1]);
-            let acc1 = _mm256_add_ps(neg[0], neg[1]);
-            let d = _mm256_sub_ps(acc0, acc1);
-            // Horizontal sum: shuffles and adds.
-            let lo = _mm256_castps256_ps128(d);
-            let hi = _mm256_extractf128_ps(d, 1);
-            let s = _mm_add_ps(lo, hi);
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-            *out = _mm_cvtss_f32(s);
-        }
-    }
-
-    /// AVX-512 sums.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512F; `x.len() >= m.words * 64`, `y.len() >= m.rows`.
-    #[target_feature(enable = "avx512f")]
-    #[inline(never)]
-    pub unsafe fn sums_avx512_mask(m: &TernaryPlanes, x: &[f32], y: &mut [f32]) {
-        let (mut plus, mut minus) = (&m.plus[..], &m.minus[..]);
-        for out in y.iter_mut().take(m.rows) {
-            let (prow, prest) = plus.split_at(m.words);
-            let (nrow, nrest) = minus.split_at(m.words);
-            (plus, minus) = (prest, nrest);
-            // Four independent accumulators (one per 16-input quarter of a word) so the
-            // masked adds do not wait on each other.
-            let mut acc = [_mm512_setzero_ps(); 4];
-            for ((&p, &n), xs) in prow.iter().zip(nrow).zip(x.chunks_exact(64)) {
-                let xp = xs.as_ptr();
-                for (q, a) in acc.iter_mut().enumerate() {
-                    let kp = (p >> (16 * q)) as u16;
-                    let kn = (n >> (16 * q)) as u16;
-                    // SAFETY: q * 16 + 16 <= 64 = xs.len().
-                    let xv = unsafe { _mm512_loadu_ps(xp.add(q * 16)) };
-                    *a = _mm512_mask_add_ps(*a, kp, *a, xv);
-                    *a = _mm512_mask_sub_ps(*a, kn, *a, xv);
-                }
-            }
-            let acc = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-            *out = _mm512_reduce_add_ps(acc);
-        }
-    }
-
-    /// Sixteen f32 lanes, aligned to a cache line.
-    #[derive(Clone, Copy)]
-    #[repr(C, align(64))]
-    pub struct Lanes(pub [f32; 16]);
-
-    thread_local! {
-        /// Per-thread tables for [`sums_avx512`]: two registers (32 slots) per 3-input group.
-        pub static TABLES: std::cell::RefCell<Vec<Lanes>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-
-    /// Slots (bit c for code c, 0..27) whose digit `pos` (0 = most significant, weight of
-    /// the group's first input) equals `val`.
-    const fn digit_mask(pos: u32, val: u32) -> u32 {
-        let mut m = 0u32;
-        let mut c = 0;
-        while c < 27 {
-            let digit = match pos {
-                0 => c / 9,
-                1 => (c / 3) % 3,
-                _ => c % 3,
-            };
-            if digit == val {
-                m |= 1 << c;
-            }
-            c += 1;
-        }
-        m
-    }
-    const PLUS: [u32; 3] = [digit_mask(0, 2), digit_mask(1, 2), digit_mask(2, 2)];
-    const MINUS: [u32; 3] = [digit_mask(0, 0), digit_mask(1, 0), digit_mask(2, 0)];
-
-    /// Slot i of the second table register holds code 16+i = −(code 10−i) (flipping every
-    /// digit negates the sum), so it is the first register reversed and negated.
-    const REVERSE: [i32; 16] = [10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 0, 0, 0, 0, 0];
-
-    /// One group's two table registers from its three inputs.
-    #[inline(always)]
-    fn group_table(x0: f32, x1: f32, x2: f32, pair: &mut [Lanes]) {
-        // SAFETY (whole function): only called from AVX-512F functions; pair has two Lanes,
-        // each 64 bytes and 64-byte aligned.
-        unsafe {
-            let zero = _mm512_setzero_ps();
-            // Codes 0..=15: the first digit is 0 (w0 = −1) for codes 0..=8, 1 (w0 = 0) after.
-            let mut lo = _mm512_mask_sub_ps(zero, MINUS[0] as u16, zero, _mm512_set1_ps(x0));
-            let x1b = _mm512_set1_ps(x1);
-            lo = _mm512_mask_add_ps(lo, PLUS[1] as u16, lo, x1b);
-            lo = _mm512_mask_sub_ps(lo, MINUS[1] as u16, lo, x1b);
-            let x2b = _mm512_set1_ps(x2);
-            lo = _mm512_mask_add_ps(lo, PLUS[2] as u16, lo, x2b);
-            lo = _mm512_mask_sub_ps(lo, MINUS[2] as u16, lo, x2b);
-            let rev = _mm512_loadu_si512(REVERSE.as_ptr() as *const _);
-            let hi = _mm512_sub_ps(zero, _mm512_permutexvar_ps(rev, lo));
-            _mm512_store_ps(pair[0].0.as_mut_ptr(), lo);
-            _mm512_store_ps(pair[1].0.as_mut_ptr(), hi);
-        }
-    }
-
-    /// Tables for the AVX-512 table kernel: two registers per group of three inputs of
-    /// `x[..cols]`, `quads * 4` groups (zeros past the end).
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    #[inline(never)]
-    pub unsafe fn sums_avx512_tables(x: &[f32], cols: usize, quads: usize, tables: &mut Vec<Lanes>) {
-        if tables.len() < quads * 8 {
-            tables.resize(quads * 8, Lanes([0.0; 16]));
-        }
-        let mut pairs = tables[..quads * 8].chunks_exact_mut(2);
-        // Peel three inputs at a time (`chunks_exact(3)` would divide by 3 with a multiply).
-        let mut rest = &x[..cols];
-        while rest.len() >= 3 {
-            let Some(pair) = pairs.next() else { break };
-            group_table(rest[0], rest[1], rest[2], pair);
-            rest = &rest[3..];
-        }
-        if !rest.is_empty() && rest.len() < 3 {
-            let mut v = [0.0f32; 3];
-            v[..rest.len()].copy_from_slice(rest);
-            if let Some(pair) = pairs.next() {
-                group_table(v[0], v[1], v[2], pair);
-            }
-        }
-        for pair in pairs {
-            group_table(0.0, 0.0, 0.0, pair);
-        }
-    }
-
-    /// AVX-512 table kernel (T-MAC style, rows in lanes), given the tables of its input.
-    ///
-    /// For every group of three inputs, [`sums_avx512_tables`] holds a 27-entry table of
-    /// all their ±/0 sums (two registers, built with masked adds and subtracts). For every
-    /// block of 16 rows, each code word selects one table entry per row with a two-register
-    /// permute (`vpermi2ps`) and the entries are added: one permute and one add per 48
-    /// weights, no horizontal sums.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512F; `tables` built for `m.cols` and `m.quads`;
-    /// `y.len() >= m.rows`.
-    #[target_feature(enable = "avx512f")]
-    #[inline(never)]
-    pub unsafe fn sums_avx512_apply(m: &TernaryPlanes, tables: &[Lanes], y: &mut [f32]) {
-        if m.quads == 0 {
-            y[..m.rows].fill(0.0);
-            return;
-        }
-        assert!(tables.len() >= m.quads * 8);
-        let mut out = y[..m.rows].chunks_mut(16);
-        for block in m.codes.chunks_exact(m.quads * 16) {
-            let mut acc = [_mm512_setzero_ps(); 4];
-            for (words, t) in block.chunks_exact(16).zip(tables.chunks_exact(8)) {
-                // SAFETY: words holds 16 u32 (64 bytes); every Lanes is 64 bytes, aligned.
-                unsafe {
-                    let idx = _mm512_loadu_si512(words.as_ptr() as *const _);
-                    let tp = t.as_ptr() as *const f32;
-                    // vpermi2ps reads bits 0..=3 (slot) and bit 4 (which register) of each
-                    // lane, so byte b of the code word is reached by a right shift.
-                    let i0 = idx;
-                    let i1 = _mm512_srli_epi32::<8>(idx);
-                    let i2 = _mm512_srli_epi32::<16>(idx);
-                    let i3 = _mm512_srli_epi32::<24>(idx);
-                    let r0 = _mm512_permutex2var_ps(_mm512_load_ps(tp), i0, _mm512_load_ps(tp.add(16)));
-                    let r1 =
-                        _mm512_permutex2var_ps(_mm512_load_ps(tp.add(32)), i1, _mm512_load_ps(tp.add(48)));
-                    let r2 =
-                        _mm512_permutex2var_ps(_mm512_load_ps(tp.add(64)), i2, _mm512_load_ps(tp.add(80)));
-                    let r3 =
-                        _mm512_permutex2var_ps(_mm512_load_ps(tp.add(96)), i3, _mm512_load_ps(tp.add(112)));
-                    acc[0] = _mm512_add_ps(acc[0], r0);
-                    acc[1] = _mm512_add_ps(acc[1], r1);
-                    acc[2] = _mm512_add_ps(acc[2], r2);
-                    acc[3] = _mm512_add_ps(acc[3], r3);
-                }
-            }
-            let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-            let Some(dst) = out.next() else { break };
-            let mut lanes = Lanes([0.0; 16]);
-            // SAFETY: lanes is 64 bytes, 64-byte aligned.
-            unsafe { _mm512_store_ps(lanes.0.as_mut_ptr(), sum) };
-            dst.copy_from_slice(&lanes.0[..dst.len()]);
-        }
-    }
-
-    thread_local! {
-        /// Per-thread tables of four inputs for [`sums_avx512_apply4`].
-        pub static TABLES4: std::cell::RefCell<[Vec<Lanes>; 4]> = const {
-            std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new(), Vec::new()])
-        };
-    }
-
-    /// [`sums_avx512_apply`] for four inputs at once: each code word is loaded and shifted
-    /// once and used with the four inputs' tables. Every input gets the same four
-    /// accumulators in the same order as in `sums_avx512_apply`, so results are identical.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512F; every table built for `m.cols` and `m.quads`; every
-    /// `ys[i].len() >= m.rows`.
-    #[target_feature(enable = "avx512f")]
-    #[inline(never)]
-    pub unsafe fn sums_avx512_apply4(m: &TernaryPlanes, tables: [&[Lanes]; 4], ys: [&mut [f32]; 4]) {
-        if m.quads == 0 {
-            for y in ys {
-                y[..m.rows].fill(0.0);
-            }
-            return;
-        }
-        assert!(tables.iter().all(|t| t.len() >= m.quads * 8));
-        let mut outs = ys.map(|y| y[..m.rows].chunks_mut(16));
-        for block in m.codes.chunks_exact(m.quads * 16) {
-            let mut acc = [[_mm512_setzero_ps(); 4]; 4];
-            let mut tq = tables.map(|t| t.chunks_exact(8));
-            for words in block.chunks_exact(16) {
-                // SAFETY: words holds 16 u32 (64 bytes).
-                let idx = unsafe { _mm512_loadu_si512(words.as_ptr() as *const _) };
-                let i = [
-                    idx,
-                    _mm512_srli_epi32::<8>(idx),
-                    _mm512_srli_epi32::<16>(idx),
-                    _mm512_srli_epi32::<24>(idx),
-                ];
-                for (a, tq) in acc.iter_mut().zip(tq.iter_mut()) {
-                    let Some(t) = tq.next() else { return };
-                    let tp = t.as_ptr() as *const f32;
-                    for (b, a) in a.iter_mut().enumerate() {
-                        // SAFETY: t holds 8 Lanes (64 bytes each, aligned): b * 32 + 32 <= 128.
-                        let r = unsafe {
-                            _mm512_permutex2var_ps(
-                                _mm512_load_ps(tp.add(b * 32)),
-                                i[b],
-                                _mm512_load_ps(tp.add(b * 32 + 16)),
-                            )
-                        };
-                        *a = _mm512_add_ps(*a, r);
-                    }
-                }
-            }
-            for (a, out) in acc.iter().zip(outs.iter_mut()) {
-                let sum = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
-                let Some(dst) = out.next() else { return };
-                let mut lanes = Lanes([0.0; 16]);
-                // SAFETY: lanes is 64 bytes, 64-byte aligned.
-                unsafe { _mm512_store_ps(lanes.0.as_mut_ptr(), sum) };
-                dst.copy_from_slice(&lanes.0[..dst.len()]);
-            }
-        }
-    }
-
-    /// Eight f32 lanes, aligned to 32 bytes.
-    #[derive(Clone, Copy)]
-    #[repr(C, align(32))]
-    pub struct Lanes8(pub [f32; 8]);
-
-    thread_local! {
-        /// Per-thread tables for [`sums_avx2`]: one register (8 subset sums) per group.
-        pub static TABLES8: std::cell::RefCell<Vec<Lanes8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-
-    /// AVX2 table kernel (rows in lanes).
-    ///
-    /// For every group of three inputs, the 8 subset sums are built with scalar adds. For
-    /// every block of 8 rows, the plus bits and the minus bits of a group each select a
-    /// subset sum per row (`vpermps`, which reads bits 0..=2 of each lane); the first is
-    /// added and the second subtracted.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2; `x.len() >= m.words * 64`, `y.len() >= m.rows`.
-    #[target_feature(enable = "avx2")]
-    #[inline(never)]
-    pub unsafe fn sums_avx2(m: &TernaryPlanes, x: &[f32], y: &mut [f32], tables: &mut Vec<Lanes8>) {
-        if m.quads == 0 {
-            y[..m.rows].fill(0.0);
-            return;
-        }
-        tables.clear();
-        tables.resize(m.quads * 4, Lanes8([0.0; 8]));
-        let mut xs = &x[..m.cols];
-        for t in tables.iter_mut() {
-            let mut v = [0.0f32; 3];
-            let n = xs.len().min(3);
-            v[..n].copy_from_slice(&xs[..n]);
-            xs = &xs[n..];
-            let [a, b, c] = v;
-            let ab = a + b;
-            t.0 = [0.0, a, b, ab, c, a + c, b + c, ab + c];
-        }
-        let tables = &tables[..];
-        let mut out = y[..m.rows].chunks_mut(8);
-        for block in m.codes8.chunks_exact(m.quads * 8) {
-            let mut pos = [_mm256_setzero_ps(); 4];
-            let mut neg = [_mm256_setzero_ps(); 4];
-            for (words, t) in block.chunks_exact(8).zip(tables.chunks_exact(4)) {
-                // SAFETY: words holds 8 u32 (32 bytes); every Lanes8 is 32 bytes, aligned.
-                unsafe {
-                    let idx = _mm256_loadu_si256(words.as_ptr() as *const __m256i);
-                    let tp = t.as_ptr() as *const f32;
-                    let t0 = _mm256_load_ps(tp);
-                    let t1 = _mm256_load_ps(tp.add(8));
-                    let t2 = _mm256_load_ps(tp.add(16));
-                    let t3 = _mm256_load_ps(tp.add(24));
-                    pos[0] = _mm256_add_ps(pos[0], _mm256_permutevar8x32_ps(t0, idx));
-                    neg[0] = _mm256_add_ps(neg[0], _mm256_permutevar8x32_ps(t0, _mm256_srli_epi32::<4>(idx)));
-                    pos[1] = _mm256_add_ps(pos[1], _mm256_permutevar8x32_ps(t1, _mm256_srli_epi32::<8>(idx)));
-                    neg[1] =
-                        _mm256_add_ps(neg[1], _mm256_permutevar8x32_ps(t1, _mm256_srli_epi32::<12>(idx)));
-                    pos[2] =
-                        _mm256_add_ps(pos[2], _mm256_permutevar8x32_ps(t2, _mm256_srli_epi32::<16>(idx)));
-                    neg[2] =
-                        _mm256_add_ps(neg[2], _mm256_permutevar8x32_ps(t2, _mm256_srli_epi32::<20>(idx)));
-                    pos[3] =
-                        _mm256_add_ps(pos[3], _mm256_permutevar8x32_ps(t3, _mm256_srli_epi32::<24>(idx)));
-                    neg[3] =
-                        _mm256_add_ps(neg[3], _mm256_permutevar8x32_ps(t3, _mm256_srli_epi32::<28>(idx)));
-                }
-            }
-            let p = _mm256_add_ps(_mm256_add_ps(pos[0], pos[1]), _mm256_add_ps(pos[2], pos[3]));
-            let n = _mm256_add_ps(_mm256_add_ps(neg[0], neg[1]), _mm256_add_ps(neg[2], neg[3]));
-            let Some(dst) = out.next() else { break };
-            let mut lanes = Lanes8([0.0; 8]);
-            // SAFETY: lanes is 32 bytes, 32-byte aligned.
-            unsafe { _mm256_store_ps(lanes.0.as_mut_ptr(), _mm256_sub_ps(p, n)) };
-            dst.copy_from_slice(&lanes.0[..dst.len()]);
         }
     }
 }
