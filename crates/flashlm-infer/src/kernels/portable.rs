@@ -28,8 +28,9 @@ const BIT: [u16; LANES] = {
 };
 
 /// Bit planes of a ternary matrix (row-major [rows, cols], values in {−1, 0, 1}) for the
-/// portable kernel: [ceil(rows / 16), cols, 2] u16: for block b and input c, the plus bits
-/// then the minus bits of rows 16b..16b+16 (bit l = row 16b + l; rows past the matrix 0).
+/// portable kernel: [ceil(rows / 16), 2, cols] u16: for block b, the plus bits of rows
+/// 16b..16b+16 for every input c, then their minus bits (bit l = row 16b + l; rows past the
+/// matrix 0). Each plane is contiguous over the inputs, so the compiler vectorises over them.
 pub fn planes16(w: &[i8], rows: usize, cols: usize) -> Vec<u16> {
     let blocks = rows.div_ceil(LANES);
     let mut out = vec![0u16; blocks * cols * 2];
@@ -37,8 +38,8 @@ pub fn planes16(w: &[i8], rows: usize, cols: usize) -> Vec<u16> {
         let (b, l) = (r / LANES, r % LANES);
         for c in 0..cols {
             match w[r * cols + c] {
-                1 => out[(b * cols + c) * 2] |= 1 << l,
-                -1 => out[(b * cols + c) * 2 + 1] |= 1 << l,
+                1 => out[(2 * b) * cols + c] |= 1 << l,
+                -1 => out[(2 * b + 1) * cols + c] |= 1 << l,
                 _ => {}
             }
         }
@@ -75,10 +76,11 @@ pub fn sums_portable(planes: &[u16], rows: usize, cols: usize, q: &[i8], y: &mut
     let blocks = planes.chunks_exact(2 * cols);
     for (block, out) in blocks.zip(y[..rows].chunks_mut(LANES)) {
         let mut acc32 = [0i32; LANES];
-        for (words, xs) in block.chunks(2 * FLUSH).zip(q[..cols].chunks(FLUSH)) {
+        let (plus, minus) = block.split_at(cols);
+        for ((p, n), xs) in plus.chunks(FLUSH).zip(minus.chunks(FLUSH)).zip(q[..cols].chunks(FLUSH)) {
             let mut acc = [0i16; LANES];
-            for (pm, &x) in words.chunks_exact(2).zip(xs) {
-                lanes(&mut acc, pm[0], pm[1], i16::from(x));
+            for ((&p, &n), &x) in p.iter().zip(n).zip(xs) {
+                lanes(&mut acc, p, n, i16::from(x));
             }
             for (a, &s) in acc32.iter_mut().zip(&acc) {
                 *a += i32::from(s);
