@@ -72,7 +72,7 @@ impl Embedding {
         assert!(path.runs_here(), "head path {} does not run on this CPU", path.name());
         if let Embedding::Int4(e) = self {
             let v = match path {
-                HeadPath::Portable => Variant::Scalar,
+                HeadPath::Portable => Variant::Portable,
                 HeadPath::Avx2 => Variant::Avx2,
                 HeadPath::Avx512 if Variant::Avx512Vnni.runs_here() => Variant::Avx512Vnni,
                 HeadPath::Avx512 => Variant::best(),
@@ -129,18 +129,18 @@ impl Embedding {
                 let mut row = vec![0.0f32; d];
                 for (l, wr) in logits.iter_mut().zip(w.chunks_exact(d)) {
                     for (o, &b) in row.iter_mut().zip(wr) {
-                        *o = half::f16::from_bits(b).to_f32();
+                        *o = f16_to_f32(b);
                     }
                     *l = dot(&row, h);
                 }
             }
             Embedding::Int8 { q, scale, .. } => {
+                let mut row = vec![0.0f32; d];
                 for ((l, qr), &sc) in logits.iter_mut().zip(q.chunks_exact(d)).zip(scale) {
-                    let mut s = 0.0f32;
-                    for (&a, &b) in qr.iter().zip(h) {
-                        s += f32::from(a) * b;
+                    for (o, &a) in row.iter_mut().zip(qr) {
+                        *o = f32::from(a);
                     }
-                    *l = s * sc;
+                    *l = dot(&row, h) * sc;
                 }
             }
             Embedding::Int4(_) => unreachable!("handled above"),
@@ -588,6 +588,20 @@ pub fn i8_head_reference(q: &[i8], scale: &[f32], h: &[f32], d: usize, logits: &
         let sum: i32 = row.iter().zip(&h16).map(|(&w, &x)| i32::from(w) * x).sum();
         *l = sum as f32 * s * hscale;
     }
+}
+
+/// f16 bits to f32, exactly, with integer and float operations the compiler vectorises (the
+/// `half` crate's software path converts one value at a time): the exponent is rebiased by
+/// one exact multiply by 2^112 (which also turns f16 subnormals into f32 normals), and
+/// ±inf / NaN keep an all-ones exponent.
+#[inline(always)]
+pub fn f16_to_f32(bits: u16) -> f32 {
+    let h = u32::from(bits);
+    let sign = (h & 0x8000) << 16;
+    let em = h & 0x7FFF;
+    let finite = f32::from_bits(em << 13) * f32::from_bits(0x7780_0000); // 2^112
+    let v = if em >= 0x7C00 { f32::from_bits((em << 13) | 0x7F80_0000) } else { finite };
+    f32::from_bits(v.to_bits() | sign)
 }
 
 /// f32 dot product with 8 independent accumulators (vectorises well).
@@ -1128,6 +1142,18 @@ mod tests {
                         assert!((a - b).abs() <= 1e-5 * (1.0 + d as f32), "{}: {a} vs {b}", path.name());
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn f16_conversion_is_exact_for_every_value() {
+        for b in 0..=u16::MAX {
+            let (a, want) = (f16_to_f32(b), half::f16::from_bits(b).to_f32());
+            if want.is_nan() {
+                assert!(a.is_nan(), "{b:#06x}");
+            } else {
+                assert_eq!(a.to_bits(), want.to_bits(), "{b:#06x}: {a} vs {want}");
             }
         }
     }

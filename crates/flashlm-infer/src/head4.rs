@@ -36,6 +36,8 @@ pub struct Int4Embedding {
     pub nibbles: Vec<u8>,
     /// [V, d / 32] scales as f16 bits.
     pub scales: Vec<u16>,
+    /// [V, d / 32] the same scales as f32 (exact), for the portable variant.
+    pub scales_f32: Vec<f32>,
     /// [ceil(V / 16), d / 32, 4, 16, 4] bytes: for each block of 16 rows, group and chunk of
     /// 8 columns, row r's byte j (of 4) holds column j in its low nibble and column 4 + j in
     /// its high nibble (rows past V hold q = 0).
@@ -80,7 +82,8 @@ impl Int4Embedding {
                 }
             }
         }
-        Ok(Self { nibbles: nib.to_vec(), scales, blocked, blocked_scales, rows, cols })
+        let scales_f32 = scales.iter().map(|&b| half::f16::from_bits(b).to_f32()).collect();
+        Ok(Self { nibbles: nib.to_vec(), scales, scales_f32, blocked, blocked_scales, rows, cols })
     }
 
     /// Row `id` dequantised into `out` (`[d]`).
@@ -109,6 +112,7 @@ impl Int4Embedding {
         let x = QuantizedVector::new(&h[..self.cols]);
         match v {
             Variant::Scalar => logits_scalar(self, &x, logits),
+            Variant::Portable => logits_portable(self, &x, logits),
             // SAFETY: runs_here() checked the CPU features; the layouts come from `from_data`
             // for these rows and columns, and x has cols values.
             #[cfg(target_arch = "x86_64")]
@@ -125,6 +129,8 @@ impl Int4Embedding {
 pub enum Variant {
     /// [`logits_scalar`], the reference.
     Scalar,
+    /// [`logits_portable`]: plain Rust the compiler vectorises for any target.
+    Portable,
     /// AVX2 + F16C: `vpmaddubsw` / `vpmaddwd`, 8 rows per register.
     #[cfg(target_arch = "x86_64")]
     Avx2,
@@ -137,6 +143,7 @@ impl Variant {
     /// Every variant this build has, slowest first.
     const ALL: &'static [Variant] = &[
         Variant::Scalar,
+        Variant::Portable,
         #[cfg(target_arch = "x86_64")]
         Variant::Avx2,
         #[cfg(target_arch = "x86_64")]
@@ -146,7 +153,7 @@ impl Variant {
     /// Whether this CPU runs it (feature detection is cached by std; nothing allocates).
     pub fn runs_here(self) -> bool {
         match self {
-            Variant::Scalar => true,
+            Variant::Scalar | Variant::Portable => true,
             #[cfg(target_arch = "x86_64")]
             Variant::Avx2 => crate::cpu::avx2() && crate::cpu::f16c(),
             #[cfg(target_arch = "x86_64")]
@@ -211,6 +218,34 @@ pub fn logits_scalar(e: &Int4Embedding, x: &QuantizedVector, logits: &mut [f32])
             isum -= x.offset[g];
             let s = half::f16::from_bits(e.scales[r * groups + g]).to_f32() * x.scale[g];
             acc += isum as f32 * s;
+        }
+        *out = acc;
+    }
+}
+
+/// The reference's arithmetic in a form the compiler vectorises (no intrinsics): the even
+/// and odd columns of `x` split apart so that each row's 16 bytes per group meet them with
+/// plain widening multiply-adds; the same integer sums and the same float steps in the same
+/// order, so it equals [`logits_scalar`] bit for bit.
+pub fn logits_portable(e: &Int4Embedding, x: &QuantizedVector, logits: &mut [f32]) {
+    let d = e.cols;
+    let groups = d / INT4_GROUP;
+    assert!(x.q.len() == d && logits.len() == e.rows);
+    let even: Vec<i16> = x.q.iter().step_by(2).map(|&v| i16::from(v)).collect();
+    let odd: Vec<i16> = x.q.iter().skip(1).step_by(2).map(|&v| i16::from(v)).collect();
+    let half_group = INT4_GROUP / 2;
+    let rows = e.nibbles.chunks_exact(d / 2).zip(e.scales_f32.chunks_exact(groups));
+    for (out, (row, scales)) in logits.iter_mut().zip(rows) {
+        let mut acc = 0.0f32;
+        let parts =
+            row.chunks_exact(half_group).zip(even.chunks_exact(half_group)).zip(odd.chunks_exact(half_group));
+        for (g, ((b, xe), xo)) in parts.enumerate() {
+            let mut isum = 0i32;
+            for j in 0..half_group {
+                isum += i32::from(i16::from(b[j] & 0x0F) * xe[j]) + i32::from(i16::from(b[j] >> 4) * xo[j]);
+            }
+            isum -= x.offset[g];
+            acc += isum as f32 * (scales[g] * x.scale[g]);
         }
         *out = acc;
     }
