@@ -170,12 +170,16 @@ pub enum Kernel {
     /// x86-64 AVX2 on int8 activations (one scale per vector): `vpshufb` look-up tables of
     /// pair sums, 32 rows per register ([`lut8`]). Not exact in f32: the input is rounded.
     Avx2I8,
+    /// [`Kernel::Avx2I8`] with inputs rounded to 6 bits (−31..=31): byte tables, two pairs
+    /// added before widening, half the shuffles ([`lut8::LEVELS6`]).
+    Avx2I6,
     /// x86-64 AVX-512 (F), 16 rows per register, look-up tables of 3-input sums.
     Avx512,
 }
 
 /// Every kernel, in the order [`Kernel::available`] lists them.
-const ALL: [Kernel; 5] = [Kernel::Scalar, Kernel::Portable, Kernel::Avx2, Kernel::Avx2I8, Kernel::Avx512];
+const ALL: [Kernel; 6] =
+    [Kernel::Scalar, Kernel::Portable, Kernel::Avx2, Kernel::Avx2I8, Kernel::Avx2I6, Kernel::Avx512];
 
 impl Kernel {
     /// Whether this CPU can run the kernel.
@@ -183,7 +187,7 @@ impl Kernel {
         match self {
             Kernel::Scalar | Kernel::Portable => true,
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 | Kernel::Avx2I8 => crate::cpu::avx2(),
+            Kernel::Avx2 | Kernel::Avx2I8 | Kernel::Avx2I6 => crate::cpu::avx2(),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => crate::cpu::avx512f(),
             #[cfg(not(target_arch = "x86_64"))]
@@ -195,7 +199,7 @@ impl Kernel {
     pub fn missing(self) -> Option<&'static str> {
         match self {
             _ if self.runs_here() => None,
-            Kernel::Avx2 | Kernel::Avx2I8 => Some("AVX2 (or FLASHLM_ISA caps it)"),
+            Kernel::Avx2 | Kernel::Avx2I8 | Kernel::Avx2I6 => Some("AVX2 (or FLASHLM_ISA caps it)"),
             Kernel::Avx512 => Some("AVX-512F (or FLASHLM_ISA caps it)"),
             Kernel::Scalar | Kernel::Portable => None,
         }
@@ -215,7 +219,16 @@ impl Kernel {
     /// Whether the kernel computes the f32 sums exactly (up to float reassociation); the
     /// int8 kernels round the input first.
     pub fn is_exact(self) -> bool {
-        !matches!(self, Kernel::Avx2I8 | Kernel::Portable)
+        !matches!(self, Kernel::Avx2I8 | Kernel::Avx2I6 | Kernel::Portable)
+    }
+
+    /// The levels an int8 kernel rounds its input to (−L..=L), None for the exact ones.
+    pub fn input_levels(self) -> Option<i8> {
+        match self {
+            Kernel::Avx2I8 | Kernel::Portable => Some(127),
+            Kernel::Avx2I6 => Some(lut8::LEVELS6),
+            Kernel::Scalar | Kernel::Avx2 | Kernel::Avx512 => None,
+        }
     }
 
     /// The exact (f32-activation) kernels this CPU runs: what the parity tests use.
@@ -270,6 +283,7 @@ impl Kernel {
             Kernel::Portable => "portable",
             Kernel::Avx2 => "avx2",
             Kernel::Avx2I8 => "avx2-i8",
+            Kernel::Avx2I6 => "avx2-i6",
             Kernel::Avx512 => "avx512",
         }
     }
@@ -281,7 +295,12 @@ impl Kernel {
         assert!(y.len() >= m.rows, "output shorter than the rows");
         #[cfg(target_arch = "x86_64")]
         if self == Kernel::Avx2I8 {
-            i8x86::matvecs(&[m], x, &mut [y]);
+            i8x86::matvecs::<lut8::StepTable>(&[m], x, &mut [y]);
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self == Kernel::Avx2I6 {
+            i8x86::matvecs::<lut8::StepTable6>(&[m], x, &mut [y]);
             return;
         }
         if self == Kernel::Portable {
@@ -305,7 +324,7 @@ impl Kernel {
             }
             Kernel::Portable => unreachable!("handled above"),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2I8 => unreachable!("handled above"),
+            Kernel::Avx2I8 | Kernel::Avx2I6 => unreachable!("handled above"),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => {
                 assert!(std::arch::is_x86_feature_detected!("avx512f"));
@@ -330,10 +349,14 @@ impl Kernel {
     pub fn matvec2(self, a: &TernaryPlanes, b: &TernaryPlanes, x: &[f32], ya: &mut [f32], yb: &mut [f32]) {
         assert_eq!(a.cols, b.cols, "matvec2 needs matrices with the same input");
         #[cfg(target_arch = "x86_64")]
-        if self == Kernel::Avx2I8 {
+        if matches!(self, Kernel::Avx2I8 | Kernel::Avx2I6) {
             assert!(x.len() >= a.padded_cols(), "input shorter than the padded row");
             assert!(ya.len() >= a.rows && yb.len() >= b.rows, "output shorter than the rows");
-            i8x86::matvecs(&[a, b], x, &mut [ya, yb]);
+            if self == Kernel::Avx2I8 {
+                i8x86::matvecs::<lut8::StepTable>(&[a, b], x, &mut [ya, yb]);
+            } else {
+                i8x86::matvecs::<lut8::StepTable6>(&[a, b], x, &mut [ya, yb]);
+            }
             return;
         }
         #[cfg(target_arch = "x86_64")]
@@ -365,10 +388,14 @@ impl Kernel {
     pub fn matmul(self, m: &TernaryPlanes, xs: &[&[f32]], ys: &mut [&mut [f32]]) {
         assert_eq!(xs.len(), ys.len(), "one output per input");
         #[cfg(target_arch = "x86_64")]
-        if self == Kernel::Avx2I8 {
+        if matches!(self, Kernel::Avx2I8 | Kernel::Avx2I6) {
             assert!(xs.iter().all(|x| x.len() >= m.padded_cols()), "input shorter than the padded row");
             assert!(ys.iter().all(|y| y.len() >= m.rows), "output shorter than the rows");
-            i8x86::matmul(m, xs, ys);
+            if self == Kernel::Avx2I8 {
+                i8x86::matmul::<lut8::StepTable>(m, xs, ys);
+            } else {
+                i8x86::matmul::<lut8::StepTable6>(m, xs, ys);
+            }
             return;
         }
         #[cfg(target_arch = "x86_64")]
@@ -431,49 +458,117 @@ thread_local! {
 /// The AVX2 int8 table kernel behind [`Kernel::Avx2I8`]: quantise, build tables, look up.
 #[cfg(target_arch = "x86_64")]
 mod i8x86 {
+    use std::cell::RefCell;
+    use std::thread::LocalKey;
+
     use super::TernaryPlanes;
-    use super::lut8::StepTable;
+    use super::lut8::{LEVELS6, StepTable, StepTable6};
     use super::x86_avx2 as avx2;
 
+    /// One of the AVX2 table kernels: its input levels, tables and products.
+    pub trait Lut: Copy + 'static {
+        /// Inputs are rounded to −LEVELS..=LEVELS.
+        const LEVELS: i8;
+        /// An empty table.
+        const EMPTY: Self;
+        /// Per-thread buffers of this kind.
+        fn bufs() -> &'static LocalKey<RefCell<Bufs<Self>>>;
+        /// # Safety
+        /// AVX2; `q.len() >= 4 * steps`, `t.len() >= steps`.
+        unsafe fn build(q: &[i8], steps: usize, t: &mut [Self]);
+        /// # Safety
+        /// AVX2; the sizes of [`avx2::sums_lut_avx2`].
+        unsafe fn sums1(codes: &[u8], rows: usize, steps: usize, t: &[Self], y: &mut [f32]);
+        /// # Safety
+        /// AVX2; the sizes of [`avx2::sums_lut_avx2`].
+        unsafe fn sums4(codes: &[u8], rows: usize, steps: usize, t: [&[Self]; 4], ys: [&mut [f32]; 4]);
+    }
+
     /// Per-thread buffers: rounded inputs and their tables, for up to four inputs.
-    #[derive(Default)]
-    struct Bufs {
+    pub struct Bufs<T> {
         q: Vec<i8>,
-        tables: [Vec<StepTable>; 4],
+        tables: [Vec<T>; 4],
+    }
+
+    impl<T> Default for Bufs<T> {
+        fn default() -> Self {
+            Self { q: Vec::new(), tables: [Vec::new(), Vec::new(), Vec::new(), Vec::new()] }
+        }
     }
 
     thread_local! {
-        static BUFS: std::cell::RefCell<Bufs> = std::cell::RefCell::new(Bufs::default());
+        static BUFS8: RefCell<Bufs<StepTable>> = RefCell::new(Bufs::default());
+        static BUFS6: RefCell<Bufs<StepTable6>> = RefCell::new(Bufs::default());
     }
 
-    /// Round `x[..cols]` to int8 into `q` (zeros up to 4 · steps) and build `t`; returns the
-    /// input's scale.
-    fn prepare(q: &mut Vec<i8>, t: &mut Vec<StepTable>, x: &[f32], cols: usize, steps: usize) -> f32 {
+    impl Lut for StepTable {
+        const LEVELS: i8 = 127;
+        const EMPTY: Self = StepTable([0; 64]);
+        fn bufs() -> &'static LocalKey<RefCell<Bufs<Self>>> {
+            &BUFS8
+        }
+        unsafe fn build(q: &[i8], steps: usize, t: &mut [Self]) {
+            // SAFETY: forwarded.
+            unsafe { avx2::tables_avx2(q, steps, t) }
+        }
+        unsafe fn sums1(codes: &[u8], rows: usize, steps: usize, t: &[Self], y: &mut [f32]) {
+            // SAFETY: forwarded.
+            unsafe { avx2::sums_avx2_lut1(codes, rows, steps, t, y) }
+        }
+        unsafe fn sums4(codes: &[u8], rows: usize, steps: usize, t: [&[Self]; 4], ys: [&mut [f32]; 4]) {
+            // SAFETY: forwarded.
+            unsafe { avx2::sums_avx2_lut4(codes, rows, steps, t, ys) }
+        }
+    }
+
+    impl Lut for StepTable6 {
+        const LEVELS: i8 = LEVELS6;
+        const EMPTY: Self = StepTable6([0; 32]);
+        fn bufs() -> &'static LocalKey<RefCell<Bufs<Self>>> {
+            &BUFS6
+        }
+        unsafe fn build(q: &[i8], steps: usize, t: &mut [Self]) {
+            // SAFETY: forwarded.
+            unsafe { avx2::tables_avx2_i6(q, steps, t) }
+        }
+        unsafe fn sums1(codes: &[u8], rows: usize, steps: usize, t: &[Self], y: &mut [f32]) {
+            // SAFETY: forwarded.
+            unsafe { avx2::sums_avx2_lut6x1(codes, rows, steps, t, y) }
+        }
+        unsafe fn sums4(codes: &[u8], rows: usize, steps: usize, t: [&[Self]; 4], ys: [&mut [f32]; 4]) {
+            // SAFETY: forwarded.
+            unsafe { avx2::sums_avx2_lut6x4(codes, rows, steps, t, ys) }
+        }
+    }
+
+    /// Round `x[..cols]` to the kind's levels into `q` (zeros up to 4 · steps) and build
+    /// `t`; returns the input's scale.
+    fn prepare<T: Lut>(q: &mut Vec<i8>, t: &mut Vec<T>, x: &[f32], cols: usize, steps: usize) -> f32 {
         q.clear();
         q.resize(4 * steps, 0);
         // SAFETY: the caller checked AVX2; q holds 4 · steps >= cols values.
-        let s = unsafe { avx2::quantize_avx2(&x[..cols], q) };
+        let s = unsafe { avx2::quantize_to_avx2(&x[..cols], q, T::LEVELS) };
         if t.len() < steps {
-            t.resize(steps, StepTable([0; 64]));
+            t.resize(steps, T::EMPTY);
         }
         // SAFETY: the caller checked AVX2; q holds 4 · steps values and t at least steps.
-        unsafe { avx2::tables_avx2(q, steps, t) };
+        unsafe { T::build(q, steps, t) };
         s
     }
 
     /// `ys[i] = α_i · W_i x` for matrices that share the input (same cols): the input is
     /// rounded and its tables built once.
-    pub fn matvecs(ms: &[&TernaryPlanes], x: &[f32], ys: &mut [&mut [f32]]) {
+    pub fn matvecs<T: Lut>(ms: &[&TernaryPlanes], x: &[f32], ys: &mut [&mut [f32]]) {
         assert!(std::arch::is_x86_feature_detected!("avx2"));
         let (cols, steps) = (ms[0].cols, ms[0].steps4);
-        BUFS.with_borrow_mut(|b| {
+        T::bufs().with_borrow_mut(|b| {
             let Bufs { q, tables } = b;
             let s = prepare(q, &mut tables[0], x, cols, steps);
             for (m, y) in ms.iter().zip(ys.iter_mut()) {
                 assert_eq!(m.cols, cols);
-                // SAFETY: AVX2 was checked; m.lut has ceil(rows / 32) · steps · 32 codes, the
-                // tables hold at least steps, y at least m.rows values (checked by callers).
-                unsafe { avx2::sums_avx2_lut1(&m.lut, m.rows, steps, &tables[0], y) };
+                assert!(m.lut.len() >= m.rows.div_ceil(32) * steps * 32 && y.len() >= m.rows);
+                // SAFETY: AVX2 was checked; the codes, tables and output lengths were checked.
+                unsafe { T::sums1(&m.lut, m.rows, steps, &tables[0], y) };
                 super::scale_rows(&mut y[..m.rows], m.alpha * s);
             }
         });
@@ -481,11 +576,12 @@ mod i8x86 {
 
     /// `ys[t] = α · W xs[t]`, four inputs per pass over the codes; equal to [`matvecs`] on
     /// each input bit for bit (the integer sums are exact).
-    pub fn matmul(m: &TernaryPlanes, xs: &[&[f32]], ys: &mut [&mut [f32]]) {
+    pub fn matmul<T: Lut>(m: &TernaryPlanes, xs: &[&[f32]], ys: &mut [&mut [f32]]) {
         assert!(std::arch::is_x86_feature_detected!("avx2"));
+        assert!(m.lut.len() >= m.rows.div_ceil(32) * m.steps4 * 32);
         let mut xs4 = xs.chunks_exact(4);
         let mut ys4 = ys.chunks_exact_mut(4);
-        BUFS.with_borrow_mut(|b| {
+        T::bufs().with_borrow_mut(|b| {
             let Bufs { q, tables } = b;
             for (x4, y4) in (&mut xs4).zip(&mut ys4) {
                 let mut s = [0.0f32; 4];
@@ -496,14 +592,14 @@ mod i8x86 {
                 let [y0, y1, y2, y3] = y4 else { unreachable!("chunks of four") };
                 // SAFETY: AVX2 was checked; each table was built for m's steps; outputs hold
                 // at least m.rows values (checked by the caller).
-                unsafe { avx2::sums_avx2_lut4(&m.lut, m.rows, m.steps4, [t0, t1, t2, t3], [y0, y1, y2, y3]) };
+                unsafe { T::sums4(&m.lut, m.rows, m.steps4, [t0, t1, t2, t3], [y0, y1, y2, y3]) };
                 for (y, s) in y4.iter_mut().zip(s) {
                     super::scale_rows(&mut y[..m.rows], m.alpha * s);
                 }
             }
         });
         for (x, y) in xs4.remainder().iter().zip(ys4.into_remainder()) {
-            matvecs(&[m], x, &mut [y]);
+            matvecs::<T>(&[m], x, &mut [y]);
         }
     }
 }
@@ -643,19 +739,20 @@ mod tests {
         for (rows, cols) in shapes {
             let (w, x) = case(rows, cols, (rows + 3 * cols) as u64, false);
             let m = TernaryPlanes::from_ternary(&w, rows, cols, 0.37);
-            let mut q = vec![0i8; cols];
-            let s = lut8::quantize(&x, &mut q);
-            let want: Vec<f32> = lut8::matvec_i8_reference(&w, rows, cols, &q)
-                .into_iter()
-                .map(|v| v as f32 * (0.37 * s))
-                .collect();
-            // And close to the exact product: the rounding error of the input only.
-            let exact = matvec_reference(&w, rows, cols, 0.37, &x);
-            let bound = 0.37 * s * 0.5 * cols as f32 + 1e-6;
-            for (a, b) in want.iter().zip(&exact) {
-                assert!((a - b).abs() <= bound, "{rows}x{cols}: {a} vs {b}");
-            }
             for &k in &int8 {
+                let levels = k.input_levels().expect("int8 kernels have levels");
+                let mut q = vec![0i8; cols];
+                let s = lut8::quantize_to(&x, &mut q, levels);
+                let want: Vec<f32> = lut8::matvec_i8_reference(&w, rows, cols, &q)
+                    .into_iter()
+                    .map(|v| v as f32 * (0.37 * s))
+                    .collect();
+                // And close to the exact product: the rounding error of the input only.
+                let exact = matvec_reference(&w, rows, cols, 0.37, &x);
+                let bound = 0.37 * s * 0.5 * cols as f32 + 1e-6;
+                for (a, b) in want.iter().zip(&exact) {
+                    assert!((a - b).abs() <= bound, "{rows}x{cols}: {a} vs {b}");
+                }
                 let mut y = vec![0.0; rows];
                 k.matvec(&m, &padded(&x, &m), &mut y);
                 assert_eq!(y, want, "{k:?} {rows}x{cols}");

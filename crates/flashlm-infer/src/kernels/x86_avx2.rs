@@ -6,7 +6,7 @@
 //!   the quantiser [`quantize_avx2`] and the table builder [`tables_avx2`].
 
 use super::TernaryPlanes;
-use super::lut8::{FLUSH, ROWS, StepTable};
+use super::lut8::{FLUSH, FLUSH6, ROWS, StepTable, StepTable6};
 use std::arch::x86_64::*;
 
 /// Eight f32 lanes, aligned to 32 bytes.
@@ -88,6 +88,18 @@ pub unsafe fn sums_avx2(m: &TernaryPlanes, x: &[f32], y: &mut [f32], tables: &mu
 #[target_feature(enable = "avx2")]
 #[inline(never)]
 pub unsafe fn quantize_avx2(x: &[f32], q: &mut [i8]) -> f32 {
+    // SAFETY: forwarded.
+    unsafe { quantize_to_avx2(x, q, 127) }
+}
+
+/// [`super::lut8::quantize_to`] with AVX2, equal to it bit for bit.
+///
+/// # Safety
+/// The CPU must support AVX2; `q.len() >= x.len()`.
+#[target_feature(enable = "avx2")]
+#[inline(never)]
+pub unsafe fn quantize_to_avx2(x: &[f32], q: &mut [i8], levels: i8) -> f32 {
+    let top = f32::from(levels);
     assert!(q.len() >= x.len());
     let n8 = x.len() / 8 * 8;
     let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF));
@@ -112,7 +124,7 @@ pub unsafe fn quantize_avx2(x: &[f32], q: &mut [i8]) -> f32 {
         q[..x.len()].fill(0);
         return if finite { 0.0 } else { f32::NAN };
     }
-    let inv = 127.0 / max;
+    let inv = top / max;
     let vinv = _mm256_set1_ps(inv);
     let mut i = 0;
     while i + 32 <= x.len() {
@@ -135,7 +147,7 @@ pub unsafe fn quantize_avx2(x: &[f32], q: &mut [i8]) -> f32 {
     for (o, &v) in q[i..].iter_mut().zip(&x[i..]) {
         *o = super::lut8::round_even(v * inv) as i8;
     }
-    max / 127.0
+    max / top
 }
 
 /// Sign patterns of the 16 entries: lane c holds w0 (first register) and w1 (second)
@@ -297,4 +309,141 @@ pub unsafe fn sums_avx2_lut4(
 ) {
     // SAFETY: forwarded.
     unsafe { sums_lut_avx2::<4>(codes, rows, steps, t, ys) }
+}
+
+/// The 6-bit tables of `q` (values in −31..=31), equal byte for byte to
+/// [`super::lut8::tables6_generic`]: the int16 entries as in [`tables_avx2`], packed to
+/// signed bytes.
+///
+/// # Safety
+/// The CPU must support AVX2; `q.len() >= 4 * steps`, `t.len() >= steps`.
+#[target_feature(enable = "avx2")]
+#[inline(never)]
+pub unsafe fn tables_avx2_i6(q: &[i8], steps: usize, t: &mut [StepTable6]) {
+    assert!(q.len() >= 4 * steps && t.len() >= steps);
+    // SAFETY: W0 / W1 are 16 i16 = 32 bytes.
+    let (w0, w1) = unsafe {
+        (_mm256_loadu_si256(W0.as_ptr() as *const __m256i), _mm256_loadu_si256(W1.as_ptr() as *const __m256i))
+    };
+    for (k, st) in t.iter_mut().enumerate().take(steps) {
+        let v = |i: usize| _mm256_set1_epi16(i16::from(q[4 * k + i]));
+        let ta = _mm256_add_epi16(_mm256_sign_epi16(v(0), w0), _mm256_sign_epi16(v(1), w1));
+        let tb = _mm256_add_epi16(_mm256_sign_epi16(v(2), w0), _mm256_sign_epi16(v(3), w1));
+        // packs: [a0..8 | b0..8 | a8..16 | b8..16] as quadwords; vpermq puts a, then b.
+        let ab = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi16(ta, tb));
+        // SAFETY: a StepTable6 is 32 bytes, 32-byte aligned.
+        unsafe { _mm256_store_si256(st.0.as_mut_ptr() as *mut __m256i, ab) };
+    }
+}
+
+/// The 6-bit table kernel: per block of 32 rows and step, one byte lookup per pair
+/// (`vpshufb`), the two pairs added as bytes (|sum| <= 124), the sum widened to int16 with
+/// its sign (`vpcmpgtb`, `vpunpck[lh]bw`) and added; int16 sums widened to int32 every
+/// [`FLUSH6`] steps. Row order and outputs as in [`sums_lut_avx2`].
+///
+/// # Safety
+/// As [`sums_lut_avx2`], with 6-bit tables.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn sums_lut6_avx2<const N: usize>(
+    codes: &[u8],
+    rows: usize,
+    steps: usize,
+    tables: [&[StepTable6]; N],
+    mut ys: [&mut [f32]; N],
+) {
+    assert!(tables.iter().all(|t| t.len() >= steps) && ys.iter().all(|y| y.len() >= rows));
+    if steps == 0 {
+        for y in ys.iter_mut() {
+            y[..rows].fill(0.0);
+        }
+        return;
+    }
+    // Checked by division (the kernel holds no multiply, not even for a length).
+    let (stride, blocks) = (steps * ROWS, rows.div_ceil(ROWS));
+    assert!(codes.len() / stride >= blocks, "codes shorter than the rows");
+    let nib = _mm256_set1_epi8(0x0F);
+    let zero = _mm256_setzero_si256();
+    for (rb, block) in codes.chunks_exact(stride).take(blocks).enumerate() {
+        let mut acc = [[_mm256_setzero_si256(); 4]; N];
+        let mut k0 = 0;
+        while k0 < steps {
+            let k1 = steps.min(k0 + FLUSH6);
+            let mut a16 = [[_mm256_setzero_si256(); 2]; N];
+            for k in k0..k1 {
+                // SAFETY: k < steps: the 32 code bytes of step k lie inside the block.
+                let b = unsafe { _mm256_loadu_si256(block.as_ptr().add(k * ROWS) as *const __m256i) };
+                let i0 = _mm256_and_si256(b, nib);
+                let i1 = _mm256_and_si256(_mm256_srli_epi16::<4>(b), nib);
+                for n in 0..N {
+                    // SAFETY: k < steps <= tables[n].len(); a StepTable6 is 32 bytes.
+                    let (ta, tb) = unsafe {
+                        let t = tables[n].as_ptr().add(k) as *const __m128i;
+                        (
+                            _mm256_broadcastsi128_si256(_mm_load_si128(t)),
+                            _mm256_broadcastsi128_si256(_mm_load_si128(t.add(1))),
+                        )
+                    };
+                    let s = _mm256_add_epi8(_mm256_shuffle_epi8(ta, i0), _mm256_shuffle_epi8(tb, i1));
+                    let sign = _mm256_cmpgt_epi8(zero, s);
+                    let a = &mut a16[n];
+                    a[0] = _mm256_add_epi16(a[0], _mm256_unpacklo_epi8(s, sign));
+                    a[1] = _mm256_add_epi16(a[1], _mm256_unpackhi_epi8(s, sign));
+                }
+            }
+            for (acc, a) in acc.iter_mut().zip(&a16) {
+                let w = |v: __m256i, hi: bool| {
+                    _mm256_cvtepi16_epi32(if hi {
+                        _mm256_extracti128_si256::<1>(v)
+                    } else {
+                        _mm256_castsi256_si128(v)
+                    })
+                };
+                // Rows 0..8, 8..16, 16..24, 24..32.
+                acc[0] = _mm256_add_epi32(acc[0], w(a[0], false));
+                acc[1] = _mm256_add_epi32(acc[1], w(a[1], false));
+                acc[2] = _mm256_add_epi32(acc[2], w(a[0], true));
+                acc[3] = _mm256_add_epi32(acc[3], w(a[1], true));
+            }
+            k0 = k1;
+        }
+        let r0 = rb * ROWS;
+        let n_rows = ROWS.min(rows - r0);
+        for (acc, y) in acc.iter().zip(ys.iter_mut()) {
+            let mut lanes = [0.0f32; ROWS];
+            for (j, a) in acc.iter().enumerate() {
+                // SAFETY: lanes holds 32 f32; j * 8 + 8 <= 32.
+                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * j), _mm256_cvtepi32_ps(*a)) };
+            }
+            y[r0..r0 + n_rows].copy_from_slice(&lanes[..n_rows]);
+        }
+    }
+}
+
+/// [`sums_lut6_avx2`] for one input.
+///
+/// # Safety
+/// As [`sums_lut6_avx2`].
+#[target_feature(enable = "avx2")]
+#[inline(never)]
+pub unsafe fn sums_avx2_lut6x1(codes: &[u8], rows: usize, steps: usize, t: &[StepTable6], y: &mut [f32]) {
+    // SAFETY: forwarded.
+    unsafe { sums_lut6_avx2::<1>(codes, rows, steps, [t], [y]) }
+}
+
+/// [`sums_lut6_avx2`] for four inputs.
+///
+/// # Safety
+/// As [`sums_lut6_avx2`].
+#[target_feature(enable = "avx2")]
+#[inline(never)]
+pub unsafe fn sums_avx2_lut6x4(
+    codes: &[u8],
+    rows: usize,
+    steps: usize,
+    t: [&[StepTable6]; 4],
+    ys: [&mut [f32]; 4],
+) {
+    // SAFETY: forwarded.
+    unsafe { sums_lut6_avx2::<4>(codes, rows, steps, t, ys) }
 }
