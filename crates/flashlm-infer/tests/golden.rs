@@ -42,9 +42,11 @@ fn engine_matches_golden_for_every_kernel() {
             }
         }
         let ratio = (err2 / ref2).sqrt();
-        // Measured 0.023 on this random model (its logits are small, so the rounding of the
-        // inputs weighs more than in a trained one); a wrong kernel gives about 1.
-        assert!(ratio <= 6e-2, "{kernel:?}: rms logit error / rms logit = {ratio}");
+        // Measured 0.023 for int8 and 0.087 for 6-bit inputs on this random model (its logits are small, so the rounding of
+        // the inputs weighs more than in a trained one); the bound grows with the rounding
+        // step. A wrong kernel gives about 1.
+        let levels = f64::from(kernel.input_levels().expect("int8 kernels have levels"));
+        assert!(ratio <= 6e-2 * 127.0 / levels, "{kernel:?}: rms logit error / rms logit = {ratio}");
     }
     for kernel in Kernel::available_exact() {
         let m = Model::from_bytes(&bytes, kernel).unwrap();

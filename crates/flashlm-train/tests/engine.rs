@@ -73,9 +73,11 @@ fn engine_logits_match_burn_for_every_kernel() {
         }
         let ratio = (err2 / ref2).sqrt();
         eprintln!("{kernel:?}: rms logit error / rms logit = {ratio:.2e} (logits up to {range})");
-        // Measured 0.026 on this random model (its logits are small, so the rounding of the
-        // inputs weighs more than in a trained one); a wrong kernel gives about 1.
-        assert!(ratio <= 6e-2, "{kernel:?}: rms logit error / rms logit = {ratio}");
+        // Measured 0.026 for int8 inputs on this random model (its logits are small, so the rounding of
+        // the inputs weighs more than in a trained one); the bound grows with the rounding
+        // step. A wrong kernel gives about 1.
+        let levels = f64::from(kernel.input_levels().expect("int8 kernels have levels"));
+        assert!(ratio <= 6e-2 * 127.0 / levels, "{kernel:?}: rms logit error / rms logit = {ratio}");
     }
 }
 
