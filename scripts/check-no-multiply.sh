@@ -16,7 +16,7 @@ asm=$(objdump -d --no-show-raw-insn "$bin" | awk '
     /^[0-9a-f]+ <.*>:$/ { p = 0 }
     p')
 found=$(printf '%s\n' "$asm" | grep -cE '^[0-9a-f]+ <' || true)
-for want in sums_scalar sums_portable sums_avx2 sums_avx2_lut1 sums_avx2_lut4 sums_avx2_lut6x1 sums_avx2_lut6x4 tables_avx2 tables_avx2_i6 sums_avx512_apply sums_avx512_tables; do
+for want in sums_scalar sums_portable sums_avx2 sums_avx2_lut1 sums_avx2_lut4 sums_avx2_lut6x1 sums_avx2_lut6x4 tables_avx2 tables_avx2_i6 sums_avx512_apply sums_avx512_tables sums_avx512_lut1 sums_avx512_lut4 tables_avx512_pairs; do
     if ! grep -qE "^[0-9a-f]+ <.*[0-9]${want}17h" <<< "$asm"; then
         echo "check-no-multiply: kernel function $want not found in $bin" >&2
         exit 1

@@ -92,20 +92,28 @@ fn default_command_writes_the_cards_sample() {
     let card = card();
     let block = card.split("<!-- sample seed=1 -->").nth(1).expect("sample marker in the card");
     let sample = block.split("```text\n").nth(1).unwrap().split("\n```").next().unwrap();
-    let run = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_flashlm-infer"))
-            .args(["--prompt", "Once upon a time", "--seed", "1"])
-            .output()
-            .unwrap();
+    let run_isa = |isa: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flashlm-infer"));
+        cmd.args(["--prompt", "Once upon a time", "--seed", "1"])
+            .env_remove("FLASHLM_KERNEL")
+            .env_remove("FLASHLM_HEAD")
+            .env_remove("FLASHLM_ISA");
+        if let Some(isa) = isa {
+            cmd.env("FLASHLM_ISA", isa);
+        }
+        let out = cmd.output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     };
+    let run = || run_isa(None);
     let text = run();
     assert_eq!(text, run(), "same seed, same text");
-    if Kernel::detect() == Kernel::Avx512 {
-        // The card's text came from the AVX-512 kernel; others may round differently.
-        assert_eq!(text.trim_end(), sample, "the bundled model no longer writes the card's sample");
-    } else {
-        assert!(text.starts_with("Once upon a time") && text.len() > 100, "{text}");
+    // What an AVX2-only and a SIMD-less CPU run (FLASHLM_ISA caps this one) writes the same.
+    for isa in ["avx2", "portable"] {
+        assert_eq!(run_isa(Some(isa)), text, "FLASHLM_ISA={isa} changed the text");
     }
+    // Every default kernel (avx512-i8, avx2-i8, portable) and head computes the same integer
+    // sums, so the text is the same on every CPU.
+    assert!(!Kernel::detect().is_exact(), "the default kernels are the int8 ones");
+    assert_eq!(text.trim_end(), sample, "the bundled model no longer writes the card's sample");
 }

@@ -12,11 +12,11 @@
 //! | [`portable`] | [`Kernel::Portable`]: plain Rust the compiler vectorises for any target | int8 |
 //! | [`lut8`] | the int8 arithmetic written plainly: quantiser, integer reference, layout, tables | int8 |
 //! | [`x86_avx2`] | [`Kernel::Avx2`]: subset sums via `vpermps`; [`Kernel::Avx2I8`]: `vpshufb` tables of pair sums | f32 exact / int8 |
-//! | [`x86_avx512`] | [`Kernel::Avx512`]: 27-entry tables of 3-input sums via `vpermi2ps` | f32, exact |
+//! | [`x86_avx512`] | [`Kernel::Avx512`]: 27-entry tables of 3-input sums via `vpermi2ps`; [`Kernel::Avx512I8`]: the int8 tables, two steps per register | f32 exact / int8 |
 //!
-//! The default ([`Kernel::detect`]) is `avx512` with AVX-512F, else `avx2-i8` with AVX2, else
-//! `portable`; `--kernel` / `FLASHLM_KERNEL` choose by name, `exact` picks the fastest exact
-//! kernel. The choice is made once, when a model is loaded. Every exact kernel is tested
+//! The default ([`Kernel::detect`]) is `avx512-i8` with AVX-512 BW, else `avx2-i8` with AVX2,
+//! else `portable` (the same integer arithmetic, so the same results, on every CPU);
+//! `--kernel` / `FLASHLM_KERNEL` choose by name, `exact` picks the fastest exact kernel. The choice is made once, when a model is loaded. Every exact kernel is tested
 //! against [`matvec_reference`] on all sizes 1..=300 (bit-identical with small-integer
 //! inputs) and on the model shapes; every int8 kernel against
 //! [`lut8::matvec_i8_reference`] bit for bit.
@@ -175,11 +175,20 @@ pub enum Kernel {
     Avx2I6,
     /// x86-64 AVX-512 (F), 16 rows per register, look-up tables of 3-input sums.
     Avx512,
+    /// [`Kernel::Avx2I8`] with 512-bit registers (AVX-512 F + BW): two steps per register.
+    Avx512I8,
 }
 
 /// Every kernel, in the order [`Kernel::available`] lists them.
-const ALL: [Kernel; 6] =
-    [Kernel::Scalar, Kernel::Portable, Kernel::Avx2, Kernel::Avx2I8, Kernel::Avx2I6, Kernel::Avx512];
+const ALL: [Kernel; 7] = [
+    Kernel::Scalar,
+    Kernel::Portable,
+    Kernel::Avx2,
+    Kernel::Avx2I8,
+    Kernel::Avx2I6,
+    Kernel::Avx512,
+    Kernel::Avx512I8,
+];
 
 impl Kernel {
     /// Whether this CPU can run the kernel.
@@ -190,6 +199,8 @@ impl Kernel {
             Kernel::Avx2 | Kernel::Avx2I8 | Kernel::Avx2I6 => crate::cpu::avx2(),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => crate::cpu::avx512f(),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512I8 => crate::cpu::avx512f() && crate::cpu::avx512bw() && crate::cpu::avx2(),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -201,6 +212,7 @@ impl Kernel {
             _ if self.runs_here() => None,
             Kernel::Avx2 | Kernel::Avx2I8 | Kernel::Avx2I6 => Some("AVX2 (or FLASHLM_ISA caps it)"),
             Kernel::Avx512 => Some("AVX-512F (or FLASHLM_ISA caps it)"),
+            Kernel::Avx512I8 => Some("AVX-512 F + BW (or FLASHLM_ISA caps it)"),
             Kernel::Scalar | Kernel::Portable => None,
         }
     }
@@ -219,13 +231,13 @@ impl Kernel {
     /// Whether the kernel computes the f32 sums exactly (up to float reassociation); the
     /// int8 kernels round the input first.
     pub fn is_exact(self) -> bool {
-        !matches!(self, Kernel::Avx2I8 | Kernel::Avx2I6 | Kernel::Portable)
+        !matches!(self, Kernel::Avx2I8 | Kernel::Avx2I6 | Kernel::Avx512I8 | Kernel::Portable)
     }
 
     /// The levels an int8 kernel rounds its input to (−L..=L), None for the exact ones.
     pub fn input_levels(self) -> Option<i8> {
         match self {
-            Kernel::Avx2I8 | Kernel::Portable => Some(127),
+            Kernel::Avx2I8 | Kernel::Avx512I8 | Kernel::Portable => Some(127),
             Kernel::Avx2I6 => Some(lut8::LEVELS6),
             Kernel::Scalar | Kernel::Avx2 | Kernel::Avx512 => None,
         }
@@ -236,11 +248,12 @@ impl Kernel {
         Kernel::available().into_iter().filter(|k| k.is_exact()).collect()
     }
 
-    /// The default kernel: `avx512` with AVX-512F, else `avx2-i8` with AVX2, else
-    /// `portable` (both on int8 activations: on the bundled model they cost 0.0001 BPC,
-    /// README).
+    /// The default kernel: `avx512-i8` with AVX-512 F + BW, else `avx2-i8` with AVX2, else
+    /// `portable`. All three round each input to int8 with one scale and compute the same
+    /// exact integer sums, so they give the same logits bit for bit (the same text on every
+    /// CPU); on the bundled model they cost 0.0001 BPC against the exact kernels (README).
     pub fn detect() -> Kernel {
-        [Kernel::Avx512, Kernel::Avx2I8].into_iter().find(|k| k.runs_here()).unwrap_or(Kernel::Portable)
+        [Kernel::Avx512I8, Kernel::Avx2I8].into_iter().find(|k| k.runs_here()).unwrap_or(Kernel::Portable)
     }
 
     /// The fastest exact kernel this CPU runs (`avx512`, `avx2` or `scalar`).
@@ -285,6 +298,7 @@ impl Kernel {
             Kernel::Avx2I8 => "avx2-i8",
             Kernel::Avx2I6 => "avx2-i6",
             Kernel::Avx512 => "avx512",
+            Kernel::Avx512I8 => "avx512-i8",
         }
     }
 
@@ -301,6 +315,11 @@ impl Kernel {
         #[cfg(target_arch = "x86_64")]
         if self == Kernel::Avx2I6 {
             i8x86::matvecs::<lut8::StepTable6>(&[m], x, &mut [y]);
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self == Kernel::Avx512I8 {
+            i8x86::matvecs::<x86_avx512::PairTable>(&[m], x, &mut [y]);
             return;
         }
         if self == Kernel::Portable {
@@ -324,7 +343,7 @@ impl Kernel {
             }
             Kernel::Portable => unreachable!("handled above"),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2I8 | Kernel::Avx2I6 => unreachable!("handled above"),
+            Kernel::Avx2I8 | Kernel::Avx2I6 | Kernel::Avx512I8 => unreachable!("handled above"),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => {
                 assert!(std::arch::is_x86_feature_detected!("avx512f"));
@@ -349,13 +368,13 @@ impl Kernel {
     pub fn matvec2(self, a: &TernaryPlanes, b: &TernaryPlanes, x: &[f32], ya: &mut [f32], yb: &mut [f32]) {
         assert_eq!(a.cols, b.cols, "matvec2 needs matrices with the same input");
         #[cfg(target_arch = "x86_64")]
-        if matches!(self, Kernel::Avx2I8 | Kernel::Avx2I6) {
+        if matches!(self, Kernel::Avx2I8 | Kernel::Avx2I6 | Kernel::Avx512I8) {
             assert!(x.len() >= a.padded_cols(), "input shorter than the padded row");
             assert!(ya.len() >= a.rows && yb.len() >= b.rows, "output shorter than the rows");
-            if self == Kernel::Avx2I8 {
-                i8x86::matvecs::<lut8::StepTable>(&[a, b], x, &mut [ya, yb]);
-            } else {
-                i8x86::matvecs::<lut8::StepTable6>(&[a, b], x, &mut [ya, yb]);
+            match self {
+                Kernel::Avx2I8 => i8x86::matvecs::<lut8::StepTable>(&[a, b], x, &mut [ya, yb]),
+                Kernel::Avx2I6 => i8x86::matvecs::<lut8::StepTable6>(&[a, b], x, &mut [ya, yb]),
+                _ => i8x86::matvecs::<x86_avx512::PairTable>(&[a, b], x, &mut [ya, yb]),
             }
             return;
         }
@@ -388,13 +407,13 @@ impl Kernel {
     pub fn matmul(self, m: &TernaryPlanes, xs: &[&[f32]], ys: &mut [&mut [f32]]) {
         assert_eq!(xs.len(), ys.len(), "one output per input");
         #[cfg(target_arch = "x86_64")]
-        if matches!(self, Kernel::Avx2I8 | Kernel::Avx2I6) {
+        if matches!(self, Kernel::Avx2I8 | Kernel::Avx2I6 | Kernel::Avx512I8) {
             assert!(xs.iter().all(|x| x.len() >= m.padded_cols()), "input shorter than the padded row");
             assert!(ys.iter().all(|y| y.len() >= m.rows), "output shorter than the rows");
-            if self == Kernel::Avx2I8 {
-                i8x86::matmul::<lut8::StepTable>(m, xs, ys);
-            } else {
-                i8x86::matmul::<lut8::StepTable6>(m, xs, ys);
+            match self {
+                Kernel::Avx2I8 => i8x86::matmul::<lut8::StepTable>(m, xs, ys),
+                Kernel::Avx2I6 => i8x86::matmul::<lut8::StepTable6>(m, xs, ys),
+                _ => i8x86::matmul::<x86_avx512::PairTable>(m, xs, ys),
             }
             return;
         }
@@ -464,6 +483,7 @@ mod i8x86 {
     use super::TernaryPlanes;
     use super::lut8::{LEVELS6, StepTable, StepTable6};
     use super::x86_avx2 as avx2;
+    use super::x86_avx512::{self, PairTable};
 
     /// One of the AVX2 table kernels: its input levels, tables and products.
     pub trait Lut: Copy + 'static {
@@ -471,6 +491,10 @@ mod i8x86 {
         const LEVELS: i8;
         /// An empty table.
         const EMPTY: Self;
+        /// Tables for `steps` steps.
+        fn count(steps: usize) -> usize {
+            steps
+        }
         /// Per-thread buffers of this kind.
         fn bufs() -> &'static LocalKey<RefCell<Bufs<Self>>>;
         /// # Safety
@@ -499,6 +523,42 @@ mod i8x86 {
     thread_local! {
         static BUFS8: RefCell<Bufs<StepTable>> = RefCell::new(Bufs::default());
         static BUFS6: RefCell<Bufs<StepTable6>> = RefCell::new(Bufs::default());
+        static BUFS512: RefCell<Bufs<PairTable>> = RefCell::new(Bufs::default());
+        /// The per-step tables [`PairTable`]s are laid out from.
+        static STEPS512: RefCell<Vec<StepTable>> = const { RefCell::new(Vec::new()) };
+    }
+
+    impl Lut for PairTable {
+        const LEVELS: i8 = 127;
+        const EMPTY: Self = PairTable([0; 256]);
+        fn count(steps: usize) -> usize {
+            steps.div_ceil(2)
+        }
+        fn bufs() -> &'static LocalKey<RefCell<Bufs<Self>>> {
+            &BUFS512
+        }
+        unsafe fn build(q: &[i8], steps: usize, t: &mut [Self]) {
+            assert!(std::arch::is_x86_feature_detected!("avx512f"));
+            STEPS512.with_borrow_mut(|st| {
+                st.resize(steps.max(st.len()), StepTable([0; 64]));
+                // SAFETY: AVX2 (the caller) and AVX-512F (just checked); the sizes are the
+                // callers' (q: 4 · steps values, t: ceil(steps / 2) tables) and st's.
+                unsafe {
+                    avx2::tables_avx2(q, steps, st);
+                    x86_avx512::tables_avx512_pairs(st, steps, t);
+                }
+            });
+        }
+        unsafe fn sums1(codes: &[u8], rows: usize, steps: usize, t: &[Self], y: &mut [f32]) {
+            assert!(std::arch::is_x86_feature_detected!("avx512bw"));
+            // SAFETY: forwarded; AVX-512 BW was just checked (F comes with it).
+            unsafe { x86_avx512::sums_avx512_lut1(codes, rows, steps, t, y) }
+        }
+        unsafe fn sums4(codes: &[u8], rows: usize, steps: usize, t: [&[Self]; 4], ys: [&mut [f32]; 4]) {
+            assert!(std::arch::is_x86_feature_detected!("avx512bw"));
+            // SAFETY: as above.
+            unsafe { x86_avx512::sums_avx512_lut4(codes, rows, steps, t, ys) }
+        }
     }
 
     impl Lut for StepTable {
@@ -548,8 +608,8 @@ mod i8x86 {
         q.resize(4 * steps, 0);
         // SAFETY: the caller checked AVX2; q holds 4 · steps >= cols values.
         let s = unsafe { avx2::quantize_to_avx2(&x[..cols], q, T::LEVELS) };
-        if t.len() < steps {
-            t.resize(steps, T::EMPTY);
+        if t.len() < T::count(steps) {
+            t.resize(T::count(steps), T::EMPTY);
         }
         // SAFETY: the caller checked AVX2; q holds 4 · steps values and t at least steps.
         unsafe { T::build(q, steps, t) };

@@ -3,6 +3,7 @@
 //! row by a two-register permute (`vpermi2ps`), 16 rows per register.
 
 use super::TernaryPlanes;
+use super::lut8::{FLUSH, ROWS, StepTable};
 use std::arch::x86_64::*;
 
 /// Sixteen f32 lanes, aligned to a cache line.
@@ -207,4 +208,177 @@ pub unsafe fn sums_avx512_apply4(m: &TernaryPlanes, tables: [&[Lanes]; 4], ys: [
             dst.copy_from_slice(&lanes.0[..dst.len()]);
         }
     }
+}
+
+/// The int8 table kernel's tables of two steps laid out for 512-bit registers: for steps
+/// 2j and 2j+1, four registers (low bytes of pair A, of pair B, high bytes of A, of B), each
+/// holding step 2j's 16-byte table in its two low lanes and step 2j+1's in the two high ones
+/// (the byte shuffle looks up within each 128-bit lane). Scratch built per input, not a
+/// model layout: the codes are [`super::lut8::lut_codes`]' as for every CPU.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+pub struct PairTable(pub [u8; 256]);
+
+/// Re-lay [`super::x86_avx2::tables_avx2`]'s tables (one [`StepTable`] per step) for
+/// [`sums_avx512_lut`]: `ceil(steps / 2)` pair tables, the step past an odd count all zeros.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `t.len() >= steps`, `out.len() >= steps.div_ceil(2)`.
+#[target_feature(enable = "avx512f")]
+#[inline(never)]
+pub unsafe fn tables_avx512_pairs(t: &[StepTable], steps: usize, out: &mut [PairTable]) {
+    assert!(t.len() >= steps && out.len() >= steps.div_ceil(2));
+    for (j, o) in out.iter_mut().enumerate().take(steps.div_ceil(2)) {
+        // SAFETY: a StepTable is 64 bytes, 64-byte aligned; 2j < steps.
+        let x = unsafe { _mm512_load_si512(t[2 * j].0.as_ptr() as *const _) };
+        let y = if 2 * j + 1 < steps {
+            // SAFETY: as above, 2j + 1 < steps.
+            unsafe { _mm512_load_si512(t[2 * j + 1].0.as_ptr() as *const _) }
+        } else {
+            _mm512_setzero_si512()
+        };
+        // x = [loA, loB, hiA, hiB] of step 2j, y of step 2j+1; register i = [x_i, x_i, y_i,
+        // y_i] (vshufi64x2 takes lanes 0 and 1 of the result from x, 2 and 3 from y).
+        let p = o.0.as_mut_ptr() as *mut __m512i;
+        // SAFETY: a PairTable is 256 bytes, 64-byte aligned: four registers.
+        unsafe {
+            _mm512_store_si512(p as *mut _, _mm512_shuffle_i64x2::<0b00_00_00_00>(x, y));
+            _mm512_store_si512(p.add(1) as *mut _, _mm512_shuffle_i64x2::<0b01_01_01_01>(x, y));
+            _mm512_store_si512(p.add(2) as *mut _, _mm512_shuffle_i64x2::<0b10_10_10_10>(x, y));
+            _mm512_store_si512(p.add(3) as *mut _, _mm512_shuffle_i64x2::<0b11_11_11_11>(x, y));
+        }
+    }
+}
+
+/// [`super::x86_avx2::sums_lut_avx2`] with 512-bit registers: each register holds the code
+/// bytes of two consecutive steps of one block of 32 rows (one 64-byte load), looked up in
+/// [`PairTable`]s; the two halves hold the same rows and are added at the end. Exact, equal
+/// to [`super::lut8::matvec_i8_reference`] bit for bit; the rows land as in the AVX2 kernel.
+///
+/// # Safety
+/// The CPU must support AVX-512F and BW; `codes.len() >= ceil(rows / 32) * steps * 32`,
+/// every `tables[n].len() >= ceil(steps / 2)` built by [`tables_avx512_pairs`], every
+/// `ys[n].len() >= rows`.
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub unsafe fn sums_avx512_lut<const N: usize>(
+    codes: &[u8],
+    rows: usize,
+    steps: usize,
+    tables: [&[PairTable]; N],
+    mut ys: [&mut [f32]; N],
+) {
+    let pairs = steps.div_ceil(2);
+    assert!(tables.iter().all(|t| t.len() >= pairs) && ys.iter().all(|y| y.len() >= rows));
+    if steps == 0 {
+        for y in ys.iter_mut() {
+            y[..rows].fill(0.0);
+        }
+        return;
+    }
+    let (stride, blocks) = (steps * ROWS, rows.div_ceil(ROWS));
+    assert!(codes.len() / stride >= blocks, "codes shorter than the rows");
+    let nib = _mm512_set1_epi8(0x0F);
+    // Each lane sees one step per pair: FLUSH pairs between widenings, as in the AVX2 kernel.
+    let flush = FLUSH;
+    for (rb, block) in codes.chunks_exact(stride).take(blocks).enumerate() {
+        let mut acc = [[_mm256_setzero_si256(); 4]; N];
+        let mut j0 = 0;
+        while j0 < pairs {
+            let j1 = pairs.min(j0 + flush);
+            let mut a16 = [[_mm512_setzero_si512(); 2]; N];
+            for j in j0..j1 {
+                let p = block.as_ptr().wrapping_add(2 * j * ROWS);
+                // SAFETY: step 2j lies inside the block; step 2j + 1 too unless 2j + 1 ==
+                // steps, when only the low 32 bytes are read (the high ones read as 0 and
+                // select entry 0 of the all-zero table of the missing step).
+                let b = unsafe {
+                    if 2 * j + 1 < steps {
+                        _mm512_loadu_si512(p as *const _)
+                    } else {
+                        _mm512_maskz_loadu_epi8(0xFFFF_FFFF, p as *const i8)
+                    }
+                };
+                let i0 = _mm512_and_si512(b, nib);
+                let i1 = _mm512_and_si512(_mm512_srli_epi16::<4>(b), nib);
+                for n in 0..N {
+                    // SAFETY: j < pairs <= tables[n].len(); a PairTable is four registers.
+                    let (l0, l1, h0, h1) = unsafe {
+                        let t = tables[n].as_ptr().add(j) as *const __m512i;
+                        (
+                            _mm512_load_si512(t as *const _),
+                            _mm512_load_si512(t.add(1) as *const _),
+                            _mm512_load_si512(t.add(2) as *const _),
+                            _mm512_load_si512(t.add(3) as *const _),
+                        )
+                    };
+                    let la = _mm512_shuffle_epi8(l0, i0);
+                    let ha = _mm512_shuffle_epi8(h0, i0);
+                    let lb = _mm512_shuffle_epi8(l1, i1);
+                    let hb = _mm512_shuffle_epi8(h1, i1);
+                    let a = &mut a16[n];
+                    a[0] = _mm512_add_epi16(a[0], _mm512_unpacklo_epi8(la, ha));
+                    a[1] = _mm512_add_epi16(a[1], _mm512_unpackhi_epi8(la, ha));
+                    a[0] = _mm512_add_epi16(a[0], _mm512_unpacklo_epi8(lb, hb));
+                    a[1] = _mm512_add_epi16(a[1], _mm512_unpackhi_epi8(lb, hb));
+                }
+            }
+            for (acc, a) in acc.iter_mut().zip(&a16) {
+                // The two step halves hold the same rows: widen each to int32 and add.
+                let half = |v: __m512i, hi: bool| {
+                    let h = if hi { _mm512_extracti64x4_epi64::<1>(v) } else { _mm512_castsi512_si256(v) };
+                    (
+                        _mm256_cvtepi16_epi32(_mm256_castsi256_si128(h)),
+                        _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(h)),
+                    )
+                };
+                for (k, v) in a.iter().enumerate() {
+                    let (lo0, lo1) = half(*v, false);
+                    let (hi0, hi1) = half(*v, true);
+                    // v = a[0]: rows 0..8 (lanes 0 and 2), 16..24 (lanes 1 and 3); a[1]: 8..16, 24..32.
+                    acc[k] = _mm256_add_epi32(acc[k], _mm256_add_epi32(lo0, hi0));
+                    acc[k + 2] = _mm256_add_epi32(acc[k + 2], _mm256_add_epi32(lo1, hi1));
+                }
+            }
+            j0 = j1;
+        }
+        let r0 = rb * ROWS;
+        let n_rows = ROWS.min(rows - r0);
+        for (acc, y) in acc.iter().zip(ys.iter_mut()) {
+            let mut lanes = [0.0f32; ROWS];
+            for (j, a) in acc.iter().enumerate() {
+                // SAFETY: lanes holds 32 f32; j * 8 + 8 <= 32.
+                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * j), _mm256_cvtepi32_ps(*a)) };
+            }
+            y[r0..r0 + n_rows].copy_from_slice(&lanes[..n_rows]);
+        }
+    }
+}
+
+/// [`sums_avx512_lut`] for one input.
+///
+/// # Safety
+/// As [`sums_avx512_lut`].
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline(never)]
+pub unsafe fn sums_avx512_lut1(codes: &[u8], rows: usize, steps: usize, t: &[PairTable], y: &mut [f32]) {
+    // SAFETY: forwarded.
+    unsafe { sums_avx512_lut::<1>(codes, rows, steps, [t], [y]) }
+}
+
+/// [`sums_avx512_lut`] for four inputs.
+///
+/// # Safety
+/// As [`sums_avx512_lut`].
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline(never)]
+pub unsafe fn sums_avx512_lut4(
+    codes: &[u8],
+    rows: usize,
+    steps: usize,
+    t: [&[PairTable]; 4],
+    ys: [&mut [f32]; 4],
+) {
+    // SAFETY: forwarded.
+    unsafe { sums_avx512_lut::<4>(codes, rows, steps, t, ys) }
 }
