@@ -97,6 +97,29 @@ pub fn steps(cols: usize) -> usize {
     cols.div_ceil(4)
 }
 
+/// The checks every table kernel starts with: each output holds `rows` values, and the codes
+/// hold `ceil(rows / 32)` blocks of `steps` steps. Returns (bytes per block, blocks), or
+/// None after zeroing the outputs when there are no steps. Checked by division (the kernels
+/// hold no multiply, not even for a length; `steps * 32` is a shift).
+#[inline(always)]
+pub fn block_shape<const N: usize>(
+    codes: &[u8],
+    rows: usize,
+    steps: usize,
+    ys: &mut [&mut [f32]; N],
+) -> Option<(usize, usize)> {
+    assert!(ys.iter().all(|y| y.len() >= rows));
+    if steps == 0 {
+        for y in ys.iter_mut() {
+            y[..rows].fill(0.0);
+        }
+        return None;
+    }
+    let (stride, blocks) = (steps * ROWS, rows.div_ceil(ROWS));
+    assert!(codes.len() / stride >= blocks, "codes shorter than the rows");
+    Some((stride, blocks))
+}
+
 /// Codes of a ternary matrix (row-major [rows, cols], values in {−1, 0, 1}) for the table
 /// kernels: [ceil(rows / 32), steps(cols), 32] bytes as the module documentation says.
 /// Weights past the matrix count as 0 (code 4, whose entry is 0 for any input).
@@ -117,33 +140,37 @@ pub fn lut_codes(w: &[i8], rows: usize, cols: usize) -> Vec<u8> {
     out
 }
 
+/// Table entry `c` of the pair `(a, b)`: `w0·a + w1·b` with adds and subtracts for the
+/// weights of code `c`; entries past 8 are never selected and are 0.
+fn entry(c: usize, a: i32, b: i32) -> i32 {
+    if c >= 9 {
+        return 0;
+    }
+    let (w0, w1) = code_weights(c);
+    let pa = if w0 > 0 {
+        a
+    } else if w0 < 0 {
+        -a
+    } else {
+        0
+    };
+    let pb = if w1 > 0 {
+        b
+    } else if w1 < 0 {
+        -b
+    } else {
+        0
+    };
+    pa + pb
+}
+
 /// The tables of `q` (at least `4 · steps` values, zeros past the input), portable code.
 pub fn tables_generic(q: &[i8], steps: usize, t: &mut [StepTable]) {
     for (k, st) in t.iter_mut().enumerate().take(steps) {
         for pair in 0..2 {
             let (a, b) = (i32::from(q[4 * k + 2 * pair]), i32::from(q[4 * k + 2 * pair + 1]));
             for c in 0..16 {
-                // Entries past 8 are never selected; they are written as 0.
-                let v = if c < 9 {
-                    let (w0, w1) = code_weights(c);
-                    let pa = if w0 > 0 {
-                        a
-                    } else if w0 < 0 {
-                        -a
-                    } else {
-                        0
-                    };
-                    let pb = if w1 > 0 {
-                        b
-                    } else if w1 < 0 {
-                        -b
-                    } else {
-                        0
-                    };
-                    pa + pb
-                } else {
-                    0
-                };
+                let v = entry(c, a, b);
                 st.0[16 * pair + c] = v as u8;
                 st.0[32 + 16 * pair + c] = (v >> 8) as u8;
             }
@@ -197,26 +224,7 @@ pub fn tables6_generic(q: &[i8], steps: usize, t: &mut [StepTable6]) {
         for pair in 0..2 {
             let (a, b) = (i32::from(q[4 * k + 2 * pair]), i32::from(q[4 * k + 2 * pair + 1]));
             for c in 0..16 {
-                let v = if c < 9 {
-                    let (w0, w1) = code_weights(c);
-                    let pa = if w0 > 0 {
-                        a
-                    } else if w0 < 0 {
-                        -a
-                    } else {
-                        0
-                    };
-                    let pb = if w1 > 0 {
-                        b
-                    } else if w1 < 0 {
-                        -b
-                    } else {
-                        0
-                    };
-                    pa + pb
-                } else {
-                    0
-                };
+                let v = entry(c, a, b);
                 st.0[16 * pair + c] = v as i8 as u8;
             }
         }

@@ -210,16 +210,8 @@ pub unsafe fn sums_lut_avx2<const N: usize>(
     tables: [&[StepTable]; N],
     mut ys: [&mut [f32]; N],
 ) {
-    assert!(tables.iter().all(|t| t.len() >= steps) && ys.iter().all(|y| y.len() >= rows));
-    if steps == 0 {
-        for y in ys.iter_mut() {
-            y[..rows].fill(0.0);
-        }
-        return;
-    }
-    // Checked by division (the kernel holds no multiply, not even for a length).
-    let (stride, blocks) = (steps * ROWS, rows.div_ceil(ROWS));
-    assert!(codes.len() / stride >= blocks, "codes shorter than the rows");
+    assert!(tables.iter().all(|t| t.len() >= steps));
+    let Some((stride, blocks)) = super::lut8::block_shape(codes, rows, steps, &mut ys) else { return };
     let nib = _mm256_set1_epi8(0x0F);
     for (rb, block) in codes.chunks_exact(stride).take(blocks).enumerate() {
         let mut acc = [[_mm256_setzero_si256(); 4]; N];
@@ -255,32 +247,42 @@ pub unsafe fn sums_lut_avx2<const N: usize>(
                 }
             }
             for (acc, a) in acc.iter_mut().zip(&a16) {
-                let w = |v: __m256i, hi: bool| {
-                    _mm256_cvtepi16_epi32(if hi {
-                        _mm256_extracti128_si256::<1>(v)
-                    } else {
-                        _mm256_castsi256_si128(v)
-                    })
-                };
-                // Rows 0..8, 8..16, 16..24, 24..32.
-                acc[0] = _mm256_add_epi32(acc[0], w(a[0], false));
-                acc[1] = _mm256_add_epi32(acc[1], w(a[1], false));
-                acc[2] = _mm256_add_epi32(acc[2], w(a[0], true));
-                acc[3] = _mm256_add_epi32(acc[3], w(a[1], true));
+                widen(acc, a);
             }
             k0 = k1;
         }
-        let r0 = rb * ROWS;
-        let n_rows = ROWS.min(rows - r0);
         for (acc, y) in acc.iter().zip(ys.iter_mut()) {
-            let mut lanes = [0.0f32; ROWS];
-            for (j, a) in acc.iter().enumerate() {
-                // SAFETY: lanes holds 32 f32; j * 8 + 8 <= 32.
-                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * j), _mm256_cvtepi32_ps(*a)) };
-            }
-            y[r0..r0 + n_rows].copy_from_slice(&lanes[..n_rows]);
+            store_block(acc, &mut y[..rows], rb * ROWS);
         }
     }
+}
+
+/// Add one block's int16 sums (`a`: the `vpunpcklbw` and `vpunpckhbw` halves of 32 rows) to
+/// its int32 sums `acc`, in row order 0..8, 8..16, 16..24, 24..32.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn widen(acc: &mut [__m256i; 4], a: &[__m256i; 2]) {
+    let w = |v: __m256i, hi: bool| {
+        _mm256_cvtepi16_epi32(if hi { _mm256_extracti128_si256::<1>(v) } else { _mm256_castsi256_si128(v) })
+    };
+    acc[0] = _mm256_add_epi32(acc[0], w(a[0], false));
+    acc[1] = _mm256_add_epi32(acc[1], w(a[1], false));
+    acc[2] = _mm256_add_epi32(acc[2], w(a[0], true));
+    acc[3] = _mm256_add_epi32(acc[3], w(a[1], true));
+}
+
+/// Store a block's 32 int32 sums (rows r0..r0 + 32 in order) as f32 into `y` (exact: the
+/// sums are below 2^24); rows past `y.len()` are dropped.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn store_block(acc: &[__m256i; 4], y: &mut [f32], r0: usize) {
+    let mut lanes = [0.0f32; ROWS];
+    for (j, a) in acc.iter().enumerate() {
+        // SAFETY: lanes holds 32 f32; j * 8 + 8 <= 32.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * j), _mm256_cvtepi32_ps(*a)) };
+    }
+    let n = ROWS.min(y.len() - r0);
+    y[r0..r0 + n].copy_from_slice(&lanes[..n]);
 }
 
 /// [`sums_lut_avx2`] for one input (a named symbol for `scripts/check-no-multiply.sh`).
@@ -352,16 +354,8 @@ pub unsafe fn sums_lut6_avx2<const N: usize>(
     tables: [&[StepTable6]; N],
     mut ys: [&mut [f32]; N],
 ) {
-    assert!(tables.iter().all(|t| t.len() >= steps) && ys.iter().all(|y| y.len() >= rows));
-    if steps == 0 {
-        for y in ys.iter_mut() {
-            y[..rows].fill(0.0);
-        }
-        return;
-    }
-    // Checked by division (the kernel holds no multiply, not even for a length).
-    let (stride, blocks) = (steps * ROWS, rows.div_ceil(ROWS));
-    assert!(codes.len() / stride >= blocks, "codes shorter than the rows");
+    assert!(tables.iter().all(|t| t.len() >= steps));
+    let Some((stride, blocks)) = super::lut8::block_shape(codes, rows, steps, &mut ys) else { return };
     let nib = _mm256_set1_epi8(0x0F);
     let zero = _mm256_setzero_si256();
     for (rb, block) in codes.chunks_exact(stride).take(blocks).enumerate() {
@@ -392,30 +386,12 @@ pub unsafe fn sums_lut6_avx2<const N: usize>(
                 }
             }
             for (acc, a) in acc.iter_mut().zip(&a16) {
-                let w = |v: __m256i, hi: bool| {
-                    _mm256_cvtepi16_epi32(if hi {
-                        _mm256_extracti128_si256::<1>(v)
-                    } else {
-                        _mm256_castsi256_si128(v)
-                    })
-                };
-                // Rows 0..8, 8..16, 16..24, 24..32.
-                acc[0] = _mm256_add_epi32(acc[0], w(a[0], false));
-                acc[1] = _mm256_add_epi32(acc[1], w(a[1], false));
-                acc[2] = _mm256_add_epi32(acc[2], w(a[0], true));
-                acc[3] = _mm256_add_epi32(acc[3], w(a[1], true));
+                widen(acc, a);
             }
             k0 = k1;
         }
-        let r0 = rb * ROWS;
-        let n_rows = ROWS.min(rows - r0);
         for (acc, y) in acc.iter().zip(ys.iter_mut()) {
-            let mut lanes = [0.0f32; ROWS];
-            for (j, a) in acc.iter().enumerate() {
-                // SAFETY: lanes holds 32 f32; j * 8 + 8 <= 32.
-                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * j), _mm256_cvtepi32_ps(*a)) };
-            }
-            y[r0..r0 + n_rows].copy_from_slice(&lanes[..n_rows]);
+            store_block(acc, &mut y[..rows], rb * ROWS);
         }
     }
 }

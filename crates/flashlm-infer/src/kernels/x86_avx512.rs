@@ -269,15 +269,8 @@ pub unsafe fn sums_avx512_lut<const N: usize>(
     mut ys: [&mut [f32]; N],
 ) {
     let pairs = steps.div_ceil(2);
-    assert!(tables.iter().all(|t| t.len() >= pairs) && ys.iter().all(|y| y.len() >= rows));
-    if steps == 0 {
-        for y in ys.iter_mut() {
-            y[..rows].fill(0.0);
-        }
-        return;
-    }
-    let (stride, blocks) = (steps * ROWS, rows.div_ceil(ROWS));
-    assert!(codes.len() / stride >= blocks, "codes shorter than the rows");
+    assert!(tables.iter().all(|t| t.len() >= pairs));
+    let Some((stride, blocks)) = super::lut8::block_shape(codes, rows, steps, &mut ys) else { return };
     let nib = _mm512_set1_epi8(0x0F);
     // Each lane sees one step per pair: FLUSH pairs between widenings, as in the AVX2 kernel.
     let flush = FLUSH;
@@ -342,15 +335,8 @@ pub unsafe fn sums_avx512_lut<const N: usize>(
             }
             j0 = j1;
         }
-        let r0 = rb * ROWS;
-        let n_rows = ROWS.min(rows - r0);
         for (acc, y) in acc.iter().zip(ys.iter_mut()) {
-            let mut lanes = [0.0f32; ROWS];
-            for (j, a) in acc.iter().enumerate() {
-                // SAFETY: lanes holds 32 f32; j * 8 + 8 <= 32.
-                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * j), _mm256_cvtepi32_ps(*a)) };
-            }
-            y[r0..r0 + n_rows].copy_from_slice(&lanes[..n_rows]);
+            super::x86_avx2::store_block(acc, &mut y[..rows], rb * ROWS);
         }
     }
 }
