@@ -150,14 +150,75 @@ pub unsafe fn quantize_to_avx2(x: &[f32], q: &mut [i8], levels: i8) -> f32 {
     max / top
 }
 
-/// Sign patterns of the 16 entries: lane c holds w0 (first register) and w1 (second)
-/// of code c; 0 past code 8.
-const W0: [i16; 16] = [-1, -1, -1, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0];
-const W1: [i16; 16] = [-1, 0, 1, -1, 0, 1, -1, 0, 1, 0, 0, 0, 0, 0, 0, 0];
+/// Sign patterns of the 16 entries of a pair, once per 128-bit lane: byte c holds w0
+/// (first array) and w1 (second) of code c; 0 past code 8.
+const W0: [i8; 32] = {
+    let mut w = [0i8; 32];
+    let mut c = 0;
+    while c < 9 {
+        w[c] = (c / 3) as i8 - 1;
+        w[16 + c] = w[c];
+        c += 1;
+    }
+    w
+};
+const W1: [i8; 32] = {
+    let mut w = [0i8; 32];
+    let mut c = 0;
+    while c < 9 {
+        w[c] = (c % 3) as i8 - 1;
+        w[16 + c] = w[c];
+        c += 1;
+    }
+    w
+};
 
-/// The tables of `q`, equal byte for byte to [`super::lut8::tables_generic`]: each pair's 16
-/// entries as int16 with `vpsignw` (±a, ±b, 0) and one add, then split into low and
-/// high bytes with packs.
+/// Byte shuffles that spread a step's four inputs `[a_A, b_A, a_B, b_B]` (repeated in every
+/// dword) into `a_A` / `b_A` across the low lane and `a_B` / `b_B` across the high one.
+const SPREAD_A: [i8; 32] = {
+    let mut s = [0i8; 32];
+    let mut i = 16;
+    while i < 32 {
+        s[i] = 2;
+        i += 1;
+    }
+    s
+};
+const SPREAD_B: [i8; 32] = {
+    let mut s = [1i8; 32];
+    let mut i = 16;
+    while i < 32 {
+        s[i] = 3;
+        i += 1;
+    }
+    s
+};
+
+/// One step's pair entries in bytes: pair A's 16 in the low lane, pair B's in the high one.
+/// Returns (entries mod 256, sign masks): `±a ± b` with wrapping byte adds gives the low
+/// byte of the exact sum, and a saturating add keeps its sign (the high byte is 0 or −1).
+#[target_feature(enable = "avx2")]
+#[inline]
+fn step_entries(q4: *const i8, w: [__m256i; 4]) -> (__m256i, __m256i) {
+    let [w0, w1, sa, sb] = w;
+    // SAFETY: the callers pass a pointer to four readable bytes.
+    let v = _mm256_set1_epi32(unsafe { (q4 as *const i32).read_unaligned() });
+    let a = _mm256_sign_epi8(_mm256_shuffle_epi8(v, sa), w0);
+    let b = _mm256_sign_epi8(_mm256_shuffle_epi8(v, sb), w1);
+    (_mm256_add_epi8(a, b), _mm256_cmpgt_epi8(_mm256_setzero_si256(), _mm256_adds_epi8(a, b)))
+}
+
+/// The constant registers of [`step_entries`].
+#[target_feature(enable = "avx2")]
+#[inline]
+fn entry_patterns() -> [__m256i; 4] {
+    // SAFETY: each constant is 32 bytes.
+    unsafe { [W0, W1, SPREAD_A, SPREAD_B].map(|c| _mm256_loadu_si256(c.as_ptr() as *const __m256i)) }
+}
+
+/// The tables of `q`, equal byte for byte to [`super::lut8::tables_generic`], one step per
+/// register pair: the four inputs broadcast, spread per lane (`vpshufb`), signed per entry
+/// (`vpsignb`), added; no multiply.
 ///
 /// # Safety
 /// The CPU must support AVX2; `q.len() >= 4 * steps`, `t.len() >= steps`.
@@ -165,20 +226,9 @@ const W1: [i16; 16] = [-1, 0, 1, -1, 0, 1, -1, 0, 1, 0, 0, 0, 0, 0, 0, 0];
 #[inline(never)]
 pub unsafe fn tables_avx2(q: &[i8], steps: usize, t: &mut [StepTable]) {
     assert!(q.len() >= 4 * steps && t.len() >= steps);
-    // SAFETY: W0 / W1 are 16 i16 = 32 bytes.
-    let (w0, w1) = unsafe {
-        (_mm256_loadu_si256(W0.as_ptr() as *const __m256i), _mm256_loadu_si256(W1.as_ptr() as *const __m256i))
-    };
-    let low = _mm256_set1_epi16(0xFF);
-    for (k, st) in t.iter_mut().enumerate().take(steps) {
-        let v = |i: usize| _mm256_set1_epi16(i16::from(q[4 * k + i]));
-        let ta = _mm256_add_epi16(_mm256_sign_epi16(v(0), w0), _mm256_sign_epi16(v(1), w1));
-        let tb = _mm256_add_epi16(_mm256_sign_epi16(v(2), w0), _mm256_sign_epi16(v(3), w1));
-        // packus: [a0..8 | b0..8 | a8..16 | b8..16] as quadwords; vpermq puts a, then b.
-        let lo = _mm256_packus_epi16(_mm256_and_si256(ta, low), _mm256_and_si256(tb, low));
-        let hi = _mm256_packs_epi16(_mm256_srai_epi16::<8>(ta), _mm256_srai_epi16::<8>(tb));
-        let lo = _mm256_permute4x64_epi64::<0b11_01_10_00>(lo);
-        let hi = _mm256_permute4x64_epi64::<0b11_01_10_00>(hi);
+    let w = entry_patterns();
+    for (q4, st) in q.chunks_exact(4).zip(t.iter_mut()).take(steps) {
+        let (lo, hi) = step_entries(q4.as_ptr(), w);
         let p = st.0.as_mut_ptr() as *mut __m256i;
         // SAFETY: a StepTable is 64 bytes, 64-byte aligned.
         unsafe {
@@ -314,8 +364,7 @@ pub unsafe fn sums_avx2_lut4(
 }
 
 /// The 6-bit tables of `q` (values in −31..=31), equal byte for byte to
-/// [`super::lut8::tables6_generic`]: the int16 entries as in [`tables_avx2`], packed to
-/// signed bytes.
+/// [`super::lut8::tables6_generic`]: the byte entries of [`tables_avx2`] (no high bytes).
 ///
 /// # Safety
 /// The CPU must support AVX2; `q.len() >= 4 * steps`, `t.len() >= steps`.
@@ -323,18 +372,12 @@ pub unsafe fn sums_avx2_lut4(
 #[inline(never)]
 pub unsafe fn tables_avx2_i6(q: &[i8], steps: usize, t: &mut [StepTable6]) {
     assert!(q.len() >= 4 * steps && t.len() >= steps);
-    // SAFETY: W0 / W1 are 16 i16 = 32 bytes.
-    let (w0, w1) = unsafe {
-        (_mm256_loadu_si256(W0.as_ptr() as *const __m256i), _mm256_loadu_si256(W1.as_ptr() as *const __m256i))
-    };
-    for (k, st) in t.iter_mut().enumerate().take(steps) {
-        let v = |i: usize| _mm256_set1_epi16(i16::from(q[4 * k + i]));
-        let ta = _mm256_add_epi16(_mm256_sign_epi16(v(0), w0), _mm256_sign_epi16(v(1), w1));
-        let tb = _mm256_add_epi16(_mm256_sign_epi16(v(2), w0), _mm256_sign_epi16(v(3), w1));
-        // packs: [a0..8 | b0..8 | a8..16 | b8..16] as quadwords; vpermq puts a, then b.
-        let ab = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi16(ta, tb));
+    let w = entry_patterns();
+    for (q4, st) in q.chunks_exact(4).zip(t.iter_mut()).take(steps) {
+        // |entry| <= 62: the wrapping byte sum is the entry itself.
+        let (lo, _) = step_entries(q4.as_ptr(), w);
         // SAFETY: a StepTable6 is 32 bytes, 32-byte aligned.
-        unsafe { _mm256_store_si256(st.0.as_mut_ptr() as *mut __m256i, ab) };
+        unsafe { _mm256_store_si256(st.0.as_mut_ptr() as *mut __m256i, lo) };
     }
 }
 
