@@ -21,6 +21,10 @@ cargo build --release -q -p flashlm-train --example random_flm
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 echo "== kernels (µs per matrix-vector product; ratio = best f32 time / kernel time)"
 ./target/release/examples/bench_kernels
+if [ -z "${FLASHLM_ISA:-}" ] && grep -qw avx512bw /proc/cpuinfo 2> /dev/null; then
+    echo "== kernels as an AVX2-only CPU runs them (FLASHLM_ISA=avx2, this core)"
+    FLASHLM_ISA=avx2 ./target/release/examples/bench_kernels
+fi
 echo "== output head alone, small shape, weights hot in cache (µs per token)"
 ./target/release/examples/bench_head 10000 192
 echo "== generation (random weights; speed does not depend on training)"
