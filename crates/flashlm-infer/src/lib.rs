@@ -4,9 +4,10 @@
 //!
 //! * [`format`]: the `.flm` file (writer and a reader that trusts nothing).
 //! * [`cpu`]: the features dispatch uses (`FLASHLM_ISA` caps them).
-//! * [`kernels`]: ternary matrix-vector kernels (scalar, AVX2, AVX-512) and their reference.
+//! * [`kernels`]: the kernel tree: ternary products (scalar, portable, AVX2, AVX-512) and the
+//!   output heads' kernels, with their references.
 //! * [`engine`]: the streaming forward pass (constant work per token).
-//! * [`head4`]: the int4 output head (AVX-512 VNNI, and its reference).
+//! * [`head4`] (= [`kernels::head4`]): the int4 output head (AVX-512 VNNI, AVX2, portable, reference).
 //! * [`bundled`]: the pretrained small model compiled into the binary.
 
 pub mod bench;
@@ -15,9 +16,10 @@ pub mod cpu;
 pub mod engine;
 pub mod eval;
 pub mod format;
-pub mod head4;
 pub mod kernels;
 pub mod sample;
 pub mod vmath;
 
 pub use flashlm_tokenizer as tokenizer;
+/// The int4 head, also reachable at its old path.
+pub use kernels::head4;

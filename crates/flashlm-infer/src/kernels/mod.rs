@@ -12,6 +12,8 @@
 //! | [`portable`] | [`Kernel::Portable`]: plain Rust the compiler vectorises for any target | int8 |
 //! | [`lut8`] | the int8 arithmetic written plainly: quantiser, integer reference, layout, tables | int8 |
 //! | [`x86_avx2`] | [`Kernel::Avx2`]: subset sums via `vpermps`; [`Kernel::Avx2I8`]: `vpshufb` tables of pair sums | f32 exact / int8 |
+//! | [`head4`] | the int4 output head: reference, portable, AVX2, AVX-512 VNNI (bit-identical) | int8 per group |
+//! | [`head_x86`] | the f32 / f16 / int8 output heads' AVX2 and AVX-512 paths | f32 / int16 |
 //! | [`x86_avx512`] | [`Kernel::Avx512`]: 27-entry tables of 3-input sums via `vpermi2ps`; [`Kernel::Avx512I8`]: the int8 tables, two steps per register | f32 exact / int8 |
 //!
 //! The default ([`Kernel::detect`]) is `avx512-i8` with AVX-512 BW, else `avx2-i8` with AVX2,
@@ -461,6 +463,9 @@ fn scale_rows(y: &mut [f32], alpha: f32) {
 
 pub use scalar::sums_scalar;
 
+pub mod head4;
+#[cfg(target_arch = "x86_64")]
+pub mod head_x86;
 pub mod lut8;
 pub mod portable;
 pub mod scalar;
