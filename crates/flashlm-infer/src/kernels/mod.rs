@@ -18,7 +18,8 @@
 //!
 //! The default ([`Kernel::detect`]) is `avx512-i8` with AVX-512 BW, else `avx2-i8` with AVX2,
 //! else `portable` (the same integer arithmetic, so the same results, on every CPU);
-//! `--kernel` / `FLASHLM_KERNEL` choose by name, `exact` picks the fastest exact kernel. The choice is made once, when a model is loaded. Every exact kernel is tested
+//! `--kernel` / `FLASHLM_KERNEL` choose by name, `exact` picks the fastest exact kernel.
+//! The choice is made once, when a model is loaded. Every exact kernel is tested
 //! against [`matvec_reference`] on all sizes 1..=300 (bit-identical with small-integer
 //! inputs) and on the model shapes; every int8 kernel against
 //! [`lut8::matvec_i8_reference`] bit for bit.
@@ -202,7 +203,7 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => crate::cpu::avx512f(),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512I8 => crate::cpu::avx512f() && crate::cpu::avx512bw() && crate::cpu::avx2(),
+            Kernel::Avx512I8 => crate::cpu::avx512f() && crate::cpu::avx512bw(),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -231,9 +232,9 @@ impl Kernel {
     }
 
     /// Whether the kernel computes the f32 sums exactly (up to float reassociation); the
-    /// int8 kernels round the input first.
+    /// int8 kernels round the input first ([`Kernel::input_levels`]).
     pub fn is_exact(self) -> bool {
-        !matches!(self, Kernel::Avx2I8 | Kernel::Avx2I6 | Kernel::Avx512I8 | Kernel::Portable)
+        self.input_levels().is_none()
     }
 
     /// The levels an int8 kernel rounds its input to (−L..=L), None for the exact ones.
@@ -309,19 +310,7 @@ impl Kernel {
     pub fn matvec(self, m: &TernaryPlanes, x: &[f32], y: &mut [f32]) {
         assert!(x.len() >= m.padded_cols(), "input shorter than the padded row");
         assert!(y.len() >= m.rows, "output shorter than the rows");
-        #[cfg(target_arch = "x86_64")]
-        if self == Kernel::Avx2I8 {
-            i8x86::matvecs::<lut8::StepTable>(&[m], x, &mut [y]);
-            return;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if self == Kernel::Avx2I6 {
-            i8x86::matvecs::<lut8::StepTable6>(&[m], x, &mut [y]);
-            return;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if self == Kernel::Avx512I8 {
-            i8x86::matvecs::<x86_avx512::PairTable>(&[m], x, &mut [y]);
+        if self.int8_matvecs(&[m], x, &mut [y]) {
             return;
         }
         if self == Kernel::Portable {
@@ -369,21 +358,13 @@ impl Kernel {
     /// build the input's tables once for both.
     pub fn matvec2(self, a: &TernaryPlanes, b: &TernaryPlanes, x: &[f32], ya: &mut [f32], yb: &mut [f32]) {
         assert_eq!(a.cols, b.cols, "matvec2 needs matrices with the same input");
-        #[cfg(target_arch = "x86_64")]
-        if matches!(self, Kernel::Avx2I8 | Kernel::Avx2I6 | Kernel::Avx512I8) {
-            assert!(x.len() >= a.padded_cols(), "input shorter than the padded row");
-            assert!(ya.len() >= a.rows && yb.len() >= b.rows, "output shorter than the rows");
-            match self {
-                Kernel::Avx2I8 => i8x86::matvecs::<lut8::StepTable>(&[a, b], x, &mut [ya, yb]),
-                Kernel::Avx2I6 => i8x86::matvecs::<lut8::StepTable6>(&[a, b], x, &mut [ya, yb]),
-                _ => i8x86::matvecs::<x86_avx512::PairTable>(&[a, b], x, &mut [ya, yb]),
-            }
+        assert!(x.len() >= a.padded_cols(), "input shorter than the padded row");
+        assert!(ya.len() >= a.rows && yb.len() >= b.rows, "output shorter than the rows");
+        if self.int8_matvecs(&[a, b], x, &mut [ya, yb]) {
             return;
         }
         #[cfg(target_arch = "x86_64")]
         if self == Kernel::Avx512 {
-            assert!(x.len() >= a.padded_cols(), "input shorter than the padded row");
-            assert!(ya.len() >= a.rows && yb.len() >= b.rows, "output shorter than the rows");
             assert!(std::arch::is_x86_feature_detected!("avx512f"));
             x86_avx512::TABLES.with_borrow_mut(|tables| {
                 // SAFETY: AVX-512F support was just checked; lengths were checked above; a and
@@ -408,22 +389,18 @@ impl Kernel {
     /// each code word once for four inputs; results equal `matvec` on each input exactly.
     pub fn matmul(self, m: &TernaryPlanes, xs: &[&[f32]], ys: &mut [&mut [f32]]) {
         assert_eq!(xs.len(), ys.len(), "one output per input");
+        assert!(xs.iter().all(|x| x.len() >= m.padded_cols()), "input shorter than the padded row");
+        assert!(ys.iter().all(|y| y.len() >= m.rows), "output shorter than the rows");
         #[cfg(target_arch = "x86_64")]
-        if matches!(self, Kernel::Avx2I8 | Kernel::Avx2I6 | Kernel::Avx512I8) {
-            assert!(xs.iter().all(|x| x.len() >= m.padded_cols()), "input shorter than the padded row");
-            assert!(ys.iter().all(|y| y.len() >= m.rows), "output shorter than the rows");
-            match self {
-                Kernel::Avx2I8 => i8x86::matmul::<lut8::StepTable>(m, xs, ys),
-                Kernel::Avx2I6 => i8x86::matmul::<lut8::StepTable6>(m, xs, ys),
-                _ => i8x86::matmul::<x86_avx512::PairTable>(m, xs, ys),
-            }
-            return;
+        match self {
+            Kernel::Avx2I8 => return i8x86::matmul::<lut8::StepTable>(m, xs, ys),
+            Kernel::Avx2I6 => return i8x86::matmul::<lut8::StepTable6>(m, xs, ys),
+            Kernel::Avx512I8 => return i8x86::matmul::<x86_avx512::PairTable>(m, xs, ys),
+            _ => {}
         }
         #[cfg(target_arch = "x86_64")]
         if self == Kernel::Avx512 {
             assert!(std::arch::is_x86_feature_detected!("avx512f"));
-            assert!(xs.iter().all(|x| x.len() >= m.padded_cols()), "input shorter than the padded row");
-            assert!(ys.iter().all(|y| y.len() >= m.rows), "output shorter than the rows");
             let mut xs4 = xs.chunks_exact(4);
             let mut ys4 = ys.chunks_exact_mut(4);
             x86_avx512::TABLES4.with_borrow_mut(|tables| {
@@ -450,6 +427,25 @@ impl Kernel {
         for (x, y) in xs.iter().zip(ys.iter_mut()) {
             self.matvec(m, x, y);
         }
+    }
+}
+
+impl Kernel {
+    /// Run an x86 int8 table kernel on matrices that share the input (tables built once);
+    /// false for every other kernel. The caller has checked the lengths.
+    fn int8_matvecs(self, ms: &[&TernaryPlanes], x: &[f32], ys: &mut [&mut [f32]]) -> bool {
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (ms, x, ys);
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2I8 => i8x86::matvecs::<lut8::StepTable>(ms, x, ys),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2I6 => i8x86::matvecs::<lut8::StepTable6>(ms, x, ys),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512I8 => i8x86::matvecs::<x86_avx512::PairTable>(ms, x, ys),
+            _ => return false,
+        }
+        true
     }
 }
 
@@ -503,7 +499,7 @@ mod i8x86 {
         /// Per-thread buffers of this kind.
         fn bufs() -> &'static LocalKey<RefCell<Bufs<Self>>>;
         /// # Safety
-        /// AVX2; `q.len() >= 4 * steps`, `t.len() >= steps`.
+        /// AVX2; `q.len() >= 4 * steps`, `t.len() >= Self::count(steps)`.
         unsafe fn build(q: &[i8], steps: usize, t: &mut [Self]);
         /// # Safety
         /// AVX2; the sizes of [`avx2::sums_lut_avx2`].
@@ -616,7 +612,7 @@ mod i8x86 {
         if t.len() < T::count(steps) {
             t.resize(T::count(steps), T::EMPTY);
         }
-        // SAFETY: the caller checked AVX2; q holds 4 · steps values and t at least steps.
+        // SAFETY: the caller checked AVX2; q holds 4 · steps values and t T::count(steps).
         unsafe { T::build(q, steps, t) };
         s
     }
