@@ -303,7 +303,7 @@ mod tests {
     #[test]
     fn avx2_quantize_equals_the_portable_one() {
         if !std::arch::is_x86_feature_detected!("avx2") {
-            eprintln!("skipped: this CPU has no AVX2, quantize_avx2 was not tested");
+            eprintln!("skipped: this CPU has no AVX2, quantize_to_avx2 was not tested");
             return;
         }
         let mut next = rng(3);

@@ -3,7 +3,7 @@
 //!   inputs the 8 subset sums, selected by the plus and the minus bits (`vpermps`).
 //! * [`sums_avx2_lut1`] / [`sums_avx2_lut4`]: int8 activations, 32 rows per register,
 //!   `vpshufb` look-up tables of pair sums ([`super::lut8`] describes the arithmetic), with
-//!   the quantiser [`quantize_avx2`] and the table builder [`tables_avx2`].
+//!   the quantiser [`quantize_to_avx2`] and the table builder [`tables_avx2`].
 
 use super::TernaryPlanes;
 use super::lut8::{FLUSH, FLUSH6, ROWS, StepTable, StepTable6};
@@ -81,18 +81,8 @@ pub unsafe fn sums_avx2(m: &TernaryPlanes, x: &[f32], y: &mut [f32], tables: &mu
     }
 }
 
-/// [`super::lut8::quantize`] with AVX2, equal to it bit for bit; `q` gets `x.len()` values.
-///
-/// # Safety
-/// The CPU must support AVX2; `q.len() >= x.len()`.
-#[target_feature(enable = "avx2")]
-#[inline(never)]
-pub unsafe fn quantize_avx2(x: &[f32], q: &mut [i8]) -> f32 {
-    // SAFETY: forwarded.
-    unsafe { quantize_to_avx2(x, q, 127) }
-}
-
-/// [`super::lut8::quantize_to`] with AVX2, equal to it bit for bit.
+/// [`super::lut8::quantize_to`] with AVX2, equal to it bit for bit; `q` gets `x.len()`
+/// values.
 ///
 /// # Safety
 /// The CPU must support AVX2; `q.len() >= x.len()`.
@@ -238,27 +228,27 @@ pub unsafe fn tables_avx2(q: &[i8], steps: usize, t: &mut [StepTable]) {
     }
 }
 
-/// Exact integer sums of `N` inputs' tables against one matrix's codes, as f32 (exact:
-/// |sum| <= 127 · cols < 2^24). `codes` has the layout of [`super::lut8::lut_codes`] with
-/// `steps` steps; `ys[n][r]` gets row r's sum for input n.
-///
-/// For each block of 32 rows and each step, the code byte of every row is split into
-/// its two nibbles; each nibble selects one low and one high byte per row from its
-/// pair's table (`vpshufb`, both 128-bit lanes holding the same table); the halves are
-/// interleaved into int16 and added. int16 sums are widened to int32 every [`FLUSH`]
-/// steps. The rows land in the order 0..8, 16..24 (first register), 8..16, 24..32.
+/// The loop both AVX2 table kernels share: for each block of 32 rows and each step, the
+/// code byte of every row split into its two nibbles (`i0`: the step's first pair, `i1`:
+/// its second), handed with each input's table of that step to `step`, which adds the
+/// looked-up entries to that input's int16 sums (the `vpunpcklbw` and `vpunpckhbw` halves).
+/// The int16 sums are widened to int32 every `flush` steps and stored as f32 (exact:
+/// |sum| <= 127 · cols < 2^24). `step` must keep each int16 lane within ±32,767 over
+/// `flush` steps.
 ///
 /// # Safety
 /// The CPU must support AVX2; `codes.len() >= ceil(rows / 32) * steps * 32`, every
 /// `tables[n].len() >= steps`, every `ys[n].len() >= rows`.
 #[target_feature(enable = "avx2")]
 #[inline]
-pub unsafe fn sums_lut_avx2<const N: usize>(
+unsafe fn lut_blocks<T, const N: usize>(
     codes: &[u8],
     rows: usize,
     steps: usize,
-    tables: [&[StepTable]; N],
+    tables: [&[T]; N],
     mut ys: [&mut [f32]; N],
+    flush: usize,
+    step: impl Fn(&T, __m256i, __m256i, &mut [__m256i; 2]),
 ) {
     assert!(tables.iter().all(|t| t.len() >= steps));
     let Some((stride, blocks)) = super::lut8::block_shape(codes, rows, steps, &mut ys) else { return };
@@ -267,33 +257,15 @@ pub unsafe fn sums_lut_avx2<const N: usize>(
         let mut acc = [[_mm256_setzero_si256(); 4]; N];
         let mut k0 = 0;
         while k0 < steps {
-            let k1 = steps.min(k0 + FLUSH);
+            let k1 = steps.min(k0 + flush);
             let mut a16 = [[_mm256_setzero_si256(); 2]; N];
             for k in k0..k1 {
                 // SAFETY: k < steps: the 32 code bytes of step k lie inside the block.
                 let b = unsafe { _mm256_loadu_si256(block.as_ptr().add(k * ROWS) as *const __m256i) };
                 let i0 = _mm256_and_si256(b, nib);
                 let i1 = _mm256_and_si256(_mm256_srli_epi16::<4>(b), nib);
-                for n in 0..N {
-                    // SAFETY: k < steps <= tables[n].len(); a StepTable is 64 bytes.
-                    let (l0, l1, h0, h1) = unsafe {
-                        let t = tables[n].as_ptr().add(k) as *const __m128i;
-                        (
-                            _mm256_broadcastsi128_si256(_mm_load_si128(t)),
-                            _mm256_broadcastsi128_si256(_mm_load_si128(t.add(1))),
-                            _mm256_broadcastsi128_si256(_mm_load_si128(t.add(2))),
-                            _mm256_broadcastsi128_si256(_mm_load_si128(t.add(3))),
-                        )
-                    };
-                    let la = _mm256_shuffle_epi8(l0, i0);
-                    let ha = _mm256_shuffle_epi8(h0, i0);
-                    let lb = _mm256_shuffle_epi8(l1, i1);
-                    let hb = _mm256_shuffle_epi8(h1, i1);
-                    let a = &mut a16[n];
-                    a[0] = _mm256_add_epi16(a[0], _mm256_unpacklo_epi8(la, ha));
-                    a[1] = _mm256_add_epi16(a[1], _mm256_unpackhi_epi8(la, ha));
-                    a[0] = _mm256_add_epi16(a[0], _mm256_unpacklo_epi8(lb, hb));
-                    a[1] = _mm256_add_epi16(a[1], _mm256_unpackhi_epi8(lb, hb));
+                for (t, a) in tables.iter().zip(a16.iter_mut()) {
+                    step(&t[k], i0, i1, a);
                 }
             }
             for (acc, a) in acc.iter_mut().zip(&a16) {
@@ -305,6 +277,48 @@ pub unsafe fn sums_lut_avx2<const N: usize>(
             store_block(acc, &mut y[..rows], rb * ROWS);
         }
     }
+}
+
+/// Exact integer sums of `N` inputs' tables against one matrix's codes, as f32.
+/// `codes` has the layout of [`super::lut8::lut_codes`] with `steps` steps; `ys[n][r]` gets
+/// row r's sum for input n.
+///
+/// Per step each nibble selects one low and one high byte per row from its pair's table
+/// (`vpshufb`, both 128-bit lanes holding the same table); the halves are interleaved into
+/// int16 and added (at most 2 · 254 per step: [`FLUSH`] steps between widenings). The rows
+/// land in the order 0..8, 16..24 (first register), 8..16, 24..32.
+///
+/// # Safety
+/// As [`lut_blocks`].
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn sums_lut_avx2<const N: usize>(
+    codes: &[u8],
+    rows: usize,
+    steps: usize,
+    tables: [&[StepTable]; N],
+    ys: [&mut [f32]; N],
+) {
+    let step = |t: &StepTable, i0: __m256i, i1: __m256i, a: &mut [__m256i; 2]| {
+        // SAFETY: a StepTable is 64 bytes, 64-byte aligned: four 16-byte tables.
+        let (l0, l1, h0, h1) = unsafe {
+            let t = t.0.as_ptr() as *const __m128i;
+            (
+                _mm256_broadcastsi128_si256(_mm_load_si128(t)),
+                _mm256_broadcastsi128_si256(_mm_load_si128(t.add(1))),
+                _mm256_broadcastsi128_si256(_mm_load_si128(t.add(2))),
+                _mm256_broadcastsi128_si256(_mm_load_si128(t.add(3))),
+            )
+        };
+        let (la, ha) = (_mm256_shuffle_epi8(l0, i0), _mm256_shuffle_epi8(h0, i0));
+        let (lb, hb) = (_mm256_shuffle_epi8(l1, i1), _mm256_shuffle_epi8(h1, i1));
+        a[0] = _mm256_add_epi16(a[0], _mm256_unpacklo_epi8(la, ha));
+        a[1] = _mm256_add_epi16(a[1], _mm256_unpackhi_epi8(la, ha));
+        a[0] = _mm256_add_epi16(a[0], _mm256_unpacklo_epi8(lb, hb));
+        a[1] = _mm256_add_epi16(a[1], _mm256_unpackhi_epi8(lb, hb));
+    };
+    // SAFETY: forwarded.
+    unsafe { lut_blocks(codes, rows, steps, tables, ys, FLUSH, step) }
 }
 
 /// Add one block's int16 sums (`a`: the `vpunpcklbw` and `vpunpckhbw` halves of 32 rows) to
@@ -381,13 +395,13 @@ pub unsafe fn tables_avx2_i6(q: &[i8], steps: usize, t: &mut [StepTable6]) {
     }
 }
 
-/// The 6-bit table kernel: per block of 32 rows and step, one byte lookup per pair
-/// (`vpshufb`), the two pairs added as bytes (|sum| <= 124), the sum widened to int16 with
-/// its sign (`vpcmpgtb`, `vpunpck[lh]bw`) and added; int16 sums widened to int32 every
-/// [`FLUSH6`] steps. Row order and outputs as in [`sums_lut_avx2`].
+/// The 6-bit table kernel: per step one byte lookup per pair (`vpshufb`), the two pairs
+/// added as bytes (|sum| <= 124), the sum widened to int16 with its sign (`vpcmpgtb`,
+/// `vpunpck[lh]bw`) and added ([`FLUSH6`] steps between widenings). Row order and outputs as
+/// in [`sums_lut_avx2`].
 ///
 /// # Safety
-/// As [`sums_lut_avx2`], with 6-bit tables.
+/// As [`lut_blocks`], with 6-bit tables.
 #[target_feature(enable = "avx2")]
 #[inline]
 pub unsafe fn sums_lut6_avx2<const N: usize>(
@@ -395,48 +409,24 @@ pub unsafe fn sums_lut6_avx2<const N: usize>(
     rows: usize,
     steps: usize,
     tables: [&[StepTable6]; N],
-    mut ys: [&mut [f32]; N],
+    ys: [&mut [f32]; N],
 ) {
-    assert!(tables.iter().all(|t| t.len() >= steps));
-    let Some((stride, blocks)) = super::lut8::block_shape(codes, rows, steps, &mut ys) else { return };
-    let nib = _mm256_set1_epi8(0x0F);
-    let zero = _mm256_setzero_si256();
-    for (rb, block) in codes.chunks_exact(stride).take(blocks).enumerate() {
-        let mut acc = [[_mm256_setzero_si256(); 4]; N];
-        let mut k0 = 0;
-        while k0 < steps {
-            let k1 = steps.min(k0 + FLUSH6);
-            let mut a16 = [[_mm256_setzero_si256(); 2]; N];
-            for k in k0..k1 {
-                // SAFETY: k < steps: the 32 code bytes of step k lie inside the block.
-                let b = unsafe { _mm256_loadu_si256(block.as_ptr().add(k * ROWS) as *const __m256i) };
-                let i0 = _mm256_and_si256(b, nib);
-                let i1 = _mm256_and_si256(_mm256_srli_epi16::<4>(b), nib);
-                for n in 0..N {
-                    // SAFETY: k < steps <= tables[n].len(); a StepTable6 is 32 bytes.
-                    let (ta, tb) = unsafe {
-                        let t = tables[n].as_ptr().add(k) as *const __m128i;
-                        (
-                            _mm256_broadcastsi128_si256(_mm_load_si128(t)),
-                            _mm256_broadcastsi128_si256(_mm_load_si128(t.add(1))),
-                        )
-                    };
-                    let s = _mm256_add_epi8(_mm256_shuffle_epi8(ta, i0), _mm256_shuffle_epi8(tb, i1));
-                    let sign = _mm256_cmpgt_epi8(zero, s);
-                    let a = &mut a16[n];
-                    a[0] = _mm256_add_epi16(a[0], _mm256_unpacklo_epi8(s, sign));
-                    a[1] = _mm256_add_epi16(a[1], _mm256_unpackhi_epi8(s, sign));
-                }
-            }
-            for (acc, a) in acc.iter_mut().zip(&a16) {
-                widen(acc, a);
-            }
-            k0 = k1;
-        }
-        for (acc, y) in acc.iter().zip(ys.iter_mut()) {
-            store_block(acc, &mut y[..rows], rb * ROWS);
-        }
-    }
+    let step = |t: &StepTable6, i0: __m256i, i1: __m256i, a: &mut [__m256i; 2]| {
+        // SAFETY: a StepTable6 is 32 bytes, 32-byte aligned: two 16-byte tables.
+        let (ta, tb) = unsafe {
+            let t = t.0.as_ptr() as *const __m128i;
+            (
+                _mm256_broadcastsi128_si256(_mm_load_si128(t)),
+                _mm256_broadcastsi128_si256(_mm_load_si128(t.add(1))),
+            )
+        };
+        let s = _mm256_add_epi8(_mm256_shuffle_epi8(ta, i0), _mm256_shuffle_epi8(tb, i1));
+        let sign = _mm256_cmpgt_epi8(_mm256_setzero_si256(), s);
+        a[0] = _mm256_add_epi16(a[0], _mm256_unpacklo_epi8(s, sign));
+        a[1] = _mm256_add_epi16(a[1], _mm256_unpackhi_epi8(s, sign));
+    };
+    // SAFETY: forwarded.
+    unsafe { lut_blocks(codes, rows, steps, tables, ys, FLUSH6, step) }
 }
 
 /// [`sums_lut6_avx2`] for one input.
