@@ -146,41 +146,36 @@ fn entry(c: usize, a: i32, b: i32) -> i32 {
     if c >= 9 {
         return 0;
     }
+    let signed = |w: i32, v: i32| match w {
+        1 => v,
+        -1 => -v,
+        _ => 0,
+    };
     let (w0, w1) = code_weights(c);
-    let pa = if w0 > 0 {
-        a
-    } else if w0 < 0 {
-        -a
-    } else {
-        0
-    };
-    let pb = if w1 > 0 {
-        b
-    } else if w1 < 0 {
-        -b
-    } else {
-        0
-    };
-    pa + pb
+    signed(w0, a) + signed(w1, b)
 }
 
-/// The tables of `q` (at least `4 · steps` values, zeros past the input), portable code.
-pub fn tables_generic(q: &[i8], steps: usize, t: &mut [StepTable]) {
-    for (k, st) in t.iter_mut().enumerate().take(steps) {
+/// Every entry of every step's two pair tables: `put(k, pair, c, entry)`.
+fn each_entry(q: &[i8], steps: usize, mut put: impl FnMut(usize, usize, usize, i32)) {
+    for k in 0..steps {
         for pair in 0..2 {
             let (a, b) = (i32::from(q[4 * k + 2 * pair]), i32::from(q[4 * k + 2 * pair + 1]));
             for c in 0..16 {
-                let v = entry(c, a, b);
-                st.0[16 * pair + c] = v as u8;
-                st.0[32 + 16 * pair + c] = (v >> 8) as u8;
+                put(k, pair, c, entry(c, a, b));
             }
         }
     }
 }
 
-/// The table kernel in portable code (one row and one lookup at a time): what the AVX2
-/// kernel computes, written plainly. `y[r]` = exact integer sum of row r.
-pub fn sums_lut_generic(codes: &[u8], rows: usize, steps: usize, t: &[StepTable], y: &mut [i32]) {
+/// Exact integer row sums in portable code (one row and one lookup at a time):
+/// `lookup(k, pair, c)` is the entry code `c` selects in step k's table of that pair.
+fn sums_generic(
+    codes: &[u8],
+    rows: usize,
+    steps: usize,
+    y: &mut [i32],
+    lookup: impl Fn(usize, usize, usize) -> i32,
+) {
     for (rb, block) in codes.chunks_exact(steps * ROWS).enumerate() {
         for p in 0..ROWS {
             let r = rb * ROWS + p;
@@ -188,18 +183,30 @@ pub fn sums_lut_generic(codes: &[u8], rows: usize, steps: usize, t: &[StepTable]
                 break;
             }
             let mut s = 0i32;
-            for (k, st) in t.iter().enumerate().take(steps) {
+            for k in 0..steps {
                 let b = block[k * ROWS + p];
-                for (pair, c) in [(0, b & 15), (1, b >> 4)] {
-                    let c = usize::from(c);
-                    let lo = st.0[16 * pair + c];
-                    let hi = st.0[32 + 16 * pair + c] as i8;
-                    s += i32::from(u16::from_le_bytes([lo, hi as u8]) as i16);
-                }
+                s += lookup(k, 0, usize::from(b & 15)) + lookup(k, 1, usize::from(b >> 4));
             }
             y[r] = s;
         }
     }
+}
+
+/// The tables of `q` (at least `4 · steps` values, zeros past the input), portable code.
+pub fn tables_generic(q: &[i8], steps: usize, t: &mut [StepTable]) {
+    each_entry(q, steps, |k, pair, c, v| {
+        t[k].0[16 * pair + c] = v as u8;
+        t[k].0[32 + 16 * pair + c] = (v >> 8) as u8;
+    });
+}
+
+/// The table kernel in portable code: what the AVX2 kernel computes, written plainly (each
+/// entry put back together from its low and high byte). `y[r]` = exact integer sum of row r.
+pub fn sums_lut_generic(codes: &[u8], rows: usize, steps: usize, t: &[StepTable], y: &mut [i32]) {
+    sums_generic(codes, rows, steps, y, |k, pair, c| {
+        let (lo, hi) = (t[k].0[16 * pair + c], t[k].0[32 + 16 * pair + c]);
+        i32::from(i16::from_le_bytes([lo, hi]))
+    });
 }
 
 /// Levels of the 6-bit variant: inputs rounded to −31..=31, so a pair sum (|·| <= 62) fits
@@ -220,34 +227,12 @@ pub struct StepTable6(pub [u8; 32]);
 /// The 6-bit tables of `q` (values in −31..=31, at least `4 · steps` of them, zeros past the
 /// input), portable code.
 pub fn tables6_generic(q: &[i8], steps: usize, t: &mut [StepTable6]) {
-    for (k, st) in t.iter_mut().enumerate().take(steps) {
-        for pair in 0..2 {
-            let (a, b) = (i32::from(q[4 * k + 2 * pair]), i32::from(q[4 * k + 2 * pair + 1]));
-            for c in 0..16 {
-                let v = entry(c, a, b);
-                st.0[16 * pair + c] = v as i8 as u8;
-            }
-        }
-    }
+    each_entry(q, steps, |k, pair, c, v| t[k].0[16 * pair + c] = v as i8 as u8);
 }
 
 /// The 6-bit table kernel in portable code, one row and one lookup at a time.
 pub fn sums_lut6_generic(codes: &[u8], rows: usize, steps: usize, t: &[StepTable6], y: &mut [i32]) {
-    for (rb, block) in codes.chunks_exact(steps * ROWS).enumerate() {
-        for p in 0..ROWS {
-            let r = rb * ROWS + p;
-            if r >= rows {
-                break;
-            }
-            let mut s = 0i32;
-            for (k, st) in t.iter().enumerate().take(steps) {
-                let b = block[k * ROWS + p];
-                s += i32::from(st.0[usize::from(b & 15)] as i8)
-                    + i32::from(st.0[16 + usize::from(b >> 4)] as i8);
-            }
-            y[r] = s;
-        }
-    }
+    sums_generic(codes, rows, steps, y, |k, pair, c| i32::from(t[k].0[16 * pair + c] as i8));
 }
 
 #[cfg(test)]
