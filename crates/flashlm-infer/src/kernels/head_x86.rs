@@ -149,12 +149,22 @@ pub unsafe fn i8_avx2(blocked: &[i8], scale: &[f32], hq: &[i32], hscale: f32, lo
     }
 }
 
-/// f32 rows with AVX2 + FMA, two accumulators of 8.
+/// `logits[r] = row r · h` for rows of `T` with AVX2 + FMA, two accumulators of 8: `load`
+/// reads 8 values of a row as f32, `scalar` converts one (the tail past a multiple of 16).
 ///
 /// # Safety
-/// AVX2 and FMA; `w.len() == logits.len() * d`, `h.len() >= d`.
+/// AVX2 and FMA, and what `load` needs; `w.len() == logits.len() * d`, `h.len() >= d`;
+/// `load(p)` reads 8 values at `p`.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn f32_rows_avx2(w: &[f32], h: &[f32], d: usize, logits: &mut [f32]) {
+#[inline]
+unsafe fn rows_avx2<T: Copy>(
+    w: &[T],
+    h: &[f32],
+    d: usize,
+    logits: &mut [f32],
+    load: impl Fn(*const T) -> __m256,
+    scalar: impl Fn(T) -> f32,
+) {
     assert!(h.len() >= d && w.len() == logits.len() * d);
     let full = d / 16;
     for (l, row) in logits.iter_mut().zip(w.chunks_exact(d)) {
@@ -163,20 +173,27 @@ pub unsafe fn f32_rows_avx2(w: &[f32], h: &[f32], d: usize, logits: &mut [f32]) 
             for (j, a) in acc.iter_mut().enumerate() {
                 // SAFETY: c * 16 + 8 * j + 8 <= d <= row.len(), h.len().
                 let (x, y) = unsafe {
-                    (
-                        _mm256_loadu_ps(row.as_ptr().add(c * 16 + 8 * j)),
-                        _mm256_loadu_ps(h.as_ptr().add(c * 16 + 8 * j)),
-                    )
+                    (load(row.as_ptr().add(c * 16 + 8 * j)), _mm256_loadu_ps(h.as_ptr().add(c * 16 + 8 * j)))
                 };
                 *a = _mm256_fmadd_ps(x, y, *a);
             }
         }
         let mut s = hsum8(_mm256_add_ps(acc[0], acc[1]));
         for i in full * 16..d {
-            s += row[i] * h[i];
+            s += scalar(row[i]) * h[i];
         }
         *l = s;
     }
+}
+
+/// f32 rows with AVX2 + FMA.
+///
+/// # Safety
+/// AVX2 and FMA; `w.len() == logits.len() * d`, `h.len() >= d`.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn f32_rows_avx2(w: &[f32], h: &[f32], d: usize, logits: &mut [f32]) {
+    // SAFETY: forwarded; the loads read 8 f32 inside a row.
+    unsafe { rows_avx2(w, h, d, logits, |p| _mm256_loadu_ps(p), |v| v) }
 }
 
 /// f16 rows with F16C (`vcvtph2ps`) and FMA.
@@ -185,28 +202,12 @@ pub unsafe fn f32_rows_avx2(w: &[f32], h: &[f32], d: usize, logits: &mut [f32]) 
 /// AVX2, FMA and F16C; `w.len() == logits.len() * d`, `h.len() >= d`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn f16_rows_avx2(w: &[u16], h: &[f32], d: usize, logits: &mut [f32]) {
-    assert!(h.len() >= d && w.len() == logits.len() * d);
-    let full = d / 16;
-    for (l, row) in logits.iter_mut().zip(w.chunks_exact(d)) {
-        let mut acc = [_mm256_setzero_ps(); 2];
-        for c in 0..full {
-            for (j, a) in acc.iter_mut().enumerate() {
-                // SAFETY: c * 16 + 8 * j + 8 <= d: 8 u16 (16 bytes) inside the row; h too.
-                let (x, y) = unsafe {
-                    (
-                        _mm256_cvtph_ps(_mm_loadu_si128(row.as_ptr().add(c * 16 + 8 * j) as *const __m128i)),
-                        _mm256_loadu_ps(h.as_ptr().add(c * 16 + 8 * j)),
-                    )
-                };
-                *a = _mm256_fmadd_ps(x, y, *a);
-            }
-        }
-        let mut s = hsum8(_mm256_add_ps(acc[0], acc[1]));
-        for i in full * 16..d {
-            s += half::f16::from_bits(row[i]).to_f32() * h[i];
-        }
-        *l = s;
-    }
+    let load = |p: *const u16| {
+        // SAFETY: rows_avx2 passes a pointer to 8 u16 (16 bytes) inside a row.
+        _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p as *const __m128i) })
+    };
+    // SAFETY: forwarded.
+    unsafe { rows_avx2(w, h, d, logits, load, |b| half::f16::from_bits(b).to_f32()) }
 }
 
 /// The sum of the 8 lanes.
