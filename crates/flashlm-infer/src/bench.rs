@@ -53,13 +53,7 @@ pub fn matvec_f32_fma(w: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f
         unsafe { fma_x86::matvec(w, rows, cols, x, y) };
         return;
     }
-    #[cfg(target_arch = "x86_64")]
-    if crate::cpu::avx2() && crate::cpu::fma() {
-        // SAFETY: AVX2 and FMA were just detected; the lengths were checked above.
-        unsafe { fma_x86::matvec_avx2(w, rows, cols, x, y) };
-        return;
-    }
-    matvec_f32(w, rows, cols, x, y)
+    matvec_f32_avx2(w, rows, cols, x, y)
 }
 
 /// Which float baseline [`matvec_f32_fma`] runs on this CPU.
@@ -76,12 +70,12 @@ pub fn fma_name() -> &'static str {
     "plain"
 }
 
-/// The AVX2 FMA baseline alone (tests and benchmarks on machines that also have AVX-512).
-/// Falls back to [`matvec_f32`] without AVX2 + FMA.
+/// The AVX2 FMA baseline alone (also on machines that have AVX-512). Falls back to
+/// [`matvec_f32`] without AVX2 + FMA (or when `FLASHLM_ISA` caps them).
 pub fn matvec_f32_avx2(w: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f32]) {
     assert!(w.len() >= rows * cols && x.len() >= cols && y.len() >= rows);
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if crate::cpu::avx2() && crate::cpu::fma() {
         // SAFETY: AVX2 and FMA were just detected; the lengths were checked above.
         unsafe { fma_x86::matvec_avx2(w, rows, cols, x, y) };
         return;

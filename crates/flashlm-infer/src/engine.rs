@@ -7,6 +7,8 @@
 use flashlm_tokenizer::Tokenizer;
 
 use crate::format::{self, EmbeddingDtype, FlmFile, FormatError, Kind, TensorRef};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::head_x86;
 use crate::kernels::head4::{Int4Embedding, Variant};
 use crate::kernels::{Kernel, TernaryPlanes};
 use crate::vmath;
@@ -86,24 +88,22 @@ impl Embedding {
                 let (hq, hscale) = quantize_i16_pairs(&h[..d]);
                 // SAFETY: AVX-512 BW and VNNI were detected; `blocked` has the layout of
                 // `blocked_int8(q, V, d)` for V = logits.len(), and hq has ceil(d / 2) pairs.
-                unsafe { crate::kernels::head_x86::i8_vnni(blocked, scale, &hq, hscale, logits) };
+                unsafe { head_x86::i8_vnni(blocked, scale, &hq, hscale, logits) };
                 return;
             }
             (Embedding::Int8 { scale, blocked, .. }, HeadPath::Avx2) => {
                 let (hq, hscale) = quantize_i16_pairs(&h[..d]);
                 // SAFETY: runs_here() checked AVX2; the layouts are as for `i8_vnni`.
-                unsafe { crate::kernels::head_x86::i8_avx2(blocked, scale, &hq, hscale, logits) };
+                unsafe { head_x86::i8_avx2(blocked, scale, &hq, hscale, logits) };
                 return;
             }
             (_, HeadPath::Avx512) => {
                 // SAFETY: runs_here() checked AVX-512F; every row slice has exactly d values.
                 unsafe {
                     match self {
-                        Embedding::F32(w) => crate::kernels::head_x86::f32_rows(w, h, d, logits),
-                        Embedding::F16(w) => crate::kernels::head_x86::f16_rows(w, h, d, logits),
-                        Embedding::Int8 { q, scale, .. } => {
-                            crate::kernels::head_x86::i8_rows(q, scale, h, d, logits)
-                        }
+                        Embedding::F32(w) => head_x86::f32_rows(w, h, d, logits),
+                        Embedding::F16(w) => head_x86::f16_rows(w, h, d, logits),
+                        Embedding::Int8 { q, scale, .. } => head_x86::i8_rows(q, scale, h, d, logits),
                         Embedding::Int4(_) => unreachable!("handled above"),
                     }
                 }
@@ -111,12 +111,12 @@ impl Embedding {
             }
             (Embedding::F32(w), HeadPath::Avx2) => {
                 // SAFETY: runs_here() checked AVX2, FMA and F16C; every row has d values.
-                unsafe { crate::kernels::head_x86::f32_rows_avx2(w, h, d, logits) };
+                unsafe { head_x86::f32_rows_avx2(w, h, d, logits) };
                 return;
             }
             (Embedding::F16(w), HeadPath::Avx2) => {
                 // SAFETY: as above.
-                unsafe { crate::kernels::head_x86::f16_rows_avx2(w, h, d, logits) };
+                unsafe { head_x86::f16_rows_avx2(w, h, d, logits) };
                 return;
             }
             _ => {}
@@ -240,7 +240,7 @@ impl Embedding {
                 // SAFETY: AVX-512 BW and VNNI were just detected; `blocked` has the layout of
                 // `blocked_int8(q, V, d)`; every hq has ceil(d / 2) pairs.
                 unsafe {
-                    crate::kernels::head_x86::i8_vnni4(
+                    head_x86::i8_vnni4(
                         blocked,
                         scale,
                         [&q[0].0, &q[1].0, &q[2].0, &q[3].0],
