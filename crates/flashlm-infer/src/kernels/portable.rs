@@ -72,7 +72,9 @@ pub fn sums_portable(planes: &[u16], rows: usize, cols: usize, q: &[i8], y: &mut
         y[..rows].fill(0.0);
         return;
     }
-    // Blocks are peeled off with chunks (no index arithmetic, so no integer multiply).
+    // Blocks are peeled off with chunks (no index arithmetic, so no integer multiply; the
+    // length is checked by division).
+    assert!(planes.len() / (2 * cols) >= rows.div_ceil(LANES), "planes shorter than the rows");
     let blocks = planes.chunks_exact(2 * cols);
     for (block, out) in blocks.zip(y[..rows].chunks_mut(LANES)) {
         let mut acc32 = [0i32; LANES];
