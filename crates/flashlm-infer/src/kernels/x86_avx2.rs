@@ -140,49 +140,29 @@ pub unsafe fn quantize_to_avx2(x: &[f32], q: &mut [i8], levels: i8) -> f32 {
     max / top
 }
 
-/// Sign patterns of the 16 entries of a pair, once per 128-bit lane: byte c holds w0
-/// (first array) and w1 (second) of code c; 0 past code 8.
-const W0: [i8; 32] = {
-    let mut w = [0i8; 32];
-    let mut c = 0;
-    while c < 9 {
-        w[c] = (c / 3) as i8 - 1;
-        w[16 + c] = w[c];
-        c += 1;
+/// A register's 32 bytes: `lo` in the low 128-bit lane, `hi` in the high one.
+const fn lanes(lo: [i8; 16], hi: [i8; 16]) -> [i8; 32] {
+    let mut v = [0i8; 32];
+    let mut i = 0;
+    while i < 16 {
+        v[i] = lo[i];
+        v[16 + i] = hi[i];
+        i += 1;
     }
-    w
-};
-const W1: [i8; 32] = {
-    let mut w = [0i8; 32];
-    let mut c = 0;
-    while c < 9 {
-        w[c] = (c % 3) as i8 - 1;
-        w[16 + c] = w[c];
-        c += 1;
-    }
-    w
-};
+    v
+}
+
+/// Sign patterns of a pair's 16 entries, in both lanes: byte c holds w0 (of `W0`) and w1
+/// (of `W1`) of code c ([`super::lut8::code_weights`]); 0 past code 8.
+const W0_16: [i8; 16] = [-1, -1, -1, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0];
+const W1_16: [i8; 16] = [-1, 0, 1, -1, 0, 1, -1, 0, 1, 0, 0, 0, 0, 0, 0, 0];
+const W0: [i8; 32] = lanes(W0_16, W0_16);
+const W1: [i8; 32] = lanes(W1_16, W1_16);
 
 /// Byte shuffles that spread a step's four inputs `[a_A, b_A, a_B, b_B]` (repeated in every
 /// dword) into `a_A` / `b_A` across the low lane and `a_B` / `b_B` across the high one.
-const SPREAD_A: [i8; 32] = {
-    let mut s = [0i8; 32];
-    let mut i = 16;
-    while i < 32 {
-        s[i] = 2;
-        i += 1;
-    }
-    s
-};
-const SPREAD_B: [i8; 32] = {
-    let mut s = [1i8; 32];
-    let mut i = 16;
-    while i < 32 {
-        s[i] = 3;
-        i += 1;
-    }
-    s
-};
+const SPREAD_A: [i8; 32] = lanes([0; 16], [2; 16]);
+const SPREAD_B: [i8; 32] = lanes([1; 16], [3; 16]);
 
 /// One step's pair entries in bytes: pair A's 16 in the low lane, pair B's in the high one.
 /// Returns (entries mod 256, sign masks): `±a ± b` with wrapping byte adds gives the low
