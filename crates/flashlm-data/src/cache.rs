@@ -36,13 +36,12 @@ const _: () = assert!(HEADER_LEN == 8 + 4 + 4 + 8 * 6);
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     /// I/O failure.
-    #[error("{path}: {source}")]
+    #[error("{path}: {err}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        #[source]
-        source: std::io::Error,
+        err: std::io::Error,
     },
     /// The file is not a (valid) token cache.
     #[error("{path}: not a usable token cache: {reason}")]
@@ -145,7 +144,7 @@ fn tokens_to_bytes(tokens: &[u16]) -> Vec<u8> {
 pub fn write_cache(path: &Path, key: CacheKey, tokens: &[u16], compress: bool) -> Result<(), CacheError> {
     let raw = tokens_to_bytes(tokens);
     let payload_hash = xxh3_64(&raw);
-    let io = |source| CacheError::Io { path: path.to_path_buf(), source };
+    let io = |err| CacheError::Io { path: path.to_path_buf(), err };
     let payload = if compress { zstd::bulk::compress(&raw, 3).map_err(io)? } else { raw };
     let header = CacheHeader {
         version: VERSION,
@@ -164,7 +163,7 @@ pub fn write_cache(path: &Path, key: CacheKey, tokens: &[u16], compress: bool) -
 
 /// Read just the header.
 pub fn read_header(path: &Path) -> Result<CacheHeader, CacheError> {
-    let io = |source| CacheError::Io { path: path.to_path_buf(), source };
+    let io = |err| CacheError::Io { path: path.to_path_buf(), err };
     let mut f = File::open(path).map_err(io)?;
     let mut b = Vec::with_capacity(HEADER_LEN);
     Read::by_ref(&mut f).take(HEADER_LEN as u64).read_to_end(&mut b).map_err(io)?;
@@ -173,9 +172,9 @@ pub fn read_header(path: &Path) -> Result<CacheHeader, CacheError> {
 
 /// Read and fully verify a cache.
 pub fn read_cache(path: &Path) -> Result<(CacheHeader, Vec<u16>), CacheError> {
-    let io = |source| CacheError::Io { path: path.to_path_buf(), source };
+    let io = |err| CacheError::Io { path: path.to_path_buf(), err };
     let corrupt = |reason: String| CacheError::Corrupt { path: path.to_path_buf(), reason };
-    let bytes = std::fs::read(path).map_err(io)?;
+    let bytes = flashlm_tokenizer::limits::read_regular(path).map_err(io)?;
     let h = CacheHeader::parse(&bytes, path)?;
     let payload = &bytes[HEADER_LEN..];
     if payload.len() as u64 != h.payload_len {

@@ -70,8 +70,11 @@ pub enum DownloadOutcome {
     AlreadyPresent {
         /// Its size.
         bytes: u64,
+        /// Whether the server confirmed that size (false: it could not be asked, e.g. offline).
+        verified: bool,
     },
-    /// The file was fetched (`resumed_from` bytes were already in the `.part` file).
+    /// The file was fetched (`resumed_from` bytes were already in the `.part` file, or in a
+    /// truncated file of an earlier run).
     Downloaded {
         /// Final size.
         bytes: u64,
@@ -79,6 +82,8 @@ pub enum DownloadOutcome {
         resumed_from: u64,
         /// Attempts used (1 = no retry).
         attempts: u32,
+        /// Whether the bytes were checked against the server's published SHA-256.
+        sha256_checked: bool,
     },
 }
 
@@ -97,6 +102,30 @@ pub enum DownloadError {
         /// The connection error.
         detail: String,
     },
+    /// The URL cannot be downloaded from (not http/https, malformed).
+    #[error("{url}: not a usable download URL: {detail}")]
+    BadUrl {
+        /// The URL.
+        url: String,
+        /// Why.
+        detail: String,
+    },
+    /// TLS failed (a certificate the system does not trust, an intercepting proxy, a wrong clock).
+    #[error("{url}: TLS error: {detail} (an intercepting proxy, or a wrong system clock?)")]
+    Tls {
+        /// The URL.
+        url: String,
+        /// The TLS error.
+        detail: String,
+    },
+    /// Redirects that loop, go on too long, or downgrade https to http.
+    #[error("{url}: {detail}")]
+    Redirect {
+        /// The URL.
+        url: String,
+        /// What was wrong.
+        detail: String,
+    },
     /// The server answered with an error status.
     #[error("{url}: server answered HTTP {status}")]
     Http {
@@ -105,6 +134,14 @@ pub enum DownloadError {
         /// The status.
         status: u16,
     },
+    /// The server sent something that is not the file (an HTML error or login page).
+    #[error("{url}: {detail}")]
+    NotTheFile {
+        /// The URL.
+        url: String,
+        /// What came instead.
+        detail: String,
+    },
     /// The bytes received do not match the size the server announced.
     #[error("{url}: size mismatch: {detail}")]
     SizeMismatch {
@@ -112,6 +149,18 @@ pub enum DownloadError {
         url: String,
         /// What differed.
         detail: String,
+    },
+    /// The bytes received do not match the SHA-256 the server published.
+    #[error(
+        "{url}: SHA-256 mismatch: the server publishes {expected}, the download has {found}; removed, run again"
+    )]
+    Checksum {
+        /// The URL.
+        url: String,
+        /// Published digest (hex).
+        expected: String,
+        /// Digest of the bytes received (hex).
+        found: String,
     },
     /// The transfer kept failing.
     #[error("{url}: transfer failed after {attempts} attempts: {detail} (run again to resume)")]
@@ -123,22 +172,192 @@ pub enum DownloadError {
         /// The last error.
         detail: String,
     },
+    /// Another process is downloading the same file.
+    #[error("{path}: another download of this file is running (its lock is held); wait for it to finish")]
+    Busy {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// A local file could not be written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {err}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
+        /// The cause (part of the message, not a separate source, so it is printed once).
+        err: std::io::Error,
     },
 }
 
 /// `dest` with `.part` appended.
 pub fn part_path(dest: &Path) -> PathBuf {
+    suffixed(dest, ".part")
+}
+
+fn suffixed(dest: &Path, suffix: &str) -> PathBuf {
     let mut s = dest.as_os_str().to_os_string();
-    s.push(".part");
+    s.push(suffix);
     PathBuf::from(s)
+}
+
+/// Most redirects followed (as curl and browsers).
+pub const MAX_REDIRECTS: usize = 10;
+
+/// What the server said about the file besides its body. Hugging Face's `resolve/` answers
+/// with a redirect to a CDN that carries `X-Linked-Size` and `X-Linked-Etag` (the SHA-256 of
+/// LFS files) on the first hop; they are kept across the redirects.
+#[derive(Debug, Clone, Default)]
+struct Hints {
+    /// Size of the whole file.
+    size: Option<u64>,
+    /// Its SHA-256, lower-case hex.
+    sha256: Option<String>,
+}
+
+impl Hints {
+    fn absorb(&mut self, h: &reqwest::header::HeaderMap) {
+        let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_string());
+        if self.size.is_none() {
+            self.size = text("x-linked-size").and_then(|v| v.parse().ok());
+        }
+        if self.sha256.is_none() {
+            self.sha256 = ["x-linked-etag", "etag"].iter().find_map(|n| {
+                let v = text(n)?;
+                let v = v.trim_start_matches("W/").trim_matches('"').to_ascii_lowercase();
+                (v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit())).then_some(v)
+            });
+        }
+    }
+}
+
+/// A request that got no response.
+struct SendFailure {
+    detail: String,
+    /// Connection refused, DNS failure or timeout: what being offline looks like.
+    offline: bool,
+}
+
+fn check_url(url: &str) -> Result<reqwest::Url, DownloadError> {
+    let bad = |detail: String| DownloadError::BadUrl { url: url.into(), detail };
+    let u = reqwest::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+    match u.scheme() {
+        "http" | "https" => Ok(u),
+        s => Err(bad(format!("the scheme is {s}:, only http:// and https:// are supported"))),
+    }
+}
+
+/// The message of an error and all its causes, once each.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        src = s.source();
+    }
+    out
+}
+
+/// GET `url` (asking for the bytes from `start` on when `start > 0`), following redirects by
+/// hand so that the Range header goes along to another host, https never turns into http, a
+/// loop ends, and the first hop's [`Hints`] are kept.
+fn get(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    start: u64,
+) -> Result<Result<(reqwest::blocking::Response, Hints), SendFailure>, DownloadError> {
+    let mut cur = check_url(url)?;
+    let mut hints = Hints::default();
+    let mut seen = vec![cur.clone()];
+    loop {
+        let mut req = client.get(cur.clone());
+        if start > 0 {
+            req = req.header(RANGE, format!("bytes={start}-"));
+        }
+        let resp = match req.send() {
+            Ok(r) => r,
+            Err(e) => {
+                let detail = chain(&e);
+                let lower = detail.to_ascii_lowercase();
+                // rustls's errors, by their messages (reqwest does not expose the type).
+                const TLS: [&str; 7] = [
+                    "certificate",
+                    "tls",
+                    "handshake",
+                    "corrupt message",
+                    "peer is incompatible",
+                    "peer misbehaved",
+                    "alert",
+                ];
+                if TLS.iter().any(|w| lower.contains(w)) {
+                    return Err(DownloadError::Tls { url: cur.to_string(), detail });
+                }
+                return Ok(Err(SendFailure { offline: e.is_connect() || e.is_timeout(), detail }));
+            }
+        };
+        hints.absorb(resp.headers());
+        if !resp.status().is_redirection() || resp.status() == StatusCode::NOT_MODIFIED {
+            return Ok(Ok((resp, hints)));
+        }
+        let redirect = |detail: String| DownloadError::Redirect { url: url.into(), detail };
+        let location =
+            resp.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| {
+                redirect(format!("HTTP {} without a Location header", resp.status().as_u16()))
+            })?;
+        let next =
+            cur.join(location).map_err(|e| redirect(format!("bad redirect target {location:?}: {e}")))?;
+        if cur.scheme() == "https" && next.scheme() != "https" {
+            return Err(redirect(format!("refusing a redirect from https to {next} (a downgrade)")));
+        }
+        check_url(next.as_str())?;
+        if seen.contains(&next) {
+            return Err(redirect(format!("redirect loop at {next}")));
+        }
+        if seen.len() > MAX_REDIRECTS {
+            return Err(redirect(format!("more than {MAX_REDIRECTS} redirects")));
+        }
+        seen.push(next.clone());
+        cur = next;
+    }
+}
+
+/// What the server says about a file already on disk.
+enum Probe {
+    /// Same size.
+    Complete,
+    /// The server's file is larger: ours was cut.
+    Shorter,
+    /// Ours is larger than the server's.
+    Longer(u64),
+    /// The server could not tell (offline, no size given).
+    Unknown,
+}
+
+fn header_text(r: &reqwest::blocking::Response, h: reqwest::header::HeaderName) -> Option<String> {
+    r.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+fn probe(client: &reqwest::blocking::Client, url: &str, len: u64) -> Result<Probe, DownloadError> {
+    let (resp, hints) = match get(client, url, len)? {
+        Ok(r) => r,
+        Err(_) => return Ok(Probe::Unknown),
+    };
+    let range = header_text(&resp, CONTENT_RANGE).and_then(|v| parse_content_range(&v));
+    let length = header_text(&resp, CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
+    let total = match resp.status() {
+        StatusCode::RANGE_NOT_SATISFIABLE | StatusCode::PARTIAL_CONTENT => range.and_then(|(_, t)| t),
+        StatusCode::OK => length,
+        _ => None,
+    }
+    .or(hints.size);
+    Ok(match total {
+        Some(t) if t == len => Probe::Complete,
+        Some(t) if t > len => Probe::Shorter,
+        Some(t) => Probe::Longer(t),
+        None => Probe::Unknown,
+    })
 }
 
 enum Attempt {
@@ -146,22 +365,80 @@ enum Attempt {
     Retry(String),
 }
 
-/// Download `url` to `dest` (see the module docs). An existing `dest` is kept as it is.
+/// State carried from one attempt to the next.
+struct Progress {
+    /// The size the server announced first.
+    announced: Option<u64>,
+    /// The server's published facts.
+    hints: Hints,
+    /// Some response came back (the server is reachable).
+    connected_once: bool,
+    /// The last attempt read to the end of a body whose size nobody announced.
+    eof_unverified: bool,
+}
+
+/// Download `url` to `dest` (see the module docs). An existing `dest` is checked against the
+/// server's size when the server can be reached: kept if it matches, resumed if it is shorter.
 pub fn download(url: &str, dest: &Path, opts: &DownloadOptions) -> Result<DownloadOutcome, DownloadError> {
-    let io = |source| DownloadError::Io { path: dest.to_path_buf(), source };
-    if let Ok(meta) = fs::metadata(dest) {
-        return Ok(DownloadOutcome::AlreadyPresent { bytes: meta.len() });
-    }
+    let io = |err| DownloadError::Io { path: dest.to_path_buf(), err };
+    check_url(url)?;
     if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(io)?;
     }
     let client = reqwest::blocking::Client::builder()
         .connect_timeout(opts.connect_timeout)
-        // Blocking reqwest applies this to each read, not to the whole transfer.
+        // Blocking reqwest applies this to each read of the body, not to the whole transfer.
         .timeout(opts.read_timeout)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| DownloadError::Transfer { url: url.into(), attempts: 0, detail: e.to_string() })?;
+        .map_err(|e| DownloadError::Transfer { url: url.into(), attempts: 0, detail: chain(&e) })?;
+    // One process per file: two writers on one .part would interleave their bytes.
+    let lock_path = suffixed(dest, ".lock");
+    let lock = File::create(&lock_path).map_err(|err| DownloadError::Io { path: lock_path.clone(), err })?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => return Err(DownloadError::Busy { path: lock_path }),
+        Err(fs::TryLockError::Error(err)) => return Err(DownloadError::Io { path: lock_path, err }),
+    }
+    let result = download_locked(&client, url, dest, opts);
+    let _ = fs::remove_file(&lock_path);
+    drop(lock);
+    result
+}
+
+fn download_locked(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    dest: &Path,
+    opts: &DownloadOptions,
+) -> Result<DownloadOutcome, DownloadError> {
+    let io = |err| DownloadError::Io { path: dest.to_path_buf(), err };
     let part = part_path(dest);
+    if let Ok(meta) = fs::metadata(dest) {
+        if !meta.is_file() {
+            return Err(io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file")));
+        }
+        match probe(client, url, meta.len())? {
+            Probe::Complete => {
+                return Ok(DownloadOutcome::AlreadyPresent { bytes: meta.len(), verified: true });
+            }
+            Probe::Unknown => {
+                return Ok(DownloadOutcome::AlreadyPresent { bytes: meta.len(), verified: false });
+            }
+            Probe::Longer(t) => {
+                return Err(DownloadError::SizeMismatch {
+                    url: url.into(),
+                    detail: format!(
+                        "{} has {} bytes but the server's file has {t}; remove it and run again",
+                        dest.display(),
+                        meta.len()
+                    ),
+                });
+            }
+            // A file cut by an earlier tool or a full disk: resume it.
+            Probe::Shorter => fs::rename(dest, &part).map_err(io)?,
+        }
+    }
     let resumed_from = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
     let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let bar = if opts.progress { ProgressBar::new(0) } else { ProgressBar::hidden() };
@@ -174,29 +451,61 @@ pub fn download(url: &str, dest: &Path, opts: &DownloadOptions) -> Result<Downlo
     );
     bar.set_message(name);
 
-    let mut announced: Option<u64> = None;
+    let mut st =
+        Progress { announced: None, hints: Hints::default(), connected_once: false, eof_unverified: false };
     let mut last_error = String::new();
-    let mut connected_once = false;
-    let attempts = opts.retries + 1;
+    let mut offline = true;
+    let attempts = opts.retries.saturating_add(1);
     for attempt in 1..=attempts {
         if attempt > 1 {
             let factor = 1u32 << (attempt - 2).min(16);
             std::thread::sleep(opts.backoff.saturating_mul(factor).min(Duration::from_secs(60)));
         }
-        match one_attempt(&client, url, &part, &mut announced, &bar, &mut connected_once)? {
+        match one_attempt(client, url, &part, &mut st, &bar)? {
             Attempt::Done(bytes) => {
+                let sha256_checked = verify_sha256(url, &part, st.hints.sha256.as_deref())?;
                 fs::rename(&part, dest).map_err(io)?;
                 bar.finish_and_clear();
-                return Ok(DownloadOutcome::Downloaded { bytes, resumed_from, attempts: attempt });
+                return Ok(DownloadOutcome::Downloaded {
+                    bytes,
+                    resumed_from,
+                    attempts: attempt,
+                    sha256_checked,
+                });
             }
             Attempt::Retry(e) => last_error = e,
         }
+        offline &= !st.connected_once;
     }
     bar.abandon();
-    if !connected_once {
+    if offline {
         return Err(DownloadError::Offline { url: url.into(), detail: last_error });
     }
     Err(DownloadError::Transfer { url: url.into(), attempts, detail: last_error })
+}
+
+/// Check `part` against the published digest; a mismatch removes it. Returns whether a
+/// digest was there to check.
+fn verify_sha256(url: &str, part: &Path, expected: Option<&str>) -> Result<bool, DownloadError> {
+    use sha2::Digest;
+    let Some(expected) = expected else { return Ok(false) };
+    let io = |err| DownloadError::Io { path: part.to_path_buf(), err };
+    let mut f = File::open(part).map_err(io)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    let found: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    if found != expected {
+        let _ = fs::remove_file(part);
+        return Err(DownloadError::Checksum { url: url.into(), expected: expected.into(), found });
+    }
+    Ok(true)
 }
 
 /// Parse `bytes START-END/TOTAL` (TOTAL may be `*`) into (start, total).
@@ -212,44 +521,49 @@ fn one_attempt(
     client: &reqwest::blocking::Client,
     url: &str,
     part: &Path,
-    announced: &mut Option<u64>,
+    st: &mut Progress,
     bar: &ProgressBar,
-    connected_once: &mut bool,
 ) -> Result<Attempt, DownloadError> {
-    let io = |source| DownloadError::Io { path: part.to_path_buf(), source };
+    let io = |err| DownloadError::Io { path: part.to_path_buf(), err };
     let have = fs::metadata(part).map(|m| m.len()).unwrap_or(0);
-    let mut req = client.get(url);
-    if have > 0 {
-        req = req.header(RANGE, format!("bytes={have}-"));
-    }
-    let mut resp = match req.send() {
+    let (mut resp, hints) = match get(client, url, have)? {
         Ok(r) => r,
-        Err(e) => {
-            let detail = if e.is_connect() || e.is_timeout() {
-                format!("connection failed: {e}")
-            } else {
-                e.to_string()
-            };
+        Err(f) => {
+            let detail = if f.offline { format!("connection failed: {}", f.detail) } else { f.detail };
             return Ok(Attempt::Retry(detail));
         }
     };
-    *connected_once = true;
+    st.connected_once = true;
+    if st.hints.size.is_none() {
+        st.hints.size = hints.size;
+    }
+    if st.hints.sha256.is_none() {
+        st.hints.sha256 = hints.sha256;
+    }
+    let eof_unverified = std::mem::take(&mut st.eof_unverified);
     let status = resp.status();
-    let header_u64 = |r: &reqwest::blocking::Response, h| {
-        r.headers().get(h).and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok()).map(str::to_string)
-    };
-    let content_range = header_u64(&resp, CONTENT_RANGE).and_then(|v| parse_content_range(&v));
-    let content_length = header_u64(&resp, CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
+    let content_range = header_text(&resp, CONTENT_RANGE).and_then(|v| parse_content_range(&v));
+    let content_length = header_text(&resp, CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
+    let html = header_text(&resp, reqwest::header::CONTENT_TYPE)
+        .is_some_and(|t| t.to_ascii_lowercase().starts_with("text/html"));
+    if html && (status == StatusCode::OK || status == StatusCode::PARTIAL_CONTENT) {
+        return Err(DownloadError::NotTheFile {
+            url: url.into(),
+            detail: "the server sent an HTML page instead of the file (an error or login page?)".into(),
+        });
+    }
 
     let (start, total) = match status {
         StatusCode::PARTIAL_CONTENT => match content_range {
-            Some((Some(start), total)) => (start, total),
+            Some((Some(start), total)) => (start, total.or(st.hints.size)),
             _ => return Ok(Attempt::Retry("206 without a usable Content-Range".into())),
         },
-        StatusCode::OK => (0, content_length),
+        StatusCode::OK => (0, content_length.or(st.hints.size)),
         StatusCode::RANGE_NOT_SATISFIABLE => {
-            let total = content_range.and_then(|(_, t)| t).or(*announced);
-            if total == Some(have) && have > 0 {
+            let total = content_range.and_then(|(_, t)| t).or(st.announced).or(st.hints.size);
+            // A range from our end is past the file: we have all of it (when we read to the
+            // end of an unannounced body just before, the server has no more than that).
+            if have > 0 && (total == Some(have) || (total.is_none() && eof_unverified)) {
                 return Ok(Attempt::Done(have));
             }
             // The partial file does not fit what the server has: start over.
@@ -264,7 +578,7 @@ fn one_attempt(
         }
         s => return Err(DownloadError::Http { url: url.into(), status: s.as_u16() }),
     };
-    if let (Some(prev), Some(now)) = (*announced, total)
+    if let (Some(prev), Some(now)) = (st.announced, total)
         && prev != now
     {
         let _ = fs::remove_file(part);
@@ -276,7 +590,7 @@ fn one_attempt(
         });
     }
     if total.is_some() {
-        *announced = total;
+        st.announced = total;
     }
     // A 200 ignores our range (or we had nothing): start from zero.
     let mut file = if start == 0 {
@@ -318,8 +632,9 @@ fn one_attempt(
             Err(e) => {
                 file.sync_all().map_err(io)?;
                 return Ok(Attempt::Retry(format!(
-                    "transfer cut at byte {written} after {:.1}s: {e}",
-                    started.elapsed().as_secs_f64()
+                    "transfer cut at byte {written} after {:.1}s: {}",
+                    started.elapsed().as_secs_f64(),
+                    chain(&e)
                 )));
             }
         }
@@ -329,7 +644,17 @@ fn one_attempt(
         Some(t) if written < t => {
             Ok(Attempt::Retry(format!("size mismatch: received {written} of {t} announced bytes")))
         }
-        _ => Ok(Attempt::Done(written)),
+        Some(_) => Ok(Attempt::Done(written)),
+        // With a published digest the end can be checked by content.
+        None if st.hints.sha256.is_some() => Ok(Attempt::Done(written)),
+        // Nothing says how long the file is, so a connection cut here would look complete:
+        // ask for the bytes after our end; only a 416 confirms we have them all.
+        None => {
+            st.eof_unverified = true;
+            Ok(Attempt::Retry(format!(
+                "the server announced no size; {written} bytes received, checking the end with a range request"
+            )))
+        }
     }
 }
 
@@ -346,8 +671,10 @@ pub fn download_tinystories(
         let url = format!("{}/{f}", base_url.trim_end_matches('/'));
         let dest = dir.join(f);
         let outcome = download(&url, &dest, opts)?;
-        if let DownloadOutcome::AlreadyPresent { bytes } = outcome {
-            eprintln!("{}: already present ({bytes} bytes)", dest.display());
+        if let DownloadOutcome::AlreadyPresent { bytes, verified } = outcome {
+            let how =
+                if verified { "the server's size" } else { "not checked: the server could not be asked" };
+            eprintln!("{}: already present ({bytes} bytes; {how})", dest.display());
         }
         out.push(dest);
     }

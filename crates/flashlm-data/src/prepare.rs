@@ -185,6 +185,15 @@ pub fn prepare(cfg: &PrepareConfig) -> anyhow::Result<Prepared> {
     let tok_path = cfg.out_dir.join("tokenizer.json");
     let (tokenizer, vocab_stats, vocab_source) = if let Some(p) = &cfg.tokenizer {
         let (t, s) = Tokenizer::load_with_stats(p)?;
+        anyhow::ensure!(
+            t.vocab_size() == cfg.vocab_size,
+            "{} has {} tokens but the model has {} embedding rows; use a tokenizer of {} tokens \
+             (or drop --tokenizer to build one)",
+            p.display(),
+            t.vocab_size(),
+            cfg.vocab_size,
+            cfg.vocab_size
+        );
         (t, s, VocabSource::Given)
     } else {
         let reusable = if cfg.rebuild_vocab || !tok_path.exists() {

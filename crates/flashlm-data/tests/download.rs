@@ -12,6 +12,8 @@ use flashlm_data::download::{DownloadError, DownloadOptions, DownloadOutcome, do
 enum Reply {
     /// Send `status`, the headers, then `body[..send]` (all of it if `send` is None) and close.
     Send { status: &'static str, headers: Vec<String>, body: Vec<u8>, send: Option<usize> },
+    /// Like `Send`, then keep the connection open without a byte for `stall` before closing.
+    Stall { status: &'static str, headers: Vec<String>, body: Vec<u8>, send: usize, stall: Duration },
 }
 
 /// One request as the server saw it: the Range start it asked for, if any.
@@ -35,7 +37,9 @@ where
                 Ok((stream, _)) => {
                     let range = read_request(&stream);
                     seen2.lock().unwrap().push(range);
-                    respond(stream, handler(n, range));
+                    let reply = handler(n, range);
+                    // Its own thread, so that a stalled answer does not hold up the next one.
+                    std::thread::spawn(move || respond(stream, reply));
                     n += 1;
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(2)),
@@ -60,7 +64,12 @@ fn read_request(mut stream: &TcpStream) -> Option<u64> {
 }
 
 fn respond(mut stream: TcpStream, reply: Reply) {
-    let Reply::Send { status, headers, body, send } = reply;
+    let (status, headers, body, send, stall) = match reply {
+        Reply::Send { status, headers, body, send } => (status, headers, body, send, None),
+        Reply::Stall { status, headers, body, send, stall } => {
+            (status, headers, body, Some(send), Some(stall))
+        }
+    };
     let mut out = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
     for h in headers {
         out.push_str(&h);
@@ -71,6 +80,9 @@ fn respond(mut stream: TcpStream, reply: Reply) {
     let n = send.unwrap_or(body.len()).min(body.len());
     let _ = stream.write_all(&body[..n]);
     let _ = stream.flush();
+    if let Some(d) = stall {
+        std::thread::sleep(d);
+    }
     // Dropping the stream closes the connection (cutting the transfer if n < len).
 }
 
@@ -124,13 +136,16 @@ fn full_download() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("sub/valid.txt");
     let out = download(&url(addr), &dest, &opts()).unwrap();
-    assert_eq!(out, DownloadOutcome::Downloaded { bytes: 300_000, resumed_from: 0, attempts: 1 });
+    assert_eq!(
+        out,
+        DownloadOutcome::Downloaded { bytes: 300_000, resumed_from: 0, attempts: 1, sha256_checked: false }
+    );
     assert_eq!(std::fs::read(&dest).unwrap(), body);
     assert!(!part_path(&dest).exists());
     assert_eq!(*seen.lock().unwrap(), vec![None]);
-    // A second call finds the file and fetches nothing.
+    // A second call finds the file; the server (gone now) cannot confirm its size.
     let again = download(&url(addr), &dest, &opts()).unwrap();
-    assert_eq!(again, DownloadOutcome::AlreadyPresent { bytes: 300_000 });
+    assert_eq!(again, DownloadOutcome::AlreadyPresent { bytes: 300_000, verified: false });
 }
 
 #[test]
@@ -142,7 +157,10 @@ fn transfer_cut_halfway_is_resumed_with_range() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("valid.txt");
     let out = download(&url(addr), &dest, &opts()).unwrap();
-    assert_eq!(out, DownloadOutcome::Downloaded { bytes: 200_000, resumed_from: 0, attempts: 2 });
+    assert_eq!(
+        out,
+        DownloadOutcome::Downloaded { bytes: 200_000, resumed_from: 0, attempts: 2, sha256_checked: false }
+    );
     assert_eq!(std::fs::read(&dest).unwrap(), body);
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2);
@@ -160,7 +178,15 @@ fn part_file_from_an_earlier_run_is_resumed() {
     let dest = dir.path().join("valid.txt");
     std::fs::write(part_path(&dest), &body[..12_345]).unwrap();
     let out = download(&url(addr), &dest, &opts()).unwrap();
-    assert_eq!(out, DownloadOutcome::Downloaded { bytes: 50_000, resumed_from: 12_345, attempts: 1 });
+    assert_eq!(
+        out,
+        DownloadOutcome::Downloaded {
+            bytes: 50_000,
+            resumed_from: 12_345,
+            attempts: 1,
+            sha256_checked: false
+        }
+    );
     assert_eq!(std::fs::read(&dest).unwrap(), body);
     assert_eq!(*seen.lock().unwrap(), vec![Some(12_345)]);
 }
@@ -264,4 +290,269 @@ fn offline_gives_a_one_line_hint() {
     assert!(msg.contains("--train-file") && msg.contains("FLASHLM_DATA_DIR"), "{msg}");
     assert!(!msg.contains('\n'));
     assert!(!Path::new(&dest).exists());
+}
+
+fn send(status: &'static str, headers: Vec<String>, body: &[u8]) -> Reply {
+    Reply::Send { status, headers, body: body.to_vec(), send: None }
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn redirect_to_another_host_keeps_the_range_and_the_first_hops_digest() {
+    // Hugging Face's resolve/ URL answers 302 to a CDN host with X-Linked-Size / X-Linked-Etag.
+    let body = data(30_000);
+    let b = body.clone();
+    let (cdn, cdn_seen) = serve(1, move |_, r| ranged(&b, r, None));
+    let sha = sha256_hex(&body);
+    let (hub, hub_seen) = serve(1, move |_, _| {
+        send(
+            "302 Found",
+            vec![
+                format!("Location: http://{cdn}/cdn/blob"),
+                "Content-Length: 0".into(),
+                "X-Linked-Size: 30000".into(),
+                format!("X-Linked-Etag: \"{sha}\""),
+            ],
+            b"",
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("valid.txt");
+    std::fs::write(part_path(&dest), &body[..1000]).unwrap();
+    let out = download(&url(hub), &dest, &opts()).unwrap();
+    assert_eq!(
+        out,
+        DownloadOutcome::Downloaded { bytes: 30_000, resumed_from: 1000, attempts: 1, sha256_checked: true }
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    assert_eq!(*hub_seen.lock().unwrap(), vec![Some(1000)]);
+    assert_eq!(*cdn_seen.lock().unwrap(), vec![Some(1000)], "the Range header must survive the redirect");
+}
+
+#[test]
+fn a_digest_mismatch_removes_the_download() {
+    let body = data(5000);
+    let (addr, _) = serve(1, move |_, r| {
+        let Reply::Send { status, mut headers, body, send } = ranged(&body, r, None) else { unreachable!() };
+        headers.push(format!("ETag: \"{}\"", "ab".repeat(32)));
+        Reply::Send { status, headers, body, send }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("valid.txt");
+    let err = download(&url(addr), &dest, &opts()).unwrap_err();
+    assert!(matches!(err, DownloadError::Checksum { .. }), "{err}");
+    assert!(!dest.exists() && !part_path(&dest).exists());
+}
+
+#[test]
+fn redirect_loops_and_https_downgrades_are_refused() {
+    let (b, _) =
+        serve(5, |_, _| send("301 Moved", vec!["Location: /again".into(), "Content-Length: 0".into()], b""));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("valid.txt");
+    // /datasets/... -> /again -> /again: a loop.
+    let err = download(&url(b), &dest, &opts()).unwrap_err();
+    assert!(matches!(err, DownloadError::Redirect { .. }) && err.to_string().contains("loop"), "{err}");
+    assert!(!err.to_string().contains("offline"));
+    // Ever-new targets end at the limit.
+    let (c, _) = serve(20, |n, _| {
+        send("302 Found", vec![format!("Location: /hop{n}"), "Content-Length: 0".into()], b"")
+    });
+    let err = download(&url(c), &dest, &opts()).unwrap_err();
+    assert!(err.to_string().contains("more than 10 redirects"), "{err}");
+    assert!(!dest.exists());
+}
+
+#[test]
+fn bad_urls_are_refused_with_their_reason_not_as_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("valid.txt");
+    for (u, want) in
+        [("file:///etc/passwd", "only http"), ("not a url", "relative URL"), ("ftp://x/y", "only http")]
+    {
+        let err = download(u, &dest, &opts()).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, DownloadError::BadUrl { .. }) && msg.contains(want), "{u}: {msg}");
+        assert!(!msg.contains("offline"), "{msg}");
+    }
+}
+
+#[test]
+fn an_unannounced_size_is_confirmed_by_a_range_request_and_a_cut_is_resumed() {
+    let body = data(20_000);
+    let b = body.clone();
+    // No Content-Length: the end of the body is the end of the connection. The first answer
+    // is cut at 8,000 bytes; the range request that checks the end finds the rest; a last one
+    // past the end gets 416.
+    let (addr, seen) = serve(3, move |n, r| match (n, r) {
+        (0, None) => Reply::Send { status: "200 OK", headers: vec![], body: b.clone(), send: Some(8000) },
+        (_, Some(start)) if (start as usize) < b.len() => Reply::Send {
+            status: "206 Partial Content",
+            headers: vec![format!("Content-Range: bytes {start}-{}/*", b.len() - 1)],
+            body: b[start as usize..].to_vec(),
+            send: None,
+        },
+        _ => send("416 Range Not Satisfiable", vec!["Content-Length: 0".into()], b""),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("valid.txt");
+    let out = download(&url(addr), &dest, &opts()).unwrap();
+    assert!(matches!(out, DownloadOutcome::Downloaded { bytes: 20_000, attempts: 3, .. }), "{out:?}");
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    assert_eq!(*seen.lock().unwrap(), vec![None, Some(8000), Some(20_000)]);
+}
+
+#[test]
+fn an_html_page_is_not_the_file() {
+    let (addr, _) = serve(1, |_, _| {
+        send(
+            "200 OK",
+            vec!["Content-Type: text/html; charset=utf-8".into(), "Content-Length: 14".into()],
+            b"<html>no</html>",
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("valid.txt");
+    let err = download(&url(addr), &dest, &opts()).unwrap_err();
+    assert!(matches!(err, DownloadError::NotTheFile { .. }) && err.to_string().contains("HTML"), "{err}");
+    assert!(!dest.exists());
+}
+
+#[test]
+fn a_stalled_server_times_out_and_the_transfer_resumes() {
+    let body = data(10_000);
+    let b = body.clone();
+    let (addr, seen) = serve(2, move |n, r| {
+        if n == 0 {
+            let Reply::Send { status, headers, body, .. } = ranged(&b, r, None) else { unreachable!() };
+            Reply::Stall { status, headers, body, send: 4000, stall: Duration::from_secs(3) }
+        } else {
+            ranged(&b, r, None)
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("valid.txt");
+    let o = DownloadOptions { read_timeout: Duration::from_millis(400), ..opts() };
+    let t = Instant::now();
+    let out = download(&url(addr), &dest, &o).unwrap();
+    assert!(matches!(out, DownloadOutcome::Downloaded { attempts: 2, .. }), "{out:?}");
+    assert!(t.elapsed() < Duration::from_secs(3), "the stall was waited out instead of timed out");
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    assert_eq!(seen.lock().unwrap()[1], Some(4000));
+}
+
+#[test]
+fn more_bytes_than_announced_wrong_resume_start_and_416() {
+    let dir = tempfile::tempdir().unwrap();
+    // More bytes than Content-Length says cannot be sent over HTTP/1.1 framing, but a 206
+    // whose Content-Range total is smaller than what follows can.
+    let (addr, _) = serve(1, |_, _| Reply::Send {
+        status: "206 Partial Content",
+        headers: vec!["Content-Range: bytes 100-199/150".into(), "Content-Length: 100".into()],
+        body: data(100),
+        send: None,
+    });
+    let dest = dir.path().join("a.txt");
+    std::fs::write(part_path(&dest), data(100)).unwrap();
+    let err = download(&url(addr), &dest, &opts()).unwrap_err();
+    assert!(
+        matches!(err, DownloadError::SizeMismatch { .. }) && err.to_string().contains("more than"),
+        "{err}"
+    );
+    assert!(!dest.exists() && !part_path(&dest).exists());
+
+    // A 206 starting somewhere else: the part file is dropped and the download restarts.
+    let body = data(3000);
+    let b = body.clone();
+    let (addr, seen) = serve(2, move |n, r| {
+        if n == 0 {
+            Reply::Send {
+                status: "206 Partial Content",
+                headers: vec!["Content-Range: bytes 7-2999/3000".into(), "Content-Length: 2993".into()],
+                body: b[7..].to_vec(),
+                send: None,
+            }
+        } else {
+            ranged(&b, r, None)
+        }
+    });
+    let dest = dir.path().join("b.txt");
+    std::fs::write(part_path(&dest), &body[..500]).unwrap();
+    download(&url(addr), &dest, &opts()).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    assert_eq!(*seen.lock().unwrap(), vec![Some(500), None]);
+
+    // 416 for a complete part file: done without another byte.
+    let (addr, _) = serve(1, |_, _| {
+        send(
+            "416 Range Not Satisfiable",
+            vec!["Content-Range: bytes */3000".into(), "Content-Length: 0".into()],
+            b"",
+        )
+    });
+    let dest = dir.path().join("c.txt");
+    std::fs::write(part_path(&dest), &body).unwrap();
+    let out = download(&url(addr), &dest, &opts()).unwrap();
+    assert!(matches!(out, DownloadOutcome::Downloaded { bytes: 3000, resumed_from: 3000, .. }), "{out:?}");
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+}
+
+#[test]
+fn a_second_process_on_the_same_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("valid.txt");
+    let mut lock = dest.as_os_str().to_os_string();
+    lock.push(".lock");
+    let held = std::fs::File::create(&lock).unwrap();
+    held.lock().unwrap();
+    // Another open file description is another owner, as another process would be.
+    let err = download("http://127.0.0.1:9/x", &dest, &opts()).unwrap_err();
+    assert!(matches!(err, DownloadError::Busy { .. }), "{err}");
+    drop(held);
+}
+
+#[test]
+fn a_truncated_file_is_not_already_present() {
+    let body = data(9000);
+    let b = body.clone();
+    let (addr, seen) = serve(3, move |_, r| match r {
+        Some(s) if s as usize >= b.len() => {
+            send("416 Range Not Satisfiable", vec![format!("Content-Range: bytes */{}", b.len())], b"")
+        }
+        r => ranged(&b, r, None),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("valid.txt");
+    std::fs::write(&dest, &body[..4000]).unwrap();
+    let out = download(&url(addr), &dest, &opts()).unwrap();
+    assert!(matches!(out, DownloadOutcome::Downloaded { bytes: 9000, resumed_from: 4000, .. }), "{out:?}");
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    // The whole file is confirmed by the server.
+    let again = download(&url(addr), &dest, &opts()).unwrap();
+    assert_eq!(again, DownloadOutcome::AlreadyPresent { bytes: 9000, verified: true });
+    // The size check, the resumed transfer, the size check of the second call.
+    assert_eq!(*seen.lock().unwrap(), vec![Some(4000), Some(4000), Some(9000)]);
+}
+
+#[test]
+fn a_tls_failure_is_named_as_one_not_as_offline() {
+    // https:// to a plain-HTTP server: the handshake fails.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten().take(5) {
+            // Answer the ClientHello with plain HTTP.
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi");
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("valid.txt");
+    let err = download(&format!("https://{addr}/x"), &dest, &opts()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, DownloadError::Tls { .. }), "{msg}");
+    assert!(!msg.contains("offline"), "{msg}");
 }

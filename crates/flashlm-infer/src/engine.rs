@@ -487,7 +487,17 @@ impl Model {
                 Embedding::F32(f32s(&f, "embedding.weight", &[v, d])?)
             }
             (EmbeddingDtype::F16, Kind::F16) if emb.dims() == [v, d] => {
-                Embedding::F16(emb.data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect())
+                let bits: Vec<u16> =
+                    emb.data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+                // An all-ones exponent is an infinity or a NaN.
+                if let Some(i) = bits.iter().position(|&b| b & 0x7C00 == 0x7C00) {
+                    return Err(FormatError::Invalid(format!(
+                        "embedding.weight: non-finite f16 value at row {}, column {}",
+                        i / d,
+                        i % d
+                    )));
+                }
+                Embedding::F16(bits)
             }
             (EmbeddingDtype::Int8, Kind::Int8Rows) if emb.dims() == [v, d] => {
                 let q: Vec<i8> = emb.data[..v * d].iter().map(|&b| b as i8).collect();

@@ -51,6 +51,13 @@ const MAX_BLOCKS: usize = 1024;
 const MAX_HIDDEN: usize = 1 << 16;
 const MAX_KERNEL: usize = 1024;
 const MAX_SEQ_LEN: usize = 1 << 24;
+/// Largest ternary scale α = mean|W| accepted (the largest f16). Trained models have α well
+/// below 1; a larger one only overflows the forward pass.
+pub const MAX_TERNARY_SCALE: f32 = 65504.0;
+
+fn scale_ok(scale: f32) -> bool {
+    scale.is_finite() && (0.0..=MAX_TERNARY_SCALE).contains(&scale)
+}
 
 /// How a tensor's bytes are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,9 +330,9 @@ pub fn write(header: &Header, tensors: &[TensorOut]) -> Result<Vec<u8>, FormatEr
         if !names.insert(&t.name) {
             return invalid(format!("tensor {} appears twice", t.name));
         }
-        if t.kind == Kind::Ternary && !(t.scale.is_finite() && t.scale >= 0.0) {
+        if t.kind == Kind::Ternary && !scale_ok(t.scale) {
             return invalid(format!(
-                "tensor {}: scale {} is not a finite non-negative number",
+                "tensor {}: scale {} is not a number between 0 and {MAX_TERNARY_SCALE}",
                 t.name, t.scale
             ));
         }
@@ -508,8 +515,10 @@ pub fn read(bytes: &[u8]) -> Result<FlmFile<'_>, FormatError> {
                     && offset >= (dir_offset + n * ENTRY_LEN) as u64 => {}
             _ => return invalid(format!("tensor {name}: data lies outside the file or is misaligned")),
         }
-        if kind == Kind::Ternary && !(scale.is_finite() && scale >= 0.0) {
-            return invalid(format!("tensor {name}: scale {scale} is not a finite non-negative number"));
+        if kind == Kind::Ternary && !scale_ok(scale) {
+            return invalid(format!(
+                "tensor {name}: scale {scale} is not a number between 0 and {MAX_TERNARY_SCALE}"
+            ));
         }
         let data = &bytes[offset as usize..(offset + len) as usize];
         if tensors.insert(name.clone(), TensorRef { kind, shape, ndim, scale, data }).is_some() {

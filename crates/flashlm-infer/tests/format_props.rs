@@ -41,9 +41,10 @@ fn tensor(i: usize, (kind, shape, scale, seed): (Kind, Vec<usize>, f32, u64)) ->
                     s as u8
                 })
                 .collect();
-            // Ternary scales must be finite and >= 0 (the writer refuses others, see below).
-            let scale =
-                if kind != Kind::Ternary || (scale.is_finite() && scale >= 0.0) { scale } else { 0.5 };
+            // Ternary scales must be finite and in [0, MAX_TERNARY_SCALE] (the writer refuses
+            // others, see below).
+            let ok = scale.is_finite() && (0.0..=format::MAX_TERNARY_SCALE).contains(&scale);
+            let scale = if kind != Kind::Ternary || ok { scale } else { 0.5 };
             TensorOut { name: format!("t{i}.{}", "x".repeat(i % 20)), kind, shape, scale, data }
         }
     }
@@ -111,6 +112,9 @@ proptest! {
         let mut bad = tensors.clone();
         bad.push(TensorOut { name: "neg".into(), kind: Kind::Ternary, shape: vec![1], scale, data: vec![0x55] });
         prop_assert!(format::write(&h, &bad).is_err());
+        let mut huge = tensors.clone();
+        huge.push(TensorOut { name: "huge".into(), kind: Kind::Ternary, shape: vec![1], scale: 2.0 * format::MAX_TERNARY_SCALE - scale, data: vec![0x55] });
+        prop_assert!(format::write(&h, &huge).is_err(), "scale {}", 2.0 * format::MAX_TERNARY_SCALE - scale);
         let mut dup = tensors;
         if let Some(t) = dup.first().cloned() {
             dup.push(t);

@@ -79,24 +79,45 @@ impl BoltConfig {
         self.vocab_size * d + self.n_blocks * block + d
     }
 
-    /// Check that the shape makes sense.
+    /// Largest parameter count a config may have (4G parameters, 16 GB of f32 weights before the
+    /// optimizer's two moments): a bound that stops a damaged file from asking for terabytes.
+    pub const MAX_PARAMS: u64 = 1 << 32;
+
+    /// [`Self::num_params`] without overflow: `None` if it does not fit in a u64.
+    pub fn checked_num_params(&self) -> Option<u64> {
+        let [v, d, n, h, k] =
+            [self.vocab_size, self.dim, self.n_blocks, self.glu_hidden, self.kernel_size].map(|x| x as u64);
+        let dd = d.checked_mul(d)?;
+        let block = d
+            .checked_add(dd.checked_mul(3)?)?
+            .checked_add(d.checked_mul(k)?)?
+            .checked_add(d)?
+            .checked_add(d.checked_mul(h)?.checked_mul(3)?)?;
+        v.checked_mul(d)?.checked_add(n.checked_mul(block)?)?.checked_add(d)
+    }
+
+    /// Check that the shape makes sense: every size positive and within the bounds the `.flm`
+    /// header also enforces, at most [`Self::MAX_PARAMS`] parameters.
     pub fn validate(&self) -> Result<(), String> {
-        for (name, v) in [
-            ("vocab_size", self.vocab_size),
-            ("dim", self.dim),
-            ("n_blocks", self.n_blocks),
-            ("glu_hidden", self.glu_hidden),
-            ("kernel_size", self.kernel_size),
-            ("seq_len", self.seq_len),
+        for (name, v, max) in [
+            ("vocab_size", self.vocab_size, 1usize << 16),
+            ("dim", self.dim, 1 << 14),
+            ("n_blocks", self.n_blocks, 1024),
+            ("glu_hidden", self.glu_hidden, 1 << 16),
+            ("kernel_size", self.kernel_size, 1024),
+            ("seq_len", self.seq_len, 1 << 24),
         ] {
             if v == 0 {
                 return Err(format!("{name} must be positive"));
             }
+            if v > max {
+                return Err(format!("{name} {v} exceeds {max}"));
+            }
         }
-        if self.vocab_size > u16::MAX as usize + 1 {
-            return Err(format!("vocab_size {} exceeds 65536", self.vocab_size));
+        match self.checked_num_params() {
+            Some(p) if p <= Self::MAX_PARAMS => Ok(()),
+            _ => Err(format!("{self} has more than {} parameters", Self::MAX_PARAMS)),
         }
-        Ok(())
     }
 
     /// A freshly initialised model, as the original: ternary and conv weights
@@ -547,4 +568,33 @@ pub fn cpu_device(train: bool) -> Device {
 /// Name of the backend [`cpu_device`] uses.
 pub fn backend_name() -> &'static str {
     if cfg!(feature = "ndarray") { "ndarray" } else { "flex" }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::BoltConfig;
+
+    #[test]
+    fn validate_bounds_every_size_and_the_parameter_count() {
+        for c in [BoltConfig::tiny(), BoltConfig::small(), BoltConfig::large()] {
+            c.validate().unwrap();
+            assert_eq!(c.checked_num_params(), Some(c.num_params() as u64));
+        }
+        let bad = |f: fn(&mut BoltConfig)| {
+            let mut c = BoltConfig::small();
+            f(&mut c);
+            c.validate().unwrap_err()
+        };
+        assert!(bad(|c| c.dim = 0).contains("dim must be positive"));
+        assert!(bad(|c| c.dim = 1 << 40).contains("dim"));
+        assert!(bad(|c| c.vocab_size = 70_000).contains("vocab_size 70000 exceeds 65536"));
+        assert!(bad(|c| c.seq_len = usize::MAX).contains("seq_len"));
+        // Each size within its bound, the product not.
+        let e = bad(|c| {
+            c.dim = 1 << 14;
+            c.n_blocks = 1024;
+            c.glu_hidden = 1 << 16;
+        });
+        assert!(e.contains("parameters"), "{e}");
+    }
 }

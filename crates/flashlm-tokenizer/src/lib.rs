@@ -18,6 +18,7 @@
 //!   Python loader can read too; [`Tokenizer::load`] also reads the original's files.
 
 mod json;
+pub mod limits;
 pub mod stories;
 mod stream;
 pub mod write;
@@ -51,13 +52,12 @@ pub const MAX_VOCAB_SIZE: usize = u16::MAX as usize + 1;
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {err}")]
     Io {
         /// The file.
         path: String,
         /// The cause.
-        #[source]
-        source: std::io::Error,
+        err: std::io::Error,
     },
     /// The file is not JSON, or not a tokenizer.
     #[error("{path}: not a tokenizer file: {reason}")]
@@ -352,7 +352,7 @@ impl Tokenizer {
     pub fn save(&self, path: &Path, stats: Option<&VocabStats>) -> Result<(), TokenizerError> {
         let text = json::to_json(self, stats);
         write::write_atomic(path, text.as_bytes())
-            .map_err(|source| TokenizerError::Io { path: path.display().to_string(), source })
+            .map_err(|err| TokenizerError::Io { path: path.display().to_string(), err })
     }
 
     /// Load a tokenizer saved by [`Tokenizer::save`] or by the original FlashLM
@@ -363,8 +363,8 @@ impl Tokenizer {
 
     /// Like [`Tokenizer::load`], also returning the build figures saved with it, if any.
     pub fn load_with_stats(path: &Path) -> Result<(Self, Option<VocabStats>), TokenizerError> {
-        let text = std::fs::read(path)
-            .map_err(|source| TokenizerError::Io { path: path.display().to_string(), source })?;
+        let text = limits::read_regular(path)
+            .map_err(|err| TokenizerError::Io { path: path.display().to_string(), err })?;
         json::from_json_with_stats(&text, &path.display().to_string())
     }
 

@@ -66,6 +66,49 @@ pub struct TrainState {
     pub val_loss: Option<f64>,
 }
 
+/// Largest micro-batch a run may use (sequences).
+pub const MAX_BATCH: usize = 1 << 16;
+/// Most micro-batches one optimizer step may accumulate.
+pub const MAX_GRAD_ACCUM: usize = 1 << 16;
+
+/// Check a learning-rate pair: the peak finite and positive, the final rate finite, not
+/// negative and not above the peak.
+pub fn check_lr(peak: f64, min: f64) -> Result<(), String> {
+    if !(peak.is_finite() && peak > 0.0) {
+        return Err(format!("peak learning rate {peak} must be a positive number"));
+    }
+    if !(min.is_finite() && (0.0..=peak).contains(&min)) {
+        return Err(format!("final learning rate {min} must be between 0 and the peak rate {peak}"));
+    }
+    Ok(())
+}
+
+impl TrainState {
+    /// Check every value a resumed run trusts: the model shape, the batch shape, the
+    /// learning rate and the clocks. A file can have valid checksums and still say nonsense.
+    pub fn validate(&self) -> Result<(), String> {
+        self.config.validate().map_err(|e| format!("config: {e}"))?;
+        if !(1..=MAX_BATCH).contains(&self.batch_size) {
+            return Err(format!("batch_size {} is not between 1 and {MAX_BATCH}", self.batch_size));
+        }
+        if !(1..=MAX_GRAD_ACCUM).contains(&self.grad_accum) {
+            return Err(format!("grad_accum {} is not between 1 and {MAX_GRAD_ACCUM}", self.grad_accum));
+        }
+        if !(self.lr_peak.is_finite() && self.lr_peak > 0.0) {
+            return Err(format!("lr_peak {} must be a positive number", self.lr_peak));
+        }
+        if !(self.elapsed_secs.is_finite() && self.elapsed_secs >= 0.0) {
+            return Err(format!("elapsed_secs {} must be a non-negative number", self.elapsed_secs));
+        }
+        for (name, v) in [("best_val_loss", self.best_val_loss), ("val_loss", self.val_loss)] {
+            if v.is_some_and(|v| !v.is_finite()) {
+                return Err(format!("{name} {v:?} is not a number"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A checkpoint in memory.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
@@ -81,13 +124,12 @@ pub struct Checkpoint {
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     /// I/O.
-    #[error("{path}: {source}")]
+    #[error("{path}: {err}")]
     Io {
         /// File.
         path: PathBuf,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
+        /// Cause (part of the message, not a separate source, so it is printed once).
+        err: std::io::Error,
     },
     /// Not a checkpoint.
     #[error("{path}: not a FlashLM checkpoint ({reason})")]
@@ -148,7 +190,31 @@ pub fn to_bytes(ck: &Checkpoint) -> Vec<u8> {
 /// Write a checkpoint atomically.
 pub fn write(path: &Path, ck: &Checkpoint) -> Result<(), CheckpointError> {
     flashlm_data::tokenizer::write::write_atomic(path, &to_bytes(ck))
-        .map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })
+        .map_err(|err| CheckpointError::Io { path: path.to_path_buf(), err })
+}
+
+/// Write a checkpoint atomically, keeping the `keep - 1` versions before it as
+/// `NAME.1.ckpt` (the newest), `NAME.2.ckpt`, ... (see `write_atomic_keeping`).
+pub fn write_keeping(path: &Path, ck: &Checkpoint, keep: usize) -> Result<(), CheckpointError> {
+    flashlm_data::tokenizer::write::write_atomic_keeping(path, &to_bytes(ck), keep)
+        .map_err(|err| CheckpointError::Io { path: path.to_path_buf(), err })
+}
+
+/// Read a checkpoint to resume from; when it cannot be used and an older version was kept
+/// beside it (`NAME.1.ckpt`), the error says so.
+pub fn read_for_resume(path: &Path) -> anyhow::Result<Checkpoint> {
+    read(path).map_err(|e| {
+        let older = flashlm_data::tokenizer::write::backup_path(path, 1);
+        match read(&older) {
+            Ok(ck) if older != path => anyhow::anyhow!(
+                "{e}\nthe previous checkpoint {} (step {}) is intact: resume from it with --resume {}",
+                older.display(),
+                ck.state.step,
+                older.display()
+            ),
+            _ => e.into(),
+        }
+    })
 }
 
 /// Parse and verify a checkpoint.
@@ -206,17 +272,27 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint, CheckpointErr
             _ => {} // unknown sections from later minor revisions are skipped
         }
     }
-    Ok(Checkpoint {
-        state: state.ok_or_else(|| corrupt("no state section".into()))?,
-        model: model.ok_or_else(|| corrupt("no model section".into()))?,
-        optim,
-    })
+    let state = state.ok_or_else(|| corrupt("no state section".into()))?;
+    let model = model.ok_or_else(|| corrupt("no model section".into()))?;
+    state.validate().map_err(|e| corrupt(format!("state: {e}")))?;
+    // The weights are f32: a model section smaller than that cannot hold this config, and
+    // building the model first would allocate what the config asks for.
+    let needed = state.config.checked_num_params().unwrap_or(u64::MAX).saturating_mul(4);
+    if (model.len() as u64) < needed {
+        return Err(corrupt(format!(
+            "the model section has {} bytes, too few for {} ({} parameters)",
+            model.len(),
+            state.config,
+            state.config.num_params()
+        )));
+    }
+    Ok(Checkpoint { state, model, optim })
 }
 
 /// Read and verify a checkpoint file.
 pub fn read(path: &Path) -> Result<Checkpoint, CheckpointError> {
-    let bytes =
-        std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
+    let bytes = flashlm_data::tokenizer::limits::read_regular(path)
+        .map_err(|err| CheckpointError::Io { path: path.to_path_buf(), err })?;
     from_bytes(&bytes, path)
 }
 
@@ -245,7 +321,7 @@ mod tests {
                 vocab_hash: 5,
                 val_loss: None,
             },
-            model: (0..1000u32).map(|i| i as u8).collect(),
+            model: (0..4 * BoltConfig::tiny().num_params() as u32 + 5).map(|i| i as u8).collect(),
             optim: Some(vec![9; 77]),
         }
     }
@@ -276,5 +352,32 @@ mod tests {
         v2[8] = 2;
         assert!(from_bytes(&v2, p).unwrap_err().to_string().contains("version 2"));
         assert!(from_bytes(&bytes[..20], p).is_err());
+    }
+
+    #[test]
+    fn valid_checksums_over_nonsense_state_are_refused() {
+        let p = Path::new("x.ckpt");
+        type Damage = fn(&mut Checkpoint);
+        let cases: [(Damage, &str); 9] = [
+            (|c| c.state.batch_size = 0, "batch_size 0"),
+            (|c| c.state.grad_accum = 0, "grad_accum 0"),
+            (|c| c.state.batch_size = usize::MAX, "batch_size"),
+            (|c| c.state.lr_peak = -5.0, "lr_peak -5"),
+            (|c| c.state.elapsed_secs = -1.0, "elapsed_secs"),
+            (|c| c.state.config.dim = 1 << 40, "dim"),
+            (|c| c.state.config.n_blocks = 0, "n_blocks must be positive"),
+            (|c| c.state.config.seq_len = 1 << 30, "seq_len"),
+            (|c| c.model.truncate(100), "too few"),
+        ];
+        for (damage, want) in cases {
+            let mut ck = sample();
+            damage(&mut ck);
+            let e = from_bytes(&to_bytes(&ck), p).unwrap_err().to_string();
+            assert!(e.contains("damaged checkpoint") && e.contains(want), "{want}: {e}");
+        }
+        assert_eq!(check_lr(4e-3, 1e-5), Ok(()));
+        for (peak, min) in [(4e-3, -1.0), (4e-3, f64::NAN), (f64::NAN, 0.0), (0.0, 0.0), (1e-3, 1e-2)] {
+            assert!(check_lr(peak, min).is_err(), "{peak} {min}");
+        }
     }
 }

@@ -72,8 +72,10 @@ pub struct TrainOptions {
     pub sample_every: u64,
     /// Write `latest.ckpt` every N steps.
     pub save_every: u64,
-    /// Early stop after this many evaluations without improvement.
+    /// Early stop after this many evaluations without improvement (0: never stop early).
     pub patience: u32,
+    /// `latest.ckpt` versions kept: the current one and `latest.1.ckpt` ... (at least 1).
+    pub keep_last: usize,
     /// Tokens per sample.
     pub sample_tokens: usize,
     /// Seconds between log lines.
@@ -90,6 +92,54 @@ pub struct TrainOptions {
     pub lr_schedule: LrSchedule,
     /// Save `snapshots/snap-NNN.ckpt` every this much training time (and at the end).
     pub snapshot_every: Option<Duration>,
+}
+
+/// Longest time limit or snapshot interval accepted (one year).
+pub const MAX_DURATION_SECS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// A time flag in seconds as a [`Duration`]: finite, positive and at most
+/// [`MAX_DURATION_SECS`]; `what` names the flag in the message.
+pub fn duration_arg(what: &str, secs: f64) -> anyhow::Result<Duration> {
+    ensure!(
+        secs.is_finite() && secs > 0.0 && secs <= MAX_DURATION_SECS,
+        "{what} must be a positive time of at most one year (8760 hours)"
+    );
+    Duration::try_from_secs_f64(secs).with_context(|| format!("{what}: {secs} seconds"))
+}
+
+impl TrainOptions {
+    /// Check every option before any work starts, each with a message naming the flag.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.config.validate().map_err(|e| anyhow::anyhow!("invalid model config: {e}"))?;
+        ensure!(
+            (1..=checkpoint::MAX_BATCH).contains(&self.batch_size),
+            "--batch must be between 1 and {}",
+            checkpoint::MAX_BATCH
+        );
+        ensure!(
+            (1..=checkpoint::MAX_GRAD_ACCUM).contains(&self.grad_accum),
+            "--grad-accum must be between 1 and {}",
+            checkpoint::MAX_GRAD_ACCUM
+        );
+        checkpoint::check_lr(self.lr_peak, self.lr_min)
+            .map_err(|e| anyhow::anyhow!("--lr / --lr-min: {e}"))?;
+        ensure!(self.epochs > 0, "--epochs must be at least 1");
+        ensure!(
+            self.eval_every > 0 && self.save_every > 0 && self.sample_every > 0,
+            "--eval-every, --sample-every and --save-every must be positive"
+        );
+        ensure!(self.keep_last > 0, "--keep-last must be at least 1");
+        ensure!(
+            self.log_every_secs.is_finite() && self.log_every_secs >= 0.0,
+            "--log-every must be a number of seconds, 0 or more"
+        );
+        for (what, d) in [("the time limit", self.time_limit), ("--snapshot-minutes", self.snapshot_every)] {
+            if let Some(d) = d {
+                ensure!(!d.is_zero() && d.as_secs_f64() <= MAX_DURATION_SECS, "{what} must be positive");
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What the cosine learning-rate schedule spans.
@@ -213,27 +263,49 @@ pub struct Summary {
     pub final_checkpoint: PathBuf,
     /// Validation BPC of the final weights, original protocol (when requested).
     pub story_bpc: Option<f64>,
+    /// Lines that could not be written to `training.log` / `metrics.jsonl`.
+    pub log_write_errors: u64,
 }
 
+/// `training.log`, `metrics.jsonl` and the progress line. A failed write (a full disk) does
+/// not stop training: the first one is reported, every one is counted for the summary.
 struct Log {
     file: File,
     metrics: File,
     bar: ProgressBar,
+    write_errors: u64,
 }
 
 impl Log {
     fn line(&mut self, s: &str) {
         let stamp = chrono_like_now();
-        let _ = writeln!(self.file, "{stamp} | {s}");
+        let r = writeln!(self.file, "{stamp} | {s}");
+        self.check(r, "training.log");
         if self.bar.is_hidden() {
-            println!("{s}");
+            // Not println!: after SIGHUP closes the terminal (or a pipe reader exits) stdout
+            // fails, and training must still reach its checkpoint. training.log has the line.
+            let _ = writeln!(std::io::stdout().lock(), "{s}");
         } else {
             self.bar.println(s);
         }
     }
 
     fn metric(&mut self, v: serde_json::Value) {
-        let _ = writeln!(self.metrics, "{v}");
+        let r = writeln!(self.metrics, "{v}");
+        self.check(r, "metrics.jsonl");
+    }
+
+    fn check(&mut self, r: std::io::Result<()>, name: &str) {
+        if let Err(e) = r {
+            if self.write_errors == 0 {
+                self.bar.suspend(|| {
+                    eprintln!(
+                        "warning: cannot write {name}: {e}; training goes on, failed writes are counted"
+                    )
+                });
+            }
+            self.write_errors += 1;
+        }
     }
 }
 
@@ -320,7 +392,14 @@ enum OptimRef<'a> {
     Fused(&'a fused::AdamW),
 }
 
-fn save(path: &Path, state: &TrainState, model: &Bolt, optim: Option<OptimRef<'_>>) -> anyhow::Result<()> {
+/// Write a checkpoint, keeping `keep - 1` older versions beside it.
+fn save(
+    path: &Path,
+    state: &TrainState,
+    model: &Bolt,
+    optim: Option<OptimRef<'_>>,
+    keep: usize,
+) -> anyhow::Result<()> {
     let ck = Checkpoint {
         state: state.clone(),
         model: model_bytes(model)?,
@@ -330,7 +409,7 @@ fn save(path: &Path, state: &TrainState, model: &Bolt, optim: Option<OptimRef<'_
             None => None,
         },
     };
-    checkpoint::write(path, &ck)?;
+    checkpoint::write_keeping(path, &ck, keep)?;
     Ok(())
 }
 
@@ -364,19 +443,27 @@ fn check_norm(norm: f64, step_no: u64) -> anyhow::Result<()> {
 /// Run training.
 pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
     let cfg = opts.config;
-    cfg.validate().map_err(|e| anyhow::anyhow!("invalid model config: {e}"))?;
-    anyhow::ensure!(opts.batch_size > 0 && opts.grad_accum > 0, "--batch and --grad-accum must be positive");
-    anyhow::ensure!(
-        opts.eval_every > 0 && opts.save_every > 0 && opts.sample_every > 0,
-        "intervals must be positive"
-    );
+    opts.validate()?;
     std::fs::create_dir_all(&opts.save_dir)
         .with_context(|| format!("cannot create save dir {}", opts.save_dir.display()))?;
+    // Temp files of earlier runs killed in the middle of a write.
+    let mut stale = Vec::new();
+    for dir in [opts.save_dir.clone(), opts.save_dir.join("snapshots")] {
+        stale.extend(
+            flashlm_data::tokenizer::write::remove_stale_temps(&dir)
+                .with_context(|| format!("cannot clean {}", dir.display()))?,
+        );
+    }
+    if !stale.is_empty() {
+        eprintln!("Removed {} temp file(s) left by killed runs in {}", stale.len(), opts.save_dir.display());
+    }
 
     // ---- Resume: read and check before anything expensive ----
     let resumed = match &opts.resume {
         Some(p) => {
-            let ck = checkpoint::read(p)?;
+            let ck = checkpoint::read_for_resume(p)?;
+            checkpoint::check_lr(ck.state.lr_peak, opts.lr_min)
+                .map_err(|e| anyhow::anyhow!("{}: {e} (set --lr-min)", p.display()))?;
             if ck.state.config != cfg {
                 bail!(
                     "{} is a checkpoint of another model ({}); this run is {}. Pass the matching --small/--large, or no size flag",
@@ -425,13 +512,20 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
         file: OpenOptions::new().create(true).append(true).open(opts.save_dir.join("training.log"))?,
         metrics: OpenOptions::new().create(true).append(true).open(opts.save_dir.join("metrics.jsonl"))?,
         bar: if opts.progress { ProgressBar::new(0) } else { ProgressBar::hidden() },
+        write_errors: 0,
     };
 
     // ---- Model and optimizer ----
     let device = cpu_device(true);
     let eval_device = cpu_device(false);
-    device.seed(opts.seed);
-    let mut model = cfg.init(&device);
+    // burn's generator is shared by the whole process: seed and draw under one lock, so that
+    // two runs in one process (tests, a library user) cannot take numbers from each other.
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let mut model = {
+        let _guard = INIT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        device.seed(opts.seed);
+        cfg.init(&device)
+    };
     let mut optim = adamw();
     let (batch_size, grad_accum) = match &resumed {
         Some(ck) => (ck.state.batch_size, ck.state.grad_accum),
@@ -469,7 +563,12 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
         batch_size,
         grad_accum,
         lr_peak: opts.lr_peak,
-        total_steps: steps_per_epoch * opts.epochs,
+        total_steps: steps_per_epoch.checked_mul(opts.epochs).with_context(|| {
+            format!(
+                "--epochs {} x {steps_per_epoch} steps per epoch is more steps than fit in a u64",
+                opts.epochs
+            )
+        })?,
         warmup_steps: opts.warmup,
         elapsed_secs: 0.0,
         vocab_hash: tok.fingerprint(),
@@ -483,10 +582,13 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
         match (opts.engine, is_fused) {
             (Engine::Fused, true) => fused_opt = Some(fused_optim_from_bytes(&cfg, ob)?),
             (Engine::Burn, false) => optim = load_optim_bytes(optim, ob)?,
-            (Engine::Fused, false) => bail!(
-                "{} holds burn optimizer state: resume it with --engine burn",
-                opts.resume.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
-            ),
+            (Engine::Fused, false) => {
+                let path = opts.resume.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+                match load_optim_bytes(adamw(), ob) {
+                    Ok(_) => bail!("{path} holds burn optimizer state: resume it with --engine burn"),
+                    Err(e) => bail!("{path}: the optimizer state is neither fused nor burn state ({e:#})"),
+                }
+            }
             (Engine::Burn, true) => bail!(
                 "{} holds fused optimizer state: resume it with --engine fused (the default)",
                 opts.resume.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
@@ -741,7 +843,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
                 state.best_val_loss = Some(vl);
                 state.patience_used = 0;
                 state.elapsed_secs = base_elapsed + run_secs;
-                save(&opts.save_dir.join("best.ckpt"), &state, &model, None)?;
+                save(&opts.save_dir.join("best.ckpt"), &state, &model, None, 1)?;
                 log.line("  New best! Saved best.ckpt");
             } else {
                 state.patience_used += 1;
@@ -752,7 +854,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
                 &read_train_losses(&opts.save_dir),
                 &read_val_losses(&opts.save_dir),
             );
-            if state.patience_used >= opts.patience {
+            if opts.patience > 0 && state.patience_used >= opts.patience {
                 log.line("Early stopping.");
                 break StopReason::EarlyStop;
             }
@@ -763,8 +865,9 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
         state.sample_rng = rng.state();
         if state.step.is_multiple_of(opts.save_every) {
             state.elapsed_secs = base_elapsed + start.elapsed().as_secs_f64();
-            save(&opts.save_dir.join("latest.ckpt"), &state, &model, Some(optim_ref(&optim, &fused_opt)))?;
-            log.line(&format!("  Checkpoint: {}", opts.save_dir.join("latest.ckpt").display()));
+            let latest = opts.save_dir.join("latest.ckpt");
+            save(&latest, &state, &model, Some(optim_ref(&optim, &fused_opt)), opts.keep_last)?;
+            log.line(&format!("  Checkpoint: {}", latest.display()));
         }
     };
     log.bar.finish_and_clear();
@@ -790,15 +893,22 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
         }));
         if vl < state.best_val_loss.unwrap_or(f64::INFINITY) {
             state.best_val_loss = Some(vl);
-            save(&opts.save_dir.join("best.ckpt"), &state, &model, None)?;
+            save(&opts.save_dir.join("best.ckpt"), &state, &model, None, 1)?;
         }
     }
     state.sample_rng = rng.state();
     let final_path =
         opts.save_dir.join(if reason == StopReason::Interrupted { "latest.ckpt" } else { "final.ckpt" });
-    save(&final_path, &state, &model, Some(optim_ref(&optim, &fused_opt)))?;
+    let keep = if reason == StopReason::Interrupted { opts.keep_last } else { 1 };
+    save(&final_path, &state, &model, Some(optim_ref(&optim, &fused_opt)), keep)?;
     if reason != StopReason::Interrupted {
-        save(&opts.save_dir.join("latest.ckpt"), &state, &model, Some(optim_ref(&optim, &fused_opt)))?;
+        save(
+            &opts.save_dir.join("latest.ckpt"),
+            &state,
+            &model,
+            Some(optim_ref(&optim, &fused_opt)),
+            opts.keep_last,
+        )?;
     }
     let _ = crate::plot::loss_png(
         &opts.save_dir.join("loss.png"),
@@ -844,11 +954,12 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
     log.line(&format!("  Saved: {} (resume with --resume {})", final_path.display(), final_path.display()));
     log.line(&format!("{:=<60}", ""));
     log.line(&format!(
-        "summary: steps={} tokens={} secs={secs:.1} tok_s={tokens_per_sec:.0} best_val_loss={:.4} val_bpc={:.4}",
+        "summary: steps={} tokens={} secs={secs:.1} tok_s={tokens_per_sec:.0} best_val_loss={:.4} val_bpc={:.4} log_write_errors={}",
         state.step,
         state.tokens_seen,
         state.best_val_loss.unwrap_or(f64::NAN),
-        state.val_loss.map(bpc).unwrap_or(f64::NAN)
+        state.val_loss.map(bpc).unwrap_or(f64::NAN),
+        log.write_errors
     ));
     Ok(Summary {
         reason,
@@ -863,6 +974,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
         losses,
         final_checkpoint: final_path,
         story_bpc: story_bpc_value,
+        log_write_errors: log.write_errors,
     })
 }
 
@@ -877,7 +989,7 @@ fn snapshot(
 ) -> anyhow::Result<()> {
     let path = dir.join(format!("snap-{index:03}.ckpt"));
     state.elapsed_secs = elapsed_secs;
-    save(&path, state, model, None)?;
+    save(&path, state, model, None, 1)?;
     log.metric(serde_json::json!({
         "kind": "snapshot", "index": index, "step": state.step, "tokens": state.tokens_seen,
         "elapsed_s": elapsed_secs, "path": path.display().to_string(),

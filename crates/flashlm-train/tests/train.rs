@@ -52,6 +52,7 @@ fn opts(save_dir: &Path) -> TrainOptions {
         progress: false,
         final_bpc_stories: 0,
         stop: Arc::new(AtomicBool::new(false)),
+        keep_last: 2,
         engine: Engine::Fused,
         lr_schedule: LrSchedule::Steps,
         snapshot_every: None,

@@ -35,8 +35,8 @@ enum Command {
         /// Dataset base URL.
         #[arg(long, env = "FLASHLM_HF_BASE_URL", default_value = DEFAULT_BASE_URL)]
         base_url: String,
-        /// Retries per file after the first attempt.
-        #[arg(long, default_value_t = 5)]
+        /// Retries per file after the first attempt (at most 100).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
         retries: u32,
         /// No progress bar.
         #[arg(long)]
@@ -144,7 +144,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             anyhow::ensure!(seq_len > 0, "--seq-len must be positive");
             if let Some(n) = threads {
-                anyhow::ensure!(n > 0, "--threads must be positive");
+                flashlm_data::tokenizer::limits::check_threads(n).map_err(anyhow::Error::msg)?;
                 rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
             }
             if train_files.is_empty() || val_files.is_empty() {

@@ -117,11 +117,11 @@ fn main() -> ExitCode {
 fn load(c: &Common) -> anyhow::Result<Model> {
     let kernel = Kernel::from_name(&c.kernel).map_err(anyhow::Error::msg)?;
     let head = HeadPath::from_name(&c.head).map_err(anyhow::Error::msg)?;
-    anyhow::ensure!(c.threads > 0, "--threads must be at least 1");
+    flashlm_infer::tokenizer::limits::check_threads(c.threads).map_err(anyhow::Error::msg)?;
     let mut model = match &c.model {
         Some(path) => {
-            let bytes =
-                std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
+            let bytes = flashlm_infer::tokenizer::limits::read_regular(path)
+                .with_context(|| format!("cannot read model {}", path.display()))?;
             Model::from_bytes(&bytes, kernel).with_context(|| format!("{}", path.display()))?
         }
         None => Model::from_bytes(bundled::BYTES, kernel)
@@ -162,7 +162,10 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     // The prompt in batches (the last token's logits come from the one-token path).
     model.forward_batch(&mut state, &ids[..ids.len() - 1], None);
-    let mut next = sampler.sample(model.forward(&mut state, ids[ids.len() - 1]), &mut rng) as u16;
+    let name = model_name(&a.common);
+    let logits = model.forward(&mut state, ids[ids.len() - 1]);
+    check_logits(logits, &name, 0)?;
+    let mut next = sampler.sample(logits, &mut rng) as u16;
     let prompt_secs = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let mut dec = model.tokenizer.stream_decoder();
@@ -177,7 +180,9 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
         if generated >= a.max_tokens {
             break;
         }
-        next = sampler.sample(model.forward(&mut state, next), &mut rng) as u16;
+        let logits = model.forward(&mut state, next);
+        check_logits(logits, &name, generated)?;
+        next = sampler.sample(logits, &mut rng) as u16;
     }
     writeln!(out, "{}", dec.finish())?;
     let gen_secs = t1.elapsed().as_secs_f64();
@@ -190,6 +195,25 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
         generated as f64 / gen_secs.max(1e-9),
         model.kernel.name(),
         model.head.name()
+    );
+    Ok(())
+}
+
+/// How errors name the model: its path, or "the bundled model".
+fn model_name(c: &Common) -> String {
+    c.model
+        .as_ref()
+        .map_or_else(|| format!("the bundled model ({})", bundled::PATH), |p| p.display().to_string())
+}
+
+/// Stop instead of printing garbage when the weights overflow f32 (a damaged or hostile file
+/// whose values are each finite).
+fn check_logits(logits: &[f32], name: &str, generated: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        flashlm_infer::sample::all_finite(logits),
+        "{name}: the logits of generated token {} are not finite numbers: the model's weights overflow \
+         f32 (is the file damaged? re-export it)",
+        generated + 1
     );
     Ok(())
 }
@@ -209,6 +233,13 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
         let texts = select(&stories.texts, a.stories, p);
         let r = evaluate(&model, &texts, p, a.common.threads);
         let secs = t0.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            r.nll.is_finite(),
+            "{}: the loss is not a finite number ({}): the model's weights overflow f32 (is the file damaged? \
+             re-export it)",
+            model_name(&a.common),
+            r.nll
+        );
         println!(
             "{:<8} stories {} tokens {} chars {} loss {:.4} ppl {:.2} bpc {:.4} ({:.1}s, {:.0} tok/s)",
             format!("{p:?}").to_lowercase(),

@@ -1,16 +1,16 @@
 //! `flashlm-train`: train FlashLM v4 "Bolt" on a CPU (the original `train.py`'s interface).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use flashlm_data::prepare::{DEFAULT_DATA_DIR, find_split_files};
 use flashlm_model::BoltConfig;
-use flashlm_train::train::{Engine, LrSchedule, StopReason, TrainOptions, run};
+use flashlm_train::train::{Engine, LrSchedule, StopReason, TrainOptions, duration_arg, run};
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
 enum EngineArg {
@@ -99,7 +99,7 @@ struct Cli {
     /// Training stories counted to build the vocabulary.
     #[arg(long, default_value_t = 50_000)]
     vocab_stories: usize,
-    /// Worker threads (default: all cores).
+    /// Worker threads (default: all cores; at most 4 per core).
     #[arg(long)]
     threads: Option<usize>,
     /// Evaluate every N steps.
@@ -115,9 +115,12 @@ struct Cli {
     /// Write latest.ckpt every N steps.
     #[arg(long, default_value_t = 5000)]
     save_every: u64,
-    /// Early stop after N evaluations without improvement.
+    /// Early stop after N evaluations without improvement (0: never stop early).
     #[arg(long, default_value_t = 3)]
     patience: u32,
+    /// Versions of latest.ckpt kept: latest.ckpt, latest.1.ckpt (the one before), ...
+    #[arg(long, default_value_t = 2)]
+    keep_last: usize,
     /// Tokens generated per sample.
     #[arg(long, default_value_t = 150)]
     sample_tokens: usize,
@@ -182,13 +185,13 @@ fn real_main() -> anyhow::Result<ExitCode> {
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     if let Some(n) = cli.threads {
-        anyhow::ensure!(n > 0, "--threads must be positive");
+        flashlm_data::tokenizer::limits::check_threads(n).map_err(anyhow::Error::msg)?;
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
     }
     // The model size: explicit flag, else the checkpoint's, else auto by hardware.
     let resume_cfg = match &cli.resume {
         Some(p) if !(cli.small || cli.large || cli.tiny) => {
-            Some(flashlm_train::checkpoint::read(p)?.state.config)
+            Some(flashlm_train::checkpoint::read_for_resume(p)?.state.config)
         }
         _ => None,
     };
@@ -210,18 +213,13 @@ fn real_main() -> anyhow::Result<ExitCode> {
     let batch = cli.batch.unwrap_or(if large { (2 * cores).clamp(4, 64) } else { cores.clamp(2, 8) });
     let grad_accum = cli.grad_accum.unwrap_or(if large { 2 } else { 1 });
     let lr = cli.lr.unwrap_or(if large { 3e-3 } else { 4e-3 });
-    anyhow::ensure!(lr.is_finite() && lr > 0.0, "--lr must be a positive number");
     let time_limit = match (cli.hours, cli.minutes) {
-        (Some(h), _) => Some(h * 3600.0),
-        (_, Some(m)) => Some(m * 60.0),
+        (Some(h), _) => Some(duration_arg("--hours", h * 3600.0)?),
+        (_, Some(m)) => Some(duration_arg("--minutes", m * 60.0)?),
         _ => None,
     };
-    if let Some(t) = time_limit {
-        anyhow::ensure!(t.is_finite() && t > 0.0, "the time limit must be positive");
-    }
-    if let Some(m) = cli.snapshot_minutes {
-        anyhow::ensure!(m.is_finite() && m > 0.0, "--snapshot-minutes must be positive");
-    }
+    let snapshot_every =
+        cli.snapshot_minutes.map(|m| duration_arg("--snapshot-minutes", m * 60.0)).transpose()?;
     anyhow::ensure!(
         cli.lr_schedule == ScheduleArg::Steps || time_limit.is_some(),
         "--lr-schedule time needs a time limit: add --minutes or --hours"
@@ -247,22 +245,14 @@ fn real_main() -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!val_files.is_empty(), "no validation story files (use --val-file or --data-dir)");
 
     let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    ctrlc::set_handler(move || {
-        if s.swap(true, Ordering::SeqCst) {
-            eprintln!("\nSecond Ctrl-C: exiting without saving.");
-            std::process::exit(130);
-        }
-        eprintln!(
-            "\nCtrl-C: finishing the current step, then saving a checkpoint (Ctrl-C again to abort)..."
-        );
-    })?;
+    let signal = Arc::new(AtomicI32::new(0));
+    watch_signals(stop.clone(), signal.clone())?;
 
     let opts = TrainOptions {
         config,
         resume: cli.resume,
         epochs: cli.epochs,
-        time_limit: time_limit.map(Duration::from_secs_f64),
+        time_limit,
         max_steps: cli.max_steps,
         batch_size: batch,
         grad_accum,
@@ -280,6 +270,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
         sample_every: cli.sample_every,
         save_every: cli.save_every,
         patience: cli.patience,
+        keep_last: cli.keep_last,
         sample_tokens: cli.sample_tokens,
         log_every_secs: cli.log_every,
         progress: !cli.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
@@ -289,12 +280,44 @@ fn real_main() -> anyhow::Result<ExitCode> {
             ScheduleArg::Steps => LrSchedule::Steps,
             ScheduleArg::Time => LrSchedule::Time,
         },
-        snapshot_every: cli.snapshot_minutes.map(|m| Duration::from_secs_f64(m * 60.0)),
+        snapshot_every,
         engine: match cli.engine {
             EngineArg::Fused => Engine::Fused,
             EngineArg::Burn => Engine::Burn,
         },
     };
     let summary = run(&opts)?;
-    Ok(if summary.reason == StopReason::Interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
+    Ok(if summary.reason == StopReason::Interrupted {
+        // The shell's convention for "ended by signal N".
+        ExitCode::from(128 + signal.load(Ordering::SeqCst).clamp(1, 127) as u8)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// SIGINT (Ctrl-C), SIGTERM (a batch scheduler's preemption, `kill`) and SIGHUP (a closed
+/// terminal) all finish the current step, save `latest.ckpt` and exit with 128 + the signal's
+/// number; a second signal exits at once without saving.
+fn watch_signals(stop: Arc<AtomicBool>, signal: Arc<AtomicI32>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            let name = match sig {
+                SIGINT => "Ctrl-C",
+                SIGTERM => "SIGTERM",
+                _ => "SIGHUP",
+            };
+            if stop.swap(true, Ordering::SeqCst) {
+                let _ = writeln!(std::io::stderr(), "\nSecond signal ({name}): exiting without saving.");
+                std::process::exit(128 + sig);
+            }
+            signal.store(sig, Ordering::SeqCst);
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n{name}: finishing the current step, then saving a checkpoint (again to abort)..."
+            );
+        }
+    });
+    Ok(())
 }
