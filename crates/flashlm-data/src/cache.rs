@@ -173,9 +173,14 @@ pub fn read_header(path: &Path) -> Result<CacheHeader, CacheError> {
 /// Read and fully verify a cache.
 pub fn read_cache(path: &Path) -> Result<(CacheHeader, Vec<u16>), CacheError> {
     let io = |err| CacheError::Io { path: path.to_path_buf(), err };
-    let corrupt = |reason: String| CacheError::Corrupt { path: path.to_path_buf(), reason };
     let bytes = flashlm_tokenizer::limits::read_regular(path).map_err(io)?;
-    let h = CacheHeader::parse(&bytes, path)?;
+    from_bytes(&bytes, path)
+}
+
+/// Parse and fully verify the bytes of a cache file (`path` names it in errors).
+pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(CacheHeader, Vec<u16>), CacheError> {
+    let corrupt = |reason: String| CacheError::Corrupt { path: path.to_path_buf(), reason };
+    let h = CacheHeader::parse(bytes, path)?;
     let payload = &bytes[HEADER_LEN..];
     if payload.len() as u64 != h.payload_len {
         return Err(corrupt(format!(

@@ -380,6 +380,16 @@ pub struct RunState {
     /// Tokens processed.
     pub pos: usize,
     batch: BatchBufs, // buffers of Model::forward_batch, allocated on first use
+    overflowed: bool, // a residual stream held a NaN or an infinity (sticky)
+}
+
+impl RunState {
+    /// Whether the residual stream of some token so far held a NaN or an infinity: weights
+    /// that are each finite but overflow f32 together. The logits that follow can look like
+    /// numbers and still be garbage; callers stop instead (checked per token, `d` values).
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
 }
 
 /// Tokens per chunk in [`Model::forward_batch`] on one thread.
@@ -641,6 +651,7 @@ impl Model {
             logits: vec![0.0; c.vocab_size],
             pos: 0,
             batch: BatchBufs::default(),
+            overflowed: false,
         }
     }
 
@@ -729,6 +740,7 @@ impl Model {
                 s.ring_head = (s.ring_head + n) % hist_rows;
             }
             s.pos += n;
+            s.overflowed |= !crate::sample::all_finite(&b.x[..n * d]);
             if let Some(all) = logits.as_deref_mut() {
                 for (xb, x) in b.xb.chunks_exact_mut(wxb).zip(b.x.chunks_exact(d)).take(n) {
                     vmath::rmsnorm(&mut xb[..d], x, &w.final_norm, c.norm_eps);
@@ -777,6 +789,7 @@ impl Model {
             s.ring_head = (s.ring_head + 1) % hist_rows;
         }
         s.pos += 1;
+        s.overflowed |= !crate::sample::all_finite(&s.x);
         if want_logits {
             vmath::rmsnorm(&mut s.xb[..d], &s.x, &w.final_norm, c.norm_eps);
             w.embedding.head(&s.xb[..d], d, &mut s.logits, self.head);

@@ -97,6 +97,10 @@ pub fn score_story(model: &Model, text: &str, protocol: Protocol) -> (f64, u64, 
             nll -= log_prob(row, y as usize);
         }
     }
+    // An overflowing model can give finite logits from a non-finite residual stream.
+    if state.overflowed() {
+        nll = f64::NAN;
+    }
     (nll, targets.len() as u64, chars)
 }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use flashlm_infer::bundled;
-use flashlm_infer::engine::{HeadPath, Model};
+use flashlm_infer::engine::{HeadPath, Model, RunState};
 use flashlm_infer::eval::{Protocol, evaluate, select};
 use flashlm_infer::kernels::Kernel;
 use flashlm_infer::sample::{Rng, Sampler};
@@ -20,7 +20,7 @@ use flashlm_infer::tokenizer::{EOS_ID, UNK_ID, stories::read_story_file};
     version,
     about = "Run packed ternary FlashLM models with add/subtract-only kernels"
 )]
-#[command(args_conflicts_with_subcommands = true)]
+#[command(args_conflicts_with_subcommands = true, allow_negative_numbers = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -163,9 +163,9 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
     // The prompt in batches (the last token's logits come from the one-token path).
     model.forward_batch(&mut state, &ids[..ids.len() - 1], None);
     let name = model_name(&a.common);
-    let logits = model.forward(&mut state, ids[ids.len() - 1]);
-    check_logits(logits, &name, 0)?;
-    let mut next = sampler.sample(logits, &mut rng) as u16;
+    model.forward(&mut state, ids[ids.len() - 1]);
+    check_logits(&state, &name, 0)?;
+    let mut next = sampler.sample(&state.logits, &mut rng) as u16;
     let prompt_secs = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let mut dec = model.tokenizer.stream_decoder();
@@ -180,9 +180,9 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
         if generated >= a.max_tokens {
             break;
         }
-        let logits = model.forward(&mut state, next);
-        check_logits(logits, &name, generated)?;
-        next = sampler.sample(logits, &mut rng) as u16;
+        model.forward(&mut state, next);
+        check_logits(&state, &name, generated)?;
+        next = sampler.sample(&state.logits, &mut rng) as u16;
     }
     writeln!(out, "{}", dec.finish())?;
     let gen_secs = t1.elapsed().as_secs_f64();
@@ -208,10 +208,10 @@ fn model_name(c: &Common) -> String {
 
 /// Stop instead of printing garbage when the weights overflow f32 (a damaged or hostile file
 /// whose values are each finite).
-fn check_logits(logits: &[f32], name: &str, generated: usize) -> anyhow::Result<()> {
+fn check_logits(state: &RunState, name: &str, generated: usize) -> anyhow::Result<()> {
     anyhow::ensure!(
-        flashlm_infer::sample::all_finite(logits),
-        "{name}: the logits of generated token {} are not finite numbers: the model's weights overflow \
+        !state.overflowed() && flashlm_infer::sample::all_finite(&state.logits),
+        "{name}: the activations of generated token {} are not finite numbers: the model's weights overflow \
          f32 (is the file damaged? re-export it)",
         generated + 1
     );

@@ -61,6 +61,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // Refuse a device node, a FIFO or a directory before any work (a symlink is written through).
+    flashlm_data::tokenizer::write::write_target(&cli.output)
+        .with_context(|| format!("cannot write {}", cli.output.display()))?;
     let emb = match cli.embedding {
         Emb::F32 => EmbeddingDtype::F32,
         Emb::F16 => EmbeddingDtype::F16,
@@ -82,6 +85,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         (None, Some(ckpt)) => {
             let ck = checkpoint::read(ckpt)?;
+            // (read() already refused non-regular files and nonsense state.)
             let tok_path = match &cli.tokenizer {
                 Some(p) => p.clone(),
                 None => {

@@ -28,7 +28,9 @@ enum ScheduleArg {
 #[command(
     name = "flashlm-train",
     version,
-    about = "Train FlashLM v4 'Bolt' ternary language models on a CPU"
+    about = "Train FlashLM v4 'Bolt' ternary language models on a CPU",
+    // `--minutes -1` is a bad value to report, not an unknown flag.
+    allow_negative_numbers = true
 )]
 struct Cli {
     /// Small config: d=192, 6 blocks, h=512, seq 256 (4.36M params).
@@ -225,29 +227,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
         "--lr-schedule time needs a time limit: add --minutes or --hours"
     );
 
-    let (mut train_files, mut val_files) = (cli.train_files, cli.val_files);
-    if train_files.is_empty() || val_files.is_empty() {
-        let (t, v) = find_split_files(&cli.data_dir).with_context(|| {
-            format!(
-                "cannot read data folder {} (set --data-dir or FLASHLM_DATA_DIR, pass --train-file/--val-file, \
-                 or fetch TinyStories with `flashlm-data download`)",
-                cli.data_dir.display()
-            )
-        })?;
-        if train_files.is_empty() {
-            train_files = t;
-        }
-        if val_files.is_empty() {
-            val_files = v;
-        }
-    }
-    anyhow::ensure!(!train_files.is_empty(), "no training story files (use --train-file or --data-dir)");
-    anyhow::ensure!(!val_files.is_empty(), "no validation story files (use --val-file or --data-dir)");
-
     let stop = Arc::new(AtomicBool::new(false));
     let signal = Arc::new(AtomicI32::new(0));
     watch_signals(stop.clone(), signal.clone())?;
 
+    let data_dir = cli.data_dir.clone();
     let opts = TrainOptions {
         config,
         resume: cli.resume,
@@ -261,8 +245,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
         warmup: cli.warmup,
         seed: cli.seed,
         save_dir: cli.save_dir,
-        train_files,
-        val_files,
+        train_files: cli.train_files,
+        val_files: cli.val_files,
         vocab_stories: cli.vocab_stories,
         tokenizer: cli.tokenizer,
         eval_every: cli.eval_every,
@@ -286,6 +270,31 @@ fn real_main() -> anyhow::Result<ExitCode> {
             EngineArg::Burn => Engine::Burn,
         },
     };
+    let mut opts = opts;
+    // Every flag is checked before the data is looked for.
+    opts.validate()?;
+    let (mut train_files, mut val_files) =
+        (std::mem::take(&mut opts.train_files), std::mem::take(&mut opts.val_files));
+    if train_files.is_empty() || val_files.is_empty() {
+        let (t, v) = find_split_files(&data_dir).with_context(|| {
+            format!(
+                "cannot read data folder {} (set --data-dir or FLASHLM_DATA_DIR, pass --train-file/--val-file, \
+                 or fetch TinyStories with `flashlm-data download`)",
+                data_dir.display()
+            )
+        })?;
+        if train_files.is_empty() {
+            train_files = t;
+        }
+        if val_files.is_empty() {
+            val_files = v;
+        }
+    }
+    anyhow::ensure!(!train_files.is_empty(), "no training story files (use --train-file or --data-dir)");
+    anyhow::ensure!(!val_files.is_empty(), "no validation story files (use --val-file or --data-dir)");
+
+    opts.train_files = train_files;
+    opts.val_files = val_files;
     let summary = run(&opts)?;
     Ok(if summary.reason == StopReason::Interrupted {
         // The shell's convention for "ended by signal N".
