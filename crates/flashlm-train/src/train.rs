@@ -695,6 +695,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
     let mut last_log = Instant::now();
     let mut losses = Vec::new();
     let mut last_eval_step = u64::MAX;
+    let mut last_latest_step = u64::MAX;
     let reason = loop {
         if opts.stop.load(Ordering::SeqCst) {
             break StopReason::Interrupted;
@@ -867,6 +868,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
             state.elapsed_secs = base_elapsed + start.elapsed().as_secs_f64();
             let latest = opts.save_dir.join("latest.ckpt");
             save(&latest, &state, &model, Some(optim_ref(&optim, &fused_opt)), opts.keep_last)?;
+            last_latest_step = state.step;
             log.line(&format!("  Checkpoint: {}", latest.display()));
         }
     };
@@ -899,7 +901,9 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
     state.sample_rng = rng.state();
     let final_path =
         opts.save_dir.join(if reason == StopReason::Interrupted { "latest.ckpt" } else { "final.ckpt" });
-    let keep = if reason == StopReason::Interrupted { opts.keep_last } else { 1 };
+    // latest.ckpt of this very step is replaced in place, so the kept versions stay older steps.
+    let keep_latest = if last_latest_step == state.step { 1 } else { opts.keep_last };
+    let keep = if reason == StopReason::Interrupted { keep_latest } else { 1 };
     save(&final_path, &state, &model, Some(optim_ref(&optim, &fused_opt)), keep)?;
     if reason != StopReason::Interrupted {
         save(
@@ -907,7 +911,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
             &state,
             &model,
             Some(optim_ref(&optim, &fused_opt)),
-            opts.keep_last,
+            keep_latest,
         )?;
     }
     let _ = crate::plot::loss_png(

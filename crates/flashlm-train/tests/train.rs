@@ -251,3 +251,28 @@ fn cli_stops_on_nan_and_saves_on_ctrl_c() {
     let ck = flashlm_train::checkpoint::read(&dir.path().join("latest.ckpt")).unwrap();
     assert!(ck.state.step > 0 && ck.optim.is_some());
 }
+
+#[test]
+fn patience_zero_never_stops_early_and_latest_versions_are_kept() {
+    // Validation every 2 steps with a high LR: without patience it would stop early.
+    let dir = tempfile::tempdir().unwrap();
+    let s = run(&TrainOptions {
+        max_steps: Some(12),
+        eval_every: 2,
+        save_every: 4,
+        patience: 0,
+        keep_last: 3,
+        ..opts(dir.path())
+    })
+    .unwrap();
+    assert_eq!(s.reason, StopReason::MaxSteps);
+    assert_eq!(s.steps, 12);
+    assert_eq!(s.log_write_errors, 0);
+    // latest.ckpt is the end; latest.1 and latest.2 the two saves before it (the end's own
+    // second write of step 12 replaces it in place).
+    let step = |name: &str| flashlm_train::checkpoint::read(&dir.path().join(name)).unwrap().state.step;
+    assert_eq!(step("latest.ckpt"), 12);
+    assert_eq!(step("latest.1.ckpt"), 8);
+    assert_eq!(step("latest.2.ckpt"), 4);
+    assert!(!dir.path().join("latest.3.ckpt").exists());
+}
