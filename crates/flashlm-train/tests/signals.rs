@@ -13,7 +13,7 @@ fn sigterm_and_sighup_save_a_checkpoint_and_exit_with_the_signals_code() {
     let stories = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/stories/tiny.txt");
     for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGHUP, "SIGHUP"), (libc::SIGINT, "Ctrl-C")] {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flashlm-train"))
+        let child = Command::new(env!("CARGO_BIN_EXE_flashlm-train"))
             .args([
                 "--tiny",
                 "--minutes",
