@@ -100,7 +100,8 @@ fn fixtures(dir: &Path) -> HashMap<&'static str, String> {
     let good = run.join("final.ckpt");
     m.insert("good_ckpt", good.display().to_string());
     let ck = checkpoint::read(&good).unwrap();
-    let damaged: [(&str, fn(&mut Checkpoint)); 6] = [
+    type Damage = fn(&mut Checkpoint);
+    let damaged: [(&str, Damage); 6] = [
         ("ck_batch0", |c| c.state.batch_size = 0),
         ("ck_accum0", |c| c.state.grad_accum = 0),
         ("ck_dim", |c| c.state.config.dim = 1 << 40),
