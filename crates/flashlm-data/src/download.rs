@@ -306,12 +306,7 @@ fn get(
             resp.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| {
                 redirect(format!("HTTP {} without a Location header", resp.status().as_u16()))
             })?;
-        let next =
-            cur.join(location).map_err(|e| redirect(format!("bad redirect target {location:?}: {e}")))?;
-        if cur.scheme() == "https" && next.scheme() != "https" {
-            return Err(redirect(format!("refusing a redirect from https to {next} (a downgrade)")));
-        }
-        check_url(next.as_str())?;
+        let next = next_hop(&cur, location).map_err(redirect)?;
         if seen.contains(&next) {
             return Err(redirect(format!("redirect loop at {next}")));
         }
@@ -321,6 +316,19 @@ fn get(
         seen.push(next.clone());
         cur = next;
     }
+}
+
+/// Where a redirect from `cur` to `location` goes: relative targets resolved, only http(s),
+/// never from https down to http.
+fn next_hop(cur: &reqwest::Url, location: &str) -> Result<reqwest::Url, String> {
+    let next = cur.join(location).map_err(|e| format!("bad redirect target {location:?}: {e}"))?;
+    if cur.scheme() == "https" && next.scheme() != "https" {
+        return Err(format!("refusing a redirect from https to {next} (a downgrade)"));
+    }
+    if !matches!(next.scheme(), "http" | "https") {
+        return Err(format!("refusing a redirect to {next}: only http:// and https:// are supported"));
+    }
+    Ok(next)
 }
 
 /// What the server says about a file already on disk.
@@ -691,6 +699,18 @@ mod tests {
         assert_eq!(parse_content_range("bytes */200"), Some((None, Some(200))));
         assert_eq!(parse_content_range("bytes 0-9/*"), Some((Some(0), None)));
         assert_eq!(parse_content_range("items 1-2/3"), None);
+    }
+
+    #[test]
+    fn redirects_resolve_relative_targets_and_never_downgrade() {
+        let https = reqwest::Url::parse("https://huggingface.co/datasets/x/resolve/main/a.txt").unwrap();
+        assert_eq!(next_hop(&https, "/b.txt").unwrap().as_str(), "https://huggingface.co/b.txt");
+        assert_eq!(next_hop(&https, "https://cdn.example/a").unwrap().host_str(), Some("cdn.example"));
+        assert!(next_hop(&https, "http://cdn.example/a").unwrap_err().contains("downgrade"));
+        assert!(next_hop(&https, "file:///etc/passwd").unwrap_err().contains("downgrade"));
+        let http = reqwest::Url::parse("http://127.0.0.1:8/a").unwrap();
+        assert!(next_hop(&http, "https://127.0.0.1:9/b").is_ok(), "an upgrade is fine");
+        assert!(next_hop(&http, "file:///etc/passwd").unwrap_err().contains("only http"));
     }
 
     #[test]

@@ -1002,7 +1002,11 @@ fn snapshot(
 }
 
 fn read_metric(dir: &Path, kind: &str, field: &str) -> Vec<(u64, f64)> {
-    let Ok(text) = std::fs::read_to_string(dir.join("metrics.jsonl")) else { return Vec::new() };
+    // Regular files only: a metrics.jsonl linked to a device would be read forever.
+    let Ok(bytes) = flashlm_data::tokenizer::limits::read_regular(&dir.join("metrics.jsonl")) else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&bytes);
     let mut out: Vec<(u64, f64)> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

@@ -101,7 +101,8 @@ fn fixtures(dir: &Path) -> HashMap<&'static str, String> {
     m.insert("good_ckpt", good.display().to_string());
     let ck = checkpoint::read(&good).unwrap();
     type Damage = fn(&mut Checkpoint);
-    let damaged: [(&str, Damage); 6] = [
+    let damaged: [(&str, Damage); 7] = [
+        ("ck_optim", |c| c.optim = Some(vec![7; 64])),
         ("ck_batch0", |c| c.state.batch_size = 0),
         ("ck_accum0", |c| c.state.grad_accum = 0),
         ("ck_dim", |c| c.state.config.dim = 1 << 40),

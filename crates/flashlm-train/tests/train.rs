@@ -276,3 +276,17 @@ fn patience_zero_never_stops_early_and_latest_versions_are_kept() {
     assert_eq!(step("latest.2.ckpt"), 4);
     assert!(!dir.path().join("latest.3.ckpt").exists());
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_under_the_logs_is_reported_and_counted_not_fatal() {
+    // /dev/full accepts the open and fails every write with ENOSPC.
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["training.log", "metrics.jsonl"] {
+        std::os::unix::fs::symlink("/dev/full", dir.path().join(name)).unwrap();
+    }
+    let s = run(&TrainOptions { max_steps: Some(5), eval_batches: 0, ..opts(dir.path()) }).unwrap();
+    assert_eq!(s.steps, 5);
+    assert!(s.log_write_errors >= 5, "{} failed writes counted", s.log_write_errors);
+    assert!(dir.path().join("final.ckpt").exists());
+}
