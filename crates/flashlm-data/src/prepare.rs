@@ -19,6 +19,38 @@ pub fn default_data_dir() -> PathBuf {
     std::env::var_os(DATA_DIR_ENV).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
 }
 
+/// The story files a command uses: the ones given, and for a split given none, those of
+/// `data_dir` ([`find_split_files`]). Errors say how to point at data.
+pub fn resolve_split_files(
+    data_dir: &Path,
+    mut train: Vec<PathBuf>,
+    mut val: Vec<PathBuf>,
+) -> anyhow::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    use anyhow::Context;
+    if train.is_empty() || val.is_empty() {
+        let (t, v) = find_split_files(data_dir).with_context(|| {
+            format!(
+                "cannot read data folder {} (set --data-dir or FLASHLM_DATA_DIR, pass --train-file/--val-file, \
+                 or fetch TinyStories with `flashlm-data download`)",
+                data_dir.display()
+            )
+        })?;
+        if train.is_empty() {
+            train = t;
+        }
+        if val.is_empty() {
+            val = v;
+        }
+    }
+    anyhow::ensure!(
+        !train.is_empty() && !val.is_empty(),
+        "no training or no validation story files: pass --train-file/--val-file, or a --data-dir holding \
+         .txt/.jsonl[.zst] files with `train`/`valid` in their names (now {})",
+        data_dir.display()
+    );
+    Ok((train, val))
+}
+
 /// Story files in a folder: (train files, validation files), each sorted by name.
 /// Train files have `train` in their name, validation files `valid` or `val`.
 pub fn find_split_files(dir: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<PathBuf>)> {

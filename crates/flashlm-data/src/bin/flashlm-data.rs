@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use flashlm_data::batch::Windows;
 use flashlm_data::download::{self, DEFAULT_BASE_URL, DatasetVersion, DownloadOptions};
@@ -130,8 +129,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Prepare {
             data_dir,
-            mut train_files,
-            mut val_files,
+            train_files,
+            val_files,
             out,
             vocab_size,
             vocab_stories,
@@ -147,26 +146,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 flashlm_data::tokenizer::limits::check_threads(n).map_err(anyhow::Error::msg)?;
                 rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
             }
-            if train_files.is_empty() || val_files.is_empty() {
-                let (t, v) = prepare::find_split_files(&data_dir).with_context(|| {
-                    format!(
-                        "cannot read data folder {} (set --data-dir or FLASHLM_DATA_DIR, pass --train-file/--val-file, \
-                         or fetch the data with `flashlm-data download`)",
-                        data_dir.display()
-                    )
-                })?;
-                if train_files.is_empty() {
-                    train_files = t;
-                }
-                if val_files.is_empty() {
-                    val_files = v;
-                }
-                anyhow::ensure!(
-                    !train_files.is_empty() && !val_files.is_empty(),
-                    "{} holds no train/valid story files (.txt/.jsonl[.zst] with `train`/`valid` in the name)",
-                    data_dir.display()
-                );
-            }
+            let (train_files, val_files) = prepare::resolve_split_files(&data_dir, train_files, val_files)?;
             let cfg = PrepareConfig {
                 train_files,
                 val_files,

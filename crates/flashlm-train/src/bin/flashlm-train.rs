@@ -6,9 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use flashlm_data::prepare::{DEFAULT_DATA_DIR, find_split_files};
+use flashlm_data::prepare::{DEFAULT_DATA_DIR, resolve_split_files};
 use flashlm_model::BoltConfig;
 use flashlm_train::train::{Engine, LrSchedule, StopReason, TrainOptions, duration_arg, run};
 
@@ -273,25 +272,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
     let mut opts = opts;
     // Every flag is checked before the data is looked for.
     opts.validate()?;
-    let (mut train_files, mut val_files) =
-        (std::mem::take(&mut opts.train_files), std::mem::take(&mut opts.val_files));
-    if train_files.is_empty() || val_files.is_empty() {
-        let (t, v) = find_split_files(&data_dir).with_context(|| {
-            format!(
-                "cannot read data folder {} (set --data-dir or FLASHLM_DATA_DIR, pass --train-file/--val-file, \
-                 or fetch TinyStories with `flashlm-data download`)",
-                data_dir.display()
-            )
-        })?;
-        if train_files.is_empty() {
-            train_files = t;
-        }
-        if val_files.is_empty() {
-            val_files = v;
-        }
-    }
-    anyhow::ensure!(!train_files.is_empty(), "no training story files (use --train-file or --data-dir)");
-    anyhow::ensure!(!val_files.is_empty(), "no validation story files (use --val-file or --data-dir)");
+    let (train_files, val_files) = resolve_split_files(
+        &data_dir,
+        std::mem::take(&mut opts.train_files),
+        std::mem::take(&mut opts.val_files),
+    )?;
 
     opts.train_files = train_files;
     opts.val_files = val_files;
