@@ -24,7 +24,7 @@ for t in "${targets[@]}"; do
     rc=$?
     set -e
     execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo 0)
-    cov=$(grep -oE '#[0-9]+ +DONE +cov: [0-9]+ ft: [0-9]+' "$log" | tail -1 | grep -oE 'cov: [0-9]+ ft: [0-9]+' || echo "cov: ?")
+    cov=$(grep -oE '#[0-9]+[[:space:]]+DONE[[:space:]]+cov: [0-9]+ ft: [0-9]+' "$log" | tail -1 | grep -oE 'cov: [0-9]+ ft: [0-9]+' || echo "cov: ?")
     crashes=$(ls "fuzz/artifacts/$t" 2>/dev/null | wc -l)
     echo "summary: target=$t secs=$secs execs=$execs $cov crashes=$crashes rc=$rc"
     if [ "$rc" -ne 0 ] || [ "$crashes" -ne 0 ]; then status=1; fi

@@ -349,7 +349,7 @@ fn a_digest_mismatch_removes_the_download() {
 }
 
 #[test]
-fn redirect_loops_and_https_downgrades_are_refused() {
+fn redirect_loops_and_endless_redirects_are_refused() {
     let (b, _) =
         serve(5, |_, _| send("301 Moved", vec!["Location: /again".into(), "Content-Length: 0".into()], b""));
     let dir = tempfile::tempdir().unwrap();
