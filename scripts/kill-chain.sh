@@ -4,13 +4,13 @@
 # Prints how many kills landed, how many inside a checkpoint write (the killed process left
 # its temp file), whether every logged training loss of the killed-and-resumed runs equals
 # the uninterrupted run's loss at that step, and how many temp files are left at the end.
-#   scripts/kill-chain.sh [KILLS=25] [STEPS=2000]
+#   scripts/kill-chain.sh [KILLS=25] [STEPS=8000]
 # Data: FLASHLM_DATA_DIR (default ../shared/data). Exit status 0 only if the losses match and
 # no temp file is left.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kills=${1:-25}
-steps=${2:-2000}
+steps=${2:-8000}
 data=${FLASHLM_DATA_DIR:-../shared/data}
 cargo build --release -q -p flashlm-train
 bin=target/release/flashlm-train
