@@ -105,11 +105,23 @@ pub fn argmax(v: &[f32]) -> usize {
     v.iter().position(|&x| x == m).unwrap_or(0)
 }
 
-/// Whether every value is finite (no NaN, no infinity): the exponent field of none is all
-/// ones. An integer max over the exponents, which LLVM vectorises (a few µs per 10K logits).
+/// Whether every value is finite (no NaN, no infinity). A value is not finite when its
+/// exponent field is all ones; adding one to that field carries into bit 31 exactly then. AND,
+/// ADD and OR over 16 lanes: SSE2 vectorises it (an integer max would need SSE4.1).
 pub fn all_finite(v: &[f32]) -> bool {
     const EXP: u32 = 0x7F80_0000;
-    v.iter().map(|x| x.to_bits() & EXP).max().unwrap_or(0) != EXP
+    const ONE: u32 = 0x0080_0000;
+    let flag = |x: &f32| (x.to_bits() & EXP) + ONE;
+    let mut lanes = [0u32; 16];
+    let chunks = v.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (l, x) in lanes.iter_mut().zip(c) {
+            *l |= flag(x);
+        }
+    }
+    let all = rest.iter().fold(lanes.iter().fold(0, |a, &l| a | l), |a, x| a | flag(x));
+    all & 0x8000_0000 == 0
 }
 
 /// log_softmax(logits)[target]: the shift by the max keeps every exp in (0, 1]; the sum is
