@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     for &t in &tokens {
         let logits = model.forward(&mut state, t);
         assert_eq!(logits.len(), v);
-        let _ = flashlm_infer::sample::all_finite(logits);
+        let _ = flashlm_infer::vmath::all_finite(logits);
     }
     let mut logits = vec![0.0f32; tokens.len() * v];
     model.forward_batch(&mut state, &tokens, Some(&mut logits));

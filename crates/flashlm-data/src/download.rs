@@ -214,6 +214,12 @@ struct Hints {
 }
 
 impl Hints {
+    /// Keep what is already known; fill the rest from `other`.
+    fn merge(&mut self, other: Hints) {
+        self.size = self.size.or(other.size);
+        self.sha256 = self.sha256.take().or(other.sha256);
+    }
+
     fn absorb(&mut self, h: &reqwest::header::HeaderMap) {
         let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_string());
         if self.size.is_none() {
@@ -462,7 +468,6 @@ fn download_locked(
     let mut st =
         Progress { announced: None, hints: Hints::default(), connected_once: false, eof_unverified: false };
     let mut last_error = String::new();
-    let mut offline = true;
     let attempts = opts.retries.saturating_add(1);
     for attempt in 1..=attempts {
         if attempt > 1 {
@@ -483,10 +488,9 @@ fn download_locked(
             }
             Attempt::Retry(e) => last_error = e,
         }
-        offline &= !st.connected_once;
     }
     bar.abandon();
-    if offline {
+    if !st.connected_once {
         return Err(DownloadError::Offline { url: url.into(), detail: last_error });
     }
     Err(DownloadError::Transfer { url: url.into(), attempts, detail: last_error })
@@ -542,12 +546,7 @@ fn one_attempt(
         }
     };
     st.connected_once = true;
-    if st.hints.size.is_none() {
-        st.hints.size = hints.size;
-    }
-    if st.hints.sha256.is_none() {
-        st.hints.sha256 = hints.sha256;
-    }
+    st.hints.merge(hints);
     let eof_unverified = std::mem::take(&mut st.eof_unverified);
     let status = resp.status();
     let content_range = header_text(&resp, CONTENT_RANGE).and_then(|v| parse_content_range(&v));

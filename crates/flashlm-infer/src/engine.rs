@@ -740,7 +740,7 @@ impl Model {
                 s.ring_head = (s.ring_head + n) % hist_rows;
             }
             s.pos += n;
-            s.overflowed |= !crate::sample::all_finite(&b.x[..n * d]);
+            s.overflowed |= !vmath::all_finite(&b.x[..n * d]);
             if let Some(all) = logits.as_deref_mut() {
                 for (xb, x) in b.xb.chunks_exact_mut(wxb).zip(b.x.chunks_exact(d)).take(n) {
                     vmath::rmsnorm(&mut xb[..d], x, &w.final_norm, c.norm_eps);
@@ -789,7 +789,7 @@ impl Model {
             s.ring_head = (s.ring_head + 1) % hist_rows;
         }
         s.pos += 1;
-        s.overflowed |= !crate::sample::all_finite(&s.x);
+        s.overflowed |= !vmath::all_finite(&s.x);
         if want_logits {
             vmath::rmsnorm(&mut s.xb[..d], &s.x, &w.final_norm, c.norm_eps);
             w.embedding.head(&s.xb[..d], d, &mut s.logits, self.head);

@@ -44,13 +44,9 @@ pub const MAX_TENSORS: usize = 4096;
 const _: () = assert!(ENTRY_LEN == NAME_LEN + 4 + 4 + 4 + 16 + 8 + 8);
 const _: () = assert!(HEADER_LEN >= 8 + 4 * 11 + 8 * 2);
 
-/// Largest header values a reader accepts (u16 token ids; sizes far above any FlashLM model).
-const MAX_VOCAB: usize = 1 << 16;
-const MAX_DIM: usize = 1 << 14;
-const MAX_BLOCKS: usize = 1024;
-const MAX_HIDDEN: usize = 1 << 16;
-const MAX_KERNEL: usize = 1024;
-const MAX_SEQ_LEN: usize = 1 << 24;
+// Largest header values a reader accepts: shared with the checkpoint's config check.
+use flashlm_tokenizer::MAX_VOCAB_SIZE as MAX_VOCAB;
+use flashlm_tokenizer::limits::shape::{MAX_BLOCKS, MAX_DIM, MAX_HIDDEN, MAX_KERNEL, MAX_SEQ_LEN};
 /// Largest ternary scale α = mean|W| accepted (the largest f16). Trained models have α well
 /// below 1; a larger one only overflows the forward pass.
 pub const MAX_TERNARY_SCALE: f32 = 65504.0;

@@ -105,25 +105,6 @@ pub fn argmax(v: &[f32]) -> usize {
     v.iter().position(|&x| x == m).unwrap_or(0)
 }
 
-/// Whether every value is finite (no NaN, no infinity). A value is not finite when its
-/// exponent field is all ones; adding one to that field carries into bit 31 exactly then. AND,
-/// ADD and OR over 16 lanes: SSE2 vectorises it (an integer max would need SSE4.1).
-pub fn all_finite(v: &[f32]) -> bool {
-    const EXP: u32 = 0x7F80_0000;
-    const ONE: u32 = 0x0080_0000;
-    let flag = |x: &f32| (x.to_bits() & EXP) + ONE;
-    let mut lanes = [0u32; 16];
-    let chunks = v.chunks_exact(16);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for (l, x) in lanes.iter_mut().zip(c) {
-            *l |= flag(x);
-        }
-    }
-    let all = rest.iter().fold(lanes.iter().fold(0, |a, &l| a | l), |a, x| a | flag(x));
-    all & 0x8000_0000 == 0
-}
-
 /// log_softmax(logits)[target]: the shift by the max keeps every exp in (0, 1]; the sum is
 /// taken in f64 from 16 f32 partial sums (relative error ~1e-6, i.e. ~1e-6 nats).
 pub fn log_prob(logits: &[f32], target: usize) -> f64 {
@@ -135,23 +116,6 @@ pub fn log_prob(logits: &[f32], target: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn all_finite_finds_any_nan_or_infinity_at_every_position() {
-        assert!(all_finite(&[]));
-        for n in 1..40 {
-            let mut v: Vec<f32> = (0..n).map(|i| i as f32 / 40.0 * -1.5e38).collect();
-            v.push(f32::MAX);
-            assert!(all_finite(&v));
-            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-                for i in 0..v.len() {
-                    let mut w = v.clone();
-                    w[i] = bad;
-                    assert!(!all_finite(&w), "{bad} at {i} of {}", w.len());
-                }
-            }
-        }
-    }
 
     #[test]
     fn filters() {

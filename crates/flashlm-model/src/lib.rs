@@ -97,15 +97,17 @@ impl BoltConfig {
     }
 
     /// Check that the shape makes sense: every size positive and within the bounds the `.flm`
-    /// header also enforces, at most [`Self::MAX_PARAMS`] parameters.
+    /// header also enforces (`flashlm_tokenizer::limits::shape`), at most
+    /// [`Self::MAX_PARAMS`] parameters.
     pub fn validate(&self) -> Result<(), String> {
+        use flashlm_tokenizer::limits::shape;
         for (name, v, max) in [
-            ("vocab_size", self.vocab_size, 1usize << 16),
-            ("dim", self.dim, 1 << 14),
-            ("n_blocks", self.n_blocks, 1024),
-            ("glu_hidden", self.glu_hidden, 1 << 16),
-            ("kernel_size", self.kernel_size, 1024),
-            ("seq_len", self.seq_len, 1 << 24),
+            ("vocab_size", self.vocab_size, flashlm_tokenizer::MAX_VOCAB_SIZE),
+            ("dim", self.dim, shape::MAX_DIM),
+            ("n_blocks", self.n_blocks, shape::MAX_BLOCKS),
+            ("glu_hidden", self.glu_hidden, shape::MAX_HIDDEN),
+            ("kernel_size", self.kernel_size, shape::MAX_KERNEL),
+            ("seq_len", self.seq_len, shape::MAX_SEQ_LEN),
         ] {
             if v == 0 {
                 return Err(format!("{name} must be positive"));

@@ -1,5 +1,21 @@
 //! Limits on what a command line may ask of the machine, shared by every binary.
 
+/// Largest model shape any reader accepts (the `.flm` header, a checkpoint's config): far
+/// above any FlashLM model, small enough that a damaged file cannot ask for terabytes. Token
+/// ids are u16, so the vocabulary bound is [`crate::MAX_VOCAB_SIZE`].
+pub mod shape {
+    /// Width d.
+    pub const MAX_DIM: usize = 1 << 14;
+    /// Blocks.
+    pub const MAX_BLOCKS: usize = 1024;
+    /// GLU hidden width h.
+    pub const MAX_HIDDEN: usize = 1 << 16;
+    /// Conv taps k.
+    pub const MAX_KERNEL: usize = 1024;
+    /// Training context.
+    pub const MAX_SEQ_LEN: usize = 1 << 24;
+}
+
 /// Worker threads allowed per core. More only slows a step down (each extra thread adds a
 /// slice of work and a wake-up, and none of them runs at the same time), and a mistyped
 /// `--threads 20000` would spend minutes creating threads.
@@ -28,6 +44,12 @@ fn check_threads_for(n: usize, cores: usize) -> Result<usize, String> {
     Ok(n)
 }
 
+/// What a file that is not regular is, for messages: "a directory" or "not a regular file
+/// (a device, FIFO or socket)".
+pub fn not_regular(kind: &std::fs::FileType) -> &'static str {
+    if kind.is_dir() { "a directory" } else { "not a regular file (a device, FIFO or socket)" }
+}
+
 /// Read a whole input file, refusing anything that is not a regular file (`/dev/zero`, a FIFO,
 /// a directory): those have no size and could be read until memory runs out. Symlinks are
 /// followed. At most the size the file had when opened is read.
@@ -36,9 +58,10 @@ pub fn read_regular(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
     let file = std::fs::File::open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
-        let what =
-            if meta.is_dir() { "a directory" } else { "not a regular file (a device, FIFO or socket)" };
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("it is {what}")));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("it is {}", not_regular(&meta.file_type())),
+        ));
     }
     let len = meta.len();
     let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));

@@ -35,8 +35,7 @@ pub fn write_target(path: &Path) -> io::Result<PathBuf> {
             return Ok(cur);
         }
         if !kind.is_symlink() {
-            let what =
-                if kind.is_dir() { "a directory" } else { "not a regular file (a device, FIFO or socket)" };
+            let what = crate::limits::not_regular(&kind);
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("{} is {what}; refusing to replace it (write to a regular file path)", cur.display()),

@@ -187,9 +187,6 @@ fn fixtures(dir: &Path) -> HashMap<&'static str, String> {
 fn every_bad_invocation_fails_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let vars = fixtures(dir.path());
-    if let Ok(keep) = std::env::var("FLASHLM_KEEP_FIXTURES") {
-        let _ = std::process::Command::new("cp").arg("-r").arg(dir.path()).arg(keep).status();
-    }
     let table =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs.txt")).unwrap();
     let mut failures = Vec::new();

@@ -210,7 +210,7 @@ fn model_name(c: &Common) -> String {
 /// whose values are each finite).
 fn check_logits(state: &RunState, name: &str, generated: usize) -> anyhow::Result<()> {
     anyhow::ensure!(
-        !state.overflowed() && flashlm_infer::sample::all_finite(&state.logits),
+        !state.overflowed() && flashlm_infer::vmath::all_finite(&state.logits),
         "{name}: the activations of generated token {} are not finite numbers: the model's weights overflow \
          f32 (is the file damaged? re-export it)",
         generated + 1

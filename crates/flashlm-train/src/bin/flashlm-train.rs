@@ -231,7 +231,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
     watch_signals(stop.clone(), signal.clone())?;
 
     let data_dir = cli.data_dir.clone();
-    let opts = TrainOptions {
+    let mut opts = TrainOptions {
         config,
         resume: cli.resume,
         epochs: cli.epochs,
@@ -269,7 +269,6 @@ fn real_main() -> anyhow::Result<ExitCode> {
             EngineArg::Burn => Engine::Burn,
         },
     };
-    let mut opts = opts;
     // Every flag is checked before the data is looked for.
     opts.validate()?;
     let (train_files, val_files) = resolve_split_files(
