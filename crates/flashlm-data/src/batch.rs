@@ -5,6 +5,8 @@
 //! recomputed: runs resume exactly); the last incomplete batch of an epoch is dropped.
 //! Validation visits windows in order.
 
+use flashlm_core::rng::SplitMix64;
+
 /// Non-overlapping windows of `seq_len + 1` tokens.
 #[derive(Debug, Clone, Copy)]
 pub struct Windows<'a> {
@@ -65,43 +67,6 @@ pub struct Batch {
     pub batch_size: usize,
     /// Columns.
     pub seq_len: usize,
-}
-
-/// SplitMix64: a tiny, fully specified generator, so shuffles are identical on every
-/// platform and every version of this crate (no dependency on a crate's RNG internals).
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// A generator from a seed.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// The current state: `SplitMix64::new(g.state())` continues exactly where `g` is.
-    pub fn state(&self) -> u64 {
-        self.0
-    }
-
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform integer in `0..n` (Lemire's method with rejection; `n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
-        let threshold = n.wrapping_neg() % n;
-        loop {
-            let m = u128::from(self.next_u64()) * u128::from(n);
-            if (m as u64) >= threshold {
-                return (m >> 64) as u64;
-            }
-        }
-    }
 }
 
 /// The order in which training visits windows; a pure function of (seed, epoch, step).

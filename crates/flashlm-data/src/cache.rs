@@ -154,7 +154,7 @@ pub fn write_cache(path: &Path, key: CacheKey, tokens: &[u16], compress: bool) -
         payload_hash,
         payload_len: payload.len() as u64,
     };
-    flashlm_tokenizer::write::write_atomic_with(path, |w| {
+    flashlm_core::write::write_atomic_with(path, |w| {
         w.write_all(&header.to_bytes())?;
         w.write_all(&payload)
     })
@@ -173,7 +173,7 @@ pub fn read_header(path: &Path) -> Result<CacheHeader, CacheError> {
 /// Read and fully verify a cache.
 pub fn read_cache(path: &Path) -> Result<(CacheHeader, Vec<u16>), CacheError> {
     let io = |err| CacheError::Io { path: path.to_path_buf(), err };
-    let bytes = flashlm_tokenizer::limits::read_regular(path).map_err(io)?;
+    let bytes = flashlm_core::limits::read_regular(path).map_err(io)?;
     from_bytes(&bytes, path)
 }
 

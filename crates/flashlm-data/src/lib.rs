@@ -9,6 +9,8 @@
 
 pub mod batch;
 pub mod cache;
+/// The resumable download (cargo feature `download`, on for the `flashlm-data` binary).
+#[cfg(feature = "download")]
 pub mod download;
 pub mod prepare;
 /// Story readers (they live in the tokenizer crate so that inference can use them).

@@ -114,7 +114,7 @@ fn main() -> anyhow::Result<()> {
         "generate d={} blocks={} h={} vocab={} kernel={} head={}: {n} tokens, {:.1} µs/token, {:.0} tok/s ({:.1} µs/token in the blocks, {:.1} µs in the head alone)",
         c.dim,
         c.n_blocks,
-        c.hidden,
+        c.glu_hidden,
         c.vocab_size,
         kernel.name(),
         model.head.name(),

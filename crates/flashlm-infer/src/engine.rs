@@ -13,8 +13,8 @@ use crate::kernels::head4::{Int4Embedding, Variant};
 use crate::kernels::{Kernel, TernaryPlanes};
 use crate::vmath;
 
-/// Model shape: the file header (vocab, d, blocks, h, k, seq_len, norm eps, embedding storage).
-pub type Config = format::Header;
+pub use flashlm_core::Config;
+use flashlm_core::params::{self, BlockTensor};
 
 /// The tied embedding / output head.
 #[derive(Debug, Clone)]
@@ -429,6 +429,8 @@ fn rows_mut(buf: &mut [f32], n: usize, w: usize) -> Vec<&mut [f32]> {
 pub struct Model {
     /// Shape.
     pub config: Config,
+    /// RMSNorm epsilon (from the file).
+    pub norm_eps: f32,
     /// Weights.
     pub weights: Weights,
     /// The vocabulary that came with the file.
@@ -489,12 +491,12 @@ impl Model {
     pub fn from_bytes(bytes: &[u8], kernel: Kernel) -> Result<Self, FormatError> {
         let f = format::read(bytes)?;
         let h = f.header;
-        let (v, d, hd, k) = (h.vocab_size, h.dim, h.hidden, h.kernel_size);
-        let config = h;
-        let emb = tensor(&f, "embedding.weight")?;
+        let config = h.config;
+        let (v, d, k) = (config.vocab_size, config.dim, config.kernel_size);
+        let emb = tensor(&f, params::EMBEDDING)?;
         let embedding = match (h.embedding, emb.kind) {
             (EmbeddingDtype::F32, Kind::F32) if emb.dims() == [v, d] => {
-                Embedding::F32(f32s(&f, "embedding.weight", &[v, d])?)
+                Embedding::F32(f32s(&f, params::EMBEDDING, &[v, d])?)
             }
             (EmbeddingDtype::F16, Kind::F16) if emb.dims() == [v, d] => {
                 let bits: Vec<u16> =
@@ -502,7 +504,8 @@ impl Model {
                 // An all-ones exponent is an infinity or a NaN.
                 if let Some(i) = bits.iter().position(|&b| b & 0x7C00 == 0x7C00) {
                     return Err(FormatError::Invalid(format!(
-                        "embedding.weight: non-finite f16 value at row {}, column {}",
+                        "{}: non-finite f16 value at row {}, column {}",
+                        params::EMBEDDING,
                         i / d,
                         i % d
                     )));
@@ -523,32 +526,38 @@ impl Model {
             }
             (EmbeddingDtype::Int4, Kind::Int4Groups) if emb.dims() == [v, d] => Embedding::Int4(
                 Int4Embedding::from_data(emb.data, v, d)
-                    .map_err(|e| FormatError::Invalid(format!("embedding.weight: {e}")))?,
+                    .map_err(|e| FormatError::Invalid(format!("{}: {e}", params::EMBEDDING)))?,
             ),
             _ => {
                 return Err(FormatError::Invalid(format!(
-                    "embedding.weight: {:?} {:?} does not match the header ({:?}, [{v}, {d}])",
+                    "{}: {:?} {:?} does not match the header ({:?}, [{v}, {d}])",
+                    params::EMBEDDING,
                     emb.kind,
                     emb.dims(),
                     h.embedding
                 )));
             }
         };
-        let mut blocks = Vec::with_capacity(h.n_blocks);
-        for i in 0..h.n_blocks {
-            let p = format!("blocks.{i}.");
+        let mut blocks = Vec::with_capacity(config.n_blocks);
+        for i in 0..config.n_blocks {
+            let floats =
+                |t: BlockTensor| f32s(&f, &t.name(i), &format::stored_shape(t.role(), &t.shape(&config)));
+            let tern = |t: BlockTensor| {
+                let shape = t.shape(&config);
+                ternary(&f, &t.name(i), shape[0], shape[1])
+            };
             blocks.push(BlockWeights {
-                norm1: f32s(&f, &format!("{p}norm1.scale"), &[d])?,
-                up: ternary(&f, &format!("{p}mixer.up.weight"), 2 * d, d)?,
-                conv: transpose(&f32s(&f, &format!("{p}mixer.conv.weight"), &[d, k])?, d, k),
-                down: ternary(&f, &format!("{p}mixer.down.weight"), d, d)?,
-                norm2: f32s(&f, &format!("{p}norm2.scale"), &[d])?,
-                w_gate: ternary(&f, &format!("{p}ffn.W_gate.weight"), hd, d)?,
-                w_up: ternary(&f, &format!("{p}ffn.W_up.weight"), hd, d)?,
-                w_down: ternary(&f, &format!("{p}ffn.W_down.weight"), d, hd)?,
+                norm1: floats(BlockTensor::Norm1)?,
+                up: tern(BlockTensor::Up)?,
+                conv: params::taps_time_major(&floats(BlockTensor::Conv)?, d, k),
+                down: tern(BlockTensor::Down)?,
+                norm2: floats(BlockTensor::Norm2)?,
+                w_gate: tern(BlockTensor::WGate)?,
+                w_up: tern(BlockTensor::WUp)?,
+                w_down: tern(BlockTensor::WDown)?,
             });
         }
-        let final_norm = f32s(&f, "final_norm.scale", &[d])?;
+        let final_norm = f32s(&f, params::FINAL_NORM, &[d])?;
 
         // The tokenizer: id -> GPT-2 id, and the bytes of every token (checked against GPT-2).
         let (id_to_base, n) = u32s(&f, "tokenizer.id_to_base")?;
@@ -574,6 +583,7 @@ impl Model {
         }
         Ok(Model {
             config,
+            norm_eps: h.norm_eps,
             weights: Weights { embedding, blocks, final_norm },
             tokenizer,
             kernel,
@@ -639,13 +649,13 @@ impl Model {
         let pad = |n: usize| n.div_ceil(64) * 64;
         RunState {
             x: vec![0.0; c.dim],
-            xb: vec![0.0; pad(c.dim.max(c.hidden))],
+            xb: vec![0.0; pad(c.dim.max(c.glu_hidden))],
             gv: vec![0.0; 2 * c.dim],
             mix: vec![0.0; pad(c.dim)],
             out: vec![0.0; c.dim],
-            g: vec![0.0; c.hidden],
-            u: vec![0.0; c.hidden],
-            hb: vec![0.0; pad(c.hidden)],
+            g: vec![0.0; c.glu_hidden],
+            u: vec![0.0; c.glu_hidden],
+            hb: vec![0.0; pad(c.glu_hidden)],
             history: vec![0.0; c.n_blocks * c.kernel_size.saturating_sub(1) * c.dim],
             ring_head: 0,
             logits: vec![0.0; c.vocab_size],
@@ -678,7 +688,7 @@ impl Model {
             assert_eq!(l.len(), tokens.len() * v, "logits must hold one row per token");
         }
         let pad = |n: usize| n.div_ceil(64) * 64;
-        let (d, hd, k) = (c.dim, c.hidden, c.kernel_size);
+        let (d, hd, k) = (c.dim, c.glu_hidden, c.kernel_size);
         let (wxb, wmix, whb) = (pad(d.max(hd)), pad(d), pad(hd));
         let batch = if self.pool.is_some() { BATCH_THREADED } else { BATCH };
         if s.batch.x.len() < batch * d {
@@ -703,7 +713,7 @@ impl Model {
             }
             for (bi, bw) in w.blocks.iter().enumerate() {
                 for (xb, x) in b.xb.chunks_exact_mut(wxb).zip(b.x.chunks_exact(d)).take(n) {
-                    vmath::rmsnorm(&mut xb[..d], x, &bw.norm1, c.norm_eps);
+                    vmath::rmsnorm(&mut xb[..d], x, &bw.norm1, self.norm_eps);
                 }
                 self.matmul(&bw.up, &rows(&b.xb, n, wxb), &mut rows_mut(&mut b.gv, n, 2 * d));
                 let hist = &mut s.history[bi * hist_rows * d..(bi + 1) * hist_rows * d];
@@ -721,7 +731,7 @@ impl Model {
                     vmath::add_assign(x, o);
                 }
                 for (xb, x) in b.xb.chunks_exact_mut(wxb).zip(b.x.chunks_exact(d)).take(n) {
-                    vmath::rmsnorm(&mut xb[..d], x, &bw.norm2, c.norm_eps);
+                    vmath::rmsnorm(&mut xb[..d], x, &bw.norm2, self.norm_eps);
                 }
                 let xbs = rows(&b.xb, n, wxb);
                 self.matmul(&bw.w_gate, &xbs, &mut rows_mut(&mut b.g, n, hd));
@@ -743,7 +753,7 @@ impl Model {
             s.overflowed |= !vmath::all_finite(&b.x[..n * d]);
             if let Some(all) = logits.as_deref_mut() {
                 for (xb, x) in b.xb.chunks_exact_mut(wxb).zip(b.x.chunks_exact(d)).take(n) {
-                    vmath::rmsnorm(&mut xb[..d], x, &w.final_norm, c.norm_eps);
+                    vmath::rmsnorm(&mut xb[..d], x, &w.final_norm, self.norm_eps);
                 }
                 let out = &mut all[ci * batch * v..(ci * batch + n) * v];
                 let mut outs: Vec<&mut [f32]> = out.chunks_exact_mut(v).collect();
@@ -760,14 +770,14 @@ impl Model {
 
     fn step(&self, s: &mut RunState, token: u16, want_logits: bool) {
         let c = &self.config;
-        let (d, hd, k) = (c.dim, c.hidden, c.kernel_size);
+        let (d, hd, k) = (c.dim, c.glu_hidden, c.kernel_size);
         let w = &self.weights;
         let token = (token as usize).min(c.vocab_size - 1);
         w.embedding.row(token, d, &mut s.x);
         let hist_rows = k.saturating_sub(1);
         for (bi, b) in w.blocks.iter().enumerate() {
             // Mixer: x += down(conv(value) * sigmoid(gate)), value/gate = up(norm1(x)).
-            vmath::rmsnorm(&mut s.xb[..d], &s.x, &b.norm1, c.norm_eps);
+            vmath::rmsnorm(&mut s.xb[..d], &s.x, &b.norm1, self.norm_eps);
             self.kernel.matvec(&b.up, &s.xb, &mut s.gv);
             let hist = &mut s.history[bi * hist_rows * d..(bi + 1) * hist_rows * d];
             let (gate, value) = s.gv.split_at(d);
@@ -779,7 +789,7 @@ impl Model {
             self.kernel.matvec(&b.down, &s.mix, &mut s.out);
             vmath::add_assign(&mut s.x, &s.out);
             // GLU: x += W_down(silu(W_gate h) * W_up h), h = norm2(x).
-            vmath::rmsnorm(&mut s.xb[..d], &s.x, &b.norm2, c.norm_eps);
+            vmath::rmsnorm(&mut s.xb[..d], &s.x, &b.norm2, self.norm_eps);
             self.kernel.matvec2(&b.w_gate, &b.w_up, &s.xb, &mut s.g, &mut s.u);
             vmath::silu_mul(&mut s.hb[..hd], &s.g, &s.u);
             self.kernel.matvec(&b.w_down, &s.hb, &mut s.out);
@@ -791,21 +801,10 @@ impl Model {
         s.pos += 1;
         s.overflowed |= !vmath::all_finite(&s.x);
         if want_logits {
-            vmath::rmsnorm(&mut s.xb[..d], &s.x, &w.final_norm, c.norm_eps);
+            vmath::rmsnorm(&mut s.xb[..d], &s.x, &w.final_norm, self.norm_eps);
             w.embedding.head(&s.xb[..d], d, &mut s.logits, self.head);
         }
     }
-}
-
-/// [rows, cols] -> [cols, rows].
-fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0.0; a.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            t[c * rows + r] = a[r * cols + c];
-        }
-    }
-    t
 }
 
 #[cfg(test)]

@@ -20,6 +20,9 @@
 
 use std::collections::HashMap;
 
+use flashlm_core::Config;
+use flashlm_core::params::Role;
+
 /// File magic.
 pub const MAGIC: [u8; 8] = *b"FLASHLM\0";
 /// Newest format version this build reads. Version 2 adds int4 groups ([`Kind::Int4Groups`],
@@ -29,8 +32,7 @@ pub const VERSION: u32 = 2;
 /// Oldest version this build reads.
 pub const MIN_VERSION: u32 = 1;
 /// Values per scale in [`Kind::Int4Groups`].
-pub const INT4_GROUP: usize = 32;
-const _: () = assert!(INT4_GROUP.is_multiple_of(8));
+pub use flashlm_core::quant::INT4_GROUP;
 /// Header size.
 pub const HEADER_LEN: usize = 128;
 /// Directory entry size.
@@ -44,9 +46,6 @@ pub const MAX_TENSORS: usize = 4096;
 const _: () = assert!(ENTRY_LEN == NAME_LEN + 4 + 4 + 4 + 16 + 8 + 8);
 const _: () = assert!(HEADER_LEN >= 8 + 4 * 11 + 8 * 2);
 
-// Largest header values a reader accepts: shared with the checkpoint's config check.
-use flashlm_tokenizer::MAX_VOCAB_SIZE as MAX_VOCAB;
-use flashlm_tokenizer::limits::shape::{MAX_BLOCKS, MAX_DIM, MAX_HIDDEN, MAX_KERNEL, MAX_SEQ_LEN};
 /// Largest ternary scale α = mean|W| accepted (the largest f16). Trained models have α well
 /// below 1; a larger one only overflows the forward pass.
 pub const MAX_TERNARY_SCALE: f32 = 65504.0;
@@ -153,25 +152,26 @@ impl EmbeddingDtype {
     }
 }
 
-/// Model shape as stored in the header.
+/// What the header holds: the model shape, the norm epsilon and the embedding storage.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Header {
-    /// Vocabulary size.
-    pub vocab_size: usize,
-    /// Width d.
-    pub dim: usize,
-    /// Blocks.
-    pub n_blocks: usize,
-    /// GLU hidden width.
-    pub hidden: usize,
-    /// Conv taps.
-    pub kernel_size: usize,
-    /// Training context.
-    pub seq_len: usize,
+    /// Model shape (the header has no room for more than [`Config::validate`] allows).
+    pub config: Config,
     /// RMSNorm epsilon.
     pub norm_eps: f32,
     /// Embedding storage.
     pub embedding: EmbeddingDtype,
+}
+
+impl Header {
+    /// Refuse what the reader would refuse (an impossible shape, a bad epsilon).
+    fn check(&self) -> Result<(), FormatError> {
+        self.config.validate().map_err(FormatError::Invalid)?;
+        if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {
+            return invalid("norm_eps is not a finite non-negative number");
+        }
+        Ok(())
+    }
 }
 
 /// Why a file cannot be read.
@@ -257,46 +257,19 @@ pub fn unpack_ternary(bytes: &[u8], n: usize) -> Result<Vec<i8>, FormatError> {
     Ok(out)
 }
 
-/// Quantise a [rows, cols] f32 matrix into [`Kind::Int4Groups`] bytes (cols a multiple of
-/// [`INT4_GROUP`]). Each group of 32 values gets the f16 scale, among 21 clip levels from
-/// 60% to 100% of max|x| / 7, whose rounding q = clamp(round(x / scale), -8, 7) has the least
-/// squared error.
+/// The shape a parameter of this role and (PyTorch) shape has in a `.flm` file: conv taps
+/// [d, 1, k] are stored as [d, k]; everything else as it is.
+pub fn stored_shape(role: Role, shape: &[usize]) -> Vec<usize> {
+    match (role, shape) {
+        (Role::ConvTaps, &[d, 1, k]) => vec![d, k],
+        _ => shape.to_vec(),
+    }
+}
+
+/// Quantise a [rows, cols] f32 matrix into [`Kind::Int4Groups`] bytes
+/// ([`flashlm_core::quant::int4_groups`]).
 pub fn quantize_int4_groups(w: &[f32], rows: usize, cols: usize) -> Result<Vec<u8>, FormatError> {
-    if !cols.is_multiple_of(INT4_GROUP) || cols == 0 || w.len() != rows * cols {
-        return invalid(format!(
-            "int4 groups need a [rows, cols] matrix with cols a multiple of {INT4_GROUP}; got {} values as [{rows}, {cols}]",
-            w.len()
-        ));
-    }
-    if w.iter().any(|x| !x.is_finite()) {
-        return invalid("cannot quantise non-finite values");
-    }
-    let mut nibbles = vec![0u8; rows * cols / 2];
-    let mut scales = Vec::with_capacity(rows * cols / INT4_GROUP * 2);
-    let level = |x: f32, s: f32| (x / s).round().clamp(-8.0, 7.0);
-    for (gi, g) in w.chunks_exact(INT4_GROUP).enumerate() {
-        let max = g.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-        let mut best = (f32::INFINITY, 0.0f32);
-        for step in 0..=20 {
-            let s = half::f16::from_f32(max * (0.6 + 0.02 * step as f32) / 7.0).to_f32();
-            if s <= 0.0 || !s.is_finite() {
-                continue;
-            }
-            let err: f32 = g.iter().map(|&x| (x - level(x, s) * s).powi(2)).sum();
-            if err < best.0 {
-                best = (err, s);
-            }
-        }
-        let s = best.1;
-        for (i, &x) in g.iter().enumerate() {
-            let q = if s > 0.0 { level(x, s) as i32 } else { 0 };
-            let at = gi * INT4_GROUP + i;
-            nibbles[at / 2] |= ((q + 8) as u8) << (4 * (at % 2));
-        }
-        scales.extend(half::f16::from_f32(s).to_bits().to_le_bytes());
-    }
-    nibbles.extend(scales);
-    Ok(nibbles)
+    flashlm_core::quant::int4_groups(w, rows, cols).map_err(FormatError::Invalid)
 }
 
 /// Serialize a model file.
@@ -305,22 +278,7 @@ pub fn write(header: &Header, tensors: &[TensorOut]) -> Result<Vec<u8>, FormatEr
         return invalid("too many tensors");
     }
     // Refuse anything the reader would refuse, so a written file always reads back.
-    let h = header;
-    for (what, v, max) in [
-        ("vocab_size", h.vocab_size, MAX_VOCAB),
-        ("dim", h.dim, MAX_DIM),
-        ("n_blocks", h.n_blocks, MAX_BLOCKS),
-        ("hidden", h.hidden, MAX_HIDDEN),
-        ("kernel_size", h.kernel_size, MAX_KERNEL),
-        ("seq_len", h.seq_len, MAX_SEQ_LEN),
-    ] {
-        if v == 0 || v > max {
-            return invalid(format!("{what} = {v} is out of range (1..={max})"));
-        }
-    }
-    if !(h.norm_eps.is_finite() && h.norm_eps >= 0.0) {
-        return invalid("norm_eps is not a finite non-negative number");
-    }
+    header.check()?;
     let mut names = std::collections::HashSet::new();
     for t in tensors {
         if !names.insert(&t.name) {
@@ -369,15 +327,16 @@ pub fn write(header: &Header, tensors: &[TensorOut]) -> Result<Vec<u8>, FormatEr
     h[0..8].copy_from_slice(&MAGIC);
     // The oldest version that can hold these tensors, so older readers keep working.
     let version = tensors.iter().map(|t| t.kind.min_version()).fold(header.embedding.min_version(), u32::max);
+    let c = &header.config;
     let words = [
         version,
         HEADER_LEN as u32,
-        header.vocab_size as u32,
-        header.dim as u32,
-        header.n_blocks as u32,
-        header.hidden as u32,
-        header.kernel_size as u32,
-        header.seq_len as u32,
+        c.vocab_size as u32,
+        c.dim as u32,
+        c.n_blocks as u32,
+        c.glu_hidden as u32,
+        c.kernel_size as u32,
+        c.seq_len as u32,
         header.norm_eps.to_bits(),
         header.embedding.flag(),
         tensors.len() as u32,
@@ -431,27 +390,22 @@ pub fn read(bytes: &[u8]) -> Result<FlmFile<'_>, FormatError> {
     if u32_at(bytes, 12) as usize != HEADER_LEN {
         return invalid("unexpected header length");
     }
-    let dim_of = |o: usize, what: &str, max: usize| -> Result<usize, FormatError> {
-        let v = u32_at(bytes, o) as usize;
-        if v == 0 || v > max {
-            return invalid(format!("{what} = {v} is out of range (1..={max})"));
-        }
-        Ok(v)
+    let word = |o: usize| u32_at(bytes, o) as usize;
+    let config = Config {
+        vocab_size: word(16),
+        dim: word(20),
+        n_blocks: word(24),
+        glu_hidden: word(28),
+        kernel_size: word(32),
+        seq_len: word(36),
     };
-    let vocab_size = dim_of(16, "vocab_size", MAX_VOCAB)?;
-    let dim = dim_of(20, "dim", MAX_DIM)?;
-    let n_blocks = dim_of(24, "n_blocks", MAX_BLOCKS)?;
-    let hidden = dim_of(28, "hidden", MAX_HIDDEN)?;
-    let kernel_size = dim_of(32, "kernel_size", MAX_KERNEL)?;
-    let seq_len = dim_of(36, "seq_len", MAX_SEQ_LEN)?;
     let norm_eps = f32::from_bits(u32_at(bytes, 40));
-    if !(norm_eps.is_finite() && norm_eps >= 0.0) {
-        return invalid("norm_eps is not a finite non-negative number");
-    }
     let flag = u32_at(bytes, 44);
     let Some(embedding) = EmbeddingDtype::from_flag(flag).filter(|e| e.min_version() <= version) else {
         return invalid(format!("unknown embedding storage flag {flag} for format version {version}"));
     };
+    let header = Header { config, norm_eps, embedding };
+    header.check()?;
     let n = u32_at(bytes, 48) as usize;
     if n > MAX_TENSORS {
         return invalid(format!("{n} tensors (at most {MAX_TENSORS})"));
@@ -521,8 +475,5 @@ pub fn read(bytes: &[u8]) -> Result<FlmFile<'_>, FormatError> {
             return invalid(format!("tensor {name} appears twice"));
         }
     }
-    Ok(FlmFile {
-        header: Header { vocab_size, dim, n_blocks, hidden, kernel_size, seq_len, norm_eps, embedding },
-        tensors,
-    })
+    Ok(FlmFile { header, tensors })
 }

@@ -3,7 +3,8 @@
 //! (`scripts/check-infer-deps.sh` checks `cargo tree -p flashlm-infer`).
 //!
 //! * [`format`]: the `.flm` file (writer and a reader that trusts nothing).
-//! * [`cpu`]: the features dispatch uses (`FLASHLM_ISA` caps them).
+//! * [`cpu`], [`vmath`] (from `flashlm-core`): the features dispatch uses (`FLASHLM_ISA` caps
+//!   them) and the element-wise math.
 //! * [`kernels`]: the kernel tree: ternary products (scalar, portable, AVX2, AVX-512) and the
 //!   output heads' kernels, with their references.
 //! * [`engine`]: the streaming forward pass (constant work per token).
@@ -12,14 +13,13 @@
 
 pub mod bench;
 pub mod bundled;
-pub mod cpu;
 pub mod engine;
 pub mod eval;
 pub mod format;
 pub mod kernels;
 pub mod sample;
-pub mod vmath;
 
+pub use flashlm_core::{cpu, vmath};
 pub use flashlm_tokenizer as tokenizer;
 /// The int4 head, also reachable at its old path.
 pub use kernels::head4;

@@ -11,35 +11,7 @@ pub struct Sampler {
     pub top_p: f32,
 }
 
-/// xorshift64*: small, seeded, the same on every platform.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from a seed.
-    pub fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    /// The current state: `Rng::from_state(r.state())` continues exactly where `r` is.
-    pub fn state(&self) -> u64 {
-        self.0
-    }
-
-    /// A generator continuing from a saved [`Rng::state`].
-    pub fn from_state(state: u64) -> Self {
-        Self(state.max(1))
-    }
-
-    /// Uniform in [0, 1).
-    pub fn next_f32(&mut self) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let v = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        (v >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
+pub use flashlm_core::rng::Rng;
 
 impl Sampler {
     /// Pick a token id from logits.

@@ -38,10 +38,10 @@ fn bundled_file_is_the_committed_small_model() {
     let m = Model::from_bytes(bundled::BYTES, Kernel::detect()).unwrap();
     let c = &m.config;
     assert_eq!(
-        (c.vocab_size, c.dim, c.n_blocks, c.hidden, c.kernel_size, c.seq_len),
+        (c.vocab_size, c.dim, c.n_blocks, c.glu_hidden, c.kernel_size, c.seq_len),
         (10_000, 192, 6, 512, 8, 256)
     );
-    assert_eq!(c.embedding, EmbeddingDtype::Int4);
+    assert_eq!(flashlm_infer::format::read(bundled::BYTES).unwrap().header.embedding, EmbeddingDtype::Int4);
     assert!(
         card().contains(&format!("{} bytes", group(bundled::BYTES.len()))),
         "the card gives another file size"

@@ -1,6 +1,7 @@
 //! Property tests of the `.flm` container: write -> read gives back exactly what was written,
 //! and ternary packing round-trips for every length.
 
+use flashlm_infer::engine::Config;
 use flashlm_infer::format::{self, EmbeddingDtype, Header, Kind, TensorOut};
 use proptest::prelude::*;
 
@@ -61,17 +62,14 @@ fn header() -> impl Strategy<Value = Header> {
         1e-9f32..1e-2,
         0..4u8,
     )
-        .prop_map(|(vocab_size, dim, n_blocks, hidden, kernel_size, seq_len, norm_eps, e)| Header {
-            vocab_size,
-            dim,
-            n_blocks,
-            hidden,
-            kernel_size,
-            seq_len,
+        .prop_map(|(vocab_size, dim, n_blocks, glu_hidden, kernel_size, seq_len, norm_eps, e)| Header {
+            config: Config { vocab_size, dim, n_blocks, glu_hidden, kernel_size, seq_len },
             norm_eps,
             embedding: [EmbeddingDtype::F32, EmbeddingDtype::F16, EmbeddingDtype::Int8, EmbeddingDtype::Int4]
                 [e as usize],
         })
+        // at most Config::MAX_PARAMS parameters, as every reader demands
+        .prop_filter("too many parameters", |h| h.config.validate().is_ok())
 }
 
 proptest! {
@@ -120,7 +118,7 @@ proptest! {
             dup.push(t);
             prop_assert!(format::write(&h, &dup).is_err());
         }
-        let zero_vocab = Header { vocab_size: 0, ..h };
+        let zero_vocab = Header { config: Config { vocab_size: 0, ..h.config }, ..h };
         prop_assert!(format::write(&zero_vocab, &[]).is_err());
         let nan_eps = Header { norm_eps: f32::NAN, ..h };
         prop_assert!(format::write(&nan_eps, &[]).is_err());

@@ -21,157 +21,7 @@ use burn::tensor::activation::{log_softmax, sigmoid, silu};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use std::collections::HashMap;
 
-/// RMSNorm epsilon (as the original).
-pub const NORM_EPS: f64 = 1e-6;
-/// Added to mean|W| before dividing (as the original).
-pub const QUANT_EPS: f64 = 1e-8;
-
-/// Model shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct BoltConfig {
-    /// Vocabulary size (rows of the tied embedding).
-    pub vocab_size: usize,
-    /// Model width d.
-    pub dim: usize,
-    /// Number of BoltBlocks.
-    pub n_blocks: usize,
-    /// GLU hidden width h.
-    pub glu_hidden: usize,
-    /// Causal conv taps k.
-    pub kernel_size: usize,
-    /// Training context length.
-    pub seq_len: usize,
-}
-
-impl BoltConfig {
-    /// FlashLM v4 small: d=192, 6 blocks, h=512, seq 256 (4,364,736 parameters).
-    pub const fn small() -> Self {
-        Self { vocab_size: 10_000, dim: 192, n_blocks: 6, glu_hidden: 512, kernel_size: 8, seq_len: 256 }
-    }
-
-    /// FlashLM v4 large: d=384, 8 blocks, h=1024, seq 512.
-    pub const fn large() -> Self {
-        Self { vocab_size: 10_000, dim: 384, n_blocks: 8, glu_hidden: 1024, kernel_size: 8, seq_len: 512 }
-    }
-
-    /// A tiny model for tests and smoke runs.
-    pub const fn tiny() -> Self {
-        Self { vocab_size: 10_000, dim: 32, n_blocks: 2, glu_hidden: 64, kernel_size: 8, seq_len: 32 }
-    }
-
-    /// Short name: `v4-small`, `v4-large` or `custom`.
-    pub fn name(&self) -> &'static str {
-        if *self == Self::small() {
-            "v4-small"
-        } else if *self == Self::large() {
-            "v4-large"
-        } else if *self == Self::tiny() {
-            "tiny"
-        } else {
-            "custom"
-        }
-    }
-
-    /// Exact parameter count (the tied head adds none).
-    pub fn num_params(&self) -> usize {
-        let (d, h, k) = (self.dim, self.glu_hidden, self.kernel_size);
-        let block = d + d * 2 * d + d * k + d * d + d + 3 * d * h;
-        self.vocab_size * d + self.n_blocks * block + d
-    }
-
-    /// Largest parameter count a config may have (4G parameters, 16 GB of f32 weights before the
-    /// optimizer's two moments): a bound that stops a damaged file from asking for terabytes.
-    pub const MAX_PARAMS: u64 = 1 << 32;
-
-    /// [`Self::num_params`] without overflow: `None` if it does not fit in a u64.
-    pub fn checked_num_params(&self) -> Option<u64> {
-        let [v, d, n, h, k] =
-            [self.vocab_size, self.dim, self.n_blocks, self.glu_hidden, self.kernel_size].map(|x| x as u64);
-        let dd = d.checked_mul(d)?;
-        let block = d
-            .checked_add(dd.checked_mul(3)?)?
-            .checked_add(d.checked_mul(k)?)?
-            .checked_add(d)?
-            .checked_add(d.checked_mul(h)?.checked_mul(3)?)?;
-        v.checked_mul(d)?.checked_add(n.checked_mul(block)?)?.checked_add(d)
-    }
-
-    /// Check that the shape makes sense: every size positive and within the bounds the `.flm`
-    /// header also enforces (`flashlm_tokenizer::limits::shape`), at most
-    /// [`Self::MAX_PARAMS`] parameters.
-    pub fn validate(&self) -> Result<(), String> {
-        use flashlm_tokenizer::limits::shape;
-        for (name, v, max) in [
-            ("vocab_size", self.vocab_size, flashlm_tokenizer::MAX_VOCAB_SIZE),
-            ("dim", self.dim, shape::MAX_DIM),
-            ("n_blocks", self.n_blocks, shape::MAX_BLOCKS),
-            ("glu_hidden", self.glu_hidden, shape::MAX_HIDDEN),
-            ("kernel_size", self.kernel_size, shape::MAX_KERNEL),
-            ("seq_len", self.seq_len, shape::MAX_SEQ_LEN),
-        ] {
-            if v == 0 {
-                return Err(format!("{name} must be positive"));
-            }
-            if v > max {
-                return Err(format!("{name} {v} exceeds {max}"));
-            }
-        }
-        match self.checked_num_params() {
-            Some(p) if p <= Self::MAX_PARAMS => Ok(()),
-            _ => Err(format!("{self} has more than {} parameters", Self::MAX_PARAMS)),
-        }
-    }
-
-    /// A freshly initialised model, as the original: ternary and conv weights
-    /// kaiming-normal (fan_out, gain √2), embedding normal(0, 0.02), norm scales 1.
-    /// Random numbers come from the device's generator (seed it with `device.seed`).
-    pub fn init(&self, device: &Device) -> Bolt {
-        let (d, h, k) = (self.dim, self.glu_hidden, self.kernel_size);
-        let blocks = (0..self.n_blocks)
-            .map(|_| BoltBlock {
-                norm1: RmsNorm::new(d, device),
-                mixer: GatedConvMixer {
-                    up: BitLinear::new(d, 2 * d, device),
-                    conv: DepthwiseConv::new(d, k, device),
-                    down: BitLinear::new(d, d, device),
-                },
-                norm2: RmsNorm::new(d, device),
-                ffn: TernaryGlu {
-                    W_gate: BitLinear::new(d, h, device),
-                    W_up: BitLinear::new(d, h, device),
-                    W_down: BitLinear::new(h, d, device),
-                },
-            })
-            .collect();
-        Bolt {
-            embedding: Embedding {
-                weight: Param::from_tensor(Tensor::random(
-                    [self.vocab_size, d],
-                    Distribution::Normal(0.0, 0.02),
-                    device,
-                )),
-            },
-            blocks,
-            final_norm: RmsNorm::new(d, device),
-        }
-    }
-}
-
-impl std::fmt::Display for BoltConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} (d={}, blocks={}, h={}, k={}, seq={}, vocab={})",
-            self.name(),
-            self.dim,
-            self.n_blocks,
-            self.glu_hidden,
-            self.kernel_size,
-            self.seq_len,
-            self.vocab_size
-        )
-    }
-}
+use flashlm_core::{Config, NORM_EPS, QUANT_EPS};
 
 /// Kaiming-normal with mode fan_out and the default leaky-ReLU(0) gain √2, as PyTorch.
 fn kaiming_normal_fan_out<const D: usize>(shape: [usize; D], fan_out: usize, device: &Device) -> Tensor<D> {
@@ -216,19 +66,8 @@ impl BitLinear {
     /// The weight as ternary codes in {-1, 0, 1} (row-major [out, in]) and the scale α.
     pub fn ternary(&self) -> (Vec<i8>, f32) {
         let w: Vec<f32> = self.weight.val().into_data().try_to_vec::<f32>().expect("f32 weight");
-        ternary_codes(&w)
+        flashlm_core::quant::ternary_codes(&w)
     }
-}
-
-/// [`ternary_quantize`] on plain values: codes in {-1, 0, 1} and α = mean|W|
-/// (so `code · α` is the quantised weight).
-pub fn ternary_codes(w: &[f32]) -> (Vec<i8>, f32) {
-    let alpha = (w.iter().map(|v| v.abs() as f64).sum::<f64>() / w.len().max(1) as f64) as f32;
-    let codes = w
-        .iter()
-        .map(|&v| (v / (alpha + QUANT_EPS as f32)).round_ties_even().clamp(-1.0, 1.0) as i8)
-        .collect();
-    (codes, alpha)
 }
 
 /// `x / sqrt(mean(x²) + 1e-6) · scale` over the last dimension.
@@ -373,6 +212,40 @@ pub struct Bolt {
 }
 
 impl Bolt {
+    /// A freshly initialised model, as the original: ternary and conv weights
+    /// kaiming-normal (fan_out, gain √2), embedding normal(0, 0.02), norm scales 1.
+    /// Random numbers come from the device's generator (seed it with `device.seed`).
+    pub fn init(cfg: &Config, device: &Device) -> Bolt {
+        let (d, h, k) = (cfg.dim, cfg.glu_hidden, cfg.kernel_size);
+        let blocks = (0..cfg.n_blocks)
+            .map(|_| BoltBlock {
+                norm1: RmsNorm::new(d, device),
+                mixer: GatedConvMixer {
+                    up: BitLinear::new(d, 2 * d, device),
+                    conv: DepthwiseConv::new(d, k, device),
+                    down: BitLinear::new(d, d, device),
+                },
+                norm2: RmsNorm::new(d, device),
+                ffn: TernaryGlu {
+                    W_gate: BitLinear::new(d, h, device),
+                    W_up: BitLinear::new(d, h, device),
+                    W_down: BitLinear::new(h, d, device),
+                },
+            })
+            .collect();
+        Bolt {
+            embedding: Embedding {
+                weight: Param::from_tensor(Tensor::random(
+                    [cfg.vocab_size, d],
+                    Distribution::Normal(0.0, 0.02),
+                    device,
+                )),
+            },
+            blocks,
+            final_norm: RmsNorm::new(d, device),
+        }
+    }
+
     /// Hidden states after the final norm: [B, T] ids -> [B, T, d].
     pub fn hidden(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
         let mut h = burn::tensor::module::embedding(self.embedding.weight.val(), tokens);
@@ -398,14 +271,14 @@ impl Bolt {
     }
 
     /// Model shape, read from the weights (seq_len is not stored in weights: pass it).
-    pub fn config(&self, seq_len: usize) -> BoltConfig {
+    pub fn config(&self, seq_len: usize) -> Config {
         let [vocab_size, dim] = self.embedding.weight.dims();
         let (glu_hidden, kernel_size) = self
             .blocks
             .first()
             .map(|b| (b.ffn.W_gate.weight.dims()[0], b.mixer.conv.weight.dims()[2]))
             .unwrap_or((0, 0));
-        BoltConfig { vocab_size, dim, n_blocks: self.blocks.len(), glu_hidden, kernel_size, seq_len }
+        Config { vocab_size, dim, n_blocks: self.blocks.len(), glu_hidden, kernel_size, seq_len }
     }
 
     /// Every parameter with its PyTorch `state_dict` name, in a fixed order.
@@ -570,33 +443,4 @@ pub fn cpu_device(train: bool) -> Device {
 /// Name of the backend [`cpu_device`] uses.
 pub fn backend_name() -> &'static str {
     if cfg!(feature = "ndarray") { "ndarray" } else { "flex" }
-}
-
-#[cfg(test)]
-mod config_tests {
-    use super::BoltConfig;
-
-    #[test]
-    fn validate_bounds_every_size_and_the_parameter_count() {
-        for c in [BoltConfig::tiny(), BoltConfig::small(), BoltConfig::large()] {
-            c.validate().unwrap();
-            assert_eq!(c.checked_num_params(), Some(c.num_params() as u64));
-        }
-        let bad = |f: fn(&mut BoltConfig)| {
-            let mut c = BoltConfig::small();
-            f(&mut c);
-            c.validate().unwrap_err()
-        };
-        assert!(bad(|c| c.dim = 0).contains("dim must be positive"));
-        assert!(bad(|c| c.dim = 1 << 40).contains("dim"));
-        assert!(bad(|c| c.vocab_size = 70_000).contains("vocab_size 70000 exceeds 65536"));
-        assert!(bad(|c| c.seq_len = usize::MAX).contains("seq_len"));
-        // Each size within its bound, the product not.
-        let e = bad(|c| {
-            c.dim = 1 << 14;
-            c.n_blocks = 1024;
-            c.glu_hidden = 1 << 16;
-        });
-        assert!(e.contains("parameters"), "{e}");
-    }
 }

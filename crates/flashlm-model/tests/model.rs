@@ -1,7 +1,8 @@
 //! Correctness checks of the burn model on tiny configs.
 
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use flashlm_model::{BitLinear, BoltConfig, DepthwiseConv, cpu_device, ternary_quantize};
+use flashlm_core::Config;
+use flashlm_model::{BitLinear, Bolt, DepthwiseConv, cpu_device, ternary_quantize};
 
 fn dev() -> Device {
     let d = cpu_device(true);
@@ -19,13 +20,13 @@ fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 
 #[test]
 fn parameter_counts() {
-    assert_eq!(BoltConfig::small().num_params(), 4_364_736);
+    assert_eq!(Config::small().num_params(), 4_364_736);
     let device = cpu_device(false);
     for cfg in [
-        BoltConfig::tiny(),
-        BoltConfig { vocab_size: 50, dim: 12, n_blocks: 3, glu_hidden: 20, kernel_size: 4, seq_len: 9 },
+        Config::tiny(),
+        Config { vocab_size: 50, dim: 12, n_blocks: 3, glu_hidden: 20, kernel_size: 4, seq_len: 9 },
     ] {
-        let m = cfg.init(&device);
+        let m = Bolt::init(&cfg, &device);
         let counted: usize = m.named_params().iter().map(|p| p.values.len()).sum();
         assert_eq!(counted, cfg.num_params());
         assert_eq!(m.config(cfg.seq_len), cfg);
@@ -34,8 +35,10 @@ fn parameter_counts() {
 
 #[test]
 fn parameter_names_follow_the_original_state_dict() {
-    let m = BoltConfig { vocab_size: 20, dim: 8, n_blocks: 2, glu_hidden: 16, kernel_size: 8, seq_len: 4 }
-        .init(&cpu_device(false));
+    let m = Bolt::init(
+        &Config { vocab_size: 20, dim: 8, n_blocks: 2, glu_hidden: 16, kernel_size: 8, seq_len: 4 },
+        &cpu_device(false),
+    );
     let names: Vec<(String, Vec<usize>)> = m.named_params().into_iter().map(|p| (p.name, p.shape)).collect();
     let expect = [
         ("embedding.weight", vec![20, 8]),
@@ -56,11 +59,28 @@ fn parameter_names_follow_the_original_state_dict() {
     assert_eq!(names.len(), 1 + 2 * 8 + 1);
 }
 
+/// The burn model's parameters, in visiting order, are exactly the shared parameter table
+/// (names, shapes, order) that the fused step, the exporter and the engine read.
+#[test]
+fn parameters_are_the_shared_table_in_its_order() {
+    for cfg in [
+        Config::tiny(),
+        Config { vocab_size: 20, dim: 8, n_blocks: 3, glu_hidden: 24, kernel_size: 5, seq_len: 4 },
+    ] {
+        let m = Bolt::init(&cfg, &cpu_device(false));
+        let got: Vec<(String, Vec<usize>)> =
+            m.named_params().into_iter().map(|p| (p.name, p.shape)).collect();
+        let want: Vec<(String, Vec<usize>)> =
+            flashlm_core::params::table(&cfg).into_iter().map(|p| (p.name, p.shape)).collect();
+        assert_eq!(got, want);
+    }
+}
+
 #[test]
 fn initial_loss_is_ln_vocab() {
     let device = dev();
-    let cfg = BoltConfig::tiny();
-    let m = cfg.init(&device);
+    let cfg = Config::tiny();
+    let m = Bolt::init(&cfg, &device);
     let (b, t) = (4, cfg.seq_len);
     let ids: Vec<i64> = (0..b * t).map(|i| ((i * 7919) % cfg.vocab_size) as i64).collect();
     let tg: Vec<i64> = (0..b * t).map(|i| ((i * 104_729 + 3) % cfg.vocab_size) as i64).collect();
@@ -128,8 +148,8 @@ fn depthwise_conv_matches_naive_loop() {
 fn model_is_causal() {
     let device = cpu_device(false);
     device.seed(3);
-    let cfg = BoltConfig { seq_len: 24, ..BoltConfig::tiny() };
-    let m = cfg.init(&device);
+    let cfg = Config { seq_len: 24, ..Config::tiny() };
+    let m = Bolt::init(&cfg, &device);
     let t = cfg.seq_len;
     let a: Vec<i64> = (0..t).map(|i| (i * 13 % 97) as i64).collect();
     let cut = 10;

@@ -18,10 +18,8 @@
 //!   Python loader can read too; [`Tokenizer::load`] also reads the original's files.
 
 mod json;
-pub mod limits;
 pub mod stories;
 mod stream;
-pub mod write;
 
 use std::path::Path;
 
@@ -46,7 +44,7 @@ pub const DEFAULT_VOCAB_STORIES: usize = 50_000;
 /// Ids in GPT-2's `r50k_base` encoding, `<|endoftext|>` (50256) included.
 pub const BASE_VOCAB_SIZE: usize = 50_257;
 /// Largest vocabulary that fits the u16 token streams used everywhere.
-pub const MAX_VOCAB_SIZE: usize = u16::MAX as usize + 1;
+pub const MAX_VOCAB_SIZE: usize = flashlm_core::limits::shape::MAX_VOCAB;
 
 /// Everything that can go wrong when building, loading or saving a tokenizer.
 #[derive(Debug, thiserror::Error)]
@@ -351,7 +349,7 @@ impl Tokenizer {
     /// Save as JSON (format [`json::FORMAT_VERSION`]), atomically: temp file, fsync, rename.
     pub fn save(&self, path: &Path, stats: Option<&VocabStats>) -> Result<(), TokenizerError> {
         let text = json::to_json(self, stats);
-        write::write_atomic(path, text.as_bytes())
+        flashlm_core::write::write_atomic(path, text.as_bytes())
             .map_err(|err| TokenizerError::Io { path: path.display().to_string(), err })
     }
 
@@ -363,7 +361,7 @@ impl Tokenizer {
 
     /// Like [`Tokenizer::load`], also returning the build figures saved with it, if any.
     pub fn load_with_stats(path: &Path) -> Result<(Self, Option<VocabStats>), TokenizerError> {
-        let text = limits::read_regular(path)
+        let text = flashlm_core::limits::read_regular(path)
             .map_err(|err| TokenizerError::Io { path: path.display().to_string(), err })?;
         json::from_json_with_stats(&text, &path.display().to_string())
     }

@@ -111,7 +111,7 @@ pub fn read_story_files(paths: &[PathBuf]) -> Result<Stories, StoryError> {
 pub fn read_story_file(path: &Path) -> Result<Stories, StoryError> {
     let (fmt, zst) = StoryFormat::of_path(path)?;
     let io = |cause| StoryError::Io { path: path.to_path_buf(), cause };
-    let raw = crate::limits::read_regular(path).map_err(io)?;
+    let raw = flashlm_core::limits::read_regular(path).map_err(io)?;
     let source_hash = xxhash_rust::xxh3::xxh3_64(&raw);
     let bytes = if zst {
         let mut out = Vec::new();

@@ -1,17 +1,18 @@
 //! Time the fused training step (forward + backward) against nothing else: small config,
 //! random init, random tokens. cargo run --release -p flashlm-train --example bench_step -- [BATCH=8] [THREADS=2] [large]
+use flashlm_core::Config;
 use std::time::Instant;
 
-use flashlm_model::{BoltConfig, cpu_device};
+use flashlm_model::{Bolt, cpu_device};
 use flashlm_train::fused::{Params, Scratch, forward_backward_with};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let batch: usize = args.next().map(|s| s.parse().unwrap()).unwrap_or(8);
     let threads: usize = args.next().map(|s| s.parse().unwrap()).unwrap_or(2);
-    let cfg = if args.next().as_deref() == Some("large") { BoltConfig::large() } else { BoltConfig::small() };
+    let cfg = if args.next().as_deref() == Some("large") { Config::large() } else { Config::small() };
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().unwrap();
-    let model = cfg.init(&cpu_device(false));
+    let model = Bolt::init(&cfg, &cpu_device(false));
     let params = Params::from_model(&cfg, &model).unwrap();
     let t = cfg.seq_len;
     let mut s = 12345u64;

@@ -9,14 +9,14 @@ use burn::tensor::{Int, Tensor, TensorData};
 use flashlm_data::tokenizer::Tokenizer;
 use flashlm_infer::format::EmbeddingDtype;
 use flashlm_infer::sample::argmax;
-use flashlm_model::{cpu_device, read_safetensors};
+use flashlm_model::{Bolt, cpu_device, read_safetensors};
 use flashlm_train::parity::PARITY_CONFIG;
 
 fn main() -> anyhow::Result<()> {
     let root = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "tests/fixtures".into()));
     let device = cpu_device(false);
     let weights = read_safetensors(&root.join("parity/weights.safetensors")).map_err(anyhow::Error::msg)?;
-    let model = PARITY_CONFIG.init(&device).with_weights(&weights).map_err(anyhow::Error::msg)?;
+    let model = Bolt::init(&PARITY_CONFIG, &device).with_weights(&weights).map_err(anyhow::Error::msg)?;
     let cfg = PARITY_CONFIG;
     let tok = Tokenizer::from_id_to_base(
         cfg.vocab_size,

@@ -4,17 +4,18 @@
 //!
 //! cargo run --release -p flashlm-train --example fuzz_seeds -- fuzz/corpus
 
+use flashlm_core::Config;
 use std::path::Path;
 
 use flashlm_data::cache::{CacheKey, write_cache};
 use flashlm_data::tokenizer::Tokenizer;
 use flashlm_infer::format::EmbeddingDtype;
-use flashlm_model::{BoltConfig, cpu_device};
+use flashlm_model::{Bolt, cpu_device};
 use flashlm_train::checkpoint::{self, Checkpoint, TrainState};
 
 /// The smallest shape every path of the engine accepts (int4 needs d to be a multiple of 32).
-const CFG: BoltConfig =
-    BoltConfig { vocab_size: 16, dim: 32, n_blocks: 1, glu_hidden: 64, kernel_size: 8, seq_len: 16 };
+const CFG: Config =
+    Config { vocab_size: 16, dim: 32, n_blocks: 1, glu_hidden: 64, kernel_size: 8, seq_len: 16 };
 
 fn main() -> anyhow::Result<()> {
     let out = std::env::args().nth(1).unwrap_or_else(|| "fuzz/corpus".into());
@@ -26,7 +27,7 @@ fn main() -> anyhow::Result<()> {
     };
     let device = cpu_device(false);
     device.seed(7);
-    let model = CFG.init(&device);
+    let model = Bolt::init(&CFG, &device);
     let tok = Tokenizer::from_id_to_base(CFG.vocab_size, (0..(CFG.vocab_size - 4) as u32).collect())?;
     let flm = dir("flm_forward")?;
     for (name, emb) in [

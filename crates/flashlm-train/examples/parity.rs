@@ -6,6 +6,7 @@
 //!   python3 scripts/reference/parity.py DIR   compares them with PyTorch and writes
 //!   DIR/expected.safetensors (the fixture CI checks against).
 
+use flashlm_model::Bolt;
 use std::path::PathBuf;
 
 use flashlm_model::cpu_device;
@@ -16,7 +17,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let device = cpu_device(true);
     device.seed(1234);
-    let model = PARITY_CONFIG.init(&device);
+    let model = Bolt::init(&PARITY_CONFIG, &device);
     model.save_safetensors(&dir.join("weights.safetensors")).map_err(anyhow::Error::msg)?;
     let (inp, tgt) = parity_batch();
     let (total, warmup, peak, min) = PARITY_LR;

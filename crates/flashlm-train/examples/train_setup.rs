@@ -6,17 +6,18 @@
 //! writes OUT_DIR/init.safetensors (PyTorch names and layout), OUT_DIR/batches.bin
 //! (STEPS x BATCH x (inputs T, targets T) u16 LE) and OUT_DIR/setup.json (config, batch, steps
 //! and the LR schedule flashlm-train uses with its defaults).
+use flashlm_core::Config;
 use std::path::PathBuf;
 
 use flashlm_data::batch::{TrainBatches, Windows};
 use flashlm_data::prepare::{PrepareConfig, find_split_files, prepare};
-use flashlm_model::{BoltConfig, cpu_device};
+use flashlm_model::{Bolt, cpu_device};
 
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().skip(1).collect();
     anyhow::ensure!(a.len() == 6, "usage: train_setup OUT_DIR small|large BATCH STEPS SEED DATA_DIR");
     let out = PathBuf::from(&a[0]);
-    let cfg = if a[1] == "large" { BoltConfig::large() } else { BoltConfig::small() };
+    let cfg = if a[1] == "large" { Config::large() } else { Config::small() };
     let (batch, steps, seed): (usize, usize, u64) = (a[2].parse()?, a[3].parse()?, a[4].parse()?);
     std::fs::create_dir_all(&out)?;
     let (train_files, val_files) = find_split_files(&PathBuf::from(&a[5]))?;
@@ -35,7 +36,7 @@ fn main() -> anyhow::Result<()> {
     // The same initial weights as flashlm-train: autodiff device seeded, then init.
     let device = cpu_device(true);
     device.seed(seed);
-    cfg.init(&device).save_safetensors(&out.join("init.safetensors")).map_err(anyhow::Error::msg)?;
+    Bolt::init(&cfg, &device).save_safetensors(&out.join("init.safetensors")).map_err(anyhow::Error::msg)?;
     let windows = Windows::new(&data.train.tokens, cfg.seq_len);
     let mut batches = TrainBatches::new(windows, batch, seed, 0);
     let per_epoch = batches.schedule().batches_per_epoch();

@@ -13,9 +13,9 @@
 //! checkpoint under the final name. A reader verifies sizes and checksums before trusting
 //! a byte.
 
+use flashlm_core::Config;
 use std::path::{Path, PathBuf};
 
-use flashlm_model::BoltConfig;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// File magic.
@@ -31,7 +31,7 @@ const _: () = assert!(ENTRY_LEN == 16 + 8 + 8);
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainState {
     /// Model shape.
-    pub config: BoltConfig,
+    pub config: Config,
     /// Optimizer steps done.
     pub step: u64,
     /// Epoch of the next batch.
@@ -189,14 +189,14 @@ pub fn to_bytes(ck: &Checkpoint) -> Vec<u8> {
 
 /// Write a checkpoint atomically.
 pub fn write(path: &Path, ck: &Checkpoint) -> Result<(), CheckpointError> {
-    flashlm_data::tokenizer::write::write_atomic(path, &to_bytes(ck))
+    flashlm_core::write::write_atomic(path, &to_bytes(ck))
         .map_err(|err| CheckpointError::Io { path: path.to_path_buf(), err })
 }
 
 /// Write a checkpoint atomically, keeping the `keep - 1` versions before it as
 /// `NAME.1.ckpt` (the newest), `NAME.2.ckpt`, ... (see `write_atomic_keeping`).
 pub fn write_keeping(path: &Path, ck: &Checkpoint, keep: usize) -> Result<(), CheckpointError> {
-    flashlm_data::tokenizer::write::write_atomic_keeping(path, &to_bytes(ck), keep)
+    flashlm_core::write::write_atomic_keeping(path, &to_bytes(ck), keep)
         .map_err(|err| CheckpointError::Io { path: path.to_path_buf(), err })
 }
 
@@ -204,7 +204,7 @@ pub fn write_keeping(path: &Path, ck: &Checkpoint, keep: usize) -> Result<(), Ch
 /// beside it (`NAME.1.ckpt`), the error says so.
 pub fn read_for_resume(path: &Path) -> anyhow::Result<Checkpoint> {
     read(path).map_err(|e| {
-        let older = flashlm_data::tokenizer::write::backup_path(path, 1);
+        let older = flashlm_core::write::backup_path(path, 1);
         match read(&older) {
             Ok(ck) if older != path => anyhow::anyhow!(
                 "{e}\nthe previous checkpoint {} (step {}) is intact: resume from it with --resume {}",
@@ -291,7 +291,7 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint, CheckpointErr
 
 /// Read and verify a checkpoint file.
 pub fn read(path: &Path) -> Result<Checkpoint, CheckpointError> {
-    let bytes = flashlm_data::tokenizer::limits::read_regular(path)
+    let bytes = flashlm_core::limits::read_regular(path)
         .map_err(|err| CheckpointError::Io { path: path.to_path_buf(), err })?;
     from_bytes(&bytes, path)
 }
@@ -303,7 +303,7 @@ mod tests {
     fn sample() -> Checkpoint {
         Checkpoint {
             state: TrainState {
-                config: BoltConfig::tiny(),
+                config: Config::tiny(),
                 step: 12,
                 epoch: 1,
                 next_batch: 24,
@@ -321,7 +321,7 @@ mod tests {
                 vocab_hash: 5,
                 val_loss: None,
             },
-            model: (0..4 * BoltConfig::tiny().num_params() as u32 + 5).map(|i| i as u8).collect(),
+            model: (0..4 * Config::tiny().num_params() as u32 + 5).map(|i| i as u8).collect(),
             optim: Some(vec![9; 77]),
         }
     }

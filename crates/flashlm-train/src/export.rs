@@ -1,8 +1,10 @@
 //! Packing a trained model into a `.flm` file for `flashlm-infer`.
 
+use flashlm_core::params::{self, Role};
+use flashlm_core::{NORM_EPS, quant};
 use flashlm_data::tokenizer::Tokenizer;
 use flashlm_infer::format::{self, EmbeddingDtype, Header, Kind, TensorOut};
-use flashlm_model::{Bolt, NORM_EPS};
+use flashlm_model::Bolt;
 
 /// Size of each part of an exported file.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +23,36 @@ fn u32_bytes(v: &[u32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// The embedding ([V, d] values) in the storage `dtype`; `out` makes the tensor from its kind,
+/// scale and bytes.
+fn embedding_tensor(
+    values: &[f32],
+    d: usize,
+    dtype: EmbeddingDtype,
+    out: impl Fn(Kind, f32, Vec<u8>) -> TensorOut,
+) -> anyhow::Result<TensorOut> {
+    Ok(match dtype {
+        EmbeddingDtype::F32 => out(Kind::F32, 0.0, f32_bytes(values)),
+        EmbeddingDtype::F16 => out(
+            Kind::F16,
+            0.0,
+            values.iter().flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes()).collect(),
+        ),
+        EmbeddingDtype::Int8 => {
+            let (q, scales) = quant::int8_rows(values, d);
+            let mut data: Vec<u8> = q.into_iter().map(|c| c as u8).collect();
+            data.extend(f32_bytes(&scales));
+            out(Kind::Int8Rows, 0.0, data)
+        }
+        EmbeddingDtype::Int4 => {
+            let data = quant::int4_groups(values, values.len() / d.max(1), d).map_err(|e| {
+                anyhow::anyhow!("--embedding int4 needs d to be a multiple of {}: {e}", quant::INT4_GROUP)
+            })?;
+            out(Kind::Int4Groups, 0.0, data)
+        }
+    })
+}
+
 /// Serialize `model` (trained with context `seq_len`) and its tokenizer.
 pub fn export(
     model: &Bolt,
@@ -35,89 +67,29 @@ pub fn export(
         tok.vocab_size(),
         cfg.vocab_size
     );
-    let mut tensors = Vec::new();
-    let params = model.named_params();
-    for p in &params {
-        let t = if p.name == "embedding.weight" {
-            let (v, d) = (p.shape[0], p.shape[1]);
-            match embedding {
-                EmbeddingDtype::F32 => TensorOut {
-                    name: p.name.clone(),
-                    kind: Kind::F32,
-                    shape: p.shape.clone(),
-                    scale: 0.0,
-                    data: f32_bytes(&p.values),
-                },
-                EmbeddingDtype::F16 => TensorOut {
-                    name: p.name.clone(),
-                    kind: Kind::F16,
-                    shape: p.shape.clone(),
-                    scale: 0.0,
-                    data: p
-                        .values
-                        .iter()
-                        .flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes())
-                        .collect(),
-                },
-                EmbeddingDtype::Int8 => {
-                    let mut q = Vec::with_capacity(v * d + 4 * v);
-                    let mut scales = Vec::with_capacity(v);
-                    for row in p.values.chunks(d) {
-                        let m = row.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
-                        let s = if m > 0.0 { m / 127.0 } else { 1.0 };
-                        q.extend(row.iter().map(|&x| (x / s).round().clamp(-127.0, 127.0) as i8 as u8));
-                        scales.push(s);
-                    }
-                    q.extend(f32_bytes(&scales));
-                    TensorOut {
-                        name: p.name.clone(),
-                        kind: Kind::Int8Rows,
-                        shape: p.shape.clone(),
-                        scale: 0.0,
-                        data: q,
-                    }
-                }
-                EmbeddingDtype::Int4 => TensorOut {
-                    name: p.name.clone(),
-                    kind: Kind::Int4Groups,
-                    shape: p.shape.clone(),
-                    scale: 0.0,
-                    data: format::quantize_int4_groups(&p.values, v, d).map_err(|e| {
-                        anyhow::anyhow!(
-                            "--embedding int4 needs d to be a multiple of {}: {e}",
-                            format::INT4_GROUP
-                        )
-                    })?,
-                },
-            }
-        } else if p.name.ends_with(".weight") && p.shape.len() == 2 {
-            let (codes, alpha) = flashlm_model::ternary_codes(&p.values);
-            TensorOut {
-                name: p.name.clone(),
-                kind: Kind::Ternary,
-                shape: p.shape.clone(),
-                scale: alpha,
-                data: format::pack_ternary(&codes),
-            }
-        } else if p.name.ends_with("conv.weight") {
-            // [d, 1, k] -> [d, k]
-            TensorOut {
-                name: p.name.clone(),
-                kind: Kind::F32,
-                shape: vec![p.shape[0], p.shape[2]],
-                scale: 0.0,
-                data: f32_bytes(&p.values),
-            }
-        } else {
-            TensorOut {
-                name: p.name.clone(),
-                kind: Kind::F32,
-                shape: p.shape.clone(),
-                scale: 0.0,
-                data: f32_bytes(&p.values),
-            }
+    let named = model.named_params();
+    let table = params::table(&cfg);
+    anyhow::ensure!(
+        named.iter().map(|p| &p.name).eq(table.iter().map(|t| &t.name)),
+        "the burn model's parameters are not those of the parameter table"
+    );
+    let mut tensors = Vec::with_capacity(named.len() + 3);
+    for (p, spec) in named.iter().zip(&table) {
+        let out = |kind: Kind, scale: f32, data: Vec<u8>| TensorOut {
+            name: p.name.clone(),
+            kind,
+            shape: format::stored_shape(spec.role, &p.shape),
+            scale,
+            data,
         };
-        tensors.push(t);
+        tensors.push(match spec.role {
+            Role::Embedding => embedding_tensor(&p.values, p.shape[1], embedding, out)?,
+            Role::Ternary => {
+                let (codes, alpha) = quant::ternary_codes(&p.values);
+                out(Kind::Ternary, alpha, format::pack_ternary(&codes))
+            }
+            Role::Norm | Role::ConvTaps => out(Kind::F32, 0.0, f32_bytes(&p.values)),
+        });
     }
     // The tokenizer travels with the model.
     let ids = tok.id_to_base().to_vec();
@@ -149,16 +121,7 @@ pub fn export(
         data: if bytes.is_empty() { vec![0] } else { bytes },
     });
 
-    let header = Header {
-        vocab_size: cfg.vocab_size,
-        dim: cfg.dim,
-        n_blocks: cfg.n_blocks,
-        hidden: cfg.glu_hidden,
-        kernel_size: cfg.kernel_size,
-        seq_len,
-        norm_eps: NORM_EPS as f32,
-        embedding,
-    };
+    let header = Header { config: cfg, norm_eps: NORM_EPS as f32, embedding };
     let out = format::write(&header, &tensors)?;
     let mut report = ExportReport { total: out.len(), ..Default::default() };
     let mut add = |part: &str, n: usize| match report.parts.iter_mut().find(|(p, _)| p == part) {
@@ -167,7 +130,7 @@ pub fn export(
     };
     add("header + directory", format::HEADER_LEN + tensors.len() * format::ENTRY_LEN);
     for t in &tensors {
-        let part = if t.name == "embedding.weight" {
+        let part = if t.name == params::EMBEDDING {
             "embedding (tied head)"
         } else if t.kind == Kind::Ternary {
             "ternary matrices"

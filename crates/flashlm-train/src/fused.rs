@@ -13,10 +13,13 @@
 //!
 //! Shapes: N = B·T token positions, d model width, h GLU width, k conv taps, V vocabulary.
 
+use flashlm_core::params::{self, taps_param_layout, taps_time_major};
+use flashlm_core::quant::ternary_values;
+use flashlm_core::{Config, NORM_EPS, adamw};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use flashlm_model::{BoltConfig, NORM_EPS, NamedTensors};
+use flashlm_model::NamedTensors;
 
 /// One block's parameters (or gradients), PyTorch layout.
 #[derive(Debug, Clone)]
@@ -50,10 +53,36 @@ pub struct Params {
     pub final_norm: Vec<f32>,
 }
 
+impl BlockParams {
+    /// Every buffer, in the order of [`params::BlockTensor::ALL`].
+    pub fn fields(&self) -> [&Vec<f32>; 8] {
+        [&self.norm1, &self.up, &self.conv, &self.down, &self.norm2, &self.w_gate, &self.w_up, &self.w_down]
+    }
+
+    /// Every buffer, mutable, in the order of [`params::BlockTensor::ALL`].
+    pub fn fields_mut(&mut self) -> [&mut Vec<f32>; 8] {
+        [
+            &mut self.norm1,
+            &mut self.up,
+            &mut self.conv,
+            &mut self.down,
+            &mut self.norm2,
+            &mut self.w_gate,
+            &mut self.w_up,
+            &mut self.w_down,
+        ]
+    }
+
+    /// A block of zero-length buffers, to be filled through [`BlockParams::fields_mut`].
+    fn empty() -> Self {
+        let e = Vec::new;
+        Self { norm1: e(), up: e(), conv: e(), down: e(), norm2: e(), w_gate: e(), w_up: e(), w_down: e() }
+    }
+}
+
 impl Params {
-    /// From named tensors (the names of `Bolt::named_params`), checking every shape.
-    pub fn from_named(cfg: &BoltConfig, w: &NamedTensors) -> Result<Self, String> {
-        let (v, d, h, k) = (cfg.vocab_size, cfg.dim, cfg.glu_hidden, cfg.kernel_size);
+    /// From named tensors (the names and shapes of [`params::table`]), checking every shape.
+    pub fn from_named(cfg: &Config, w: &NamedTensors) -> Result<Self, String> {
         let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>, String> {
             let (s, vals) = w.get(name).ok_or_else(|| format!("missing tensor {name}"))?;
             if s != shape {
@@ -61,61 +90,37 @@ impl Params {
             }
             Ok(vals.clone())
         };
-        let blocks = (0..cfg.n_blocks)
-            .map(|i| {
-                let p = |n: &str| format!("blocks.{i}.{n}");
-                Ok(BlockParams {
-                    norm1: get(&p("norm1.scale"), &[d])?,
-                    up: get(&p("mixer.up.weight"), &[2 * d, d])?,
-                    conv: get(&p("mixer.conv.weight"), &[d, 1, k])?,
-                    down: get(&p("mixer.down.weight"), &[d, d])?,
-                    norm2: get(&p("norm2.scale"), &[d])?,
-                    w_gate: get(&p("ffn.W_gate.weight"), &[h, d])?,
-                    w_up: get(&p("ffn.W_up.weight"), &[h, d])?,
-                    w_down: get(&p("ffn.W_down.weight"), &[d, h])?,
-                })
-            })
-            .collect::<Result<_, String>>()?;
-        Ok(Self {
-            embedding: get("embedding.weight", &[v, d])?,
-            blocks,
-            final_norm: get("final_norm.scale", &[d])?,
-        })
+        let mut out = Self {
+            embedding: Vec::new(),
+            blocks: (0..cfg.n_blocks).map(|_| BlockParams::empty()).collect(),
+            final_norm: Vec::new(),
+        };
+        for (buf, spec) in out.buffers_mut().into_iter().zip(params::table(cfg)) {
+            *buf = get(&spec.name, &spec.shape)?;
+        }
+        Ok(out)
     }
 
-    /// (name, shape, values) of every tensor, in `Bolt::named_params` names.
-    pub fn named(&self, cfg: &BoltConfig) -> Vec<(String, Vec<usize>, &[f32])> {
-        let (v, d, h, k) = (cfg.vocab_size, cfg.dim, cfg.glu_hidden, cfg.kernel_size);
-        let mut out = vec![("embedding.weight".to_string(), vec![v, d], &self.embedding[..])];
-        for (i, b) in self.blocks.iter().enumerate() {
-            let p = |n: &str| format!("blocks.{i}.{n}");
-            out.push((p("norm1.scale"), vec![d], &b.norm1[..]));
-            out.push((p("mixer.up.weight"), vec![2 * d, d], &b.up[..]));
-            out.push((p("mixer.conv.weight"), vec![d, 1, k], &b.conv[..]));
-            out.push((p("mixer.down.weight"), vec![d, d], &b.down[..]));
-            out.push((p("norm2.scale"), vec![d], &b.norm2[..]));
-            out.push((p("ffn.W_gate.weight"), vec![h, d], &b.w_gate[..]));
-            out.push((p("ffn.W_up.weight"), vec![h, d], &b.w_up[..]));
-            out.push((p("ffn.W_down.weight"), vec![d, h], &b.w_down[..]));
+    /// (name, shape, values) of every tensor, in [`params::table`] order.
+    pub fn named(&self, cfg: &Config) -> Vec<(String, Vec<usize>, &[f32])> {
+        params::table(cfg).into_iter().zip(self.buffers()).map(|(p, b)| (p.name, p.shape, &b[..])).collect()
+    }
+
+    /// Every buffer, in [`params::table`] order.
+    pub fn buffers(&self) -> Vec<&Vec<f32>> {
+        let mut out = vec![&self.embedding];
+        for b in &self.blocks {
+            out.extend(b.fields());
         }
-        out.push(("final_norm.scale".to_string(), vec![d], &self.final_norm[..]));
+        out.push(&self.final_norm);
         out
     }
 
-    /// Every buffer, mutable, in the order of [`Params::named`].
+    /// Every buffer, mutable, in [`params::table`] order.
     pub fn buffers_mut(&mut self) -> Vec<&mut Vec<f32>> {
         let mut out = vec![&mut self.embedding];
         for b in &mut self.blocks {
-            out.extend([
-                &mut b.norm1,
-                &mut b.up,
-                &mut b.conv,
-                &mut b.down,
-                &mut b.norm2,
-                &mut b.w_gate,
-                &mut b.w_up,
-                &mut b.w_down,
-            ]);
+            out.extend(b.fields_mut());
         }
         out.push(&mut self.final_norm);
         out
@@ -123,42 +128,18 @@ impl Params {
 
     /// Zeros of the same shapes (a gradient buffer).
     pub fn zeros_like(&self) -> Self {
-        let z = |v: &Vec<f32>| vec![0.0f32; v.len()];
-        Self {
-            embedding: z(&self.embedding),
-            blocks: self
-                .blocks
-                .iter()
-                .map(|b| BlockParams {
-                    norm1: z(&b.norm1),
-                    up: z(&b.up),
-                    conv: z(&b.conv),
-                    down: z(&b.down),
-                    norm2: z(&b.norm2),
-                    w_gate: z(&b.w_gate),
-                    w_up: z(&b.w_up),
-                    w_down: z(&b.w_down),
-                })
-                .collect(),
-            final_norm: z(&self.final_norm),
+        let mut z = self.clone();
+        for b in z.buffers_mut() {
+            b.fill(0.0);
         }
+        z
     }
 
     /// The weights of a burn model.
-    pub fn from_model(cfg: &BoltConfig, model: &flashlm_model::Bolt) -> Result<Self, String> {
+    pub fn from_model(cfg: &Config, model: &flashlm_model::Bolt) -> Result<Self, String> {
         let named = model.named_params().into_iter().map(|p| (p.name, (p.shape, p.values))).collect();
         Self::from_named(cfg, &named)
     }
-}
-
-/// The ternary weight the forward pass uses: α · clamp(round(w / (α + 1e-8)), −1, 1) with
-/// α = mean |w| (the quantiser of `flashlm_model::ternary_codes`, ties to even as burn).
-pub fn quantize(w: &[f32]) -> Vec<f32> {
-    // α exactly as ternary_codes computes it (an f64 sum in order), then one vectorised pass.
-    let alpha = (w.iter().map(|v| v.abs() as f64).sum::<f64>() / w.len().max(1) as f64) as f32;
-    let mut out = vec![0.0f32; w.len()];
-    ew::quantize_into(&mut out, w, alpha, alpha + flashlm_model::QUANT_EPS as f32);
-    out
 }
 
 /// C[m, n] = A[m, k] · B[k, n] (+ C when `acc`), every matrix given by (buffer, row stride,
@@ -234,7 +215,7 @@ fn linear_back(
     mm(o, i, n, dw, (i, 1), true, dy, (1, o), x, (i, 1), threads);
 }
 
-use flashlm_infer::vmath;
+use flashlm_core::vmath;
 
 /// y = x · r · g per row, with r = 1 / sqrt(mean(x²) + eps) per row written to `r`.
 fn rmsnorm(y: &mut [f32], r: &mut [f32], x: &[f32], g: &[f32], d: usize) {
@@ -258,31 +239,22 @@ fn rmsnorm_back(dx: &mut [f32], dg: &mut [f32], dy: &[f32], x: &[f32], r: &[f32]
         })
         .collect();
     for p in parts {
-        ew::add_into(dg, &p);
+        vmath::add_assign(dg, &p);
     }
 }
 
 /// o += i, split across threads.
 fn add_par(o: &mut [f32], i: &[f32]) {
-    o.par_chunks_mut(1 << 14).zip(i.par_chunks(1 << 14)).for_each(|(o, i)| ew::add_into(o, i));
+    o.par_chunks_mut(1 << 14).zip(i.par_chunks(1 << 14)).for_each(|(o, i)| vmath::add_assign(o, i));
 }
 
 /// Element-wise kernels, each compiled for AVX-512, AVX2 and portable code
-/// (`flashlm_infer::multiversion!`); callers split rows across threads.
+/// (`flashlm_core::multiversion!`); callers split rows across threads.
 #[allow(clippy::too_many_arguments)]
 mod ew {
-    use flashlm_infer::vmath::sigmoid;
+    use flashlm_core::vmath::sigmoid;
 
-    flashlm_infer::multiversion! {
-        /// a = silu(g) * u.
-        fn silu_fwd(a: &mut [f32], g: &[f32], u: &[f32]) {
-            for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
-                *a = g * sigmoid(g) * u;
-            }
-        }
-    }
-
-    flashlm_infer::multiversion! {
+    flashlm_core::multiversion! {
         /// dg = da · u · silu'(g), du = da · silu(g).
         fn silu_bwd(dg: &mut [f32], du: &mut [f32], da: &[f32], g: &[f32], u: &[f32]) {
             for ((((dg, du), &da), &g), &u) in dg.iter_mut().zip(du.iter_mut()).zip(da).zip(g).zip(u) {
@@ -293,16 +265,7 @@ mod ew {
         }
     }
 
-    flashlm_infer::multiversion! {
-        /// out = alpha · clamp(round_ties_even(w / denom), −1, 1).
-        fn quantize_into(out: &mut [f32], w: &[f32], alpha: f32, denom: f32) {
-            for (o, &v) in out.iter_mut().zip(w) {
-                *o = (v / denom).round_ties_even().clamp(-1.0, 1.0) * alpha;
-            }
-        }
-    }
-
-    flashlm_infer::multiversion! {
+    flashlm_core::multiversion! {
         /// One AdamW update; k = [decay, β₁, β₂, lr / bias₁, sqrt(bias₂), ε]. Clears the
         /// gradient as it reads it (saves the next step a separate pass).
         fn adamw(w: &mut [f32], g: &mut [f32], m: &mut [f32], v: &mut [f32], k: [f32; 6]) {
@@ -318,16 +281,7 @@ mod ew {
         }
     }
 
-    flashlm_infer::multiversion! {
-        /// o += i.
-        fn add_into(o: &mut [f32], i: &[f32]) {
-            for (o, &i) in o.iter_mut().zip(i) {
-                *o += i;
-            }
-        }
-    }
-
-    flashlm_infer::multiversion! {
+    flashlm_core::multiversion! {
         /// RMSNorm of rows of width d: y = x · r · g, r[row] = 1 / sqrt(mean(x²) + eps).
         fn rms_fwd(y: &mut [f32], r: &mut [f32], x: &[f32], g: &[f32], d: usize, eps: f32) {
             for ((y, r), x) in y.chunks_exact_mut(d).zip(r.iter_mut()).zip(x.chunks_exact(d)) {
@@ -354,7 +308,7 @@ mod ew {
         }
     }
 
-    flashlm_infer::multiversion! {
+    flashlm_core::multiversion! {
         /// Backward of `rms_fwd` for rows of width d: dx += r·g·dy − x·r³·mean(x·g·dy);
         /// dg += Σ_rows dy·x·r.
         fn rms_bwd(dx: &mut [f32], dg: &mut [f32], dy: &[f32], x: &[f32], r: &[f32], g: &[f32], d: usize) {
@@ -383,7 +337,7 @@ mod ew {
         }
     }
 
-    flashlm_infer::multiversion! {
+    flashlm_core::multiversion! {
         /// One sequence of T positions: c = causal depthwise conv of the value half of gv
         /// ([T, 2d], taps [k, d]), m = c · sigmoid(gate half).
         fn conv_fwd(c: &mut [f32], m: &mut [f32], gv: &[f32], taps: &[f32], d: usize, k: usize) {
@@ -407,7 +361,7 @@ mod ew {
         }
     }
 
-    flashlm_infer::multiversion! {
+    flashlm_core::multiversion! {
         /// Backward of `conv_fwd` for one sequence: writes the gate half of dgv, adds into its
         /// value half, and adds the tap gradients into dtaps ([k, d]); dc is [d] scratch.
         fn conv_bwd(dgv: &mut [f32], dtaps: &mut [f32], dc: &mut [f32], dm: &[f32], c: &[f32], gv: &[f32], taps: &[f32], d: usize, k: usize) {
@@ -440,28 +394,6 @@ mod ew {
 
 /// Rows per parallel task for element-wise work.
 const ROWS_PER_TASK: usize = 64;
-
-/// Conv taps [d, 1, k] -> [k, d].
-fn transpose_taps(w: &[f32], d: usize, k: usize) -> Vec<f32> {
-    let mut t = vec![0.0; d * k];
-    for ch in 0..d {
-        for j in 0..k {
-            t[j * d + ch] = w[ch * k + j];
-        }
-    }
-    t
-}
-
-/// [k, d] -> [d, 1, k].
-fn transpose_taps_back(t: &[f32], d: usize, k: usize) -> Vec<f32> {
-    let mut w = vec![0.0; d * k];
-    for ch in 0..d {
-        for j in 0..k {
-            w[ch * k + j] = t[j * d + ch];
-        }
-    }
-    w
-}
 
 /// Saved activations of one block.
 #[derive(Debug, Default)]
@@ -530,7 +462,7 @@ const CE_CHUNK: usize = 256;
 /// gradient of the mean cross-entropy to `grads` and returns that loss. Allocates its buffers
 /// anew; a training loop uses [`forward_backward_with`] and keeps a [`Scratch`].
 pub fn forward_backward(
-    cfg: &BoltConfig,
+    cfg: &Config,
     p: &Params,
     grads: &mut Params,
     inputs: &[u16],
@@ -550,7 +482,7 @@ pub fn forward_backward(
 #[allow(clippy::too_many_arguments)]
 pub fn forward_backward_with(
     scratch: &mut Scratch,
-    cfg: &BoltConfig,
+    cfg: &Config,
     p: &Params,
     grads: &mut Params,
     inputs: &[u16],
@@ -567,11 +499,11 @@ pub fn forward_backward_with(
         .blocks
         .par_iter()
         .map(|b| BlockQ {
-            up: quantize(&b.up),
-            down: quantize(&b.down),
+            up: ternary_values(&b.up),
+            down: ternary_values(&b.down),
             // Each matrix keeps its own scale; stacked so the GLU's two products are one.
-            w_gu: [quantize(&b.w_gate), quantize(&b.w_up)].concat(),
-            w_down: quantize(&b.w_down),
+            w_gu: [ternary_values(&b.w_gate), ternary_values(&b.w_up)].concat(),
+            w_down: ternary_values(&b.w_down),
         })
         .collect();
     if scratch.parts.len() < groups {
@@ -603,8 +535,8 @@ pub fn forward_backward_with(
     for ((_, g), l) in rest.iter().zip(losses) {
         loss += l;
         let g = g.as_ref().expect("filled above");
-        for (a, b) in grads.buffers_mut().into_iter().zip(g.named(cfg)) {
-            add_par(a, b.2);
+        for (a, b) in grads.buffers_mut().into_iter().zip(g.buffers()) {
+            add_par(a, b);
         }
     }
     loss
@@ -615,7 +547,7 @@ pub fn forward_backward_with(
 /// returns that loss.
 #[allow(clippy::too_many_arguments)]
 fn forward_backward_part(
-    cfg: &BoltConfig,
+    cfg: &Config,
     p: &Params,
     qs: &[BlockQ],
     grads: &mut Params,
@@ -648,7 +580,7 @@ fn forward_backward_part(
         let gv = sized(&mut s.gv, n * 2 * d);
         linear(gv, &s.n1, &q.up, n, d, 2 * d, threads);
         // Causal depthwise conv over each sequence, then the sigmoid gate (taps as [k, d]).
-        let taps = transpose_taps(&b.conv, d, k);
+        let taps = taps_time_major(&b.conv, d, k);
         sized(&mut s.c, n * d)
             .par_chunks_mut(t * d)
             .zip(sized(&mut s.m, n * d).par_chunks_mut(t * d))
@@ -666,7 +598,7 @@ fn forward_backward_part(
             .zip(s.gu.par_chunks(ROWS_PER_TASK * 2 * h))
             .for_each(|(a, gu)| {
                 for (a, gu) in a.chunks_exact_mut(h).zip(gu.chunks_exact(2 * h)) {
-                    ew::silu_fwd(a, &gu[..h], &gu[h..]);
+                    vmath::silu_mul(a, &gu[..h], &gu[h..]);
                 }
             });
         let x_out = sized(&mut s.x_out, n * d);
@@ -752,7 +684,7 @@ fn forward_backward_part(
         dgv.fill(0.0);
         // Per sequence: gate gradient, conv backward into the value gradient and the taps
         // (tap gradients accumulated as [k, d], transposed back below).
-        let taps = transpose_taps(&b.conv, d, k);
+        let taps = taps_time_major(&b.conv, d, k);
         let dconv_parts: Vec<Vec<f32>> = dgv
             .par_chunks_mut(t * 2 * d)
             .zip(ws.dm.par_chunks(t * d))
@@ -763,7 +695,7 @@ fn forward_backward_part(
                 let mut dc = vec![0.0f32; d];
                 ew::conv_bwd(dgv, &mut dtaps, &mut dc, dm, c, gv, &taps, d, k);
                 // back to the [d, 1, k] layout of the parameter
-                transpose_taps_back(&dtaps, d, k)
+                taps_param_layout(&dtaps, d, k)
             })
             .collect();
         for part in dconv_parts {
@@ -807,8 +739,8 @@ pub fn clip_global_norm(grads: &mut Params, max_norm: f64) -> f64 {
     norm
 }
 
-/// AdamW as PyTorch's `torch.optim.AdamW` (and the original): decoupled weight decay, bias
-/// correction, betas (0.9, 0.95), eps 1e-8, weight decay 0.01 on every parameter.
+/// AdamW as PyTorch's `torch.optim.AdamW` (and the original): decoupled weight decay and bias
+/// correction, with the settings of [`flashlm_core::adamw`].
 #[derive(Debug, Clone)]
 pub struct AdamW {
     /// First moments.
@@ -820,15 +752,6 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    /// β₁.
-    pub const BETA1: f64 = 0.9;
-    /// β₂.
-    pub const BETA2: f64 = 0.95;
-    /// ε.
-    pub const EPS: f64 = 1e-8;
-    /// Weight decay.
-    pub const WEIGHT_DECAY: f64 = 0.01;
-
     /// Zero moments for `p`.
     pub fn new(p: &Params) -> Self {
         Self { m: p.zeros_like(), v: p.zeros_like(), t: 0 }
@@ -839,13 +762,13 @@ impl AdamW {
     pub fn step(&mut self, p: &mut Params, grads: &mut Params, lr: f64) {
         self.t += 1;
         let t = self.t as i32;
-        let (b1, b2) = (Self::BETA1 as f32, Self::BETA2 as f32);
-        let bc1 = 1.0 - Self::BETA1.powi(t);
-        let bc2 = 1.0 - Self::BETA2.powi(t);
+        let (b1, b2) = (adamw::BETA1 as f32, adamw::BETA2 as f32);
+        let bc1 = 1.0 - adamw::BETA1.powi(t);
+        let bc2 = 1.0 - adamw::BETA2.powi(t);
         let step_size = (lr / bc1) as f32;
         let bc2_sqrt = bc2.sqrt() as f32;
-        let decay = (1.0 - lr * Self::WEIGHT_DECAY) as f32;
-        let eps = Self::EPS as f32;
+        let decay = (1.0 - lr * adamw::WEIGHT_DECAY) as f32;
+        let eps = adamw::EPS as f32;
         for (((w, g), m), v) in p
             .buffers_mut()
             .into_iter()

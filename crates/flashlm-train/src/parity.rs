@@ -2,17 +2,18 @@
 //! same steps. `scripts/reference/parity.py` computes the PyTorch side; the committed
 //! fixture in `tests/fixtures/parity/` lets CI compare without PyTorch.
 
+use flashlm_core::Config;
 use std::collections::HashMap;
 
 use burn::optim::GradientsParams;
 use burn::tensor::Device;
-use flashlm_model::{Bolt, BoltConfig};
+use flashlm_model::Bolt;
 
 use crate::step::{adamw, clip_global_norm, ids_tensor, lr_at};
 
 /// The parity model: small enough to commit its weights.
-pub const PARITY_CONFIG: BoltConfig =
-    BoltConfig { vocab_size: 256, dim: 16, n_blocks: 2, glu_hidden: 32, kernel_size: 8, seq_len: 16 };
+pub const PARITY_CONFIG: Config =
+    Config { vocab_size: 256, dim: 16, n_blocks: 2, glu_hidden: 32, kernel_size: 8, seq_len: 16 };
 /// Sequences in the parity batch.
 pub const PARITY_BATCH: usize = 2;
 /// Optimizer steps compared.

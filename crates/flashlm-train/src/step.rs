@@ -39,9 +39,15 @@ pub fn lr_at_time(
     }
 }
 
-/// AdamW as the original: betas (0.9, 0.95), eps 1e-8, weight decay 0.01 on every parameter.
+/// burn's AdamW with the original's settings ([`flashlm_core::adamw`]).
 pub fn adamw() -> ModuleOptimizer {
-    AdamWConfig::new().with_beta_1(0.9).with_beta_2(0.95).with_epsilon(1e-8).with_weight_decay(0.01).init()
+    use flashlm_core::adamw::{BETA1, BETA2, EPS, WEIGHT_DECAY};
+    AdamWConfig::new()
+        .with_beta_1(BETA1 as f32)
+        .with_beta_2(BETA2 as f32)
+        .with_epsilon(EPS as f32)
+        .with_weight_decay(WEIGHT_DECAY as f32)
+        .init()
 }
 
 struct GradNorm<'a> {

@@ -9,18 +9,20 @@
 //! `glu_hidden`/`hidden`, `kernel_size`, `seq_len`/`max_seq_len`), else from the shapes, and
 //! the two must agree.
 
+use flashlm_core::Config;
+use flashlm_core::params::{self, BlockTensor};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::{Context, bail, ensure};
-use flashlm_model::{BoltConfig, NamedTensors};
+use flashlm_model::NamedTensors;
 use pytorch_reader::{DType, PickleValue, PytorchReader};
 
 /// A checkpoint read from PyTorch.
 #[derive(Debug)]
 pub struct Imported {
     /// Model shape (seq_len from the checkpoint's config, else the caller's default).
-    pub config: BoltConfig,
+    pub config: Config,
     /// Where each config value came from, for the user.
     pub config_source: String,
     /// name -> (shape, f32 values), in the names of `flashlm_model::Bolt::named_params`.
@@ -43,8 +45,8 @@ pub fn read(path: &Path, default_seq_len: usize) -> anyhow::Result<Imported> {
     ensure!(!weights.is_empty(), "{}: no tensors found", path.display());
 
     // The tied head must equal the embedding; the engine keeps one copy.
-    if let Some((shape, head)) = weights.remove("head.weight") {
-        let emb = weights.get("embedding.weight").context("head.weight without embedding.weight")?;
+    if let Some((shape, head)) = weights.remove(params::TORCH_HEAD) {
+        let emb = weights.get(params::EMBEDDING).context("head.weight without embedding.weight")?;
         ensure!(
             emb.0 == shape && emb.1 == head,
             "head.weight differs from embedding.weight: FlashLM ties them, this checkpoint does not"
@@ -55,7 +57,7 @@ pub fn read(path: &Path, default_seq_len: usize) -> anyhow::Result<Imported> {
         Some(c) => {
             let cfg = config_from_entry(&c, from_shapes.seq_len)?;
             ensure!(
-                BoltConfig { seq_len: from_shapes.seq_len, ..cfg } == from_shapes,
+                Config { seq_len: from_shapes.seq_len, ..cfg } == from_shapes,
                 "the checkpoint's config ({cfg}) does not match its tensor shapes ({from_shapes})"
             );
             let src = if c.contains_key("seq_len") || c.contains_key("max_seq_len") {
@@ -130,24 +132,24 @@ fn dims<'a>(w: &'a NamedTensors, name: &str) -> anyhow::Result<&'a [usize]> {
 }
 
 /// The config implied by the tensor shapes.
-fn infer_config(w: &NamedTensors, seq_len: usize) -> anyhow::Result<BoltConfig> {
-    let emb = dims(w, "embedding.weight")?;
+fn infer_config(w: &NamedTensors, seq_len: usize) -> anyhow::Result<Config> {
+    let emb = dims(w, params::EMBEDDING)?;
     ensure!(emb.len() == 2, "embedding.weight has shape {emb:?}, expected [vocab, dim]");
     let (vocab_size, dim) = (emb[0], emb[1]);
-    let n_blocks = (0..).take_while(|i| w.contains_key(&format!("blocks.{i}.norm1.scale"))).count();
+    let n_blocks = (0..).take_while(|&i| w.contains_key(&BlockTensor::Norm1.name(i))).count();
     ensure!(n_blocks > 0, "no blocks.N.norm1.scale tensors: not a FlashLM v4 checkpoint");
-    let gate = dims(w, "blocks.0.ffn.W_gate.weight")?;
+    let gate = dims(w, &BlockTensor::WGate.name(0))?;
     ensure!(gate.len() == 2 && gate[1] == dim, "blocks.0.ffn.W_gate.weight has shape {gate:?}");
-    let conv = dims(w, "blocks.0.mixer.conv.weight")?;
+    let conv = dims(w, &BlockTensor::Conv.name(0))?;
     ensure!(
         conv.len() == 3 && conv[0] == dim && conv[1] == 1,
         "blocks.0.mixer.conv.weight has shape {conv:?}"
     );
-    Ok(BoltConfig { vocab_size, dim, n_blocks, glu_hidden: gate[0], kernel_size: conv[2], seq_len })
+    Ok(Config { vocab_size, dim, n_blocks, glu_hidden: gate[0], kernel_size: conv[2], seq_len })
 }
 
 /// The config from a `config` dict.
-fn config_from_entry(c: &BTreeMap<String, i64>, default_seq_len: usize) -> anyhow::Result<BoltConfig> {
+fn config_from_entry(c: &BTreeMap<String, i64>, default_seq_len: usize) -> anyhow::Result<Config> {
     let get = |keys: &[&str]| -> anyhow::Result<usize> {
         let v = keys
             .iter()
@@ -158,7 +160,7 @@ fn config_from_entry(c: &BTreeMap<String, i64>, default_seq_len: usize) -> anyho
             .filter(|&v| v > 0)
             .with_context(|| format!("config {}: {v} is not valid", keys[0]))
     };
-    Ok(BoltConfig {
+    Ok(Config {
         vocab_size: get(&["vocab_size"])?,
         dim: get(&["dim", "d_model"])?,
         n_blocks: get(&["n_blocks", "n_layers"])?,

@@ -1,5 +1,6 @@
 //! The training loop: FlashLM v4's `train.py` on burn autodiff.
 
+use flashlm_core::Config;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use flashlm_data::prepare::{PrepareConfig, prepare};
 use flashlm_data::tokenizer::Tokenizer;
 use flashlm_infer::eval::{ORIGINAL_MAX_TOKENS, Protocol, select};
 use flashlm_infer::sample::{Rng, Sampler};
-use flashlm_model::{Bolt, BoltConfig, cpu_device};
+use flashlm_model::{Bolt, cpu_device};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::checkpoint::{self, Checkpoint, TrainState};
@@ -33,7 +34,7 @@ pub const SAMPLE_PROMPTS: [&str; 3] = ["Once upon a time", "The little girl", "O
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
     /// Model shape.
-    pub config: BoltConfig,
+    pub config: Config,
     /// Checkpoint to continue from.
     pub resume: Option<PathBuf>,
     /// Epochs to plan (the LR schedule spans them).
@@ -166,7 +167,7 @@ const FUSED_OPTIM_MAGIC: &[u8; 8] = b"FLMADAM1";
 
 /// A fused run's AdamW state as bytes: magic, steps (u64 LE), then a safetensors blob of the
 /// first (`m.<name>`) and second (`v.<name>`) moments.
-fn fused_optim_bytes(cfg: &BoltConfig, opt: &fused::AdamW) -> anyhow::Result<Vec<u8>> {
+fn fused_optim_bytes(cfg: &Config, opt: &fused::AdamW) -> anyhow::Result<Vec<u8>> {
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (prefix, p) in [("m", &opt.m), ("v", &opt.v)] {
         for (name, shape, vals) in p.named(cfg) {
@@ -191,7 +192,7 @@ fn fused_optim_bytes(cfg: &BoltConfig, opt: &fused::AdamW) -> anyhow::Result<Vec
 }
 
 /// Inverse of [`fused_optim_bytes`].
-fn fused_optim_from_bytes(cfg: &BoltConfig, bytes: &[u8]) -> anyhow::Result<fused::AdamW> {
+fn fused_optim_from_bytes(cfg: &Config, bytes: &[u8]) -> anyhow::Result<fused::AdamW> {
     anyhow::ensure!(bytes.len() >= 16 && bytes[..8] == FUSED_OPTIM_MAGIC[..], "not a fused optimizer state");
     let t = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
     let st = safetensors::SafeTensors::deserialize(&bytes[16..])?;
@@ -216,7 +217,7 @@ fn fused_optim_from_bytes(cfg: &BoltConfig, bytes: &[u8]) -> anyhow::Result<fuse
 }
 
 /// The burn model with the fused parameters' values.
-fn model_of(cfg: &BoltConfig, model: Bolt, p: &fused::Params) -> anyhow::Result<Bolt> {
+fn model_of(cfg: &Config, model: Bolt, p: &fused::Params) -> anyhow::Result<Bolt> {
     let named = p.named(cfg).into_iter().map(|(n, s, v)| (n, (s, v.to_vec()))).collect();
     model.with_weights(&named).map_err(anyhow::Error::msg)
 }
@@ -450,7 +451,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
     let mut stale = Vec::new();
     for dir in [opts.save_dir.clone(), opts.save_dir.join("snapshots")] {
         stale.extend(
-            flashlm_data::tokenizer::write::remove_stale_temps(&dir)
+            flashlm_core::write::remove_stale_temps(&dir)
                 .with_context(|| format!("cannot clean {}", dir.display()))?,
         );
     }
@@ -524,7 +525,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
     let mut model = {
         let _guard = INIT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         device.seed(opts.seed);
-        cfg.init(&device)
+        Bolt::init(&cfg, &device)
     };
     let mut optim = adamw();
     let (batch_size, grad_accum) = match &resumed {
@@ -751,7 +752,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
                 if grad_accum > 1 {
                     fused::scale_grads(grads, 1.0 / grad_accum as f32);
                 }
-                let norm = fused::clip_global_norm(grads, 1.0);
+                let norm = fused::clip_global_norm(grads, flashlm_core::adamw::MAX_GRAD_NORM);
                 check_norm(norm, step_no)?;
                 opt.step(p, grads, lr);
                 (step_loss, norm)
@@ -772,7 +773,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
                     acc.accumulate(&model, grads);
                 }
                 let mut grads = acc.grads();
-                let norm = clip_global_norm(&model, &mut grads, 1.0);
+                let norm = clip_global_norm(&model, &mut grads, flashlm_core::adamw::MAX_GRAD_NORM);
                 check_norm(norm, step_no)?;
                 model = optim.step(lr, model, grads);
                 (step_loss, norm)
@@ -1003,7 +1004,7 @@ fn snapshot(
 
 fn read_metric(dir: &Path, kind: &str, field: &str) -> Vec<(u64, f64)> {
     // Regular files only: a metrics.jsonl linked to a device would be read forever.
-    let Ok(bytes) = flashlm_data::tokenizer::limits::read_regular(&dir.join("metrics.jsonl")) else {
+    let Ok(bytes) = flashlm_core::limits::read_regular(&dir.join("metrics.jsonl")) else {
         return Vec::new();
     };
     let text = String::from_utf8_lossy(&bytes);

@@ -136,7 +136,7 @@ fn fixtures(dir: &Path) -> HashMap<&'static str, String> {
     let base = std::fs::read(workspace().join("tests/fixtures/engine/tiny.flm")).unwrap();
     let (v, d) = {
         let h = format::read(&base).unwrap().header;
-        (h.vocab_size, h.dim)
+        (h.config.vocab_size, h.config.dim)
     };
     let nan_f16 = crafted_flm(
         &base,

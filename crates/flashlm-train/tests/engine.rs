@@ -2,23 +2,24 @@
 //! exported weights.
 
 use burn::tensor::{Int, Tensor, TensorData};
+use flashlm_core::Config;
 use flashlm_data::tokenizer::Tokenizer;
 use flashlm_infer::engine::Model;
 use flashlm_infer::format::EmbeddingDtype;
 use flashlm_infer::kernels::Kernel;
 use flashlm_infer::sample::argmax;
-use flashlm_model::{Bolt, BoltConfig, cpu_device};
+use flashlm_model::{Bolt, cpu_device};
 use flashlm_train::export::export;
 
-fn setup() -> (Bolt, Tokenizer, BoltConfig) {
+fn setup() -> (Bolt, Tokenizer, Config) {
     setup_dim(40)
 }
 
-fn setup_dim(dim: usize) -> (Bolt, Tokenizer, BoltConfig) {
+fn setup_dim(dim: usize) -> (Bolt, Tokenizer, Config) {
     let device = cpu_device(false);
     device.seed(99);
-    let cfg = BoltConfig { vocab_size: 600, dim, n_blocks: 2, glu_hidden: 72, kernel_size: 8, seq_len: 64 };
-    let model = cfg.init(&device);
+    let cfg = Config { vocab_size: 600, dim, n_blocks: 2, glu_hidden: 72, kernel_size: 8, seq_len: 64 };
+    let model = Bolt::init(&cfg, &device);
     let tok = Tokenizer::from_id_to_base(cfg.vocab_size, (0..500).map(|i| i * 7 + 11).collect()).unwrap();
     (model, tok, cfg)
 }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use flashlm_model::{cpu_device, read_safetensors};
+use flashlm_model::{Bolt, cpu_device, read_safetensors};
 use flashlm_train::fused::{Params, Scratch, forward_backward, forward_backward_with};
 use flashlm_train::parity::{PARITY_CONFIG, compute};
 
@@ -21,7 +21,7 @@ fn parity_with_pytorch_fixture() {
     let weights = read_safetensors(&fixture("weights.safetensors")).unwrap();
     let expected = read_safetensors(&fixture("expected.safetensors")).unwrap();
     let device = cpu_device(true);
-    let model = PARITY_CONFIG.init(&device).with_weights(&weights).unwrap();
+    let model = Bolt::init(&PARITY_CONFIG, &device).with_weights(&weights).unwrap();
     let ours = compute(model, &device);
 
     let tol = 1e-4;
@@ -53,14 +53,14 @@ fn weights_with_wrong_names_or_shapes_are_refused() {
     let mut weights = read_safetensors(&fixture("weights.safetensors")).unwrap();
     let device = cpu_device(false);
     let (shape, v) = weights.remove("final_norm.scale").unwrap();
-    let e = PARITY_CONFIG.init(&device).with_weights(&weights).unwrap_err();
+    let e = Bolt::init(&PARITY_CONFIG, &device).with_weights(&weights).unwrap_err();
     assert!(e.contains("missing tensor final_norm.scale"), "{e}");
     weights.insert("final_norm.scale".into(), (vec![shape[0] + 1], vec![1.0; shape[0] + 1]));
-    let e = PARITY_CONFIG.init(&device).with_weights(&weights).unwrap_err();
+    let e = Bolt::init(&PARITY_CONFIG, &device).with_weights(&weights).unwrap_err();
     assert!(e.contains("shape"), "{e}");
     weights.insert("final_norm.scale".into(), (shape, v));
     weights.insert("head.weight".into(), (vec![1], vec![0.0]));
-    let e = PARITY_CONFIG.init(&device).with_weights(&weights).unwrap_err();
+    let e = Bolt::init(&PARITY_CONFIG, &device).with_weights(&weights).unwrap_err();
     assert!(e.contains("unexpected"), "{e}");
 }
 
@@ -85,7 +85,7 @@ fn fused_step_matches_pytorch_and_burn() {
 
     let params = Params::from_named(&cfg, &weights).unwrap();
     let device = cpu_device(true);
-    let burn = compute(cfg.init(&device).with_weights(&weights).unwrap(), &device);
+    let burn = compute(Bolt::init(&cfg, &device).with_weights(&weights).unwrap(), &device);
     for threads in [1, 2] {
         let mut grads = params.zeros_like();
         let loss = forward_backward(&cfg, &params, &mut grads, &inputs, &targets, cfg.seq_len, threads);

@@ -1,11 +1,11 @@
 //! End-to-end trainer checks on the tiny config and the shared TinyStories text.
 
+use flashlm_core::Config;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use flashlm_model::BoltConfig;
 use std::time::Duration;
 
 use flashlm_train::checkpoint;
@@ -26,7 +26,7 @@ fn data_dir() -> PathBuf {
 fn opts(save_dir: &Path) -> TrainOptions {
     let d = data_dir();
     TrainOptions {
-        config: BoltConfig::tiny(),
+        config: Config::tiny(),
         resume: None,
         epochs: 1,
         time_limit: None,
@@ -175,7 +175,7 @@ fn two_hundred_steps_reduce_validation_loss() {
     let dir = tempfile::tempdir().unwrap();
     let s =
         run(&TrainOptions { max_steps: Some(200), eval_every: 100, warmup: 20, ..opts(dir.path()) }).unwrap();
-    let ln_v = (BoltConfig::tiny().vocab_size as f64).ln();
+    let ln_v = (Config::tiny().vocab_size as f64).ln();
     let first_val = flashlm_train::train::read_val_losses(dir.path())[0].1;
     let last = s.last_val_loss.unwrap();
     assert!(last < first_val - 0.2, "val loss went {first_val} (step 100) -> {last} (step 200)");
@@ -196,10 +196,10 @@ fn bad_checkpoints_are_refused() {
     let not_ckpt = dir.path().join("training.log");
     let other = tempfile::tempdir().unwrap();
     for (path, config, expect) in [
-        (truncated.clone(), BoltConfig::tiny(), "truncated"),
-        (not_ckpt, BoltConfig::tiny(), "not a FlashLM checkpoint"),
-        (latest.clone(), BoltConfig { dim: 48, ..BoltConfig::tiny() }, "another model"),
-        (dir.path().join("best.ckpt"), BoltConfig::tiny(), "weights only"),
+        (truncated.clone(), Config::tiny(), "truncated"),
+        (not_ckpt, Config::tiny(), "not a FlashLM checkpoint"),
+        (latest.clone(), Config { dim: 48, ..Config::tiny() }, "another model"),
+        (dir.path().join("best.ckpt"), Config::tiny(), "weights only"),
     ] {
         let o = TrainOptions { config, max_steps: Some(5), resume: Some(path.clone()), ..opts(other.path()) };
         let err = format!("{:#}", run(&o).unwrap_err());

@@ -143,7 +143,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             anyhow::ensure!(seq_len > 0, "--seq-len must be positive");
             if let Some(n) = threads {
-                flashlm_data::tokenizer::limits::check_threads(n).map_err(anyhow::Error::msg)?;
+                flashlm_core::limits::check_threads(n).map_err(anyhow::Error::msg)?;
                 rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
             }
             let (train_files, val_files) = prepare::resolve_split_files(&data_dir, train_files, val_files)?;

@@ -117,10 +117,10 @@ fn main() -> ExitCode {
 fn load(c: &Common) -> anyhow::Result<Model> {
     let kernel = Kernel::from_name(&c.kernel).map_err(anyhow::Error::msg)?;
     let head = HeadPath::from_name(&c.head).map_err(anyhow::Error::msg)?;
-    flashlm_infer::tokenizer::limits::check_threads(c.threads).map_err(anyhow::Error::msg)?;
+    flashlm_core::limits::check_threads(c.threads).map_err(anyhow::Error::msg)?;
     let mut model = match &c.model {
         Some(path) => {
-            let bytes = flashlm_infer::tokenizer::limits::read_regular(path)
+            let bytes = flashlm_core::limits::read_regular(path)
                 .with_context(|| format!("cannot read model {}", path.display()))?;
             Model::from_bytes(&bytes, kernel).with_context(|| format!("{}", path.display()))?
         }

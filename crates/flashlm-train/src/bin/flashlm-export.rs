@@ -1,6 +1,7 @@
 //! `flashlm-export`: pack a flashlm-train checkpoint, or a checkpoint of the original PyTorch
 //! FlashLM v4 (`--torch`), into a `.flm` file for flashlm-infer.
 
+use flashlm_model::Bolt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -62,7 +63,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     // Refuse a device node, a FIFO or a directory before any work (a symlink is written through).
-    flashlm_data::tokenizer::write::write_target(&cli.output)
+    flashlm_core::write::write_target(&cli.output)
         .with_context(|| format!("cannot write {}", cli.output.display()))?;
     let emb = match cli.embedding {
         Emb::F32 => EmbeddingDtype::F32,
@@ -77,8 +78,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("loading the tokenizer {}", tok_path.display()))?;
             let imp = torch_import::read(pt, cli.seq_len)?;
             let cfg = imp.config;
-            let model = cfg
-                .init(&cpu_device(false))
+            let model = Bolt::init(&cfg, &cpu_device(false))
                 .with_weights(&imp.weights)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", pt.display()))?;
             (model, cfg, tok, format!("{} (PyTorch; {cfg} from {})", pt.display(), imp.config_source))
@@ -101,13 +101,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ckpt.display()
             );
             let cfg = ck.state.config;
-            let model = load_model_bytes(cfg.init(&cpu_device(false)), &ck.model)?;
+            let model = load_model_bytes(Bolt::init(&cfg, &cpu_device(false)), &ck.model)?;
             (model, cfg, tok, format!("{} ({cfg}, step {})", ckpt.display(), ck.state.step))
         }
         (None, None) => anyhow::bail!("give a CHECKPOINT or --torch MODEL.pt"),
     };
     let (bytes, report) = export(&model, cfg.seq_len, &tok, emb)?;
-    flashlm_data::tokenizer::write::write_atomic(&cli.output, &bytes)
+    flashlm_core::write::write_atomic(&cli.output, &bytes)
         .with_context(|| format!("writing {}", cli.output.display()))?;
     println!("{what} -> {}", cli.output.display());
     for (part, n) in &report.parts {

@@ -1,5 +1,6 @@
 //! `flashlm-train`: train FlashLM v4 "Bolt" on a CPU (the original `train.py`'s interface).
 
+use flashlm_core::Config;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use clap::{Parser, ValueEnum};
 use flashlm_data::prepare::{DEFAULT_DATA_DIR, resolve_split_files};
-use flashlm_model::BoltConfig;
 use flashlm_train::train::{Engine, LrSchedule, StopReason, TrainOptions, duration_arg, run};
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -186,7 +186,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     if let Some(n) = cli.threads {
-        flashlm_data::tokenizer::limits::check_threads(n).map_err(anyhow::Error::msg)?;
+        flashlm_core::limits::check_threads(n).map_err(anyhow::Error::msg)?;
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
     }
     // The model size: explicit flag, else the checkpoint's, else auto by hardware.
@@ -198,19 +198,19 @@ fn real_main() -> anyhow::Result<ExitCode> {
     };
     let auto_large = cores >= 8 && total_ram_gb() >= 32.0;
     let config = if cli.tiny {
-        BoltConfig::tiny()
+        Config::tiny()
     } else if cli.large {
-        BoltConfig::large()
+        Config::large()
     } else if cli.small {
-        BoltConfig::small()
+        Config::small()
     } else if let Some(c) = resume_cfg {
         c
     } else if auto_large {
-        BoltConfig::large()
+        Config::large()
     } else {
-        BoltConfig::small()
+        Config::small()
     };
-    let large = config == BoltConfig::large();
+    let large = config == Config::large();
     let batch = cli.batch.unwrap_or(if large { (2 * cores).clamp(4, 64) } else { cores.clamp(2, 8) });
     let grad_accum = cli.grad_accum.unwrap_or(if large { 2 } else { 1 });
     let lr = cli.lr.unwrap_or(if large { 3e-3 } else { 4e-3 });

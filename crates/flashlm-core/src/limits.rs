@@ -1,9 +1,10 @@
 //! Limits on what a command line may ask of the machine, shared by every binary.
 
 /// Largest model shape any reader accepts (the `.flm` header, a checkpoint's config): far
-/// above any FlashLM model, small enough that a damaged file cannot ask for terabytes. Token
-/// ids are u16, so the vocabulary bound is [`crate::MAX_VOCAB_SIZE`].
+/// above any FlashLM model, small enough that a damaged file cannot ask for terabytes.
 pub mod shape {
+    /// Vocabulary: token ids are u16.
+    pub const MAX_VOCAB: usize = u16::MAX as usize + 1;
     /// Width d.
     pub const MAX_DIM: usize = 1 << 14;
     /// Blocks.
