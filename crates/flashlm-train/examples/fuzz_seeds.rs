@@ -58,7 +58,11 @@ fn main() -> anyhow::Result<()> {
         vocab_hash: tok.fingerprint(),
         val_loss: None,
     };
-    let ck = Checkpoint { state, model: flashlm_train::step::model_bytes(&model)?, optim: Some(vec![7; 64]) };
+    let ck = Checkpoint {
+        state,
+        model: flashlm_train::checkpoint::model_bytes(&model)?,
+        optim: Some(vec![7; 64]),
+    };
     std::fs::write(dir("checkpoint_read")?.join("seed.ckpt"), checkpoint::to_bytes(&ck))?;
     let cache = dir("token_cache_read")?;
     let tokens: Vec<u16> = (0..500u32).map(|i| (i * 7 % 16) as u16).collect();

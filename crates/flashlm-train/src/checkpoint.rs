@@ -7,14 +7,22 @@
 //!     12     4        section count n (1..=8)
 //!     16  32·n        section table: name [16] (NUL-padded ASCII), len u64, xxh3-64 u64
 //!      …              section bytes, in table order, back to back
-//! sections: "state" (JSON, TrainState), "model" (burnpack), "optim" (burnpack, optional)
+//! sections: "state" (JSON, TrainState), "model" (burnpack), "optim" (optional: burnpack of
+//!           burn's AdamW, or FLMADAM1 + safetensors moments of the fused engine's)
 //! ```
 //! Files are written to a temp file, fsynced and renamed, so a crash never leaves a broken
 //! checkpoint under the final name. A reader verifies sizes and checksums before trusting
 //! a byte.
 
-use flashlm_core::Config;
 use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::{ModuleOptimizer, OptimizerRecord};
+use burn::tensor::Bytes;
+use flashlm_core::Config;
+use flashlm_model::Bolt;
+
+use crate::fused;
 
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -294,6 +302,108 @@ pub fn read(path: &Path) -> Result<Checkpoint, CheckpointError> {
     let bytes = flashlm_core::limits::read_regular(path)
         .map_err(|err| CheckpointError::Io { path: path.to_path_buf(), err })?;
     from_bytes(&bytes, path)
+}
+
+// ---- The tensor sections: burn records (weights, burn's AdamW) and the fused AdamW ----
+
+/// Model weights as burnpack bytes.
+pub fn model_bytes(model: &Bolt) -> anyhow::Result<Vec<u8>> {
+    let bytes =
+        model.clone().into_record().into_bytes().map_err(|e| anyhow::anyhow!("saving weights: {e:?}"))?;
+    Ok(bytes.to_vec())
+}
+
+/// Load weights (and their parameter ids) from burnpack bytes into `model`.
+pub fn load_model_bytes(model: Bolt, bytes: &[u8]) -> anyhow::Result<Bolt> {
+    let record = burn::store::ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
+        .map_err(|e| anyhow::anyhow!("reading weights: {e:?}"))?;
+    model.try_load_record(record).map_err(|e| anyhow::anyhow!("loading weights: {e:?}"))
+}
+
+/// Optimizer state as burnpack bytes.
+pub fn optim_bytes(optim: &ModuleOptimizer) -> anyhow::Result<Vec<u8>> {
+    let bytes = optim.to_record().into_bytes().map_err(|e| anyhow::anyhow!("saving optimizer: {e:?}"))?;
+    Ok(bytes.to_vec())
+}
+
+/// Optimizer state from burnpack bytes.
+pub fn load_optim_bytes(optim: ModuleOptimizer, bytes: &[u8]) -> anyhow::Result<ModuleOptimizer> {
+    let record = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
+        .map_err(|e| anyhow::anyhow!("reading optimizer state: {e:?}"))?;
+    Ok(optim.load_record(record))
+}
+
+/// Magic at the start of a fused run's optimizer state in a checkpoint.
+pub const FUSED_OPTIM_MAGIC: &[u8; 8] = b"FLMADAM1";
+
+/// A fused run's AdamW state as bytes: magic, steps (u64 LE), then a safetensors blob of the
+/// first (`m.<name>`) and second (`v.<name>`) moments.
+pub fn fused_optim_bytes(cfg: &Config, opt: &fused::AdamW) -> anyhow::Result<Vec<u8>> {
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (prefix, p) in [("m", &opt.m), ("v", &opt.v)] {
+        for (name, shape, vals) in p.named(cfg) {
+            tensors.push((
+                format!("{prefix}.{name}"),
+                shape,
+                vals.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ));
+        }
+    }
+    let views = tensors
+        .iter()
+        .map(|(n, s, b)| {
+            Ok((n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)?))
+        })
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    let blob = safetensors::serialize(views, None)?;
+    let mut out = FUSED_OPTIM_MAGIC.to_vec();
+    out.extend_from_slice(&opt.t.to_le_bytes());
+    out.extend_from_slice(&blob);
+    Ok(out)
+}
+
+/// Inverse of [`fused_optim_bytes`].
+pub fn fused_optim_from_bytes(cfg: &Config, bytes: &[u8]) -> anyhow::Result<fused::AdamW> {
+    anyhow::ensure!(bytes.len() >= 16 && bytes[..8] == FUSED_OPTIM_MAGIC[..], "not a fused optimizer state");
+    let t = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    let st = safetensors::SafeTensors::deserialize(&bytes[16..])?;
+    let mut moments = Vec::new();
+    for prefix in ["m", "v"] {
+        let mut named = flashlm_model::NamedTensors::new();
+        for (name, view) in st.tensors() {
+            if let Some(n) = name.strip_prefix(&format!("{prefix}.")) {
+                let vals = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                named.insert(n.to_string(), (view.shape().to_vec(), vals));
+            }
+        }
+        moments.push(fused::Params::from_named(cfg, &named).map_err(anyhow::Error::msg)?);
+    }
+    let v = moments.pop().expect("two");
+    let m = moments.pop().expect("two");
+    Ok(fused::AdamW { m, v, t })
+}
+
+/// Whether optimizer bytes are a fused run's state (else burn's record).
+pub fn is_fused_optim(bytes: &[u8]) -> bool {
+    bytes.starts_with(FUSED_OPTIM_MAGIC)
+}
+
+/// Write a checkpoint of `state`, `model` and (for `latest`/`final`) the optimizer state,
+/// keeping `keep - 1` older versions beside it.
+pub fn save(
+    path: &Path,
+    state: &TrainState,
+    model: &Bolt,
+    optim: Option<Vec<u8>>,
+    keep: usize,
+) -> anyhow::Result<()> {
+    let ck = Checkpoint { state: state.clone(), model: model_bytes(model)?, optim };
+    write_keeping(path, &ck, keep)?;
+    Ok(())
 }
 
 #[cfg(test)]

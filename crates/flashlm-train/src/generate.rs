@@ -5,7 +5,7 @@ use burn::tensor::Device;
 use flashlm_infer::sample::{Rng, Sampler};
 use flashlm_model::Bolt;
 
-use crate::step::ids_tensor;
+use crate::eval::ids_tensor;
 
 /// How to sample.
 #[derive(Debug, Clone, Copy)]

@@ -9,7 +9,9 @@ use burn::optim::GradientsParams;
 use burn::tensor::Device;
 use flashlm_model::Bolt;
 
-use crate::step::{adamw, clip_global_norm, ids_tensor, lr_at};
+use crate::engine::{burn_adamw, clip_global_norm};
+use crate::eval::ids_tensor;
+use crate::schedule::lr_at;
 
 /// The parity model: small enough to commit its weights.
 pub const PARITY_CONFIG: Config =
@@ -79,7 +81,7 @@ pub fn compute(model: Bolt, device: &Device) -> ParityOutputs {
         }
     }
     let mut model = model;
-    let mut optim = adamw();
+    let mut optim = burn_adamw();
     let mut step_losses = Vec::new();
     let (total, warmup, peak, min) = PARITY_LR;
     for step in 0..PARITY_STEPS as u64 {

@@ -157,7 +157,7 @@ fn bad_weights_are_refused() {
 fn fused_adamw_steps_match_pytorch() {
     use flashlm_train::fused::{AdamW, clip_global_norm};
     use flashlm_train::parity::{PARITY_LR, PARITY_STEPS};
-    use flashlm_train::step::lr_at;
+    use flashlm_train::schedule::lr_at;
     let cfg = PARITY_CONFIG;
     let (weights, expected, inputs, targets) = parity_fixture();
     let mut params = Params::from_named(&cfg, &weights).unwrap();

@@ -9,7 +9,12 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use flashlm_train::checkpoint;
-use flashlm_train::train::{Engine, LrSchedule, StopReason, TrainOptions, read_train_losses, run};
+use flashlm_train::engine::EngineKind;
+use flashlm_train::log::read_train_losses;
+use flashlm_train::options::{
+    DataOptions, EvalOptions, LrSchedule, OptimOptions, OutputOptions, ScheduleOptions, TrainOptions,
+};
+use flashlm_train::train::{StopReason, run};
 
 fn data_dir() -> PathBuf {
     let dir = std::env::var_os("FLASHLM_DATA_DIR")
@@ -26,44 +31,62 @@ fn data_dir() -> PathBuf {
 fn opts(save_dir: &Path) -> TrainOptions {
     let d = data_dir();
     TrainOptions {
-        config: Config::tiny(),
-        resume: None,
-        epochs: 1,
-        time_limit: None,
-        max_steps: None,
-        batch_size: 4,
-        grad_accum: 1,
-        lr_peak: 4e-3,
-        lr_min: 1e-5,
-        warmup: 10,
+        model: Config::tiny(),
+        engine: EngineKind::Fused,
         seed: 42,
-        save_dir: save_dir.to_path_buf(),
-        train_files: vec![d.join("tinystories-train-v1.txt.zst"), d.join("tinystories-train-v2gpt4.txt.zst")],
-        val_files: vec![d.join("tinystories-valid.txt.zst")],
-        vocab_stories: 50_000,
-        tokenizer: None,
-        eval_every: 10,
-        eval_batches: 4,
-        sample_every: 1000,
-        save_every: 1000,
-        patience: 100,
-        sample_tokens: 8,
-        log_every_secs: 1e9,
-        progress: false,
-        final_bpc_stories: 0,
+        resume: None,
+        data: DataOptions {
+            train_files: vec![
+                d.join("tinystories-train-v1.txt.zst"),
+                d.join("tinystories-train-v2gpt4.txt.zst"),
+            ],
+            val_files: vec![d.join("tinystories-valid.txt.zst")],
+            vocab_stories: 50_000,
+            tokenizer: None,
+        },
+        optim: OptimOptions { batch_size: 4, grad_accum: 1, lr_peak: 4e-3, lr_min: 1e-5, warmup: 10 },
+        schedule: ScheduleOptions {
+            epochs: 1,
+            time_limit: None,
+            max_steps: None,
+            lr_schedule: LrSchedule::Steps,
+            patience: 100,
+        },
+        eval: EvalOptions {
+            every: 10,
+            batches: 4,
+            sample_every: 1000,
+            sample_tokens: 8,
+            final_bpc_stories: 0,
+        },
+        output: OutputOptions {
+            save_dir: save_dir.to_path_buf(),
+            save_every: 1000,
+            keep_last: 2,
+            snapshot_every: None,
+            log_every_secs: 1e9,
+            progress: false,
+        },
         stop: Arc::new(AtomicBool::new(false)),
-        keep_last: 2,
-        engine: Engine::Fused,
-        lr_schedule: LrSchedule::Steps,
-        snapshot_every: None,
     }
+}
+
+/// `opts(dir)` with some fields changed: `with(dir, |o| o.schedule.max_steps = Some(5))`.
+fn with(save_dir: &Path, f: impl FnOnce(&mut TrainOptions)) -> TrainOptions {
+    let mut o = opts(save_dir);
+    f(&mut o);
+    o
 }
 
 #[test]
 fn eval_batches_zero_means_no_validation() {
     // Timed comparisons turn validation off; with the defaults it runs every 10 steps here.
     let dir = tempfile::tempdir().unwrap();
-    let s = run(&TrainOptions { max_steps: Some(25), eval_batches: 0, ..opts(dir.path()) }).unwrap();
+    let s = run(&with(dir.path(), |o| {
+        o.schedule.max_steps = Some(25);
+        o.eval.batches = 0;
+    }))
+    .unwrap();
     assert_eq!(s.steps, 25);
     let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
     assert!(!metrics.contains("\"val\""), "a validation row was written");
@@ -73,14 +96,13 @@ fn eval_batches_zero_means_no_validation() {
 #[test]
 fn time_schedule_with_snapshots_ends_at_the_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let o = TrainOptions {
-        epochs: 1000,
-        time_limit: Some(Duration::from_millis(2500)),
-        lr_schedule: LrSchedule::Time,
-        snapshot_every: Some(Duration::from_millis(800)),
-        eval_every: 1_000_000,
-        ..opts(dir.path())
-    };
+    let o = with(dir.path(), |o| {
+        o.schedule.epochs = 1000;
+        o.schedule.time_limit = Some(Duration::from_millis(2500));
+        o.schedule.lr_schedule = LrSchedule::Time;
+        o.output.snapshot_every = Some(Duration::from_millis(800));
+        o.eval.every = 1_000_000;
+    });
     let s = run(&o).unwrap();
     assert_eq!(s.reason, StopReason::TimeLimit);
     let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
@@ -102,36 +124,45 @@ fn time_schedule_with_snapshots_ends_at_the_limit() {
     let lrs: Vec<f64> =
         rows.iter().filter(|r| r["kind"] == "train").map(|r| r["lr"].as_f64().unwrap()).collect();
     let peak = lrs.iter().cloned().fold(0.0, f64::max);
-    assert!(peak > 0.9 * o.lr_peak, "warmup reached the peak: {peak}");
-    assert!(*lrs.last().unwrap() < 0.1 * o.lr_peak, "last LR {}", lrs.last().unwrap());
+    assert!(peak > 0.9 * o.optim.lr_peak, "warmup reached the peak: {peak}");
+    assert!(*lrs.last().unwrap() < 0.1 * o.optim.lr_peak, "last LR {}", lrs.last().unwrap());
 
-    let e = run(&TrainOptions { lr_schedule: LrSchedule::Time, ..opts(tempfile::tempdir().unwrap().path()) });
+    let tmp = tempfile::tempdir().unwrap();
+    let e = run(&with(tmp.path(), |o| o.schedule.lr_schedule = LrSchedule::Time));
     assert!(e.unwrap_err().to_string().contains("time limit"));
 }
 
 #[test]
 fn resume_gives_the_same_losses_as_an_uninterrupted_run() {
-    for engine in [Engine::Fused, Engine::Burn] {
+    for engine in [EngineKind::Fused, EngineKind::Burn] {
         resume_check(engine);
     }
 }
 
-fn resume_check(engine: Engine) {
+fn resume_check(engine: EngineKind) {
     let a = tempfile::tempdir().unwrap();
-    let straight =
-        run(&TrainOptions { max_steps: Some(24), grad_accum: 2, engine, ..opts(a.path()) }).unwrap();
+    let straight = run(&with(a.path(), |o| {
+        o.schedule.max_steps = Some(24);
+        o.optim.grad_accum = 2;
+        o.engine = engine;
+    }))
+    .unwrap();
     assert_eq!(straight.steps, 24);
 
     let b = tempfile::tempdir().unwrap();
-    let first = run(&TrainOptions { max_steps: Some(11), grad_accum: 2, engine, ..opts(b.path()) }).unwrap();
+    let first = run(&with(b.path(), |o| {
+        o.schedule.max_steps = Some(11);
+        o.optim.grad_accum = 2;
+        o.engine = engine;
+    }))
+    .unwrap();
     assert_eq!(first.reason, StopReason::MaxSteps);
-    let resumed = run(&TrainOptions {
-        max_steps: Some(24),
-        grad_accum: 2,
-        resume: Some(b.path().join("latest.ckpt")),
-        engine,
-        ..opts(b.path())
-    })
+    let resumed = run(&with(b.path(), |o| {
+        o.schedule.max_steps = Some(24);
+        o.optim.grad_accum = 2;
+        o.resume = Some(b.path().join("latest.ckpt"));
+        o.engine = engine;
+    }))
     .unwrap();
     assert_eq!(resumed.steps_this_run, 13);
     let joined: Vec<(u64, f64)> = first.losses.iter().chain(&resumed.losses).copied().collect();
@@ -151,8 +182,15 @@ fn resume_check(engine: Engine) {
 #[test]
 fn fused_and_burn_engines_train_alike() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let fused = run(&TrainOptions { max_steps: Some(30), ..opts(a.path()) }).unwrap();
-    let burn = run(&TrainOptions { max_steps: Some(30), engine: Engine::Burn, ..opts(b.path()) }).unwrap();
+    let fused = run(&with(a.path(), |o| {
+        o.schedule.max_steps = Some(30);
+    }))
+    .unwrap();
+    let burn = run(&with(b.path(), |o| {
+        o.schedule.max_steps = Some(30);
+        o.engine = EngineKind::Burn;
+    }))
+    .unwrap();
     for ((s, lf), (_, lb)) in fused.losses.iter().zip(&burn.losses) {
         assert!((lf - lb).abs() <= 1e-3 * lb.abs(), "step {s}: fused {lf} vs burn {lb}");
     }
@@ -160,12 +198,11 @@ fn fused_and_burn_engines_train_alike() {
     assert!((vf - vb).abs() <= 1e-3 * vb, "validation loss: fused {vf} vs burn {vb}");
     // A checkpoint resumes only with the engine that wrote it.
     let c = tempfile::tempdir().unwrap();
-    let o = TrainOptions {
-        max_steps: Some(31),
-        resume: Some(a.path().join("latest.ckpt")),
-        engine: Engine::Burn,
-        ..opts(c.path())
-    };
+    let o = with(c.path(), |o| {
+        o.schedule.max_steps = Some(31);
+        o.resume = Some(a.path().join("latest.ckpt"));
+        o.engine = EngineKind::Burn;
+    });
     let err = format!("{:#}", run(&o).unwrap_err());
     assert!(err.contains("--engine fused"), "{err}");
 }
@@ -173,10 +210,14 @@ fn fused_and_burn_engines_train_alike() {
 #[test]
 fn two_hundred_steps_reduce_validation_loss() {
     let dir = tempfile::tempdir().unwrap();
-    let s =
-        run(&TrainOptions { max_steps: Some(200), eval_every: 100, warmup: 20, ..opts(dir.path()) }).unwrap();
+    let s = run(&with(dir.path(), |o| {
+        o.schedule.max_steps = Some(200);
+        o.eval.every = 100;
+        o.optim.warmup = 20;
+    }))
+    .unwrap();
     let ln_v = (Config::tiny().vocab_size as f64).ln();
-    let first_val = flashlm_train::train::read_val_losses(dir.path())[0].1;
+    let first_val = flashlm_train::log::read_val_losses(dir.path())[0].1;
     let last = s.last_val_loss.unwrap();
     assert!(last < first_val - 0.2, "val loss went {first_val} (step 100) -> {last} (step 200)");
     assert!(last < ln_v - 1.5, "val loss {last} is not far below ln(V) = {ln_v}");
@@ -187,7 +228,10 @@ fn two_hundred_steps_reduce_validation_loss() {
 #[test]
 fn bad_checkpoints_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    run(&TrainOptions { max_steps: Some(3), ..opts(dir.path()) }).unwrap();
+    run(&with(dir.path(), |o| {
+        o.schedule.max_steps = Some(3);
+    }))
+    .unwrap();
     let latest = dir.path().join("latest.ckpt");
 
     let truncated = dir.path().join("truncated.ckpt");
@@ -201,7 +245,11 @@ fn bad_checkpoints_are_refused() {
         (latest.clone(), Config { dim: 48, ..Config::tiny() }, "another model"),
         (dir.path().join("best.ckpt"), Config::tiny(), "weights only"),
     ] {
-        let o = TrainOptions { config, max_steps: Some(5), resume: Some(path.clone()), ..opts(other.path()) };
+        let o = with(other.path(), |o| {
+            o.model = config;
+            o.schedule.max_steps = Some(5);
+            o.resume = Some(path.clone());
+        });
         let err = format!("{:#}", run(&o).unwrap_err());
         assert!(err.contains(expect), "{}: {err}", path.display());
     }
@@ -256,14 +304,13 @@ fn cli_stops_on_nan_and_saves_on_ctrl_c() {
 fn patience_zero_never_stops_early_and_latest_versions_are_kept() {
     // Validation every 2 steps with a high LR: without patience it would stop early.
     let dir = tempfile::tempdir().unwrap();
-    let s = run(&TrainOptions {
-        max_steps: Some(12),
-        eval_every: 2,
-        save_every: 4,
-        patience: 0,
-        keep_last: 3,
-        ..opts(dir.path())
-    })
+    let s = run(&with(dir.path(), |o| {
+        o.schedule.max_steps = Some(12);
+        o.eval.every = 2;
+        o.output.save_every = 4;
+        o.schedule.patience = 0;
+        o.output.keep_last = 3;
+    }))
     .unwrap();
     assert_eq!(s.reason, StopReason::MaxSteps);
     assert_eq!(s.steps, 12);
@@ -285,7 +332,11 @@ fn a_full_disk_under_the_logs_is_reported_and_counted_not_fatal() {
     for name in ["training.log", "metrics.jsonl"] {
         std::os::unix::fs::symlink("/dev/full", dir.path().join(name)).unwrap();
     }
-    let s = run(&TrainOptions { max_steps: Some(5), eval_batches: 0, ..opts(dir.path()) }).unwrap();
+    let s = run(&with(dir.path(), |o| {
+        o.schedule.max_steps = Some(5);
+        o.eval.batches = 0;
+    }))
+    .unwrap();
     assert_eq!(s.steps, 5);
     assert!(s.log_write_errors >= 5, "{} failed writes counted", s.log_write_errors);
     assert!(dir.path().join("final.ckpt").exists());

@@ -10,7 +10,8 @@ use clap::{Parser, ValueEnum};
 use flashlm_data::tokenizer::Tokenizer;
 use flashlm_infer::format::EmbeddingDtype;
 use flashlm_model::cpu_device;
-use flashlm_train::{checkpoint, export::export, step::load_model_bytes, torch_import};
+use flashlm_train::checkpoint::{self, load_model_bytes};
+use flashlm_train::{export::export, torch_import};
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
 enum Emb {

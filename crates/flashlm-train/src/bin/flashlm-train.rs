@@ -9,7 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use clap::{Parser, ValueEnum};
 use flashlm_data::prepare::{DEFAULT_DATA_DIR, resolve_split_files};
-use flashlm_train::train::{Engine, LrSchedule, StopReason, TrainOptions, duration_arg, run};
+use flashlm_train::engine::EngineKind;
+use flashlm_train::options::{
+    DataOptions, EvalOptions, LrSchedule, OptimOptions, OutputOptions, ScheduleOptions, TrainOptions,
+    duration_arg,
+};
+use flashlm_train::train::{StopReason, run};
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
 enum EngineArg {
@@ -232,53 +237,62 @@ fn real_main() -> anyhow::Result<ExitCode> {
 
     let data_dir = cli.data_dir.clone();
     let mut opts = TrainOptions {
-        config,
-        resume: cli.resume,
-        epochs: cli.epochs,
-        time_limit,
-        max_steps: cli.max_steps,
-        batch_size: batch,
-        grad_accum,
-        lr_peak: lr,
-        lr_min: cli.lr_min,
-        warmup: cli.warmup,
-        seed: cli.seed,
-        save_dir: cli.save_dir,
-        train_files: cli.train_files,
-        val_files: cli.val_files,
-        vocab_stories: cli.vocab_stories,
-        tokenizer: cli.tokenizer,
-        eval_every: cli.eval_every,
-        eval_batches: cli.eval_batches,
-        sample_every: cli.sample_every,
-        save_every: cli.save_every,
-        patience: cli.patience,
-        keep_last: cli.keep_last,
-        sample_tokens: cli.sample_tokens,
-        log_every_secs: cli.log_every,
-        progress: !cli.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        final_bpc_stories: cli.final_bpc_stories,
-        stop,
-        lr_schedule: match cli.lr_schedule {
-            ScheduleArg::Steps => LrSchedule::Steps,
-            ScheduleArg::Time => LrSchedule::Time,
-        },
-        snapshot_every,
+        model: config,
         engine: match cli.engine {
-            EngineArg::Fused => Engine::Fused,
-            EngineArg::Burn => Engine::Burn,
+            EngineArg::Fused => EngineKind::Fused,
+            EngineArg::Burn => EngineKind::Burn,
         },
+        seed: cli.seed,
+        resume: cli.resume,
+        data: DataOptions {
+            train_files: cli.train_files,
+            val_files: cli.val_files,
+            vocab_stories: cli.vocab_stories,
+            tokenizer: cli.tokenizer,
+        },
+        optim: OptimOptions {
+            batch_size: batch,
+            grad_accum,
+            lr_peak: lr,
+            lr_min: cli.lr_min,
+            warmup: cli.warmup,
+        },
+        schedule: ScheduleOptions {
+            epochs: cli.epochs,
+            time_limit,
+            max_steps: cli.max_steps,
+            lr_schedule: match cli.lr_schedule {
+                ScheduleArg::Steps => LrSchedule::Steps,
+                ScheduleArg::Time => LrSchedule::Time,
+            },
+            patience: cli.patience,
+        },
+        eval: EvalOptions {
+            every: cli.eval_every,
+            batches: cli.eval_batches,
+            sample_every: cli.sample_every,
+            sample_tokens: cli.sample_tokens,
+            final_bpc_stories: cli.final_bpc_stories,
+        },
+        output: OutputOptions {
+            save_dir: cli.save_dir,
+            save_every: cli.save_every,
+            keep_last: cli.keep_last,
+            snapshot_every,
+            log_every_secs: cli.log_every,
+            progress: !cli.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        },
+        stop,
     };
     // Every flag is checked before the data is looked for.
     opts.validate()?;
     let (train_files, val_files) = resolve_split_files(
         &data_dir,
-        std::mem::take(&mut opts.train_files),
-        std::mem::take(&mut opts.val_files),
+        std::mem::take(&mut opts.data.train_files),
+        std::mem::take(&mut opts.data.val_files),
     )?;
-
-    opts.train_files = train_files;
-    opts.val_files = val_files;
+    opts.data.train_files = train_files;
+    opts.data.val_files = val_files;
     let summary = run(&opts)?;
     Ok(if summary.reason == StopReason::Interrupted {
         // The shell's convention for "ended by signal N".

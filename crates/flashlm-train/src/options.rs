@@ -1,0 +1,175 @@
+//! What a training run is asked to do, in groups: the model and its engine, the data, the
+//! optimisation, the schedule (how long, when to stop), evaluation and samples, and output
+//! (checkpoints, snapshots, the log). [`TrainOptions::validate`] checks every value before
+//! any work starts, each with a message naming its flag.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use flashlm_core::Config;
+
+use crate::checkpoint;
+use crate::engine::EngineKind;
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Model shape.
+    pub model: Config,
+    /// How a step is computed.
+    pub engine: EngineKind,
+    /// Seed for init, data order and sampling.
+    pub seed: u64,
+    /// Checkpoint to continue from.
+    pub resume: Option<PathBuf>,
+    /// Story files and the vocabulary.
+    pub data: DataOptions,
+    /// Batches, learning rate.
+    pub optim: OptimOptions,
+    /// How long the run lasts and when it stops.
+    pub schedule: ScheduleOptions,
+    /// Validation and samples during training.
+    pub eval: EvalOptions,
+    /// Checkpoints, snapshots and the log.
+    pub output: OutputOptions,
+    /// Set by a signal: finish the step, save and stop.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// The data.
+#[derive(Debug, Clone)]
+pub struct DataOptions {
+    /// Training story files.
+    pub train_files: Vec<PathBuf>,
+    /// Validation story files.
+    pub val_files: Vec<PathBuf>,
+    /// Training stories counted for the vocabulary.
+    pub vocab_stories: usize,
+    /// Existing tokenizer to use.
+    pub tokenizer: Option<PathBuf>,
+}
+
+/// The optimisation.
+#[derive(Debug, Clone, Copy)]
+pub struct OptimOptions {
+    /// Sequences per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Peak learning rate.
+    pub lr_peak: f64,
+    /// Final learning rate.
+    pub lr_min: f64,
+    /// Warmup steps.
+    pub warmup: u64,
+}
+
+/// How long a run lasts.
+#[derive(Debug, Clone, Copy)]
+pub struct ScheduleOptions {
+    /// Epochs to plan (the LR schedule spans them).
+    pub epochs: u64,
+    /// Stop after this much training time.
+    pub time_limit: Option<Duration>,
+    /// Stop after this many optimizer steps (total, counting resumed ones).
+    pub max_steps: Option<u64>,
+    /// What the cosine LR schedule spans.
+    pub lr_schedule: LrSchedule,
+    /// Early stop after this many evaluations without improvement (0: never stop early).
+    pub patience: u32,
+}
+
+/// Validation and samples.
+#[derive(Debug, Clone, Copy)]
+pub struct EvalOptions {
+    /// Evaluate every N steps.
+    pub every: u64,
+    /// Validation batches per evaluation; 0: no validation while training.
+    pub batches: usize,
+    /// Print samples every N steps.
+    pub sample_every: u64,
+    /// Tokens per sample.
+    pub sample_tokens: usize,
+    /// At the end, the original protocol's validation BPC over this many stories (0: skip).
+    pub final_bpc_stories: usize,
+}
+
+/// Where the run writes.
+#[derive(Debug, Clone)]
+pub struct OutputOptions {
+    /// Where checkpoints, logs, tokenizer and token caches go.
+    pub save_dir: PathBuf,
+    /// Write `latest.ckpt` every N steps.
+    pub save_every: u64,
+    /// `latest.ckpt` versions kept: the current one and `latest.1.ckpt` ... (at least 1).
+    pub keep_last: usize,
+    /// Save `snapshots/snap-NNN.ckpt` every this much training time (and at the end).
+    pub snapshot_every: Option<Duration>,
+    /// Seconds between log lines.
+    pub log_every_secs: f64,
+    /// Show a live progress line.
+    pub progress: bool,
+}
+
+/// What the cosine learning-rate schedule spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LrSchedule {
+    /// The planned epochs, in steps (the original's schedule; the default).
+    Steps,
+    /// The time limit: after warmup, the cosine follows the clock and ends at the limit, so a
+    /// faster trainer fits more steps into the same schedule. Needs a time limit; not resumable.
+    Time,
+}
+
+/// Longest time limit or snapshot interval accepted (one year).
+pub const MAX_DURATION_SECS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// A time flag in seconds as a [`Duration`]: finite, positive and at most
+/// [`MAX_DURATION_SECS`]; `what` names the flag in the message.
+pub fn duration_arg(what: &str, secs: f64) -> anyhow::Result<Duration> {
+    ensure!(
+        secs.is_finite() && secs > 0.0 && secs <= MAX_DURATION_SECS,
+        "{what} must be a positive time of at most one year (8760 hours)"
+    );
+    Duration::try_from_secs_f64(secs).with_context(|| format!("{what}: {secs} seconds"))
+}
+
+impl TrainOptions {
+    /// Check every option before any work starts, each with a message naming the flag.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.model.validate().map_err(|e| anyhow::anyhow!("invalid model config: {e}"))?;
+        let o = &self.optim;
+        ensure!(
+            (1..=checkpoint::MAX_BATCH).contains(&o.batch_size),
+            "--batch must be between 1 and {}",
+            checkpoint::MAX_BATCH
+        );
+        ensure!(
+            (1..=checkpoint::MAX_GRAD_ACCUM).contains(&o.grad_accum),
+            "--grad-accum must be between 1 and {}",
+            checkpoint::MAX_GRAD_ACCUM
+        );
+        checkpoint::check_lr(o.lr_peak, o.lr_min).map_err(|e| anyhow::anyhow!("--lr / --lr-min: {e}"))?;
+        ensure!(self.schedule.epochs > 0, "--epochs must be at least 1");
+        ensure!(
+            self.eval.every > 0 && self.output.save_every > 0 && self.eval.sample_every > 0,
+            "--eval-every, --sample-every and --save-every must be positive"
+        );
+        ensure!(self.output.keep_last > 0, "--keep-last must be at least 1");
+        ensure!(
+            self.output.log_every_secs.is_finite() && self.output.log_every_secs >= 0.0,
+            "--log-every must be a number of seconds, 0 or more"
+        );
+        for (what, d) in
+            [("the time limit", self.schedule.time_limit), ("--snapshot-minutes", self.output.snapshot_every)]
+        {
+            if let Some(d) = d {
+                ensure!(!d.is_zero() && d.as_secs_f64() <= MAX_DURATION_SECS, "{what} must be positive");
+            }
+        }
+        Ok(())
+    }
+}
