@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
-use flashlm_infer::engine::{Embedding, HeadPath, blocked_int8};
 use flashlm_infer::format::quantize_int4_groups;
 use flashlm_infer::head4::{Int4Embedding, Variant};
+use flashlm_infer::kernels::head::{Embedding, HeadPath, blocked_int8};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);

@@ -1,7 +1,7 @@
 //! Shared helpers for the kernel benchmarks (criterion and `scripts/bench-infer.sh`).
 
-use crate::engine::dot;
 use crate::kernels::TernaryPlanes;
+use crate::kernels::head::dot;
 
 /// Ternary matrix shapes (rows, cols) of the small and large configs.
 pub const SHAPES: [(&str, usize, usize); 8] = [

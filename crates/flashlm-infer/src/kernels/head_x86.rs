@@ -1,7 +1,7 @@
 //! The output head's x86 kernels (a float layer: these may multiply). Dispatch and the
-//! portable paths are in [`crate::engine::Embedding::head`]; the int4 head is [`super::head4`].
+//! portable paths are in [`super::head::Embedding::head`]; the int4 head is [`super::head4`].
 //! * int8 rows: [`i8_vnni`] / [`i8_vnni4`] (AVX-512 VNNI, `vpdpwssd`) and [`i8_avx2`]
-//!   (`vpmaddwd`), bit-identical to [`crate::engine::i8_head_reference`];
+//!   (`vpmaddwd`), bit-identical to [`super::head::i8_head_reference`];
 //! * f32 / f16 rows with FMA: [`f32_rows`] / [`f16_rows`] / [`i8_rows`] (AVX-512F) and
 //!   [`f32_rows_avx2`] / [`f16_rows_avx2`] (AVX2 + FMA + F16C).
 
@@ -96,7 +96,7 @@ pub unsafe fn i8_vnni(blocked: &[i8], scale: &[f32], hq: &[i32], hscale: f32, lo
 
 /// [`i8_vnni`] with AVX2: the same blocked weights widened to int16, `vpmaddwd` against
 /// each broadcast pair of `hq`, 8 rows per register. The integer sums are exact, so the
-/// logits equal `i8_vnni`'s and [`crate::engine::i8_head_reference`]'s bit for bit.
+/// logits equal `i8_vnni`'s and [`super::head::i8_head_reference`]'s bit for bit.
 ///
 /// # Safety
 /// AVX2; `blocked.len() == ceil(V / 16) * hq.len() * 32` for V = logits.len(),
