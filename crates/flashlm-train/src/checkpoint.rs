@@ -23,6 +23,7 @@ use flashlm_core::Config;
 use flashlm_model::Bolt;
 
 use crate::fused;
+use crate::options::TrainOptions;
 
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -114,6 +115,42 @@ impl TrainState {
             }
         }
         Ok(())
+    }
+}
+
+impl TrainState {
+    /// The state of a new run of `opts` with the vocabulary `vocab_hash`: step 0, the
+    /// schedule planned over `--epochs` of `steps_per_epoch`.
+    pub fn fresh(
+        opts: &TrainOptions,
+        vocab_hash: u64,
+        (batch_size, grad_accum): (usize, usize),
+        steps_per_epoch: u64,
+    ) -> anyhow::Result<TrainState> {
+        let epochs = opts.schedule.epochs;
+        Ok(TrainState {
+            config: opts.model,
+            step: 0,
+            epoch: 0,
+            next_batch: 0,
+            best_val_loss: None,
+            patience_used: 0,
+            tokens_seen: 0,
+            sample_rng: flashlm_core::rng::Rng::new(opts.seed ^ 0x5EED).state(),
+            seed: opts.seed,
+            batch_size,
+            grad_accum,
+            lr_peak: opts.optim.lr_peak,
+            total_steps: steps_per_epoch.checked_mul(epochs).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--epochs {epochs} x {steps_per_epoch} steps per epoch is more steps than fit in a u64"
+                )
+            })?,
+            warmup_steps: opts.optim.warmup,
+            elapsed_secs: 0.0,
+            vocab_hash,
+            val_loss: None,
+        })
     }
 }
 
@@ -302,6 +339,29 @@ pub fn read(path: &Path) -> Result<Checkpoint, CheckpointError> {
     let bytes = flashlm_core::limits::read_regular(path)
         .map_err(|err| CheckpointError::Io { path: path.to_path_buf(), err })?;
     from_bytes(&bytes, path)
+}
+
+/// Read and check the checkpoint to resume from, before anything expensive.
+/// (`--resume`): the model it holds must be `model`, its peak rate above `lr_min`, and it
+/// must hold optimizer state.
+pub fn read_to_resume(p: &Path, model: &Config, lr_min: f64) -> anyhow::Result<Checkpoint> {
+    let ck = read_for_resume(p)?;
+    check_lr(ck.state.lr_peak, lr_min).map_err(|e| anyhow::anyhow!("{}: {e} (set --lr-min)", p.display()))?;
+    if ck.state.config != *model {
+        anyhow::bail!(
+            "{} is a checkpoint of another model ({}); this run is {}. Pass the matching --small/--large, or no size flag",
+            p.display(),
+            ck.state.config,
+            model
+        );
+    }
+    if ck.optim.is_none() {
+        anyhow::bail!(
+            "{} holds weights only (a best-model file) and cannot resume training; resume from latest.ckpt or final.ckpt",
+            p.display()
+        );
+    }
+    Ok(ck)
 }
 
 // ---- The tensor sections: burn records (weights, burn's AdamW) and the fused AdamW ----

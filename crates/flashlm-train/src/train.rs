@@ -78,7 +78,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
     opts.validate()?;
     clean_save_dir(&opts.output.save_dir)?;
     let resumed = match &opts.resume {
-        Some(p) => Some(read_resume(p, opts)?),
+        Some(p) => Some(checkpoint::read_to_resume(p, &opts.model, opts.optim.lr_min)?),
         None => None,
     };
     let t0 = Instant::now();
@@ -124,28 +124,6 @@ fn clean_save_dir(dir: &Path) -> anyhow::Result<()> {
         eprintln!("Removed {} temp file(s) left by killed runs in {}", stale.len(), dir.display());
     }
     Ok(())
-}
-
-/// Read and check the checkpoint to resume from, before anything expensive.
-fn read_resume(p: &Path, opts: &TrainOptions) -> anyhow::Result<Checkpoint> {
-    let ck = checkpoint::read_for_resume(p)?;
-    checkpoint::check_lr(ck.state.lr_peak, opts.optim.lr_min)
-        .map_err(|e| anyhow::anyhow!("{}: {e} (set --lr-min)", p.display()))?;
-    if ck.state.config != opts.model {
-        bail!(
-            "{} is a checkpoint of another model ({}); this run is {}. Pass the matching --small/--large, or no size flag",
-            p.display(),
-            ck.state.config,
-            opts.model
-        );
-    }
-    if ck.optim.is_none() {
-        bail!(
-            "{} holds weights only (a best-model file) and cannot resume training; resume from latest.ckpt or final.ckpt",
-            p.display()
-        );
-    }
-    Ok(ck)
 }
 
 /// A fresh model from the run's seed. burn's generator is shared by the whole process: it is
@@ -230,7 +208,12 @@ impl<'a> Trainer<'a> {
                 (ck.state, engine::create(opts.engine, &cfg, model, ck.optim.as_deref(), &source)?)
             }
             None => (
-                fresh_state(opts, &data.tokenizer, batch_size, grad_accum, steps_per_epoch)?,
+                TrainState::fresh(
+                    opts,
+                    data.tokenizer.fingerprint(),
+                    (batch_size, grad_accum),
+                    steps_per_epoch,
+                )?,
                 engine::create(opts.engine, &cfg, model, None, &source)?,
             ),
         };
@@ -684,36 +667,4 @@ impl<'a> Trainer<'a> {
             log_write_errors: self.log.write_errors,
         }
     }
-}
-
-/// The state of a new run: step 0, the schedule planned over `--epochs`.
-fn fresh_state(
-    opts: &TrainOptions,
-    tok: &Tokenizer,
-    batch_size: usize,
-    grad_accum: usize,
-    steps_per_epoch: u64,
-) -> anyhow::Result<TrainState> {
-    let epochs = opts.schedule.epochs;
-    Ok(TrainState {
-        config: opts.model,
-        step: 0,
-        epoch: 0,
-        next_batch: 0,
-        best_val_loss: None,
-        patience_used: 0,
-        tokens_seen: 0,
-        sample_rng: Rng::new(opts.seed ^ 0x5EED).state(),
-        seed: opts.seed,
-        batch_size,
-        grad_accum,
-        lr_peak: opts.optim.lr_peak,
-        total_steps: steps_per_epoch.checked_mul(epochs).with_context(|| {
-            format!("--epochs {epochs} x {steps_per_epoch} steps per epoch is more steps than fit in a u64")
-        })?,
-        warmup_steps: opts.optim.warmup,
-        elapsed_secs: 0.0,
-        vocab_hash: tok.fingerprint(),
-        val_loss: None,
-    })
 }
