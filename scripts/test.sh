@@ -16,6 +16,8 @@ if ./scripts/check-infer-deps.sh flashlm-data >/dev/null 2>&1; then
     echo "check-infer-deps.sh failed to flag flashlm-data's reqwest/tokio" >&2
     exit 1
 fi
+echo "== sizes (no file over 700 lines, no function over 120 outside tests)"
+python3 scripts/check-sizes.py --check
 echo "== no multiply in the ternary kernels"
 ./scripts/check-no-multiply.sh
 echo "== cargo test"
