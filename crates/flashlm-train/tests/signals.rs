@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flashlm_train::checkpoint;
 
@@ -13,7 +13,7 @@ fn sigterm_and_sighup_save_a_checkpoint_and_exit_with_the_signals_code() {
     let stories = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/stories/tiny.txt");
     for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGHUP, "SIGHUP"), (libc::SIGINT, "Ctrl-C")] {
         let dir = tempfile::tempdir().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_flashlm-train"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flashlm-train"))
             .args([
                 "--tiny",
                 "--minutes",
@@ -38,14 +38,13 @@ fn sigterm_and_sighup_save_a_checkpoint_and_exit_with_the_signals_code() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        // Wait until the loop runs (the header's last line is in the log), then a moment more.
-        let log = dir.path().join("training.log");
-        let t = Instant::now();
-        while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains("Steps/epoch")) {
-            assert!(t.elapsed() < Duration::from_secs(60), "training did not start");
+        // Wait until the first step is done (its row is in metrics.jsonl); the child must be
+        // alive all along.
+        let metrics = dir.path().join("metrics.jsonl");
+        while !std::fs::read_to_string(&metrics).is_ok_and(|l| l.contains("\"train\"")) {
+            assert!(child.try_wait().unwrap().is_none(), "{name}: training exited before its first step");
             std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(500));
         // SAFETY: kill(2) on our own child's pid; no memory is touched.
         assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
         let out = child.wait_with_output().unwrap();

@@ -274,7 +274,7 @@ fn cli_stops_on_nan_and_saves_on_ctrl_c() {
 
     // Ctrl-C (SIGINT) mid-run: a resumable checkpoint is written, the exit is orderly.
     let dir = tempfile::tempdir().unwrap();
-    let child = Command::new(exe)
+    let mut child = Command::new(exe)
         .args(["--tiny", "--quiet", "--max-steps", "1000000", "--log-every", "1000", "--save-dir"])
         .arg(dir.path())
         .env("FLASHLM_DATA_DIR", data_dir())
@@ -282,12 +282,12 @@ fn cli_stops_on_nan_and_saves_on_ctrl_c() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until training has started (the metrics file appears), then interrupt.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !dir.path().join("metrics.jsonl").exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    // Wait until the first step is done (its row is in metrics.jsonl), then interrupt.
+    let metrics = dir.path().join("metrics.jsonl");
+    while !std::fs::read_to_string(&metrics).is_ok_and(|l| l.contains("\"train\"")) {
+        assert!(child.try_wait().unwrap().is_none(), "training exited before its first step");
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    std::thread::sleep(std::time::Duration::from_millis(300));
     // SAFETY: sending a signal to our own child process.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
