@@ -35,8 +35,8 @@ echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), 
 for n in "${threads[@]}"; do
     [ "$n" -gt "$cores" ] && continue
     "$bin/flashlm-train" --small --batch 8 --max-steps "$steps" --threads "$n" --data-dir "$data" \
-        --save-dir "$work/t$n" --eval-batches 2 --final-bpc-stories 0 --sample-every 100000 \
-        --save-every 100000 --quiet > "$work/train$n.log" 2>&1 || { cat "$work/train$n.log"; exit 1; }
+        --save-dir "$work/t$n" --eval-batches 2 --final-bpc-stories 0 --sample-every off \
+        --save-every off --quiet > "$work/train$n.log" 2>&1 || { cat "$work/train$n.log"; exit 1; }
     t=$(grep -o 'tok_s=[0-9.]*' "$work/train$n.log" | tail -1 | cut -d= -f2)
     lines+=("scaling train-small-batch8 threads=$n tok_s=$t")
     echo "${lines[-1]}"

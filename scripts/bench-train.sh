@@ -16,10 +16,8 @@ steps=${3:-60}
 threads=${4:-$(nproc)}
 rounds=${5:-2}
 data=${FLASHLM_DATA_DIR:-../shared/data}
-if ! python3 -c "import torch, safetensors, numpy" 2> /dev/null; then
-    echo "installing PyTorch (CPU) for the reference..." >&2
-    python3 -m pip install -q torch safetensors numpy >&2
-fi
+# PyTorch for the reference, installed (if missing) before anything is built or timed.
+scripts/reference/ensure-torch.sh
 cargo build --release -q -p flashlm-train --bin flashlm-train --example train_setup
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -31,28 +29,29 @@ for r in $(seq "$rounds"); do
     rm -rf "$work/ours"
     /usr/bin/time -f "%M" -o "$work/ours.rss" ./target/release/flashlm-train "--$size" --batch "$batch" \
         --grad-accum 1 --lr 4e-3 --warmup 500 --epochs 10 --seed 42 --max-steps "$steps" --threads "$threads" \
-        --data-dir "$data" --save-dir "$work/ours" --eval-every 1000000 --eval-batches 1 \
-        --sample-every 1000000 --save-every 1000000 --final-bpc-stories 0 --quiet > "$work/ours.log" 2>&1 ||
+        --data-dir "$data" --save-dir "$work/ours" --eval-every off --eval-batches 1 \
+        --sample-every off --save-every off --final-bpc-stories 0 --quiet > "$work/ours.log" 2>&1 ||
         { cat "$work/ours.log"; exit 1; }
     ours=$(python3 - "$work/ours/metrics.jsonl" <<'PY'
 import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if '"train"' in l]
+rows = [r for r in map(json.loads, open(sys.argv[1])) if r["kind"] == "train"]
 a, b = rows[2], rows[-1]
 print(round((b["tokens"] - a["tokens"]) / (b["elapsed_s"] - a["elapsed_s"])))
 PY
 )
-    python3 scripts/reference/train_reference.py "$work/setup" "$threads" > "$work/ref.log"
-    ref=$(grep -o 'tok_s [0-9]*' "$work/ref.log" | cut -d' ' -f2)
+    python3 scripts/reference/train_reference.py "$work/setup" "$threads" "$work/ref.json" > "$work/ref.log"
+    ref=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['tok_s'])" "$work/ref.json")
     echo "round $r: flashlm-train $ours tok/s, pytorch $ref tok/s"
     [ "$ours" -gt "$best_ours" ] && best_ours=$ours
     [ "$ref" -gt "$best_ref" ] && best_ref=$ref
 done
 rss_ours=$(cat "$work/ours.rss")
-rss_ref=$(grep -o 'peak_rss_kb [0-9]*' "$work/ref.log" | cut -d' ' -f2)
-python3 - "$work/ours/metrics.jsonl" "$work/ref.log" <<'PY'
+rss_ref=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['peak_rss_kb'])" "$work/ref.json")
+python3 - "$work/ours/metrics.jsonl" "$work/ref.json" <<'PY'
 import json, sys
-ours = [json.loads(l)["loss"] for l in open(sys.argv[1]) if '"train"' in l]
-ref = [float(l.split()[3]) for l in open(sys.argv[2]) if l.startswith("step ")]
+rows = [json.loads(l) for l in open(sys.argv[1])]
+ours = [r["loss"] for r in rows if r["kind"] == "train"]
+ref = json.load(open(sys.argv[2]))["losses"]
 n = min(50, len(ours), len(ref))
 worst = max(abs(a - b) / abs(b) for a, b in zip(ours[:n], ref[:n]))
 print(f"first {n} losses: max relative difference {worst:.2e} ({'ok' if worst <= 1e-3 else 'MISMATCH'})")

@@ -17,7 +17,7 @@ bin=target/release/flashlm-train
 work=$(mktemp -d /tmp/flashlm-kill-chain.XXXXXX)
 echo "work dir: $work   data: $data   kills: $kills   steps: $steps"
 args=(--tiny --max-steps "$steps" --save-every 10 --eval-batches 0 --final-bpc-stories 0
-      --sample-every 100000 --threads 2 --quiet --seed 7 --data-dir "$data")
+      --sample-every off --threads 2 --quiet --seed 7 --data-dir "$data")
 
 echo "== uninterrupted run"
 "$bin" "${args[@]}" --save-dir "$work/ref" >"$work/ref.log" 2>&1

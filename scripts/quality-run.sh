@@ -25,14 +25,22 @@ schedule=${SCHEDULE:-time}
 case "$schedule" in time | steps) ;; *) echo "SCHEDULE must be time or steps" >&2; exit 2 ;; esac
 data=${FLASHLM_DATA_DIR:-../shared/data}
 every=$(python3 -c "print($minutes / $snaps)")
-if ! python3 -c "import torch, safetensors, numpy" 2> /dev/null; then
-    echo "installing PyTorch (CPU) for the reference..." >&2
-    python3 -m pip install -q torch safetensors numpy >&2
-fi
+# PyTorch for the reference, installed (if missing) before anything is built or timed.
+scripts/reference/ensure-torch.sh
 cargo build --release -q -p flashlm-train --bin flashlm-train --bin flashlm-export --example train_setup --example quality_plot
 cargo build --release -q -p flashlm-infer --bin flashlm-infer
-rm -rf "$out"
+# OUT is the user's path: it is never removed. A new run needs a new or empty directory, or
+# one an earlier quality run made (it has .quality-run); only that run's outputs are replaced.
+if [ -e "$out" ] && [ -n "$(ls -A "$out")" ] && [ ! -f "$out/.quality-run" ]; then
+    echo "$out exists and was not made by quality-run.sh: pick another OUT" >&2
+    exit 2
+fi
 mkdir -p "$out"
+touch "$out/.quality-run"
+for old in setup flashlm pytorch results.tsv quality.png eval.flm flashlm.log pytorch.log; do
+    [ -e "$out/$old" ] || [ -L "$out/$old" ] || continue
+    if [ -L "$out/$old" ]; then rm "$out/$old"; else rm -r -- "${out:?}/$old"; fi
+done
 # Enough batches for the reference at up to 6,000 tok/s per thread.
 steps=$(python3 -c "import math; print(math.ceil($minutes * 60 * 6000 * $threads / ($batch * 256)) + 10)")
 ./target/release/examples/train_setup "$out/setup" small "$batch" "$steps" 42 "$data" > /dev/null
@@ -40,8 +48,8 @@ steps=$(python3 -c "import math; print(math.ceil($minutes * 60 * 6000 * $threads
 echo "flashlm-train: $minutes min on $threads threads..." >&2
 ./target/release/flashlm-train --small --batch "$batch" --grad-accum 1 --lr 4e-3 --warmup 500 --seed 42 \
     --threads "$threads" --data-dir "$data" --save-dir "$out/flashlm" --minutes "$minutes" --lr-schedule "$schedule" \
-    --snapshot-minutes "$every" --epochs "$([ "$schedule" = time ] && echo 100000 || echo 10)" --eval-every 100000000 --eval-batches 0 --patience 1000000 \
-    --sample-every 100000000 --save-every 100000000 --final-bpc-stories 0 --quiet > "$out/flashlm.log" 2>&1 ||
+    --snapshot-minutes "$every" --epochs "$([ "$schedule" = time ] && echo 100000 || echo 10)" --eval-every off --eval-batches 0 --patience 0 \
+    --sample-every off --save-every off --final-bpc-stories 0 --quiet > "$out/flashlm.log" 2>&1 ||
     { tail -20 "$out/flashlm.log"; exit 1; }
 if [ -n "${REUSE_PYTORCH:-}" ]; then
     # The reference's snapshots from an earlier run with the same MINUTES, SNAPSHOTS, THREADS,
@@ -68,7 +76,7 @@ for series in flashlm pytorch; do
             ./target/release/flashlm-export --torch "$path" --tokenizer "$tok" --seq-len 256 -o "$flm" > /dev/null
         fi
         bpc=$(./target/release/flashlm-infer eval --model "$flm" --data "$data/tinystories-valid.txt.zst" \
-            --protocol original --threads "$threads" | grep -o 'bpc [0-9.]*' | cut -d' ' -f2)
+            --protocol original --threads "$threads" --json | python3 -c "import json,sys; print(json.load(sys.stdin)['bpc'])")
         mins=$(python3 -c "print(f'{$secs / 60:.3f}')")
         printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$series" "$index" "$mins" "$tokens" "$step" "$bpc" >> "$out/results.tsv"
         printf '%-8s snapshot %2s  %6.2f min  %9s tokens  bpc %s\n' "$series" "$index" "$mins" "$tokens" "$bpc"

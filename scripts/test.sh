@@ -21,4 +21,9 @@ python3 scripts/check-sizes.py --check
 echo "== no multiply in the ternary kernels"
 ./scripts/check-no-multiply.sh
 echo "== cargo test"
-cargo test --workspace --release
+# Slow tests (#[ignore]d, each says why) run in CI and with FLASHLM_SLOW_TESTS=1.
+if [ "${CI:-}" = true ] || [ "${FLASHLM_SLOW_TESTS:-0}" = 1 ]; then
+    cargo test --workspace --release -- --include-ignored
+else
+    cargo test --workspace --release
+fi

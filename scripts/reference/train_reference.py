@@ -4,10 +4,12 @@ weights and token batches written by `cargo run --release -p flashlm-train --exa
 train_setup`, the same AdamW (0.9, 0.95, eps 1e-8, wd 0.01), global-norm clipping at 1.0 and
 the same LR schedule (linear warmup, cosine).
 
-usage: train_reference.py SETUP_DIR THREADS
+usage: train_reference.py SETUP_DIR THREADS [JSON_OUT]
 prints `step <i> loss <x>` for every step, then
-`reference tok_s <x> steps <n> peak_rss_kb <k>` (tokens/s over the steps after the first 3).
+`reference tok_s <x> steps <n> peak_rss_kb <k>` (tokens/s over the steps after the first 3);
+with JSON_OUT, also writes those figures and every loss there as one JSON object.
 """
+import json
 import math
 import os
 import resource
@@ -29,7 +31,7 @@ def main():
     t = c["seq_len"]
     data = np.fromfile(os.path.join(d, "batches.bin"), dtype="<u2").astype(np.int64)
     data = torch.from_numpy(data.reshape(steps, b, 2, t))
-    times = []
+    times, losses = [], []
     for i in range(steps):
         t0 = time.perf_counter()
         for g in opt.param_groups:
@@ -41,11 +43,15 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         times.append(time.perf_counter() - t0)
+        losses.append(loss.item())
         print(f"step {i + 1} loss {loss.item():.6f}", flush=True)
     timed = times[3:] if len(times) > 3 else times
     tok_s = len(timed) * b * t / sum(timed)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"reference tok_s {tok_s:.0f} steps {len(timed)} peak_rss_kb {rss}")
+    if len(sys.argv) > 3:
+        with open(sys.argv[3], "w") as f:
+            json.dump({"tok_s": round(tok_s), "steps": len(timed), "peak_rss_kb": rss, "losses": losses}, f)
 
 
 if __name__ == "__main__":

@@ -36,8 +36,10 @@ pub struct Config {
     pub n_blocks: usize,
     /// GLU hidden width h.
     pub glu_hidden: usize,
-    /// Causal conv taps k.
-    pub kernel_size: usize,
+    /// Causal depthwise conv taps k (the original's `kernel_size`; that is also its name in a
+    /// checkpoint's JSON).
+    #[serde(rename = "kernel_size")]
+    pub conv_taps: usize,
     /// Training context length.
     pub seq_len: usize,
 }
@@ -45,17 +47,17 @@ pub struct Config {
 impl Config {
     /// FlashLM v4 small: d=192, 6 blocks, h=512, seq 256 (4,364,736 parameters).
     pub const fn small() -> Self {
-        Self { vocab_size: 10_000, dim: 192, n_blocks: 6, glu_hidden: 512, kernel_size: 8, seq_len: 256 }
+        Self { vocab_size: 10_000, dim: 192, n_blocks: 6, glu_hidden: 512, conv_taps: 8, seq_len: 256 }
     }
 
     /// FlashLM v4 large: d=384, 8 blocks, h=1024, seq 512.
     pub const fn large() -> Self {
-        Self { vocab_size: 10_000, dim: 384, n_blocks: 8, glu_hidden: 1024, kernel_size: 8, seq_len: 512 }
+        Self { vocab_size: 10_000, dim: 384, n_blocks: 8, glu_hidden: 1024, conv_taps: 8, seq_len: 512 }
     }
 
     /// A tiny model for tests and smoke runs.
     pub const fn tiny() -> Self {
-        Self { vocab_size: 10_000, dim: 32, n_blocks: 2, glu_hidden: 64, kernel_size: 8, seq_len: 32 }
+        Self { vocab_size: 10_000, dim: 32, n_blocks: 2, glu_hidden: 64, conv_taps: 8, seq_len: 32 }
     }
 
     /// Short name: `v4-small`, `v4-large` or `custom`.
@@ -97,7 +99,7 @@ impl Config {
             ("dim", self.dim, shape::MAX_DIM),
             ("n_blocks", self.n_blocks, shape::MAX_BLOCKS),
             ("glu_hidden", self.glu_hidden, shape::MAX_HIDDEN),
-            ("kernel_size", self.kernel_size, shape::MAX_KERNEL),
+            ("conv_taps", self.conv_taps, shape::MAX_TAPS),
             ("seq_len", self.seq_len, shape::MAX_SEQ_LEN),
         ] {
             if v == 0 {
@@ -123,7 +125,7 @@ impl std::fmt::Display for Config {
             self.dim,
             self.n_blocks,
             self.glu_hidden,
-            self.kernel_size,
+            self.conv_taps,
             self.seq_len,
             self.vocab_size
         )

@@ -12,7 +12,7 @@ pub mod shape {
     /// GLU hidden width h.
     pub const MAX_HIDDEN: usize = 1 << 16;
     /// Conv taps k.
-    pub const MAX_KERNEL: usize = 1024;
+    pub const MAX_TAPS: usize = 1024;
     /// Training context.
     pub const MAX_SEQ_LEN: usize = 1 << 24;
 }

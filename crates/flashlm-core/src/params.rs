@@ -91,7 +91,7 @@ impl BlockTensor {
 
     /// The PyTorch shape.
     pub fn shape(self, c: &Config) -> Vec<usize> {
-        let (d, h, k) = (c.dim, c.glu_hidden, c.kernel_size);
+        let (d, h, k) = (c.dim, c.glu_hidden, c.conv_taps);
         match self {
             BlockTensor::Norm1 | BlockTensor::Norm2 => vec![d],
             BlockTensor::Up => vec![2 * d, d],
@@ -108,7 +108,7 @@ impl BlockTensor {
     }
 
     fn shape_u64(self, c: &Config) -> Vec<u64> {
-        let [d, h, k] = [c.dim, c.glu_hidden, c.kernel_size].map(|x| x as u64);
+        let [d, h, k] = [c.dim, c.glu_hidden, c.conv_taps].map(|x| x as u64);
         match self {
             BlockTensor::Norm1 | BlockTensor::Norm2 => vec![d],
             BlockTensor::Up => vec![2, d, d],

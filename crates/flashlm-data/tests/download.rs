@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,14 +14,14 @@ enum Reply {
     /// Send `status`, the headers, then `body[..send]` (all of it if `send` is None) and close.
     Send { status: &'static str, headers: Vec<String>, body: Vec<u8>, send: Option<usize> },
     /// Like `Send`, then keep the connection open without a byte until the client opens its
-    /// next connection (at most `stall`), and set `cut_by_client` if that is what ended it.
+    /// next connection (at most `stall`); then send on `ended` whether the client ended it.
     Stall {
         status: &'static str,
         headers: Vec<String>,
         body: Vec<u8>,
         send: usize,
         stall: Duration,
-        cut_by_client: Arc<AtomicBool>,
+        ended: std::sync::mpsc::Sender<bool>,
     },
 }
 
@@ -79,8 +79,8 @@ fn read_request(mut stream: &TcpStream) -> Option<u64> {
 fn respond(mut stream: TcpStream, reply: Reply, accepted: &AtomicUsize, me: usize) {
     let (status, headers, body, send, stall) = match reply {
         Reply::Send { status, headers, body, send } => (status, headers, body, send, None),
-        Reply::Stall { status, headers, body, send, stall, cut_by_client } => {
-            (status, headers, body, Some(send), Some((stall, cut_by_client)))
+        Reply::Stall { status, headers, body, send, stall, ended } => {
+            (status, headers, body, Some(send), Some((stall, ended)))
         }
     };
     let mut out = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
@@ -93,15 +93,14 @@ fn respond(mut stream: TcpStream, reply: Reply, accepted: &AtomicUsize, me: usiz
     let n = send.unwrap_or(body.len()).min(body.len());
     let _ = stream.write_all(&body[..n]);
     let _ = stream.flush();
-    if let Some((longest, cut_by_client)) = stall {
+    if let Some((longest, ended)) = stall {
         let t = Instant::now();
-        while t.elapsed() < longest {
-            if accepted.load(Ordering::SeqCst) > me {
-                cut_by_client.store(true, Ordering::SeqCst);
-                break;
-            }
+        let mut by_client = false;
+        while !by_client && t.elapsed() < longest {
+            by_client = accepted.load(Ordering::SeqCst) > me;
             std::thread::sleep(Duration::from_millis(2));
         }
+        let _ = ended.send(by_client);
     }
     // Dropping the stream closes the connection (cutting the transfer if n < len).
 }
@@ -448,13 +447,12 @@ fn a_stalled_server_times_out_and_the_transfer_resumes() {
     let b = body.clone();
     // The stall lasts until the client gives up and reconnects; the client's read timeout is
     // what must end it (the stall's own bound, 15 s, is only there so a broken client fails).
-    let cut_by_client = Arc::new(AtomicBool::new(false));
-    let cut = cut_by_client.clone();
+    let (tx, stall_ended) = std::sync::mpsc::channel();
     let (addr, seen) = serve(2, move |n, r| {
         if n == 0 {
             let Reply::Send { status, headers, body, .. } = ranged(&b, r, None) else { unreachable!() };
-            let (stall, cut_by_client) = (Duration::from_secs(15), cut.clone());
-            Reply::Stall { status, headers, body, send: 4000, stall, cut_by_client }
+            let (stall, ended) = (Duration::from_secs(15), tx.clone());
+            Reply::Stall { status, headers, body, send: 4000, stall, ended }
         } else {
             ranged(&b, r, None)
         }
@@ -464,7 +462,7 @@ fn a_stalled_server_times_out_and_the_transfer_resumes() {
     let o = DownloadOptions { read_timeout: Duration::from_millis(400), ..opts() };
     let out = download(&url(addr), &dest, &o).unwrap();
     assert!(matches!(out, DownloadOutcome::Downloaded { attempts: 2, .. }), "{out:?}");
-    assert!(cut_by_client.load(Ordering::SeqCst), "the stall was waited out instead of timed out");
+    assert!(stall_ended.recv().unwrap(), "the stall was waited out instead of timed out");
     assert_eq!(std::fs::read(&dest).unwrap(), body);
     assert_eq!(seen.lock().unwrap()[1], Some(4000));
 }

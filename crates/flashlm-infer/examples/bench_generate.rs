@@ -5,8 +5,8 @@
 
 use std::time::Instant;
 
-use flashlm_infer::engine::{HeadPath, Model};
 use flashlm_infer::kernels::Kernel;
+use flashlm_infer::model::{HeadPath, Model};
 use flashlm_infer::sample::{Rng, Sampler, argmax};
 
 fn main() -> anyhow::Result<()> {

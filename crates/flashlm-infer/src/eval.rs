@@ -10,7 +10,7 @@
 
 use flashlm_tokenizer::EOS_ID;
 
-use crate::engine::Model;
+use crate::model::Model;
 use crate::sample::log_prob;
 
 /// Tokens kept per story by the original protocol (a 256-token window plus its target).

@@ -335,7 +335,7 @@ pub fn write(header: &Header, tensors: &[TensorOut]) -> Result<Vec<u8>, FormatEr
         c.dim as u32,
         c.n_blocks as u32,
         c.glu_hidden as u32,
-        c.kernel_size as u32,
+        c.conv_taps as u32,
         c.seq_len as u32,
         header.norm_eps.to_bits(),
         header.embedding.flag(),
@@ -396,7 +396,7 @@ pub fn read(bytes: &[u8]) -> Result<FlmFile<'_>, FormatError> {
         dim: word(20),
         n_blocks: word(24),
         glu_hidden: word(28),
-        kernel_size: word(32),
+        conv_taps: word(32),
         seq_len: word(36),
     };
     let norm_eps = f32::from_bits(u32_at(bytes, 40));

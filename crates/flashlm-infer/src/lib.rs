@@ -7,16 +7,19 @@
 //!   them) and the element-wise math.
 //! * [`kernels`]: the kernel tree: ternary products (scalar, portable, AVX2, AVX-512) and the
 //!   output heads' kernels, with their references.
-//! * [`engine`]: the streaming forward pass (constant work per token).
+//! * [`model`]: the model and its streaming forward pass (constant work per token), read top to
+//!   bottom like llama2.c's `run.c`.
 //! * [`head4`] (= [`kernels::head4`]): the int4 output head (AVX-512 VNNI, AVX2, portable, reference).
 //! * [`bundled`]: the pretrained small model compiled into the binary.
 
+/// Support for the kernel benchmarks and examples (shapes, random cases); not part of the API.
+#[doc(hidden)]
 pub mod bench;
 pub mod bundled;
-pub mod engine;
 pub mod eval;
 pub mod format;
 pub mod kernels;
+pub mod model;
 pub mod sample;
 
 pub use flashlm_core::{cpu, vmath};

@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use flashlm_infer::bundled;
-use flashlm_infer::engine::Model;
 use flashlm_infer::eval::{Protocol, evaluate, select};
 use flashlm_infer::format::EmbeddingDtype;
 use flashlm_infer::kernels::Kernel;
+use flashlm_infer::model::Model;
 use flashlm_infer::tokenizer::stories::read_story_file;
 
 fn workspace() -> PathBuf {
@@ -38,7 +38,7 @@ fn bundled_file_is_the_committed_small_model() {
     let m = Model::from_bytes(bundled::BYTES, Kernel::detect()).unwrap();
     let c = &m.config;
     assert_eq!(
-        (c.vocab_size, c.dim, c.n_blocks, c.glu_hidden, c.kernel_size, c.seq_len),
+        (c.vocab_size, c.dim, c.n_blocks, c.glu_hidden, c.conv_taps, c.seq_len),
         (10_000, 192, 6, 512, 8, 256)
     );
     assert_eq!(flashlm_infer::format::read(bundled::BYTES).unwrap().header.embedding, EmbeddingDtype::Int4);
@@ -60,27 +60,40 @@ fn group(n: usize) -> String {
     out
 }
 
-#[test]
-fn bundled_model_scores_the_bpc_in_its_card() {
+fn validation_stories() -> Vec<String> {
     let dir = std::env::var_os("FLASHLM_DATA_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("../shared/data"));
     let path = dir.join("tinystories-valid.txt.zst");
     assert!(path.exists(), "real TinyStories text not found in {} (set FLASHLM_DATA_DIR)", dir.display());
-    let stories = read_story_file(&path).unwrap();
+    read_story_file(&path).unwrap().texts
+}
+
+#[test]
+fn bundled_model_scores_the_bpc_in_its_card() {
+    let stories = validation_stories();
     let m = Model::from_bytes(bundled::BYTES, Kernel::detect_exact()).unwrap();
     let card = card();
     for (p, name) in [(Protocol::Original, "original"), (Protocol::Exact, "exact")] {
-        let r = evaluate(&m, &select(&stories.texts, 500, p), p, 2);
+        let r = evaluate(&m, &select(&stories, 500, p), p, 2);
         let want = card_bpc(&card, name);
         assert!((r.bpc() - want).abs() <= 0.001, "{name}: bpc {:.4}, the card says {want}", r.bpc());
     }
-    // The int8-activation kernels (the default without AVX-512) may cost at most 0.003 BPC
-    // under either protocol (measured: 0.0001).
+}
+
+/// The int8-activation kernels (the default without AVX-512) may cost at most 0.003 BPC under
+/// either protocol (measured: 0.0001). Every such kernel this CPU runs, both protocols: about
+/// 45 s, so the default local run skips it and `scripts/test.sh` runs it under CI
+/// (`CI=true`) or with `FLASHLM_SLOW_TESTS=1`.
+#[test]
+#[ignore = "slow (every int8 kernel x 2 protocols); scripts/test.sh runs it in CI or with FLASHLM_SLOW_TESTS=1"]
+fn every_int8_kernel_stays_within_0_003_bpc_of_the_card() {
+    let stories = validation_stories();
+    let card = card();
     for kernel in Kernel::available().into_iter().filter(|k| !k.is_exact()) {
         let m = Model::from_bytes(bundled::BYTES, kernel).unwrap();
         for (p, name) in [(Protocol::Original, "original"), (Protocol::Exact, "exact")] {
-            let r = evaluate(&m, &select(&stories.texts, 500, p), p, 2);
+            let r = evaluate(&m, &select(&stories, 500, p), p, 2);
             let want = card_bpc(&card, name);
             assert!(r.bpc() - want <= 0.003, "{kernel:?} {name}: bpc {:.4}, the card says {want}", r.bpc());
         }

@@ -79,6 +79,18 @@ fn eval_prints_bpc_for_both_protocols() {
         out.lines().any(|l| l.starts_with("exact") && l.contains("stories 2 ") && l.contains(" bpc ")),
         "{out}"
     );
+    // --json: one object per protocol, the same figures.
+    let (ok, js, err) =
+        run(&["eval", "--model", m.to_str().unwrap(), "--data", data.to_str().unwrap(), "--json"]);
+    assert!(ok, "{err}");
+    let rows: Vec<serde_json::Value> = js.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 2, "{js}");
+    for (row, line) in rows.iter().zip(out.lines()) {
+        let bpc = line.split_whitespace().skip_while(|w| *w != "bpc").nth(1).unwrap();
+        assert_eq!(format!("{:.4}", row["bpc"].as_f64().unwrap()), bpc, "{row} vs {line}");
+        assert!(line.starts_with(row["protocol"].as_str().unwrap()), "{row} vs {line}");
+    }
+    assert_eq!(rows[1]["stories"], 2);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -113,7 +125,7 @@ fn isa_cap_changes_the_defaults() {
     let (ok, err) = run_isa("portable", &["--kernel", "avx2"]);
     assert!(!ok && err.contains("kernel avx2 needs AVX2"), "{err}");
     // What the avx2 half needs (AVX2 + FMA + F16C), as the library's dispatch sees it.
-    let has_avx2 = flashlm_infer::engine::HeadPath::Avx2.runs_here();
+    let has_avx2 = flashlm_infer::model::HeadPath::Avx2.runs_here();
     if has_avx2 {
         let (ok, err) = run_isa("avx2", &[]);
         assert!(ok, "{err}");

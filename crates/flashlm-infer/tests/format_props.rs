@@ -1,8 +1,8 @@
 //! Property tests of the `.flm` container: write -> read gives back exactly what was written,
 //! and ternary packing round-trips for every length.
 
-use flashlm_infer::engine::Config;
 use flashlm_infer::format::{self, EmbeddingDtype, Header, Kind, TensorOut};
+use flashlm_infer::model::Config;
 use proptest::prelude::*;
 
 fn kind() -> impl Strategy<Value = Kind> {
@@ -62,8 +62,8 @@ fn header() -> impl Strategy<Value = Header> {
         1e-9f32..1e-2,
         0..4u8,
     )
-        .prop_map(|(vocab_size, dim, n_blocks, glu_hidden, kernel_size, seq_len, norm_eps, e)| Header {
-            config: Config { vocab_size, dim, n_blocks, glu_hidden, kernel_size, seq_len },
+        .prop_map(|(vocab_size, dim, n_blocks, glu_hidden, conv_taps, seq_len, norm_eps, e)| Header {
+            config: Config { vocab_size, dim, n_blocks, glu_hidden, conv_taps, seq_len },
             norm_eps,
             embedding: [EmbeddingDtype::F32, EmbeddingDtype::F16, EmbeddingDtype::Int8, EmbeddingDtype::Int4]
                 [e as usize],

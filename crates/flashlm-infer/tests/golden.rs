@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-use flashlm_infer::engine::Model;
 use flashlm_infer::format::{self, FormatError};
 use flashlm_infer::kernels::Kernel;
+use flashlm_infer::model::Model;
 use flashlm_infer::sample::argmax;
 
 fn fixture(name: &str) -> PathBuf {

@@ -120,7 +120,7 @@ impl DepthwiseConv {
                 Some(acc) => acc + term,
             });
         }
-        out.expect("kernel_size > 0")
+        out.expect("conv_taps > 0")
     }
 }
 
@@ -216,7 +216,7 @@ impl Bolt {
     /// kaiming-normal (fan_out, gain √2), embedding normal(0, 0.02), norm scales 1.
     /// Random numbers come from the device's generator (seed it with `device.seed`).
     pub fn init(cfg: &Config, device: &Device) -> Bolt {
-        let (d, h, k) = (cfg.dim, cfg.glu_hidden, cfg.kernel_size);
+        let (d, h, k) = (cfg.dim, cfg.glu_hidden, cfg.conv_taps);
         let blocks = (0..cfg.n_blocks)
             .map(|_| BoltBlock {
                 norm1: RmsNorm::new(d, device),
@@ -273,12 +273,12 @@ impl Bolt {
     /// Model shape, read from the weights (seq_len is not stored in weights: pass it).
     pub fn config(&self, seq_len: usize) -> Config {
         let [vocab_size, dim] = self.embedding.weight.dims();
-        let (glu_hidden, kernel_size) = self
+        let (glu_hidden, conv_taps) = self
             .blocks
             .first()
             .map(|b| (b.ffn.W_gate.weight.dims()[0], b.mixer.conv.weight.dims()[2]))
             .unwrap_or((0, 0));
-        Config { vocab_size, dim, n_blocks: self.blocks.len(), glu_hidden, kernel_size, seq_len }
+        Config { vocab_size, dim, n_blocks: self.blocks.len(), glu_hidden, conv_taps, seq_len }
     }
 
     /// Every parameter with its PyTorch `state_dict` name, in a fixed order.

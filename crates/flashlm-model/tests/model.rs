@@ -24,7 +24,7 @@ fn parameter_counts() {
     let device = cpu_device(false);
     for cfg in [
         Config::tiny(),
-        Config { vocab_size: 50, dim: 12, n_blocks: 3, glu_hidden: 20, kernel_size: 4, seq_len: 9 },
+        Config { vocab_size: 50, dim: 12, n_blocks: 3, glu_hidden: 20, conv_taps: 4, seq_len: 9 },
     ] {
         let m = Bolt::init(&cfg, &device);
         let counted: usize = m.named_params().iter().map(|p| p.values.len()).sum();
@@ -36,7 +36,7 @@ fn parameter_counts() {
 #[test]
 fn parameter_names_follow_the_original_state_dict() {
     let m = Bolt::init(
-        &Config { vocab_size: 20, dim: 8, n_blocks: 2, glu_hidden: 16, kernel_size: 8, seq_len: 4 },
+        &Config { vocab_size: 20, dim: 8, n_blocks: 2, glu_hidden: 16, conv_taps: 8, seq_len: 4 },
         &cpu_device(false),
     );
     let names: Vec<(String, Vec<usize>)> = m.named_params().into_iter().map(|p| (p.name, p.shape)).collect();
@@ -65,7 +65,7 @@ fn parameter_names_follow_the_original_state_dict() {
 fn parameters_are_the_shared_table_in_its_order() {
     for cfg in [
         Config::tiny(),
-        Config { vocab_size: 20, dim: 8, n_blocks: 3, glu_hidden: 24, kernel_size: 5, seq_len: 4 },
+        Config { vocab_size: 20, dim: 8, n_blocks: 3, glu_hidden: 24, conv_taps: 5, seq_len: 4 },
     ] {
         let m = Bolt::init(&cfg, &cpu_device(false));
         let got: Vec<(String, Vec<usize>)> =

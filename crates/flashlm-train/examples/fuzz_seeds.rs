@@ -15,7 +15,7 @@ use flashlm_train::checkpoint::{self, Checkpoint, TrainState};
 
 /// The smallest shape every path of the engine accepts (int4 needs d to be a multiple of 32).
 const CFG: Config =
-    Config { vocab_size: 16, dim: 32, n_blocks: 1, glu_hidden: 64, kernel_size: 8, seq_len: 16 };
+    Config { vocab_size: 16, dim: 32, n_blocks: 1, glu_hidden: 64, conv_taps: 8, seq_len: 16 };
 
 fn main() -> anyhow::Result<()> {
     let out = std::env::args().nth(1).unwrap_or_else(|| "fuzz/corpus".into());

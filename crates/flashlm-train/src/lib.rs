@@ -7,7 +7,8 @@
 //! * [`checkpoint`]: every byte of a checkpoint is read and written there.
 //! * [`log`], [`plot`]: `training.log`, `metrics.jsonl`, `loss.png`.
 //! * [`export`], [`torch_import`]: `.flm` files, from our checkpoints or the original's.
-//! * [`parity`]: the fixed inputs shared by the PyTorch parity tests and their example.
+//! * `parity` (hidden, not API): the fixed inputs shared by the PyTorch parity tests and their
+//!   example.
 //!
 //! The `flashlm-train` binary is a thin layer over [`train::run`].
 
@@ -19,6 +20,7 @@ pub mod fused;
 pub mod generate;
 pub mod log;
 pub mod options;
+#[doc(hidden)]
 pub mod parity;
 pub mod plot;
 pub mod schedule;

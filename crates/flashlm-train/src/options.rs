@@ -82,15 +82,50 @@ pub struct ScheduleOptions {
     pub patience: u32,
 }
 
+/// How often something falls due: every N steps (N >= 1), or never (`off` on the command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Every(pub Option<u64>);
+
+impl Every {
+    /// Never.
+    pub const OFF: Every = Every(None);
+
+    /// Every `n` steps.
+    pub const fn steps(n: u64) -> Every {
+        Every(Some(n))
+    }
+
+    /// Whether it falls due at `step`.
+    pub fn due(self, step: u64) -> bool {
+        self.0.is_some_and(|n| n > 0 && step.is_multiple_of(n))
+    }
+}
+
+impl std::str::FromStr for Every {
+    type Err = String;
+
+    /// `off` (or `never`), or a positive number of steps.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "off" | "never" => Ok(Every::OFF),
+            n => match n.parse::<u64>() {
+                Ok(0) => Err("must be a positive number of steps, or off".into()),
+                Ok(n) => Ok(Every::steps(n)),
+                Err(_) => Err(format!("{s:?} is not a number of steps or off")),
+            },
+        }
+    }
+}
+
 /// Validation and samples.
 #[derive(Debug, Clone, Copy)]
 pub struct EvalOptions {
-    /// Evaluate every N steps.
-    pub every: u64,
+    /// Evaluate this often.
+    pub every: Every,
     /// Validation batches per evaluation; 0: no validation while training.
     pub batches: usize,
-    /// Print samples every N steps.
-    pub sample_every: u64,
+    /// Print samples this often.
+    pub sample_every: Every,
     /// Tokens per sample.
     pub sample_tokens: usize,
     /// At the end, the original protocol's validation BPC over this many stories (0: skip).
@@ -102,8 +137,8 @@ pub struct EvalOptions {
 pub struct OutputOptions {
     /// Where checkpoints, logs, tokenizer and token caches go.
     pub save_dir: PathBuf,
-    /// Write `latest.ckpt` every N steps.
-    pub save_every: u64,
+    /// Write `latest.ckpt` this often (it is also written at the end and on a signal).
+    pub save_every: Every,
     /// `latest.ckpt` versions kept: the current one and `latest.1.ckpt` ... (at least 1).
     pub keep_last: usize,
     /// Save `snapshots/snap-NNN.ckpt` every this much training time (and at the end).
@@ -154,10 +189,13 @@ impl TrainOptions {
         );
         checkpoint::check_lr(o.lr_peak, o.lr_min).map_err(|e| anyhow::anyhow!("--lr / --lr-min: {e}"))?;
         ensure!(self.schedule.epochs > 0, "--epochs must be at least 1");
-        ensure!(
-            self.eval.every > 0 && self.output.save_every > 0 && self.eval.sample_every > 0,
-            "--eval-every, --sample-every and --save-every must be positive"
-        );
+        for (what, e) in [
+            ("--eval-every", self.eval.every),
+            ("--sample-every", self.eval.sample_every),
+            ("--save-every", self.output.save_every),
+        ] {
+            ensure!(e.0 != Some(0), "{what} must be a positive number of steps, or off");
+        }
         ensure!(self.output.keep_last > 0, "--keep-last must be at least 1");
         ensure!(
             self.output.log_every_secs.is_finite() && self.output.log_every_secs >= 0.0,

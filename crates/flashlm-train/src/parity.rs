@@ -15,7 +15,7 @@ use crate::schedule::lr_at;
 
 /// The parity model: small enough to commit its weights.
 pub const PARITY_CONFIG: Config =
-    Config { vocab_size: 256, dim: 16, n_blocks: 2, glu_hidden: 32, kernel_size: 8, seq_len: 16 };
+    Config { vocab_size: 256, dim: 16, n_blocks: 2, glu_hidden: 32, conv_taps: 8, seq_len: 16 };
 /// Sequences in the parity batch.
 pub const PARITY_BATCH: usize = 2;
 /// Optimizer steps compared.

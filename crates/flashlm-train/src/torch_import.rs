@@ -6,7 +6,7 @@
 //! original's (`embedding.weight`, `blocks.0.mixer.up.weight`, ..., `final_norm.scale`);
 //! `head.weight`, tied to the embedding, is checked to be equal and dropped. The config comes
 //! from `config` when present (keys `vocab_size`, `dim`/`d_model`, `n_blocks`/`n_layers`,
-//! `glu_hidden`/`hidden`, `kernel_size`, `seq_len`/`max_seq_len`), else from the shapes, and
+//! `glu_hidden`/`hidden`, `conv_taps`, `seq_len`/`max_seq_len`), else from the shapes, and
 //! the two must agree.
 
 use flashlm_core::Config;
@@ -145,7 +145,7 @@ fn infer_config(w: &NamedTensors, seq_len: usize) -> anyhow::Result<Config> {
         conv.len() == 3 && conv[0] == dim && conv[1] == 1,
         "blocks.0.mixer.conv.weight has shape {conv:?}"
     );
-    Ok(Config { vocab_size, dim, n_blocks, glu_hidden: gate[0], kernel_size: conv[2], seq_len })
+    Ok(Config { vocab_size, dim, n_blocks, glu_hidden: gate[0], conv_taps: conv[2], seq_len })
 }
 
 /// The config from a `config` dict.
@@ -165,7 +165,7 @@ fn config_from_entry(c: &BTreeMap<String, i64>, default_seq_len: usize) -> anyho
         dim: get(&["dim", "d_model"])?,
         n_blocks: get(&["n_blocks", "n_layers"])?,
         glu_hidden: get(&["glu_hidden", "hidden", "ffn_hidden"])?,
-        kernel_size: get(&["kernel_size"])?,
+        conv_taps: get(&["kernel_size"])?,
         seq_len: get(&["seq_len", "max_seq_len"]).unwrap_or(default_seq_len),
     })
 }

@@ -278,7 +278,7 @@ impl<'a> Trainer<'a> {
             format!("{:=<60}", ""),
             format!(
                 "  Config: d={}, blocks={}, glu={}, kernel={}, vocab={}",
-                cfg.dim, cfg.n_blocks, cfg.glu_hidden, cfg.kernel_size, cfg.vocab_size
+                cfg.dim, cfg.n_blocks, cfg.glu_hidden, cfg.conv_taps, cfg.vocab_size
             ),
             format!("  Params: {}", cfg.num_params()),
             format!(
@@ -464,7 +464,7 @@ impl<'a> Trainer<'a> {
         // `--eval-batches 0`: no validation while training (timed comparisons, where it would
         // take wall time the other side does not spend).
         let eval = &self.opts.eval;
-        if eval.batches == 0 || !(s.step.is_multiple_of(eval.every) || epoch_done) {
+        if eval.batches == 0 || !(eval.every.due(s.step) || epoch_done) {
             return Ok(false);
         }
         let vl = self.validation_loss()?;
@@ -532,11 +532,11 @@ impl<'a> Trainer<'a> {
 
     /// Samples every `--sample-every` steps, `latest.ckpt` every `--save-every` steps.
     fn maybe_sample_and_save(&mut self) -> anyhow::Result<()> {
-        if self.state.step.is_multiple_of(self.opts.eval.sample_every) {
+        if self.opts.eval.sample_every.due(self.state.step) {
             self.log_samples()?;
         }
         self.state.sample_rng = self.rng.state();
-        if self.state.step.is_multiple_of(self.opts.output.save_every) {
+        if self.opts.output.save_every.due(self.state.step) {
             self.state.elapsed_secs = self.base_elapsed + self.start.elapsed().as_secs_f64();
             let latest = self.opts.output.save_dir.join("latest.ckpt");
             self.save_full(&latest, self.opts.output.keep_last)?;
@@ -583,7 +583,7 @@ impl<'a> Trainer<'a> {
             self.save_full(&dir.join("latest.ckpt"), keep_latest)?;
         }
         self.plot();
-        if !interrupted && progressed && !self.state.step.is_multiple_of(self.opts.eval.sample_every) {
+        if !interrupted && progressed && !self.opts.eval.sample_every.due(self.state.step) {
             self.log_samples()?;
         }
         let story_bpc = self.final_story_bpc()?;

@@ -4,9 +4,9 @@
 use burn::tensor::{Int, Tensor, TensorData};
 use flashlm_core::Config;
 use flashlm_data::tokenizer::Tokenizer;
-use flashlm_infer::engine::Model;
 use flashlm_infer::format::EmbeddingDtype;
 use flashlm_infer::kernels::Kernel;
+use flashlm_infer::model::Model;
 use flashlm_infer::sample::argmax;
 use flashlm_model::{Bolt, cpu_device};
 use flashlm_train::export::export;
@@ -18,7 +18,7 @@ fn setup() -> (Bolt, Tokenizer, Config) {
 fn setup_dim(dim: usize) -> (Bolt, Tokenizer, Config) {
     let device = cpu_device(false);
     device.seed(99);
-    let cfg = Config { vocab_size: 600, dim, n_blocks: 2, glu_hidden: 72, kernel_size: 8, seq_len: 64 };
+    let cfg = Config { vocab_size: 600, dim, n_blocks: 2, glu_hidden: 72, conv_taps: 8, seq_len: 64 };
     let model = Bolt::init(&cfg, &device);
     let tok = Tokenizer::from_id_to_base(cfg.vocab_size, (0..500).map(|i| i * 7 + 11).collect()).unwrap();
     (model, tok, cfg)

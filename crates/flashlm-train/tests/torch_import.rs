@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use flashlm_infer::engine::Model;
 use flashlm_infer::kernels::Kernel;
+use flashlm_infer::model::Model;
 use flashlm_model::read_safetensors;
 
 fn fixture(dir: &str, name: &str) -> PathBuf {

@@ -12,7 +12,7 @@ use flashlm_train::checkpoint;
 use flashlm_train::engine::EngineKind;
 use flashlm_train::log::read_train_losses;
 use flashlm_train::options::{
-    DataOptions, EvalOptions, LrSchedule, OptimOptions, OutputOptions, ScheduleOptions, TrainOptions,
+    DataOptions, EvalOptions, Every, LrSchedule, OptimOptions, OutputOptions, ScheduleOptions, TrainOptions,
 };
 use flashlm_train::train::{StopReason, run};
 
@@ -53,15 +53,15 @@ fn opts(save_dir: &Path) -> TrainOptions {
             patience: 100,
         },
         eval: EvalOptions {
-            every: 10,
+            every: Every::steps(10),
             batches: 4,
-            sample_every: 1000,
+            sample_every: Every::steps(1000),
             sample_tokens: 8,
             final_bpc_stories: 0,
         },
         output: OutputOptions {
             save_dir: save_dir.to_path_buf(),
-            save_every: 1000,
+            save_every: Every::steps(1000),
             keep_last: 2,
             snapshot_every: None,
             log_every_secs: 1e9,
@@ -101,7 +101,7 @@ fn time_schedule_with_snapshots_ends_at_the_limit() {
         o.schedule.time_limit = Some(Duration::from_millis(2500));
         o.schedule.lr_schedule = LrSchedule::Time;
         o.output.snapshot_every = Some(Duration::from_millis(800));
-        o.eval.every = 1_000_000;
+        o.eval.every = Every::OFF;
     });
     let s = run(&o).unwrap();
     assert_eq!(s.reason, StopReason::TimeLimit);
@@ -212,7 +212,7 @@ fn two_hundred_steps_reduce_validation_loss() {
     let dir = tempfile::tempdir().unwrap();
     let s = run(&with(dir.path(), |o| {
         o.schedule.max_steps = Some(200);
-        o.eval.every = 100;
+        o.eval.every = Every::steps(100);
         o.optim.warmup = 20;
     }))
     .unwrap();
@@ -306,8 +306,8 @@ fn patience_zero_never_stops_early_and_latest_versions_are_kept() {
     let dir = tempfile::tempdir().unwrap();
     let s = run(&with(dir.path(), |o| {
         o.schedule.max_steps = Some(12);
-        o.eval.every = 2;
-        o.output.save_every = 4;
+        o.eval.every = Every::steps(2);
+        o.output.save_every = Every::steps(4);
         o.schedule.patience = 0;
         o.output.keep_last = 3;
     }))

@@ -179,6 +179,7 @@ pub(super) fn probe(client: &reqwest::blocking::Client, url: &str, len: u64) -> 
     })
 }
 
+/// Parse `bytes START-END/TOTAL` (TOTAL may be `*`) into (start, total).
 pub(super) fn parse_content_range(v: &str) -> Option<(Option<u64>, Option<u64>)> {
     let rest = v.trim().strip_prefix("bytes")?.trim();
     let (range, total) = rest.split_once('/')?;

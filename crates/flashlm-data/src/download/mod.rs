@@ -351,7 +351,8 @@ fn verify_sha256(url: &str, part: &Path, expected: Option<&str>) -> Result<bool,
     Ok(true)
 }
 
-/// Parse `bytes START-END/TOTAL` (TOTAL may be `*`) into (start, total).
+/// One request for the rest of `part` (a `Range` from its length) and the answer's status
+/// handled: the body received, or why to retry.
 fn one_attempt(
     client: &reqwest::blocking::Client,
     url: &str,

@@ -3,7 +3,7 @@
 //! cargo +nightly fuzz run read_model   (from crates/flashlm-infer)
 #![no_main]
 
-use flashlm_infer::engine::Model;
+use flashlm_infer::model::Model;
 use flashlm_infer::kernels::Kernel;
 use libfuzzer_sys::fuzz_target;
 

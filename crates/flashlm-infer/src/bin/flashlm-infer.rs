@@ -8,9 +8,9 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use flashlm_infer::bundled;
-use flashlm_infer::engine::{HeadPath, Model, RunState};
 use flashlm_infer::eval::{Protocol, evaluate, select};
 use flashlm_infer::kernels::Kernel;
+use flashlm_infer::model::{HeadPath, Model, RunState};
 use flashlm_infer::sample::{Rng, Sampler};
 use flashlm_infer::tokenizer::{EOS_ID, UNK_ID, stories::read_story_file};
 
@@ -102,6 +102,9 @@ struct EvalArgs {
     /// original: FlashLM v4's eval (cut at 257 tokens); exact: every token.
     #[arg(long, value_enum, default_value_t = ProtocolArg::Both)]
     protocol: ProtocolArg,
+    /// One JSON object per protocol instead of the text line (for scripts).
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -240,9 +243,22 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
             model_name(&a.common),
             r.nll
         );
+        let name = format!("{p:?}").to_lowercase();
+        if a.json {
+            println!(
+                "{{\"protocol\": \"{name}\", \"stories\": {}, \"tokens\": {}, \"chars\": {}, \"loss\": {}, \"ppl\": {}, \"bpc\": {}, \"secs\": {secs}}}",
+                r.stories,
+                r.tokens,
+                r.chars,
+                r.loss(),
+                r.perplexity(),
+                r.bpc()
+            );
+            continue;
+        }
         println!(
             "{:<8} stories {} tokens {} chars {} loss {:.4} ppl {:.2} bpc {:.4} ({:.1}s, {:.0} tok/s)",
-            format!("{p:?}").to_lowercase(),
+            name,
             r.stories,
             r.tokens,
             r.chars,

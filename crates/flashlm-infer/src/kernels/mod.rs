@@ -512,10 +512,20 @@ mod tests {
 
     /// The exact kernels this CPU runs; prints the kernels it had to skip.
     fn exact_kernels() -> Vec<Kernel> {
+        report_skipped();
+        Kernel::available_exact()
+    }
+
+    /// Every kernel this CPU runs; prints the kernels it had to skip.
+    fn kernels() -> Vec<Kernel> {
+        report_skipped();
+        Kernel::available()
+    }
+
+    fn report_skipped() {
         for (k, lack) in Kernel::unavailable() {
             eprintln!("skipped kernel {}: this CPU has no {lack}", k.name());
         }
-        Kernel::available_exact()
     }
 
     #[test]
@@ -559,7 +569,7 @@ mod tests {
 
     #[test]
     fn matvec2_equals_two_matvecs() {
-        for k in Kernel::available() {
+        for k in kernels() {
             for cols in [1, 2, 3, 4, 47, 192, 193] {
                 let (wa, x) = case(37, cols, cols as u64, false);
                 let (wb, _) = case(21, cols, 99 + cols as u64, false);
@@ -578,7 +588,7 @@ mod tests {
 
     #[test]
     fn matmul_equals_matvec_per_input() {
-        for k in Kernel::available() {
+        for k in kernels() {
             for (rows, cols, n) in [(37, 47, 9), (16, 3, 4), (5, 1, 1), (384, 192, 6), (17, 512, 5)] {
                 let (w, _) = case(rows, cols, 5, false);
                 let m = TernaryPlanes::from_ternary(&w, rows, cols, 0.3);

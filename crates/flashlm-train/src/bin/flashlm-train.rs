@@ -11,7 +11,7 @@ use clap::{Parser, ValueEnum};
 use flashlm_data::prepare::{DEFAULT_DATA_DIR, resolve_split_files};
 use flashlm_train::engine::EngineKind;
 use flashlm_train::options::{
-    DataOptions, EvalOptions, LrSchedule, OptimOptions, OutputOptions, ScheduleOptions, TrainOptions,
+    DataOptions, EvalOptions, Every, LrSchedule, OptimOptions, OutputOptions, ScheduleOptions, TrainOptions,
     duration_arg,
 };
 use flashlm_train::train::{StopReason, run};
@@ -108,19 +108,19 @@ struct Cli {
     /// Worker threads (default: all cores; at most 4 per core).
     #[arg(long)]
     threads: Option<usize>,
-    /// Evaluate every N steps.
-    #[arg(long, default_value_t = 1000)]
-    eval_every: u64,
+    /// Evaluate every N steps (`off`: only at each epoch's end and at the end).
+    #[arg(long, default_value = "1000")]
+    eval_every: Every,
     /// Validation batches per evaluation (0: no validation while training, so no early
     /// stopping and no best.ckpt; for timed comparisons).
     #[arg(long, default_value_t = 50)]
     eval_batches: usize,
-    /// Print samples every N steps.
-    #[arg(long, default_value_t = 2000)]
-    sample_every: u64,
-    /// Write latest.ckpt every N steps.
-    #[arg(long, default_value_t = 5000)]
-    save_every: u64,
+    /// Print samples every N steps (`off`: only at the end).
+    #[arg(long, default_value = "2000")]
+    sample_every: Every,
+    /// Write latest.ckpt every N steps (`off`: only at the end and on a signal).
+    #[arg(long, default_value = "5000")]
+    save_every: Every,
     /// Early stop after N evaluations without improvement (0: never stop early).
     #[arg(long, default_value_t = 3)]
     patience: u32,

@@ -366,7 +366,7 @@ fn block_forward(
     t: usize,
     threads: usize,
 ) {
-    let (d, h, k) = (cfg.dim, cfg.glu_hidden, cfg.kernel_size);
+    let (d, h, k) = (cfg.dim, cfg.glu_hidden, cfg.conv_taps);
     let n = x_in.len() / d;
     layers::rmsnorm(sized(&mut s.n1, n * d), sized(&mut s.r1, n), x_in, &b.norm1, d);
     layers::linear(sized(&mut s.gv, n * 2 * d), &s.n1, &q.up, n, d, 2 * d, threads);
@@ -394,7 +394,7 @@ fn block_backward(
     t: usize,
     threads: usize,
 ) {
-    let (d, h, k) = (cfg.dim, cfg.glu_hidden, cfg.kernel_size);
+    let (d, h, k) = (cfg.dim, cfg.glu_hidden, cfg.conv_taps);
     let n = x_in.len() / d;
     // GLU: x_out = x_mid + W_down(silu(gate) * up)
     let da = sized(&mut bb.da, n * h);

@@ -1,4 +1,4 @@
-//! The streaming engine: one token in, logits out, constant work per token.
+//! The model and its streaming forward pass: one token in, logits out, constant work per token.
 //!
 //! Read it top to bottom: [`Config`] (the shape, `flashlm-core`'s), [`Weights`] (what the file
 //! holds, ternary matrices repacked into bit planes), [`RunState`] (the buffers and the conv
@@ -180,7 +180,7 @@ impl Model {
         let f = format::read(bytes)?;
         let h = f.header;
         let config = h.config;
-        let (v, d, k) = (config.vocab_size, config.dim, config.kernel_size);
+        let (v, d, k) = (config.vocab_size, config.dim, config.conv_taps);
         let emb = tensor(&f, params::EMBEDDING)?;
         let embedding = match (h.embedding, emb.kind) {
             (EmbeddingDtype::F32, Kind::F32) if emb.dims() == [v, d] => {
@@ -320,14 +320,14 @@ impl Model {
     /// `embedding.head_batch` over the vectors, split like [`Model::matmul`].
     fn head_batch(&self, hs: &[&[f32]], logits: &mut [&mut [f32]]) {
         use rayon::prelude::*;
-        let (d, fast) = (self.config.dim, self.head);
+        let (d, path) = (self.config.dim, self.head);
         match &self.pool {
             Some(pool) if hs.len() > 4 => pool.install(|| {
                 hs.par_chunks(4)
                     .zip(logits.par_chunks_mut(4))
-                    .for_each(|(h, l)| self.weights.embedding.head_batch(h, d, l, fast))
+                    .for_each(|(h, l)| self.weights.embedding.head_batch(h, d, l, path))
             }),
-            _ => self.weights.embedding.head_batch(hs, d, logits, fast),
+            _ => self.weights.embedding.head_batch(hs, d, logits, path),
         }
     }
 
@@ -344,7 +344,7 @@ impl Model {
             g: vec![0.0; c.glu_hidden],
             u: vec![0.0; c.glu_hidden],
             hb: vec![0.0; pad(c.glu_hidden)],
-            history: vec![0.0; c.n_blocks * c.kernel_size.saturating_sub(1) * c.dim],
+            history: vec![0.0; c.n_blocks * c.conv_taps.saturating_sub(1) * c.dim],
             ring_head: 0,
             logits: vec![0.0; c.vocab_size],
             pos: 0,
@@ -376,7 +376,7 @@ impl Model {
             assert_eq!(l.len(), tokens.len() * v, "logits must hold one row per token");
         }
         let pad = |n: usize| n.div_ceil(64) * 64;
-        let (d, hd, k) = (c.dim, c.glu_hidden, c.kernel_size);
+        let (d, hd, k) = (c.dim, c.glu_hidden, c.conv_taps);
         let (wxb, wmix, whb) = (pad(d.max(hd)), pad(d), pad(hd));
         let batch = if self.pool.is_some() { BATCH_THREADED } else { BATCH };
         if s.batch.x.len() < batch * d {
@@ -458,7 +458,7 @@ impl Model {
 
     fn step(&self, s: &mut RunState, token: u16, want_logits: bool) {
         let c = &self.config;
-        let (d, hd, k) = (c.dim, c.glu_hidden, c.kernel_size);
+        let (d, hd, k) = (c.dim, c.glu_hidden, c.conv_taps);
         let w = &self.weights;
         let token = (token as usize).min(c.vocab_size - 1);
         w.embedding.row(token, d, &mut s.x);
