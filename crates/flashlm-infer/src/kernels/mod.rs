@@ -551,6 +551,23 @@ mod tests {
         }
     }
 
+    /// Row counts that fill whole row blocks plus a partial one (and the cases either side),
+    /// with ragged column counts: bit-identical to the reference on small-integer inputs.
+    #[test]
+    fn full_plus_partial_row_blocks_match_the_reference() {
+        for k in exact_kernels() {
+            for rows in [8, 9, 15, 16, 17, 31, 32, 33, 63, 65] {
+                for cols in [1, 3, 47, 64, 65, 192, 193] {
+                    let (w, x) = case(rows, cols, (rows * 1000 + cols) as u64, true);
+                    let m = TernaryPlanes::from_ternary(&w, rows, cols, 1.0);
+                    let mut y = vec![0.0; rows];
+                    k.matvec(&m, &padded(&x, &m), &mut y);
+                    assert_eq!(y, matvec_reference(&w, rows, cols, 1.0, &x), "{k:?} {rows}x{cols}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn model_shapes() {
         for (rows, cols) in
