@@ -41,6 +41,12 @@ pub const ENTRY_LEN: usize = 80;
 pub const ALIGN: usize = 64;
 /// Longest tensor name.
 pub const NAME_LEN: usize = 36;
+/// The tokenizer's tensors, beside the model's: GPT-2 id of every FlashLM id [V] (u32)...
+pub const TOKENIZER_IDS: &str = "tokenizer.id_to_base";
+/// ... where each token's bytes start in [`TOKENIZER_BYTES`] [V + 1] (u32) ...
+pub const TOKENIZER_OFFSETS: &str = "tokenizer.offsets";
+/// ... and the bytes of every token, back to back (u8).
+pub const TOKENIZER_BYTES: &str = "tokenizer.bytes";
 /// Upper bound on tensors in a file (a model has 2 + 8·blocks + tokenizer tensors).
 pub const MAX_TENSORS: usize = 4096;
 const _: () = assert!(ENTRY_LEN == NAME_LEN + 4 + 4 + 4 + 16 + 8 + 8);

@@ -248,14 +248,14 @@ impl Model {
         let final_norm = f32s(&f, params::FINAL_NORM, &[d])?;
 
         // The tokenizer: id -> GPT-2 id, and the bytes of every token (checked against GPT-2).
-        let (id_to_base, n) = u32s(&f, "tokenizer.id_to_base")?;
+        let (id_to_base, n) = u32s(&f, format::TOKENIZER_IDS)?;
         if n > v.saturating_sub(flashlm_tokenizer::NUM_SPECIAL) {
             return Err(FormatError::Invalid(format!("tokenizer has {n} tokens for a vocabulary of {v}")));
         }
         let tokenizer =
             Tokenizer::from_id_to_base(v, id_to_base).map_err(|e| FormatError::Invalid(e.to_string()))?;
-        let (offsets, n_off) = u32s(&f, "tokenizer.offsets")?;
-        let bytes = tensor(&f, "tokenizer.bytes")?;
+        let (offsets, n_off) = u32s(&f, format::TOKENIZER_OFFSETS)?;
+        let bytes = tensor(&f, format::TOKENIZER_BYTES)?;
         if n_off != v + 1 || bytes.kind != Kind::U8 {
             return Err(FormatError::Invalid(
                 "tokenizer.offsets / tokenizer.bytes have the wrong shape".into(),

@@ -99,27 +99,23 @@ pub fn export(
         bytes.extend_from_slice(tok.token_bytes(id as u16));
         offsets.push(bytes.len() as u32);
     }
-    tensors.push(TensorOut {
-        name: "tokenizer.id_to_base".into(),
-        kind: Kind::U32,
-        shape: vec![ids.len()],
+    let vector = |name: &str, kind: Kind, len: usize, data: Vec<u8>| TensorOut {
+        name: name.into(),
+        kind,
+        shape: vec![len],
         scale: 0.0,
-        data: u32_bytes(&ids),
-    });
-    tensors.push(TensorOut {
-        name: "tokenizer.offsets".into(),
-        kind: Kind::U32,
-        shape: vec![offsets.len()],
-        scale: 0.0,
-        data: u32_bytes(&offsets),
-    });
-    tensors.push(TensorOut {
-        name: "tokenizer.bytes".into(),
-        kind: Kind::U8,
-        shape: vec![bytes.len().max(1)],
-        scale: 0.0,
-        data: if bytes.is_empty() { vec![0] } else { bytes },
-    });
+        data,
+    };
+    tensors.push(vector(format::TOKENIZER_IDS, Kind::U32, ids.len(), u32_bytes(&ids)));
+    tensors.push(vector(format::TOKENIZER_OFFSETS, Kind::U32, offsets.len(), u32_bytes(&offsets)));
+    // A tensor has at least one element: a vocabulary of empty tokens stores one zero byte.
+    let n = bytes.len().max(1);
+    tensors.push(vector(
+        format::TOKENIZER_BYTES,
+        Kind::U8,
+        n,
+        if bytes.is_empty() { vec![0] } else { bytes },
+    ));
 
     let header = Header { config: cfg, norm_eps: NORM_EPS as f32, embedding };
     let out = format::write(&header, &tensors)?;
@@ -134,7 +130,9 @@ pub fn export(
             "embedding (tied head)"
         } else if t.kind == Kind::Ternary {
             "ternary matrices"
-        } else if t.name.starts_with("tokenizer.") {
+        } else if [format::TOKENIZER_IDS, format::TOKENIZER_OFFSETS, format::TOKENIZER_BYTES]
+            .contains(&t.name.as_str())
+        {
             "tokenizer"
         } else {
             "norms and conv taps (f32)"

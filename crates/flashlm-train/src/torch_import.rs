@@ -46,10 +46,14 @@ pub fn read(path: &Path, default_seq_len: usize) -> anyhow::Result<Imported> {
 
     // The tied head must equal the embedding; the engine keeps one copy.
     if let Some((shape, head)) = weights.remove(params::TORCH_HEAD) {
-        let emb = weights.get(params::EMBEDDING).context("head.weight without embedding.weight")?;
+        let emb = weights
+            .get(params::EMBEDDING)
+            .with_context(|| format!("{} without {}", params::TORCH_HEAD, params::EMBEDDING))?;
         ensure!(
             emb.0 == shape && emb.1 == head,
-            "head.weight differs from embedding.weight: FlashLM ties them, this checkpoint does not"
+            "{} differs from {}: FlashLM ties them, this checkpoint does not",
+            params::TORCH_HEAD,
+            params::EMBEDDING
         );
     }
     let from_shapes = infer_config(&weights, default_seq_len)?;
@@ -134,16 +138,17 @@ fn dims<'a>(w: &'a NamedTensors, name: &str) -> anyhow::Result<&'a [usize]> {
 /// The config implied by the tensor shapes.
 fn infer_config(w: &NamedTensors, seq_len: usize) -> anyhow::Result<Config> {
     let emb = dims(w, params::EMBEDDING)?;
-    ensure!(emb.len() == 2, "embedding.weight has shape {emb:?}, expected [vocab, dim]");
+    ensure!(emb.len() == 2, "{} has shape {emb:?}, expected [vocab, dim]", params::EMBEDDING);
     let (vocab_size, dim) = (emb[0], emb[1]);
     let n_blocks = (0..).take_while(|&i| w.contains_key(&BlockTensor::Norm1.name(i))).count();
-    ensure!(n_blocks > 0, "no blocks.N.norm1.scale tensors: not a FlashLM v4 checkpoint");
+    ensure!(n_blocks > 0, "no {} tensors: not a FlashLM v4 checkpoint", BlockTensor::Norm1.name(0));
     let gate = dims(w, &BlockTensor::WGate.name(0))?;
-    ensure!(gate.len() == 2 && gate[1] == dim, "blocks.0.ffn.W_gate.weight has shape {gate:?}");
+    ensure!(gate.len() == 2 && gate[1] == dim, "{} has shape {gate:?}", BlockTensor::WGate.name(0));
     let conv = dims(w, &BlockTensor::Conv.name(0))?;
     ensure!(
         conv.len() == 3 && conv[0] == dim && conv[1] == 1,
-        "blocks.0.mixer.conv.weight has shape {conv:?}"
+        "{} has shape {conv:?}",
+        BlockTensor::Conv.name(0)
     );
     Ok(Config { vocab_size, dim, n_blocks, glu_hidden: gate[0], conv_taps: conv[2], seq_len })
 }
