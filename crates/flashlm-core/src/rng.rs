@@ -3,6 +3,7 @@
 //!
 //! * [`SplitMix64`]: the data order (window shuffles, train/validation split).
 //! * [`Rng`] (xorshift64*): sampling during generation.
+//! * [`XorShift64`], [`uniform_values`]: test and benchmark data.
 
 /// SplitMix64: a tiny, fully specified generator, so shuffles are identical on every
 /// platform and every version of this crate (no dependency on a crate's RNG internals).
@@ -69,4 +70,30 @@ impl Rng {
         let v = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D);
         (v >> 40) as f32 / (1u64 << 24) as f32
     }
+}
+
+/// xorshift64 (13, 7, 17): the bits behind test and benchmark data (weights, inputs,
+/// tokens), the same on every platform.
+#[derive(Debug, Clone)]
+pub struct XorShift64(u64);
+
+impl XorShift64 {
+    /// A generator from a seed (made odd, so it is never the all-zero state).
+    pub fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    /// Next 64 bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// `n` values in [-1, 1] (steps of 1e-4) from [`XorShift64`] seeded with `seed`.
+pub fn uniform_values(n: usize, seed: u64) -> Vec<f32> {
+    let mut r = XorShift64::new(seed);
+    (0..n).map(|_| (r.next_u64() % 20_001) as f32 / 10_000.0 - 1.0).collect()
 }

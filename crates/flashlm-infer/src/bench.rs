@@ -20,13 +20,8 @@ pub const BITNET_SHAPE: (&str, usize, usize) = ("bitnet 2048x2048", 2048, 2048);
 
 /// A deterministic ternary matrix (about a third zeros) and an input vector.
 pub fn random_case(rows: usize, cols: usize, seed: u64) -> (Vec<i8>, TernaryPlanes, Vec<f32>, Vec<f32>) {
-    let mut s = seed | 1;
-    let mut next = || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s
-    };
+    let mut r = flashlm_core::rng::XorShift64::new(seed);
+    let mut next = || r.next_u64();
     let w: Vec<i8> = (0..rows * cols).map(|_| (next() % 3) as i8 - 1).collect();
     let dense: Vec<f32> = w.iter().map(|&v| f32::from(v) * 0.05).collect();
     let planes = TernaryPlanes::from_ternary(&w, rows, cols, 0.05);

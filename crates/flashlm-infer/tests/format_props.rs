@@ -33,15 +33,8 @@ fn tensor(i: usize, (kind, shape, scale, seed): (Kind, Vec<usize>, f32, u64)) ->
     {
         {
             let n = kind.byte_len(&shape).unwrap();
-            let mut s = seed | 1;
-            let data = (0..n)
-                .map(|_| {
-                    s ^= s << 13;
-                    s ^= s >> 7;
-                    s ^= s << 17;
-                    s as u8
-                })
-                .collect();
+            let mut r = flashlm_core::rng::XorShift64::new(seed);
+            let data = (0..n).map(|_| r.next_u64() as u8).collect();
             // Ternary scales must be finite and in [0, MAX_TERNARY_SCALE] (the writer refuses
             // others, see below).
             let ok = scale.is_finite() && (0.0..=format::MAX_TERNARY_SCALE).contains(&scale);

@@ -15,13 +15,8 @@ fn main() {
     let model = Bolt::init(&cfg, &cpu_device(false));
     let params = Params::from_model(&cfg, &model).unwrap();
     let t = cfg.seq_len;
-    let mut s = 12345u64;
-    let mut next = || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        (s % cfg.vocab_size as u64) as u16
-    };
+    let mut r = flashlm_core::rng::XorShift64::new(12345);
+    let mut next = || (r.next_u64() % cfg.vocab_size as u64) as u16;
     let inputs: Vec<u16> = (0..batch * t).map(|_| next()).collect();
     let targets: Vec<u16> = (0..batch * t).map(|_| next()).collect();
     let mut grads = params.zeros_like();

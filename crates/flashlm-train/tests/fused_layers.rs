@@ -13,17 +13,9 @@ fn dev() -> Device {
     cpu_device(true)
 }
 
-/// Deterministic values in [-1, 1).
+/// Deterministic values in [-1, 1].
 fn data(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s % 20_001) as f32 / 10_000.0 - 1.0
-        })
-        .collect()
+    flashlm_core::rng::uniform_values(n, seed.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 fn t3(v: &[f32], shape: [usize; 3], device: &Device) -> Tensor<3> {

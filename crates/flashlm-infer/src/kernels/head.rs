@@ -324,17 +324,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 mod tests {
     use super::*;
 
-    fn data(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s % 20_001) as f32 / 10_000.0 - 1.0
-            })
-            .collect()
-    }
+    use flashlm_core::rng::uniform_values as data;
 
     /// Every int8 head path but the portable one equals the integer reference bit for bit;
     /// the float paths agree with the portable one up to reassociation. Shapes with ragged

@@ -450,15 +450,7 @@ mod tests {
     use crate::format::quantize_int4_groups;
 
     fn matrix(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed | 1;
-        (0..rows * cols)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s % 20001) as f32 / 10000.0 - 1.0
-            })
-            .collect()
+        flashlm_core::rng::uniform_values(rows * cols, seed)
     }
 
     #[test]

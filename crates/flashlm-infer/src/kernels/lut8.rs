@@ -242,13 +242,8 @@ mod tests {
     use crate::kernels::x86_avx2;
 
     fn rng(seed: u64) -> impl FnMut() -> u64 {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        }
+        let mut r = flashlm_core::rng::XorShift64::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        move || r.next_u64()
     }
 
     fn case(rows: usize, cols: usize, seed: u64, extreme: bool) -> (Vec<i8>, Vec<i8>) {

@@ -487,13 +487,8 @@ mod tests {
 
     /// Deterministic ternary weights and inputs.
     fn case(rows: usize, cols: usize, seed: u64, int_inputs: bool) -> (Vec<i8>, Vec<f32>) {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut r = flashlm_core::rng::XorShift64::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut next = || r.next_u64();
         let w = (0..rows * cols).map(|_| (next() % 3) as i8 - 1).collect();
         let x = (0..cols)
             .map(|_| {

@@ -101,13 +101,8 @@ mod tests {
 
     #[test]
     fn portable_kernel_matches_the_reference() {
-        let mut s = 12345u64;
-        let mut next = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut r = flashlm_core::rng::XorShift64::new(12345);
+        let mut next = move || r.next_u64();
         let shapes = (1..=300).map(|c| (1 + (c * 5) % 41, c)).chain([(384, 192), (192, 512), (33, 1100)]);
         for (rows, cols) in shapes {
             let w: Vec<i8> = (0..rows * cols).map(|_| (next() % 3) as i8 - 1).collect();
