@@ -1,8 +1,12 @@
 //! Criterion: every ternary kernel and the f32 baseline on the small and large shapes.
 //! cargo bench -p flashlm-infer --bench kernels
 
+#[allow(dead_code)]
+#[path = "support/bench.rs"]
+mod bench;
+
+use bench::{SHAPES, matvec_f32, random_case};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use flashlm_infer::bench::{SHAPES, matvec_f32, random_case};
 use flashlm_infer::kernels::Kernel;
 use std::hint::black_box;
 

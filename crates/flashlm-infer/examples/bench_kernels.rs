@@ -4,12 +4,14 @@
 //! ratio over the FlashLM shapes.
 //! cargo run --release -p flashlm-infer --example bench_kernels
 
+#[allow(dead_code)]
+#[path = "../benches/support/bench.rs"]
+mod bench;
+
 use std::hint::black_box;
 use std::time::Instant;
 
-use flashlm_infer::bench::{
-    BITNET_SHAPE, SHAPES, fma_name, matvec_f32, matvec_f32_avx2, matvec_f32_fma, random_case,
-};
+use bench::{BITNET_SHAPE, SHAPES, fma_name, matvec_f32, matvec_f32_avx2, matvec_f32_fma, random_case};
 use flashlm_infer::kernels::Kernel;
 
 fn time<F: FnMut()>(mut f: F) -> f64 {

@@ -12,9 +12,6 @@
 //! * [`head4`] (= [`kernels::head4`]): the int4 output head (AVX-512 VNNI, AVX2, portable, reference).
 //! * [`bundled`]: the pretrained small model compiled into the binary.
 
-/// Support for the kernel benchmarks and examples (shapes, random cases); not part of the API.
-#[doc(hidden)]
-pub mod bench;
 pub mod bundled;
 pub mod eval;
 pub mod format;

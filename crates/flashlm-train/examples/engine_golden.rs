@@ -3,6 +3,10 @@
 //! continuation), which flashlm-infer's tests check without burn.
 //! cargo run --release -p flashlm-train --example engine_golden -- tests/fixtures
 
+#[allow(dead_code)]
+#[path = "../tests/common/parity.rs"]
+mod parity;
+
 use std::path::PathBuf;
 
 use burn::tensor::{Int, Tensor, TensorData};
@@ -10,7 +14,7 @@ use flashlm_data::tokenizer::Tokenizer;
 use flashlm_infer::format::EmbeddingDtype;
 use flashlm_infer::sample::argmax;
 use flashlm_model::{Bolt, cpu_device, read_safetensors};
-use flashlm_train::parity::PARITY_CONFIG;
+use parity::PARITY_CONFIG;
 
 fn main() -> anyhow::Result<()> {
     let root = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "tests/fixtures".into()));

@@ -6,11 +6,15 @@
 //!   python3 scripts/reference/parity.py DIR   compares them with PyTorch and writes
 //!   DIR/expected.safetensors (the fixture CI checks against).
 
+#[allow(dead_code)]
+#[path = "../tests/common/parity.rs"]
+mod parity;
+
 use flashlm_model::Bolt;
 use std::path::PathBuf;
 
 use flashlm_model::cpu_device;
-use flashlm_train::parity::{PARITY_BATCH, PARITY_CONFIG, PARITY_LR, PARITY_STEPS, compute, parity_batch};
+use parity::{PARITY_BATCH, PARITY_CONFIG, PARITY_LR, PARITY_STEPS, compute, parity_batch};
 
 fn main() -> anyhow::Result<()> {
     let dir = PathBuf::from(std::env::args().nth(1).ok_or_else(|| anyhow::anyhow!("usage: parity DIR"))?);

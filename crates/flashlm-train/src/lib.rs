@@ -7,8 +7,6 @@
 //! * [`checkpoint`]: every byte of a checkpoint is read and written there.
 //! * [`log`], [`plot`]: `training.log`, `metrics.jsonl`, `loss.png`.
 //! * [`export`], [`torch_import`]: `.flm` files, from our checkpoints or the original's.
-//! * `parity` (hidden, not API): the fixed inputs shared by the PyTorch parity tests and their
-//!   example.
 //!
 //! The `flashlm-train` binary is a thin layer over [`train::run`].
 
@@ -20,8 +18,6 @@ pub mod fused;
 pub mod generate;
 pub mod log;
 pub mod options;
-#[doc(hidden)]
-pub mod parity;
 pub mod plot;
 pub mod schedule;
 pub mod torch_import;

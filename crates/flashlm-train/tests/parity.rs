@@ -1,11 +1,15 @@
 //! burn, and the hand-written fused training step, vs the original PyTorch FlashLM v4 on a
 //! committed fixture (no PyTorch needed).
 
+#[allow(dead_code)]
+#[path = "common/parity.rs"]
+mod parity;
+
 use std::path::PathBuf;
 
 use flashlm_model::{Bolt, cpu_device, read_safetensors};
 use flashlm_train::fused::{Params, Scratch, forward_backward, forward_backward_with};
-use flashlm_train::parity::{PARITY_CONFIG, compute};
+use parity::{PARITY_CONFIG, compute};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/parity").join(name)
@@ -155,8 +159,8 @@ fn bad_weights_are_refused() {
 
 #[test]
 fn fused_adamw_steps_match_pytorch() {
+    use crate::parity::{PARITY_LR, PARITY_STEPS};
     use flashlm_train::fused::{AdamW, clip_global_norm};
-    use flashlm_train::parity::{PARITY_LR, PARITY_STEPS};
     use flashlm_train::schedule::lr_at;
     let cfg = PARITY_CONFIG;
     let (weights, expected, inputs, targets) = parity_fixture();

@@ -1,7 +1,8 @@
-//! Shared helpers for the kernel benchmarks (criterion and `scripts/bench-infer.sh`).
+//! Shared helpers for the kernel benchmarks: `benches/kernels.rs` (criterion) and
+//! `examples/bench_kernels.rs` (`scripts/bench-infer.sh`) include this file with `#[path]`.
 
-use crate::kernels::TernaryPlanes;
-use crate::kernels::head::dot;
+use flashlm_infer::kernels::TernaryPlanes;
+use flashlm_infer::kernels::head::dot;
 
 /// Ternary matrix shapes (rows, cols) of the small and large configs.
 pub const SHAPES: [(&str, usize, usize); 8] = [
@@ -43,7 +44,7 @@ pub fn matvec_f32(w: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f32])
 pub fn matvec_f32_fma(w: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f32]) {
     assert!(w.len() >= rows * cols && x.len() >= cols && y.len() >= rows);
     #[cfg(target_arch = "x86_64")]
-    if crate::cpu::avx512f() {
+    if flashlm_infer::cpu::avx512f() {
         // SAFETY: AVX-512F was just detected; the lengths were checked above.
         unsafe { fma_x86::matvec(w, rows, cols, x, y) };
         return;
@@ -55,10 +56,10 @@ pub fn matvec_f32_fma(w: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f
 pub fn fma_name() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
-        if crate::cpu::avx512f() {
+        if flashlm_infer::cpu::avx512f() {
             return "avx512-fma";
         }
-        if crate::cpu::avx2() && crate::cpu::fma() {
+        if flashlm_infer::cpu::avx2() && flashlm_infer::cpu::fma() {
             return "avx2-fma";
         }
     }
@@ -70,7 +71,7 @@ pub fn fma_name() -> &'static str {
 pub fn matvec_f32_avx2(w: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f32]) {
     assert!(w.len() >= rows * cols && x.len() >= cols && y.len() >= rows);
     #[cfg(target_arch = "x86_64")]
-    if crate::cpu::avx2() && crate::cpu::fma() {
+    if flashlm_infer::cpu::avx2() && flashlm_infer::cpu::fma() {
         // SAFETY: AVX2 and FMA were just detected; the lengths were checked above.
         unsafe { fma_x86::matvec_avx2(w, rows, cols, x, y) };
         return;
@@ -147,28 +148,6 @@ mod fma_x86 {
                 y[r + i] = _mm512_reduce_add_ps(*a);
             }
             r += n;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fma_baseline_matches_the_plain_one() {
-        for (rows, cols) in [(1, 1), (3, 17), (5, 33), (384, 192), (7, 300)] {
-            let (_, _, dense, x) = random_case(rows, cols, 3);
-            let (mut a, mut b) = (vec![0.0; rows], vec![0.0; rows]);
-            matvec_f32(&dense, rows, cols, &x, &mut a);
-            matvec_f32_fma(&dense, rows, cols, &x, &mut b);
-            for (p, q) in a.iter().zip(&b) {
-                assert!((p - q).abs() <= 1e-4 * (1.0 + p.abs()), "{rows}x{cols}: {p} vs {q}");
-            }
-            matvec_f32_avx2(&dense, rows, cols, &x, &mut b);
-            for (p, q) in a.iter().zip(&b) {
-                assert!((p - q).abs() <= 1e-4 * (1.0 + p.abs()), "avx2 {rows}x{cols}: {p} vs {q}");
-            }
         }
     }
 }

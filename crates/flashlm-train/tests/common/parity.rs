@@ -1,6 +1,8 @@
 //! Parity with the original PyTorch FlashLM v4: the same tiny model, the same batch, the
 //! same steps. `scripts/reference/parity.py` computes the PyTorch side; the committed
-//! fixture in `tests/fixtures/parity/` lets CI compare without PyTorch.
+//! fixture in `tests/fixtures/parity/` lets CI compare without PyTorch. Shared by
+//! `tests/parity.rs` and the `parity` / `engine_golden` examples (`#[path]`-included: test
+//! support, not part of the library).
 
 use flashlm_core::Config;
 use std::collections::HashMap;
@@ -9,9 +11,9 @@ use burn::optim::GradientsParams;
 use burn::tensor::Device;
 use flashlm_model::Bolt;
 
-use crate::engine::{burn_adamw, clip_global_norm};
-use crate::eval::ids_tensor;
-use crate::schedule::lr_at;
+use flashlm_train::engine::{burn_adamw, clip_global_norm};
+use flashlm_train::eval::ids_tensor;
+use flashlm_train::schedule::lr_at;
 
 /// The parity model: small enough to commit its weights.
 pub const PARITY_CONFIG: Config =
