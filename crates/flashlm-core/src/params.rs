@@ -89,12 +89,13 @@ impl BlockTensor {
         }
     }
 
-    /// The PyTorch shape.
+    /// The PyTorch shape. (`2d` saturates, so that [`BlockTensor::checked_numel`] of an
+    /// absurd config is `None` instead of an overflow.)
     pub fn shape(self, c: &Config) -> Vec<usize> {
         let (d, h, k) = (c.dim, c.glu_hidden, c.conv_taps);
         match self {
             BlockTensor::Norm1 | BlockTensor::Norm2 => vec![d],
-            BlockTensor::Up => vec![2 * d, d],
+            BlockTensor::Up => vec![d.saturating_mul(2), d],
             BlockTensor::Conv => vec![d, 1, k],
             BlockTensor::Down => vec![d, d],
             BlockTensor::WGate | BlockTensor::WUp => vec![h, d],
@@ -104,18 +105,7 @@ impl BlockTensor {
 
     /// Elements, without overflow (`None` if the count does not fit in a u64).
     pub fn checked_numel(self, c: &Config) -> Option<u64> {
-        self.shape_u64(c).into_iter().try_fold(1u64, |a, x| a.checked_mul(x))
-    }
-
-    fn shape_u64(self, c: &Config) -> Vec<u64> {
-        let [d, h, k] = [c.dim, c.glu_hidden, c.conv_taps].map(|x| x as u64);
-        match self {
-            BlockTensor::Norm1 | BlockTensor::Norm2 => vec![d],
-            BlockTensor::Up => vec![2, d, d],
-            BlockTensor::Conv => vec![d, k],
-            BlockTensor::Down => vec![d, d],
-            BlockTensor::WGate | BlockTensor::WUp | BlockTensor::WDown => vec![h, d],
-        }
+        self.shape(c).into_iter().try_fold(1u64, |a, x| a.checked_mul(x as u64))
     }
 
     /// The role.
@@ -168,26 +158,24 @@ pub fn table(c: &Config) -> Vec<ParamSpec> {
 /// Conv taps from the parameter layout [d, 1, k] to time-major [k, d] (row j multiplies the
 /// input k-1-j steps back, row k-1 the current one): the layout every kernel runs on.
 pub fn taps_time_major(w: &[f32], d: usize, k: usize) -> Vec<f32> {
-    assert_eq!(w.len(), d * k, "conv taps must be [d, 1, k]");
-    let mut t = vec![0.0; d * k];
-    for ch in 0..d {
-        for j in 0..k {
-            t[j * d + ch] = w[ch * k + j];
-        }
-    }
-    t
+    transpose(w, d, k)
 }
 
 /// The inverse of [`taps_time_major`]: [k, d] back to [d, 1, k].
 pub fn taps_param_layout(t: &[f32], d: usize, k: usize) -> Vec<f32> {
-    assert_eq!(t.len(), d * k, "conv taps must be [k, d]");
-    let mut w = vec![0.0; d * k];
-    for ch in 0..d {
-        for j in 0..k {
-            w[ch * k + j] = t[j * d + ch];
+    transpose(t, k, d)
+}
+
+/// [rows, cols] -> [cols, rows].
+fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    assert_eq!(a.len(), rows * cols, "a [{rows}, {cols}] matrix");
+    let mut t = vec![0.0; a.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = a[r * cols + c];
         }
     }
-    w
+    t
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use flashlm_infer::format::quantize_int4_groups;
+use flashlm_core::quant::int4_groups;
 use flashlm_infer::head4::{Int4Embedding, Variant};
 use flashlm_infer::kernels::head::{Embedding, HeadPath, blocked_int8};
 
@@ -15,7 +15,8 @@ fn main() -> anyhow::Result<()> {
     let q: Vec<i8> = w.iter().map(|&x| (x * 1270.0).round() as i8).collect();
     let int8 = Embedding::Int8 { blocked: blocked_int8(&q, v, d), q, scale: vec![0.01; v] };
     let int4 = Embedding::Int4(
-        Int4Embedding::from_data(&quantize_int4_groups(&w, v, d)?, v, d).map_err(anyhow::Error::msg)?,
+        Int4Embedding::from_data(&int4_groups(&w, v, d).map_err(anyhow::Error::msg)?, v, d)
+            .map_err(anyhow::Error::msg)?,
     );
     let f16e = Embedding::F16(w.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect());
     let f32e = Embedding::F32(w);

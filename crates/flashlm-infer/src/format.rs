@@ -272,12 +272,6 @@ pub fn stored_shape(role: Role, shape: &[usize]) -> Vec<usize> {
     }
 }
 
-/// Quantise a [rows, cols] f32 matrix into [`Kind::Int4Groups`] bytes
-/// ([`flashlm_core::quant::int4_groups`]).
-pub fn quantize_int4_groups(w: &[f32], rows: usize, cols: usize) -> Result<Vec<u8>, FormatError> {
-    flashlm_core::quant::int4_groups(w, rows, cols).map_err(FormatError::Invalid)
-}
-
 /// Serialize a model file.
 pub fn write(header: &Header, tensors: &[TensorOut]) -> Result<Vec<u8>, FormatError> {
     if tensors.len() > MAX_TENSORS {

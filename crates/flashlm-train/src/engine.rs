@@ -62,22 +62,24 @@ pub fn create(
     optim: Option<&[u8]>,
     source: &str,
 ) -> anyhow::Result<Box<dyn Engine>> {
-    let is_fused = optim.map(checkpoint::is_fused_optim);
-    Ok(match (kind, optim, is_fused) {
-        (EngineKind::Fused, None, _) => Box::new(Fused::new(cfg, model, None)?),
-        (EngineKind::Fused, Some(ob), Some(true)) => {
-            let opt = checkpoint::fused_optim_from_bytes(cfg, ob)?;
-            Box::new(Fused::new(cfg, model, Some(opt))?)
+    let Some(ob) = optim else {
+        return Ok(match kind {
+            EngineKind::Fused => Box::new(Fused::new(cfg, model, None)?),
+            EngineKind::Burn => Box::new(Burn::new(model, burn_adamw())),
+        });
+    };
+    Ok(match (kind, checkpoint::is_fused_optim(ob)) {
+        (EngineKind::Fused, true) => {
+            Box::new(Fused::new(cfg, model, Some(checkpoint::fused_optim_from_bytes(cfg, ob)?))?)
         }
-        (EngineKind::Fused, Some(ob), _) => match checkpoint::load_optim_bytes(burn_adamw(), ob) {
+        (EngineKind::Fused, false) => match checkpoint::load_optim_bytes(burn_adamw(), ob) {
             Ok(_) => anyhow::bail!("{source} holds burn optimizer state: resume it with --engine burn"),
             Err(e) => anyhow::bail!("{source}: the optimizer state is neither fused nor burn state ({e:#})"),
         },
-        (EngineKind::Burn, None, _) => Box::new(Burn::new(model, burn_adamw())),
-        (EngineKind::Burn, Some(_), Some(true)) => {
+        (EngineKind::Burn, true) => {
             anyhow::bail!("{source} holds fused optimizer state: resume it with --engine fused (the default)")
         }
-        (EngineKind::Burn, Some(ob), _) => {
+        (EngineKind::Burn, false) => {
             Box::new(Burn::new(model, checkpoint::load_optim_bytes(burn_adamw(), ob)?))
         }
     })

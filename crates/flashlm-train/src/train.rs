@@ -14,7 +14,7 @@ use anyhow::{Context, bail, ensure};
 use burn::tensor::Device;
 use flashlm_core::Config;
 use flashlm_core::rng::Rng;
-use flashlm_data::batch::{TrainBatches, Windows};
+use flashlm_data::batch::{TrainBatches, TrainSchedule, Windows};
 use flashlm_data::prepare::{PrepareConfig, Prepared, prepare};
 use flashlm_data::tokenizer::Tokenizer;
 use flashlm_model::{Bolt, cpu_device};
@@ -144,7 +144,7 @@ struct Trainer<'a> {
     state: TrainState,
     batches: TrainBatches<'a>,
     val: Windows<'a>,
-    tok: Tokenizer,
+    tok: &'a Tokenizer,
     log: Log,
     rng: Rng,            // sampling
     eval_device: Device, // no autodiff
@@ -181,8 +181,8 @@ impl<'a> Trainer<'a> {
             Some(ck) => (ck.state.batch_size, ck.state.grad_accum),
             None => (opts.optim.batch_size, opts.optim.grad_accum),
         };
-        let schedule = TrainBatches::new(train_w, batch_size, opts.seed, 0);
-        let batches_per_epoch = schedule.schedule().batches_per_epoch();
+        let batches_per_epoch =
+            TrainSchedule { n_windows: train_w.len(), batch_size, seed: opts.seed }.batches_per_epoch();
         let steps_per_epoch = batches_per_epoch / grad_accum as u64;
         if steps_per_epoch == 0 {
             bail!(
@@ -202,21 +202,14 @@ impl<'a> Trainer<'a> {
         }
         let model = init_model(&cfg, opts.seed, &cpu_device(true));
         let source = opts.resume.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
-        let (state, engine) = match resumed {
-            Some(ck) => {
-                let model = checkpoint::load_model_bytes(model, &ck.model)?;
-                (ck.state, engine::create(opts.engine, &cfg, model, ck.optim.as_deref(), &source)?)
+        let (state, model, optim) = match resumed {
+            Some(ck) => (ck.state, checkpoint::load_model_bytes(model, &ck.model)?, ck.optim),
+            None => {
+                let hash = data.tokenizer.fingerprint();
+                (TrainState::fresh(opts, hash, (batch_size, grad_accum), steps_per_epoch)?, model, None)
             }
-            None => (
-                TrainState::fresh(
-                    opts,
-                    data.tokenizer.fingerprint(),
-                    (batch_size, grad_accum),
-                    steps_per_epoch,
-                )?,
-                engine::create(opts.engine, &cfg, model, None, &source)?,
-            ),
         };
+        let engine = engine::create(opts.engine, &cfg, model, optim.as_deref(), &source)?;
         let lr_time_limit = match opts.schedule.lr_schedule {
             LrSchedule::Steps => None,
             LrSchedule::Time => {
@@ -235,7 +228,7 @@ impl<'a> Trainer<'a> {
             engine,
             batches: TrainBatches::new(train_w, batch_size, state.seed, state.next_batch),
             val,
-            tok: data.tokenizer.clone(),
+            tok: &data.tokenizer,
             log,
             rng: Rng::from_state(state.sample_rng),
             eval_device: cpu_device(false),
@@ -523,7 +516,7 @@ impl<'a> Trainer<'a> {
 
     fn log_samples(&mut self) -> anyhow::Result<()> {
         let (tokens, seq) = (self.opts.eval.sample_tokens, self.cfg.seq_len);
-        let lines = samples(self.engine.model()?, &self.tok, tokens, seq, &mut self.rng, &self.eval_device);
+        let lines = samples(self.engine.model()?, self.tok, tokens, seq, &mut self.rng, &self.eval_device);
         for l in lines {
             self.log.line(&l);
         }
@@ -597,7 +590,7 @@ impl<'a> Trainer<'a> {
             return Ok(None);
         }
         let val_stories = flashlm_data::stories::read_story_files(&self.opts.data.val_files)?;
-        let (b, n) = story_bpc(self.engine.model()?, &self.tok, &val_stories.texts, n, &self.eval_device);
+        let (b, n) = story_bpc(self.engine.model()?, self.tok, &val_stories.texts, n, &self.eval_device);
         self.log.line(&format!("  Validation BPC (original protocol, {n} stories, final weights): {b:.4}"));
         self.log.metric(serde_json::json!({"kind": "bpc", "step": self.state.step, "protocol": "original", "stories": n, "bpc": b}));
         Ok(Some(b))

@@ -447,7 +447,7 @@ mod tests {
         }
         Variant::available()
     }
-    use crate::format::quantize_int4_groups;
+    use flashlm_core::quant::int4_groups as quantize_int4_groups;
 
     fn matrix(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
         flashlm_core::rng::uniform_values(rows * cols, seed)
