@@ -7,6 +7,8 @@
 //!   them) and the element-wise math.
 //! * [`kernels`]: the kernel tree: ternary products (scalar, portable, AVX2, AVX-512) and the
 //!   output heads' kernels, with their references.
+//! * [`generate`]: generation as a library: a [`generate::Generation`] per stream that yields
+//!   text pieces, and [`generate::step_many`], one batched decode step for many streams.
 //! * [`model`]: the model and its streaming forward pass (constant work per token), read top to
 //!   bottom like llama2.c's `run.c`.
 //! * [`head4`] (= [`kernels::head4`]): the int4 output head (AVX-512 VNNI, AVX2, portable, reference).
@@ -15,6 +17,7 @@
 pub mod bundled;
 pub mod eval;
 pub mod format;
+pub mod generate;
 pub mod kernels;
 pub mod model;
 pub mod sample;

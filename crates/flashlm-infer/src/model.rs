@@ -78,6 +78,11 @@ impl RunState {
     pub fn overflowed(&self) -> bool {
         self.overflowed
     }
+
+    /// Free the buffers [`Model::forward_batch`] allocated (they come back on its next call).
+    pub fn release_batch_buffers(&mut self) {
+        self.batch = BatchBufs::default();
+    }
 }
 
 /// Tokens per chunk in [`Model::forward_batch`] on one thread.
@@ -100,6 +105,47 @@ struct BatchBufs {
     g: Vec<f32>,   // [B, h]
     u: Vec<f32>,   // [B, h]
     hb: Vec<f32>,  // [B, pad64(h)]
+}
+
+impl BatchBufs {
+    /// Row widths of `xb`, `mix` and `hb` (padded like their one-token versions).
+    fn widths(c: &Config) -> (usize, usize, usize) {
+        let pad = |n: usize| n.div_ceil(64) * 64;
+        (pad(c.dim.max(c.glu_hidden)), pad(c.dim), pad(c.glu_hidden))
+    }
+
+    /// Grow to at least `rows` rows (never shrinks).
+    fn reserve(&mut self, c: &Config, rows: usize) {
+        if self.x.len() >= rows * c.dim {
+            return;
+        }
+        let (d, hd) = (c.dim, c.glu_hidden);
+        let (wxb, wmix, whb) = Self::widths(c);
+        *self = BatchBufs {
+            x: vec![0.0; rows * d],
+            xb: vec![0.0; rows * wxb],
+            gv: vec![0.0; rows * 2 * d],
+            mix: vec![0.0; rows * wmix],
+            out: vec![0.0; rows * d],
+            g: vec![0.0; rows * hd],
+            u: vec![0.0; rows * hd],
+            hb: vec![0.0; rows * whb],
+        };
+    }
+}
+
+/// Buffers of [`Model::forward_many`], kept by the caller between steps.
+#[derive(Debug, Clone, Default)]
+pub struct StepBuffers(BatchBufs);
+
+/// The mixer's gated conv for one token: `mix = conv(value) * sigmoid(gate)` over the
+/// history ring `hist` ([k-1, d], oldest row at `oldest`), then `value` replaces the oldest row.
+fn conv_step(mix: &mut [f32], gate: &[f32], value: &[f32], taps: &[f32], hist: &mut [f32], oldest: usize) {
+    vmath::conv_gate(mix, gate, value, taps, hist, oldest);
+    let d = value.len();
+    if !hist.is_empty() {
+        hist[oldest * d..(oldest + 1) * d].copy_from_slice(value);
+    }
 }
 
 /// The first `n` rows of width `w` of `buf`.
@@ -375,85 +421,132 @@ impl Model {
         if let Some(l) = &logits {
             assert_eq!(l.len(), tokens.len() * v, "logits must hold one row per token");
         }
-        let pad = |n: usize| n.div_ceil(64) * 64;
-        let (d, hd, k) = (c.dim, c.glu_hidden, c.conv_taps);
-        let (wxb, wmix, whb) = (pad(d.max(hd)), pad(d), pad(hd));
         let batch = if self.pool.is_some() { BATCH_THREADED } else { BATCH };
-        if s.batch.x.len() < batch * d {
-            s.batch = BatchBufs {
-                x: vec![0.0; batch * d],
-                xb: vec![0.0; batch * wxb],
-                gv: vec![0.0; batch * 2 * d],
-                mix: vec![0.0; batch * wmix],
-                out: vec![0.0; batch * d],
-                g: vec![0.0; batch * hd],
-                u: vec![0.0; batch * hd],
-                hb: vec![0.0; batch * whb],
-            };
-        }
-        let hist_rows = k.saturating_sub(1);
-        let w = &self.weights;
+        let (d, hist_rows) = (c.dim, c.conv_taps.saturating_sub(1));
+        let mut bufs = std::mem::take(&mut s.batch);
+        bufs.reserve(c, batch);
         for (ci, chunk) in tokens.chunks(batch).enumerate() {
             let n = chunk.len();
-            let b = &mut s.batch;
-            for (&tok, x) in chunk.iter().zip(b.x.chunks_exact_mut(d)) {
-                w.embedding.row((tok as usize).min(v - 1), d, x);
-            }
-            for (bi, bw) in w.blocks.iter().enumerate() {
-                for (xb, x) in b.xb.chunks_exact_mut(wxb).zip(b.x.chunks_exact(d)).take(n) {
-                    vmath::rmsnorm(&mut xb[..d], x, &bw.norm1, self.norm_eps);
-                }
-                self.matmul(&bw.up, &rows(&b.xb, n, wxb), &mut rows_mut(&mut b.gv, n, 2 * d));
-                let hist = &mut s.history[bi * hist_rows * d..(bi + 1) * hist_rows * d];
-                let mut head = s.ring_head;
-                for (mix, gv) in b.mix.chunks_exact_mut(wmix).zip(b.gv.chunks_exact(2 * d)).take(n) {
-                    let (gate, value) = gv.split_at(d);
-                    vmath::conv_gate(&mut mix[..d], gate, value, &bw.conv, hist, head);
-                    if hist_rows > 0 {
-                        hist[head * d..(head + 1) * d].copy_from_slice(value);
-                        head = (head + 1) % hist_rows;
-                    }
-                }
-                self.matmul(&bw.down, &rows(&b.mix, n, wmix), &mut rows_mut(&mut b.out, n, d));
-                for (x, o) in b.x.chunks_exact_mut(d).zip(b.out.chunks_exact(d)).take(n) {
-                    vmath::add_assign(x, o);
-                }
-                for (xb, x) in b.xb.chunks_exact_mut(wxb).zip(b.x.chunks_exact(d)).take(n) {
-                    vmath::rmsnorm(&mut xb[..d], x, &bw.norm2, self.norm_eps);
-                }
-                let xbs = rows(&b.xb, n, wxb);
-                self.matmul(&bw.w_gate, &xbs, &mut rows_mut(&mut b.g, n, hd));
-                self.matmul(&bw.w_up, &xbs, &mut rows_mut(&mut b.u, n, hd));
-                for ((hb, g), u) in
-                    b.hb.chunks_exact_mut(whb).zip(b.g.chunks_exact(hd)).zip(b.u.chunks_exact(hd)).take(n)
-                {
-                    vmath::silu_mul(&mut hb[..hd], g, u);
-                }
-                self.matmul(&bw.w_down, &rows(&b.hb, n, whb), &mut rows_mut(&mut b.out, n, d));
-                for (x, o) in b.x.chunks_exact_mut(d).zip(b.out.chunks_exact(d)).take(n) {
-                    vmath::add_assign(x, o);
-                }
-            }
+            let ring_head = s.ring_head;
+            let history = &mut s.history;
+            // Token i of the chunk sees the history as the i tokens before it left it.
+            self.blocks(&mut bufs, chunk, |bi, i, mix, gate, value| {
+                let hist = &mut history[bi * hist_rows * d..(bi + 1) * hist_rows * d];
+                conv_step(
+                    mix,
+                    gate,
+                    value,
+                    &self.weights.blocks[bi].conv,
+                    hist,
+                    (ring_head + i) % hist_rows.max(1),
+                );
+            });
             if hist_rows > 0 {
                 s.ring_head = (s.ring_head + n) % hist_rows;
             }
             s.pos += n;
-            s.overflowed |= !vmath::all_finite(&b.x[..n * d]);
+            s.overflowed |= !vmath::all_finite(&bufs.x[..n * d]);
             if let Some(all) = logits.as_deref_mut() {
-                for (xb, x) in b.xb.chunks_exact_mut(wxb).zip(b.x.chunks_exact(d)).take(n) {
-                    vmath::rmsnorm(&mut xb[..d], x, &w.final_norm, self.norm_eps);
-                }
                 let out = &mut all[ci * batch * v..(ci * batch + n) * v];
                 let mut outs: Vec<&mut [f32]> = out.chunks_exact_mut(v).collect();
-                let hs: Vec<&[f32]> = b.xb.chunks_exact(wxb).take(n).map(|r| &r[..d]).collect();
-                self.head_batch(&hs, &mut outs);
+                self.final_head(&mut bufs, &mut outs);
             }
         }
+        s.batch = bufs;
         if let Some(all) = logits
             && !tokens.is_empty()
         {
             s.logits.copy_from_slice(&all[(tokens.len() - 1) * v..]);
         }
+    }
+
+    /// Advance many independent sequences by one token each: `tokens[i]` is fed to
+    /// `states[i]`, whose logits are then those of [`Model::forward`] on it alone (bit for
+    /// bit), but every weight is read once for all of them. `scratch` holds the batch's
+    /// buffers between calls (start with `StepBuffers::default()`).
+    pub fn forward_many(&self, scratch: &mut StepBuffers, states: &mut [&mut RunState], tokens: &[u16]) {
+        assert_eq!(states.len(), tokens.len(), "one token per state");
+        let c = &self.config;
+        let (d, v, hist_rows) = (c.dim, c.vocab_size, c.conv_taps.saturating_sub(1));
+        let batch = if self.pool.is_some() { BATCH_THREADED } else { BATCH };
+        for (group, toks) in states.chunks_mut(batch).zip(tokens.chunks(batch)) {
+            let bufs = &mut scratch.0;
+            bufs.reserve(c, group.len());
+            self.blocks(bufs, toks, |bi, i, mix, gate, value| {
+                let s = &mut *group[i];
+                let hist = &mut s.history[bi * hist_rows * d..(bi + 1) * hist_rows * d];
+                conv_step(mix, gate, value, &self.weights.blocks[bi].conv, hist, s.ring_head);
+            });
+            for (i, s) in group.iter_mut().enumerate() {
+                if hist_rows > 0 {
+                    s.ring_head = (s.ring_head + 1) % hist_rows;
+                }
+                s.pos += 1;
+                s.overflowed |= !vmath::all_finite(&bufs.x[i * d..(i + 1) * d]);
+            }
+            let mut outs: Vec<&mut [f32]> = group.iter_mut().map(|s| &mut s.logits[..v]).collect();
+            self.final_head(bufs, &mut outs);
+        }
+    }
+
+    /// The blocks over a batch of rows: row i starts as the embedding of `tokens[i]`; `conv`
+    /// does the mixer's gated conv for (block, row) and pushes the value into that row's
+    /// history. Leaves the residual streams in `b.x`.
+    fn blocks(
+        &self,
+        b: &mut BatchBufs,
+        tokens: &[u16],
+        mut conv: impl FnMut(usize, usize, &mut [f32], &[f32], &[f32]),
+    ) {
+        let c = &self.config;
+        let (d, hd, v, n) = (c.dim, c.glu_hidden, c.vocab_size, tokens.len());
+        let (wxb, wmix, whb) = BatchBufs::widths(c);
+        let w = &self.weights;
+        for (&tok, x) in tokens.iter().zip(b.x.chunks_exact_mut(d)) {
+            w.embedding.row((tok as usize).min(v - 1), d, x);
+        }
+        for (bi, bw) in w.blocks.iter().enumerate() {
+            for (xb, x) in b.xb.chunks_exact_mut(wxb).zip(b.x.chunks_exact(d)).take(n) {
+                vmath::rmsnorm(&mut xb[..d], x, &bw.norm1, self.norm_eps);
+            }
+            self.matmul(&bw.up, &rows(&b.xb, n, wxb), &mut rows_mut(&mut b.gv, n, 2 * d));
+            for (i, (mix, gv)) in
+                b.mix.chunks_exact_mut(wmix).zip(b.gv.chunks_exact(2 * d)).take(n).enumerate()
+            {
+                let (gate, value) = gv.split_at(d);
+                conv(bi, i, &mut mix[..d], gate, value);
+            }
+            self.matmul(&bw.down, &rows(&b.mix, n, wmix), &mut rows_mut(&mut b.out, n, d));
+            for (x, o) in b.x.chunks_exact_mut(d).zip(b.out.chunks_exact(d)).take(n) {
+                vmath::add_assign(x, o);
+            }
+            for (xb, x) in b.xb.chunks_exact_mut(wxb).zip(b.x.chunks_exact(d)).take(n) {
+                vmath::rmsnorm(&mut xb[..d], x, &bw.norm2, self.norm_eps);
+            }
+            let xbs = rows(&b.xb, n, wxb);
+            self.matmul(&bw.w_gate, &xbs, &mut rows_mut(&mut b.g, n, hd));
+            self.matmul(&bw.w_up, &xbs, &mut rows_mut(&mut b.u, n, hd));
+            for ((hb, g), u) in
+                b.hb.chunks_exact_mut(whb).zip(b.g.chunks_exact(hd)).zip(b.u.chunks_exact(hd)).take(n)
+            {
+                vmath::silu_mul(&mut hb[..hd], g, u);
+            }
+            self.matmul(&bw.w_down, &rows(&b.hb, n, whb), &mut rows_mut(&mut b.out, n, d));
+            for (x, o) in b.x.chunks_exact_mut(d).zip(b.out.chunks_exact(d)).take(n) {
+                vmath::add_assign(x, o);
+            }
+        }
+    }
+
+    /// Final norm and head over the first `outs.len()` rows of `b.x`.
+    fn final_head(&self, b: &mut BatchBufs, outs: &mut [&mut [f32]]) {
+        let d = self.config.dim;
+        let (wxb, _, _) = BatchBufs::widths(&self.config);
+        for (xb, x) in b.xb.chunks_exact_mut(wxb).zip(b.x.chunks_exact(d)).take(outs.len()) {
+            vmath::rmsnorm(&mut xb[..d], x, &self.weights.final_norm, self.norm_eps);
+        }
+        let hs: Vec<&[f32]> = b.xb.chunks_exact(wxb).take(outs.len()).map(|r| &r[..d]).collect();
+        self.head_batch(&hs, outs);
     }
 
     fn step(&self, s: &mut RunState, token: u16, want_logits: bool) {
@@ -469,11 +562,7 @@ impl Model {
             self.kernel.matvec(&b.up, &s.xb, &mut s.gv);
             let hist = &mut s.history[bi * hist_rows * d..(bi + 1) * hist_rows * d];
             let (gate, value) = s.gv.split_at(d);
-            vmath::conv_gate(&mut s.mix[..d], gate, value, &b.conv, hist, s.ring_head);
-            if hist_rows > 0 {
-                let oldest = s.ring_head;
-                hist[oldest * d..(oldest + 1) * d].copy_from_slice(&s.gv[d..2 * d]);
-            }
+            conv_step(&mut s.mix[..d], gate, value, &b.conv, hist, s.ring_head);
             self.kernel.matvec(&b.down, &s.mix, &mut s.out);
             vmath::add_assign(&mut s.x, &s.out);
             // GLU: x += W_down(silu(W_gate h) * W_up h), h = norm2(x).

@@ -25,7 +25,7 @@ use std::path::Path;
 
 use tiktoken_rs::CoreBPE;
 
-pub use stream::StreamDecoder;
+pub use stream::{StreamDecoder, Utf8Stream};
 
 /// Padding id.
 pub const PAD_ID: u16 = 0;

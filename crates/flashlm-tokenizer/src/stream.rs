@@ -9,17 +9,36 @@ use crate::Tokenizer;
 #[derive(Debug)]
 pub struct StreamDecoder<'a> {
     tok: &'a Tokenizer,
-    pending: Vec<u8>, // bytes of an incomplete character (at most 3)
+    utf8: Utf8Stream,
 }
 
 impl<'a> StreamDecoder<'a> {
     pub(crate) fn new(tok: &'a Tokenizer) -> Self {
-        Self { tok, pending: Vec::new() }
+        Self { tok, utf8: Utf8Stream::default() }
     }
 
     /// Add one id; returns the text that is now complete (possibly empty).
     pub fn push(&mut self, id: u16) -> String {
-        self.pending.extend_from_slice(self.tok.token_bytes(id));
+        self.utf8.push(self.tok.token_bytes(id))
+    }
+
+    /// Flush what is held back (an unfinished character becomes U+FFFD).
+    pub fn finish(&mut self) -> String {
+        self.utf8.finish()
+    }
+}
+
+/// The byte side of [`StreamDecoder`], without the tokenizer borrow: bytes in, complete
+/// characters out (for a generator that owns its state and is handed the tokenizer per call).
+#[derive(Debug, Clone, Default)]
+pub struct Utf8Stream {
+    pending: Vec<u8>, // bytes of an incomplete character (at most 3)
+}
+
+impl Utf8Stream {
+    /// Add bytes; returns the text that is now complete (possibly empty).
+    pub fn push(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
         let mut out = String::new();
         loop {
             match std::str::from_utf8(&self.pending) {
@@ -30,7 +49,7 @@ impl<'a> StreamDecoder<'a> {
                 }
                 Err(e) => {
                     let good = e.valid_up_to();
-                    // SAFETY-free: the prefix up to valid_up_to is valid UTF-8 by definition.
+                    // The prefix up to valid_up_to is valid UTF-8 by definition.
                     out.push_str(std::str::from_utf8(&self.pending[..good]).unwrap_or_default());
                     match e.error_len() {
                         // An incomplete character at the end: wait for more bytes.

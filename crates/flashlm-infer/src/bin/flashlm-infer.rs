@@ -9,10 +9,11 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use flashlm_infer::bundled;
 use flashlm_infer::eval::{Protocol, evaluate, select};
+use flashlm_infer::generate::{GenerateError, GenerateParams, Generation};
 use flashlm_infer::kernels::Kernel;
-use flashlm_infer::model::{HeadPath, Model, RunState};
-use flashlm_infer::sample::{Rng, Sampler};
-use flashlm_infer::tokenizer::{EOS_ID, UNK_ID, stories::read_story_file};
+use flashlm_infer::model::{HeadPath, Model};
+use flashlm_infer::sample::Sampler;
+use flashlm_infer::tokenizer::stories::read_story_file;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -145,55 +146,46 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn generate(a: GenerateArgs) -> anyhow::Result<()> {
     let prompt = a.prompt.as_deref().context("no prompt: pass --prompt \"Once upon a time\"")?;
-    anyhow::ensure!(!prompt.trim().is_empty(), "the prompt is empty");
-    anyhow::ensure!(a.max_tokens > 0, "--max-tokens must be at least 1");
-    anyhow::ensure!(a.temperature.is_finite() && a.temperature >= 0.0, "--temperature must be >= 0");
-    anyhow::ensure!(a.top_p > 0.0 && a.top_p <= 1.0, "--top-p must be in (0, 1]");
     let mut model = load(&a.common)?;
     model.set_threads(a.common.threads).map_err(anyhow::Error::msg)?;
-    let ids = model.tokenizer.encode(prompt);
-    anyhow::ensure!(
-        ids.iter().any(|&t| t != UNK_ID),
-        "none of the prompt's tokens is in the model's vocabulary; try plain English words"
-    );
-    let sampler = Sampler { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p };
-    let mut rng = Rng::new(a.seed);
-    let mut state = model.new_state();
+    let params = GenerateParams {
+        max_tokens: a.max_tokens,
+        sampler: Sampler { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p },
+        seed: a.seed,
+        stop: Vec::new(),
+        ignore_eos: a.ignore_eos,
+    };
+    let name = model_name(&a.common);
+    let flag = |e: GenerateError| match e {
+        GenerateError::Param(p, why) => anyhow::anyhow!("--{}: {why}", p.replace('_', "-")),
+        GenerateError::Overflow { .. } => anyhow::anyhow!("{name}: {e}"),
+        e => anyhow::anyhow!("{e}"),
+    };
+    let mut g = Generation::new(&model, prompt, params).map_err(flag)?;
     let mut out = std::io::stdout().lock();
     write!(out, "{prompt}")?;
     out.flush()?;
     let t0 = Instant::now();
-    // The prompt in batches (the last token's logits come from the one-token path).
-    model.forward_batch(&mut state, &ids[..ids.len() - 1], None);
-    let name = model_name(&a.common);
-    model.forward(&mut state, ids[ids.len() - 1]);
-    check_logits(&state, &name, 0)?;
-    let mut next = sampler.sample(&state.logits, &mut rng) as u16;
+    // The prompt in batches; the first decode step feeds its last token.
+    g.prefill(&model, usize::MAX);
+    let mut piece = g.step(&model).map_err(flag)?;
     let prompt_secs = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
-    let mut dec = model.tokenizer.stream_decoder();
-    let mut generated = 0usize;
     loop {
-        if next == EOS_ID && !a.ignore_eos {
-            break;
-        }
-        write!(out, "{}", dec.push(next))?;
+        write!(out, "{}", piece.text)?;
         out.flush()?;
-        generated += 1;
-        if generated >= a.max_tokens {
+        if piece.finish.is_some() {
             break;
         }
-        model.forward(&mut state, next);
-        check_logits(&state, &name, generated)?;
-        next = sampler.sample(&state.logits, &mut rng) as u16;
+        piece = g.step(&model).map_err(flag)?;
     }
-    writeln!(out, "{}", dec.finish())?;
+    writeln!(out)?;
     let gen_secs = t1.elapsed().as_secs_f64();
+    let (n_prompt, generated) = (g.prompt_tokens().len(), g.generated());
     eprintln!(
-        "prompt: {} tokens in {:.1} ms ({:.0} tok/s) | generated: {generated} tokens in {:.1} ms ({:.0} tok/s) | kernel {} | head {}",
-        ids.len(),
+        "prompt: {n_prompt} tokens in {:.1} ms ({:.0} tok/s) | generated: {generated} tokens in {:.1} ms ({:.0} tok/s) | kernel {} | head {}",
         prompt_secs * 1e3,
-        ids.len() as f64 / prompt_secs.max(1e-9),
+        n_prompt as f64 / prompt_secs.max(1e-9),
         gen_secs * 1e3,
         generated as f64 / gen_secs.max(1e-9),
         model.kernel.name(),
@@ -207,18 +199,6 @@ fn model_name(c: &Common) -> String {
     c.model
         .as_ref()
         .map_or_else(|| format!("the bundled model ({})", bundled::PATH), |p| p.display().to_string())
-}
-
-/// Stop instead of printing garbage when the weights overflow f32 (a damaged or hostile file
-/// whose values are each finite).
-fn check_logits(state: &RunState, name: &str, generated: usize) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !state.overflowed() && flashlm_infer::vmath::all_finite(&state.logits),
-        "{name}: the activations of generated token {} are not finite numbers: the model's weights overflow \
-         f32 (is the file damaged? re-export it)",
-        generated + 1
-    );
-    Ok(())
 }
 
 fn eval(a: EvalArgs) -> anyhow::Result<()> {
