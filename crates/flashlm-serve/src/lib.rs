@@ -1,0 +1,379 @@
+//! `flashlm-serve`: an OpenAI-compatible HTTP server over the FlashLM engine, with continuous
+//! batching (every active stream advances in one batched step; [`engine`]).
+//!
+//! Endpoints: `POST /v1/completions`, `POST /v1/chat/completions` (streaming as server-sent
+//! events), `GET /v1/models`, `GET /health`, `GET /metrics`. Errors use OpenAI's shape
+//! ([`api::ApiError`]). The engine is `flashlm-infer`'s library API ([`flashlm_infer::generate`]);
+//! this crate adds HTTP, limits and scheduling.
+
+pub mod api;
+pub mod engine;
+pub mod metrics;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Request as HttpRequest, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use flashlm_infer::generate::Generation;
+use flashlm_infer::model::Model;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use api::{ApiError, Endpoint, Limits, Meta};
+use engine::{EngineConfig, EngineHandle, Event, Job, Refused};
+
+/// Everything the server is configured with.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The name `/v1/models` lists and responses carry.
+    pub model_name: String,
+    /// Bearer key every `/v1/` request must carry (None: no key).
+    pub api_key: Option<String>,
+    /// Request body bytes at most (413 beyond).
+    pub max_body_bytes: usize,
+    /// Limits on prompts and `max_tokens`.
+    pub limits: Limits,
+    /// Scheduling: streams, queue, prefill chunk, shutdown grace.
+    pub engine: EngineConfig,
+    /// A request (queued or running) ends with 504 after this long.
+    pub request_timeout: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            model_name: "flashlm".into(),
+            api_key: None,
+            max_body_bytes: 1 << 20,
+            limits: Limits { max_prompt_tokens: 4096, max_tokens: 4096, default_max_tokens: 128 },
+            engine: EngineConfig {
+                max_streams: 64,
+                max_queue: 256,
+                prefill_chunk: 64,
+                shutdown_grace: Duration::from_secs(10),
+            },
+            request_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct AppState {
+    model: Arc<Model>,
+    engine: EngineHandle,
+    config: ServeConfig,
+    next_id: AtomicU64,
+    started: u64,
+}
+
+type Shared = Arc<AppState>;
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(self.body())).into_response()
+    }
+}
+
+/// The running server: its router and its engine, for [`serve`] or for tests.
+#[derive(Debug)]
+pub struct Server {
+    state: Shared,
+}
+
+impl Server {
+    /// Start the engine thread for `model`.
+    pub fn new(model: Model, config: ServeConfig) -> std::io::Result<Self> {
+        let model = Arc::new(model);
+        let engine = EngineHandle::start(model.clone(), config.engine.clone())?;
+        let state =
+            Arc::new(AppState { model, engine, config, next_id: AtomicU64::new(1), started: unix_now() });
+        Ok(Self { state })
+    }
+
+    /// The routes, with the body limit, the key check and the request counter.
+    pub fn router(&self) -> Router {
+        let s = self.state.clone();
+        Router::new()
+            .route("/v1/completions", post(completions))
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/models", get(models))
+            .route("/health", get(health))
+            .route("/metrics", get(metrics_text))
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(DefaultBodyLimit::max(s.config.max_body_bytes))
+            .layer(middleware::from_fn_with_state(s.clone(), auth))
+            .layer(middleware::from_fn_with_state(s.clone(), count))
+            .with_state(s)
+    }
+
+    /// Serve on `listener` until `shutdown` resolves; then refuse new requests, let running
+    /// streams finish within the grace period (then cut them) and return.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let engine = self.state.engine.clone();
+        let grace = self.state.config.engine.shutdown_grace;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let app = self.router();
+        let signal = async move {
+            shutdown.await;
+            engine.begin_shutdown();
+            let _ = tx.send(());
+        };
+        let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+        let server = tokio::spawn(async move { server.await });
+        // The bound: grace for the streams, then a moment for their last bytes.
+        let bounded = async {
+            let _ = rx.await;
+            tokio::time::sleep(grace + Duration::from_secs(2)).await;
+        };
+        tokio::select! {
+            r = server => r.map_err(std::io::Error::other)?,
+            () = bounded => Ok(()),
+        }
+    }
+}
+
+async fn count(State(s): State<Shared>, req: HttpRequest, next: Next) -> Response {
+    let path = req.uri().path();
+    let endpoint = match path {
+        "/v1/completions" | "/v1/chat/completions" | "/v1/models" | "/health" | "/metrics" => {
+            path.to_string()
+        }
+        _ => "other".to_string(),
+    };
+    let resp = next.run(req).await;
+    s.engine.shared.metrics.request(&endpoint, resp.status().as_u16());
+    resp
+}
+
+/// Constant-time comparison, so the key cannot be guessed a byte at a time from timings.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn auth(State(s): State<Shared>, req: HttpRequest, next: Next) -> Response {
+    if let Some(key) = &s.config.api_key
+        && req.uri().path().starts_with("/v1/")
+    {
+        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let ok = given
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|g| same(g.trim().as_bytes(), key.as_bytes()));
+        if !ok {
+            let msg = if given.is_some() {
+                "invalid API key"
+            } else {
+                "missing API key: send Authorization: Bearer KEY"
+            };
+            let mut r =
+                ApiError::new(401, "invalid_request_error", Some("invalid_api_key"), msg).into_response();
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+async fn not_found(req: HttpRequest) -> ApiError {
+    ApiError::new(
+        404,
+        "invalid_request_error",
+        Some("not_found"),
+        format!("no route for {} {}", req.method(), req.uri().path()),
+    )
+}
+
+async fn method_not_allowed(req: HttpRequest) -> ApiError {
+    ApiError::new(
+        405,
+        "invalid_request_error",
+        Some("method_not_allowed"),
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
+
+async fn health(State(s): State<Shared>) -> Response {
+    let stopping = s.engine.shared.stopping.load(Ordering::SeqCst);
+    let body = json!({"status": if stopping { "stopping" } else { "ok" }, "active_streams": s.engine.shared.active.load(Ordering::SeqCst), "queue_depth": s.engine.shared.queued.load(Ordering::SeqCst)});
+    let status = if stopping { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn models(State(s): State<Shared>) -> axum::Json<Value> {
+    axum::Json(
+        json!({"object": "list", "data": [{"id": s.config.model_name, "object": "model", "created": s.started, "owned_by": "flashlm"}]}),
+    )
+}
+
+async fn metrics_text(State(s): State<Shared>) -> Response {
+    let sh = &s.engine.shared;
+    let text = sh.metrics.render(sh.queued.load(Ordering::SeqCst), sh.active.load(Ordering::SeqCst));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn completions(State(s): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
+    generate(s, body, Endpoint::Completions).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn chat(State(s): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
+    generate(s, body, Endpoint::Chat).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn body_error(e: &BytesRejection) -> ApiError {
+    let status = e.status().as_u16();
+    if status == 413 {
+        ApiError::new(
+            413,
+            "invalid_request_error",
+            Some("request_too_large"),
+            "the request body is larger than the server's --max-body-bytes",
+        )
+    } else {
+        ApiError::new(status, "invalid_request_error", None, format!("cannot read the request body: {e}"))
+    }
+}
+
+async fn generate(
+    s: Shared,
+    body: Result<Bytes, BytesRejection>,
+    endpoint: Endpoint,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| body_error(&e))?;
+    let req = api::parse(&body, endpoint, &s.config.limits, s.model.config.vocab_size)?;
+    let generation = Generation::new(&s.model, &req.prompt, req.params.clone()).map_err(|e| {
+        let param = match endpoint {
+            Endpoint::Completions => "prompt",
+            Endpoint::Chat => "messages",
+        };
+        ApiError::invalid(param, e.to_string())
+    })?;
+    let prompt_tokens = generation.prompt_tokens().len();
+    if prompt_tokens > s.config.limits.max_prompt_tokens {
+        let mut e = ApiError::invalid(
+            if endpoint == Endpoint::Chat { "messages" } else { "prompt" },
+            format!(
+                "the prompt has {prompt_tokens} tokens; this server accepts at most {}",
+                s.config.limits.max_prompt_tokens
+            ),
+        );
+        e.code = Some("context_length_exceeded");
+        return Err(e);
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let job = Job { generation, events: tx, deadline: Instant::now() + s.config.request_timeout };
+    s.engine.submit(job).map_err(|r| match r {
+        Refused::Busy => ApiError::new(
+            429,
+            "rate_limit_error",
+            Some("queue_full"),
+            "the server is at its limit of streams and queued requests; retry later",
+        ),
+        Refused::Stopping => {
+            ApiError::new(503, "server_error", Some("shutting_down"), "the server is shutting down")
+        }
+    })?;
+    let n = s.next_id.fetch_add(1, Ordering::Relaxed);
+    let prefix = if endpoint == Endpoint::Chat { "chatcmpl" } else { "cmpl" };
+    let meta = Meta {
+        id: format!("{prefix}-{n}"),
+        created: unix_now(),
+        model: s.config.model_name.clone(),
+        endpoint,
+    };
+    if req.stream {
+        Ok(stream_response(meta, rx, prompt_tokens, req.include_usage))
+    } else {
+        collect_response(meta, rx, prompt_tokens).await
+    }
+}
+
+async fn collect_response(
+    meta: Meta,
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    prompt_tokens: usize,
+) -> Result<Response, ApiError> {
+    let mut text = String::new();
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Text(t) => text.push_str(&t),
+            Event::Done { finish, completion_tokens } => {
+                let body = api::response(&meta, &text, finish, api::usage(prompt_tokens, completion_tokens));
+                return Ok(axum::Json(body).into_response());
+            }
+            Event::Failed { status, kind, message } => {
+                return Err(ApiError::new(status, kind, None, message));
+            }
+        }
+    }
+    Err(ApiError::new(500, "server_error", None, "the engine stopped before the request finished"))
+}
+
+/// What the SSE stream still has to say.
+enum SseState {
+    Running { rx: mpsc::UnboundedReceiver<Event>, first: bool },
+    Usage(Value),
+    Done,
+    Finished,
+}
+
+fn stream_response(
+    meta: Meta,
+    rx: mpsc::UnboundedReceiver<Event>,
+    prompt_tokens: usize,
+    include_usage: bool,
+) -> Response {
+    let data = |v: Value| Ok::<_, Infallible>(SseEvent::default().data(v.to_string()));
+    let stream = futures_util::stream::unfold(SseState::Running { rx, first: true }, move |st| {
+        let meta = meta.clone();
+        async move {
+            match st {
+                SseState::Running { mut rx, first } => match rx.recv().await {
+                    Some(Event::Text(t)) => Some((
+                        data(api::chunk(&meta, Some(&t), first, None, None)),
+                        SseState::Running { rx, first: false },
+                    )),
+                    Some(Event::Done { finish, completion_tokens }) => {
+                        let usage = api::usage(prompt_tokens, completion_tokens);
+                        let text = first.then_some("");
+                        let last = api::chunk(&meta, text, first, Some(finish), Some(usage.clone()));
+                        Some((
+                            data(last),
+                            if include_usage { SseState::Usage(usage) } else { SseState::Done },
+                        ))
+                    }
+                    Some(Event::Failed { status, kind, message }) => {
+                        Some((data(ApiError::new(status, kind, None, message).body()), SseState::Done))
+                    }
+                    None => Some((
+                        data(ApiError::new(500, "server_error", None, "the engine stopped").body()),
+                        SseState::Done,
+                    )),
+                },
+                SseState::Usage(u) => Some((data(api::usage_chunk(&meta, u)), SseState::Done)),
+                SseState::Done => Some((Ok(SseEvent::default().data("[DONE]")), SseState::Finished)),
+                SseState::Finished => None,
+            }
+        }
+    });
+    Sse::new(stream).into_response()
+}
