@@ -313,3 +313,52 @@ fn shutdown_lets_streams_end_within_the_grace_period() {
     assert!(all.contains("\"finish_reason\":\"length\""), "{all}");
     assert!(all.contains("data: [DONE]"), "{all}");
 }
+
+#[test]
+fn the_binary_binds_loopback_and_stops_on_sigterm_within_the_grace_period() {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flashlm-serve"))
+        .args(["--port", "0", "--shutdown-grace", "0.5"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "binds loopback by default: {line}");
+    let reader = std::thread::spawn(move || {
+        let body =
+            r#"{"prompt": "Once upon a time", "max_tokens": 4096, "ignore_eos": true, "stream": true}"#;
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        write!(c, "POST /v1/completions HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}", body.len()).unwrap();
+        let mut all = String::new();
+        c.read_to_string(&mut all).unwrap();
+        all
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("flashlm-serve did not stop within 10 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status}");
+    let all = reader.join().unwrap();
+    assert!(all.contains("data: [DONE]") && all.contains("\"finish_reason\":\"length\""), "{all}");
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("shutting down") && rest.contains("stopped"), "{rest}");
+}
