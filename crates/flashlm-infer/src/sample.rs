@@ -21,6 +21,9 @@ impl Sampler {
         }
         let n = logits.len();
         let k = if self.top_k == 0 { n } else { self.top_k.min(n) };
+        if k == n && self.top_p >= 1.0 {
+            return self.sample_all(logits, rng);
+        }
         let mut idx = if k < n { candidates(logits, k) } else { (0..n).collect() };
         // Largest first, ties by id: a total order, so the result never depends on how the
         // candidates were found.
@@ -62,6 +65,45 @@ impl Sampler {
         }
         idx[probs.len() - 1]
     }
+
+    /// No top-k, no top-p: every token may be drawn, so no ordering is needed: one vectorised
+    /// pass of exp, then the draw walks the weights in id order, 64 at a time.
+    fn sample_all(&self, logits: &[f32], rng: &mut Rng) -> usize {
+        let inv_t = 1.0 / self.temperature;
+        let mut w: Vec<f32> = logits.iter().map(|&l| l * inv_t).collect();
+        let max = crate::vmath::max(&w);
+        let total = crate::vmath::exp_shift_sum(&mut w, max);
+        let target = rng.next_f32() * total;
+        let mut acc = 0.0f32;
+        for (ci, c) in w.chunks(64).enumerate() {
+            let s = chunk_sum(c);
+            if acc + s > target {
+                for (j, &x) in c.iter().enumerate() {
+                    acc += x;
+                    if target < acc {
+                        return ci * 64 + j;
+                    }
+                }
+                break;
+            }
+            acc += s;
+        }
+        // Rounding (the partial sums disagree in their last bits) left the target past the
+        // walk: the most likely token (an exp that is clamped, not zero, must never be drawn).
+        argmax(logits)
+    }
+}
+
+/// Sum with 8 partial sums (so the compiler can vectorise it).
+fn chunk_sum(c: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let mut it = c.chunks_exact(8);
+    for q in &mut it {
+        for j in 0..8 {
+            acc[j] += q[j];
+        }
+    }
+    acc.iter().sum::<f32>() + it.remainder().iter().sum::<f32>()
 }
 
 /// Ids that include the k largest logits (a few times k of them, so ordering them is cheap).
@@ -109,6 +151,33 @@ mod tests {
         }
         assert!(seen.iter().all(|&x| x));
         assert!((log_prob(&[0.0, 0.0], 1) - 0.5f64.ln()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn sampling_from_every_token_follows_the_softmax() {
+        // p = 1/7, 2/7, 4/7 at temperature 1; at temperature 2 the weights are their square roots.
+        let logits = [0.0f32, 2f32.ln(), 4f32.ln(), f32::NEG_INFINITY];
+        for (t, want) in
+            [(1.0f32, [1.0 / 7.0, 2.0 / 7.0, 4.0 / 7.0]), (2.0, [1.0 / 4.414, 1.414 / 4.414, 2.0 / 4.414])]
+        {
+            for s in [
+                Sampler { temperature: t, top_k: 0, top_p: 1.0 },
+                // The sorted path (top-p just below 1 keeps all three) agrees.
+                Sampler { temperature: t, top_k: 0, top_p: 0.999_999 },
+            ] {
+                let mut rng = Rng::new(9);
+                let mut seen = [0usize; 4];
+                let draws = 70_000;
+                for _ in 0..draws {
+                    seen[s.sample(&logits, &mut rng)] += 1;
+                }
+                assert_eq!(seen[3], 0, "{s:?}: an impossible token was drawn");
+                for (i, w) in want.iter().enumerate() {
+                    let got = seen[i] as f64 / draws as f64;
+                    assert!((got - w).abs() < 0.01, "{s:?}: token {i}: {got} vs {w}");
+                }
+            }
+        }
     }
 
     #[test]
