@@ -326,6 +326,21 @@ impl Model {
         })
     }
 
+    /// Load a `.flm` file, or the bundled model when `path` is None (what the CLI, the server
+    /// and the bindings open). Errors name the file and the reason.
+    pub fn load(path: Option<&std::path::Path>, kernel: Kernel) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        match path {
+            Some(path) => {
+                let bytes = flashlm_core::limits::read_regular(path)
+                    .with_context(|| format!("cannot read model {}", path.display()))?;
+                Model::from_bytes(&bytes, kernel).with_context(|| format!("{}", path.display()))
+            }
+            None => Model::from_bytes(crate::bundled::BYTES, kernel)
+                .with_context(|| format!("the bundled model ({})", crate::bundled::PATH)),
+        }
+    }
+
     /// Use `threads` threads in [`Model::forward_batch`] (prompt processing, evaluation of a
     /// long text): the tokens of a chunk are split between them, four at a time. One-token
     /// generation stays on the calling thread. Results do not depend on the thread count.

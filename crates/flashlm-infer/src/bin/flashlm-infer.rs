@@ -122,15 +122,7 @@ fn load(c: &Common) -> anyhow::Result<Model> {
     let kernel = Kernel::from_name(&c.kernel).map_err(anyhow::Error::msg)?;
     let head = HeadPath::from_name(&c.head).map_err(anyhow::Error::msg)?;
     flashlm_core::limits::check_threads(c.threads).map_err(anyhow::Error::msg)?;
-    let mut model = match &c.model {
-        Some(path) => {
-            let bytes = flashlm_core::limits::read_regular(path)
-                .with_context(|| format!("cannot read model {}", path.display()))?;
-            Model::from_bytes(&bytes, kernel).with_context(|| format!("{}", path.display()))?
-        }
-        None => Model::from_bytes(bundled::BYTES, kernel)
-            .with_context(|| format!("the bundled model ({})", bundled::PATH))?,
-    };
+    let mut model = Model::load(c.model.as_deref(), kernel)?;
     if !c.head.eq_ignore_ascii_case("auto") {
         model.set_head(head).map_err(anyhow::Error::msg)?;
     }

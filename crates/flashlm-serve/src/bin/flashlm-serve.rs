@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use flashlm_infer::bundled;
 use flashlm_infer::kernels::Kernel;
 use flashlm_infer::model::Model;
 use flashlm_serve::api::Limits;
@@ -121,15 +120,7 @@ fn config(cli: &Cli) -> anyhow::Result<ServeConfig> {
 fn load(cli: &Cli) -> anyhow::Result<Model> {
     let kernel = Kernel::from_name(&cli.kernel).map_err(anyhow::Error::msg)?;
     flashlm_core::limits::check_threads(cli.threads).map_err(anyhow::Error::msg)?;
-    let mut model = match &cli.model {
-        Some(path) => {
-            let bytes = flashlm_core::limits::read_regular(path)
-                .with_context(|| format!("cannot read model {}", path.display()))?;
-            Model::from_bytes(&bytes, kernel).with_context(|| format!("{}", path.display()))?
-        }
-        None => Model::from_bytes(bundled::BYTES, kernel)
-            .with_context(|| format!("the bundled model ({})", bundled::PATH))?,
-    };
+    let mut model = Model::load(cli.model.as_deref(), kernel)?;
     model.set_threads(cli.threads).map_err(anyhow::Error::msg)?;
     Ok(model)
 }
