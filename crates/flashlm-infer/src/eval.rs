@@ -132,3 +132,36 @@ pub fn evaluate(model: &Model, stories: &[&str], protocol: Protocol, threads: us
     }
     r
 }
+
+/// Read a story file and evaluate its first `stories` stories under `protocol` (what the
+/// bindings and the C API run). Errors name the file.
+pub fn evaluate_file(
+    model: &Model,
+    path: &std::path::Path,
+    stories: usize,
+    protocol: Protocol,
+    threads: usize,
+) -> anyhow::Result<EvalResult> {
+    let all = flashlm_tokenizer::stories::read_story_file(path)?;
+    anyhow::ensure!(!all.texts.is_empty(), "{} holds no stories", path.display());
+    evaluate_checked(model, &all.texts, stories, protocol, threads)
+}
+
+/// [`evaluate`] of the protocol's selection of the first `stories` stories, refusing zero
+/// stories and a loss that is not a finite number.
+pub fn evaluate_checked(
+    model: &Model,
+    texts: &[String],
+    stories: usize,
+    protocol: Protocol,
+    threads: usize,
+) -> anyhow::Result<EvalResult> {
+    anyhow::ensure!(stories > 0, "the number of stories must be at least 1");
+    let r = evaluate(model, &select(texts, stories, protocol), protocol, threads);
+    anyhow::ensure!(
+        r.nll.is_finite(),
+        "the loss is not a finite number ({}): the model's weights overflow f32 (is the file damaged? re-export it)",
+        r.nll
+    );
+    Ok(r)
+}

@@ -295,15 +295,7 @@ fn a_request_past_its_deadline_gets_504() {
 fn shutdown_lets_streams_end_within_the_grace_period() {
     let s = start(config());
     let addr = s.addr;
-    let reader = std::thread::spawn(move || {
-        let body =
-            r#"{"prompt": "Once upon a time", "max_tokens": 4096, "ignore_eos": true, "stream": true}"#;
-        let mut c = std::net::TcpStream::connect(addr).unwrap();
-        write!(c, "POST /v1/completions HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}", body.len()).unwrap();
-        let mut all = String::new();
-        c.read_to_string(&mut all).unwrap();
-        all
-    });
+    let reader = common::long_stream_in_thread(addr);
     std::thread::sleep(Duration::from_millis(150));
     let t0 = Instant::now();
     s.stop();
@@ -332,15 +324,7 @@ fn the_binary_binds_loopback_and_stops_on_sigterm_within_the_grace_period() {
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string();
     assert!(addr.starts_with("127.0.0.1:"), "binds loopback by default: {line}");
-    let reader = std::thread::spawn(move || {
-        let body =
-            r#"{"prompt": "Once upon a time", "max_tokens": 4096, "ignore_eos": true, "stream": true}"#;
-        let mut c = std::net::TcpStream::connect(&addr).unwrap();
-        write!(c, "POST /v1/completions HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}", body.len()).unwrap();
-        let mut all = String::new();
-        c.read_to_string(&mut all).unwrap();
-        all
-    });
+    let reader = common::long_stream_in_thread(addr);
     std::thread::sleep(Duration::from_millis(300));
     let t0 = Instant::now();
     let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use flashlm_infer::bundled;
-use flashlm_infer::eval::{Protocol, evaluate, select};
+use flashlm_infer::eval::{Protocol, evaluate_checked};
 use flashlm_infer::generate::{GenerateError, GenerateParams, Generation};
 use flashlm_infer::kernels::Kernel;
 use flashlm_infer::model::{HeadPath, Model};
@@ -205,16 +205,9 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
     };
     for &p in protocols {
         let t0 = Instant::now();
-        let texts = select(&stories.texts, a.stories, p);
-        let r = evaluate(&model, &texts, p, a.common.threads);
+        let r = evaluate_checked(&model, &stories.texts, a.stories, p, a.common.threads)
+            .with_context(|| model_name(&a.common))?;
         let secs = t0.elapsed().as_secs_f64();
-        anyhow::ensure!(
-            r.nll.is_finite(),
-            "{}: the loss is not a finite number ({}): the model's weights overflow f32 (is the file damaged? \
-             re-export it)",
-            model_name(&a.common),
-            r.nll
-        );
         let name = format!("{p:?}").to_lowercase();
         if a.json {
             println!(

@@ -70,14 +70,18 @@ impl TestServer {
         reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().unwrap()
     }
 
-    /// POST a JSON body; (status, parsed body).
-    pub fn post(&self, path: &str, body: &str) -> (u16, Value) {
-        let r = Self::client()
+    fn send(&self, path: &str, body: &str) -> reqwest::blocking::Response {
+        Self::client()
             .post(format!("{}{path}", self.url))
             .header("content-type", "application/json")
             .body(body.to_string())
             .send()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// POST a JSON body; (status, parsed body).
+    pub fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        let r = self.send(path, body);
         let status = r.status().as_u16();
         let text = r.text().unwrap();
         (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")))
@@ -90,12 +94,7 @@ impl TestServer {
 
     /// POST with "stream": the `data:` payloads in order (the last is "[DONE]").
     pub fn stream(&self, path: &str, body: &str) -> Vec<String> {
-        let r = Self::client()
-            .post(format!("{}{path}", self.url))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .unwrap();
+        let r = self.send(path, body);
         assert_eq!(r.status().as_u16(), 200);
         assert_eq!(r.headers()["content-type"], "text/event-stream");
         BufReader::new(r)
@@ -135,4 +134,20 @@ pub fn streamed_text(events: &[String]) -> String {
         }
     }
     s
+}
+
+/// A long streamed completion over a raw connection, read until the server closes it (in a
+/// thread: the caller shuts the server down meanwhile).
+pub fn long_stream_in_thread(addr: impl std::net::ToSocketAddrs + Send + 'static) -> JoinHandle<String> {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        let body =
+            r#"{"prompt": "Once upon a time", "max_tokens": 4096, "ignore_eos": true, "stream": true}"#;
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        write!(c, "POST /v1/completions HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}", body.len())
+            .unwrap();
+        let mut all = String::new();
+        c.read_to_string(&mut all).unwrap();
+        all
+    })
 }
