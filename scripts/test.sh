@@ -21,6 +21,9 @@ python3 scripts/check-sizes.py --check
 echo "== no multiply in the ternary kernels"
 ./scripts/check-no-multiply.sh
 echo "== cargo test"
+# The C API's test links examples/c/generate.c against libflashlm.a, which only a build of
+# the library target writes (cargo test builds the rlib alone).
+cargo build --workspace --release --lib
 # Slow tests (#[ignore]d, each says why) run in CI and with FLASHLM_SLOW_TESTS=1.
 if [ "${CI:-}" = true ] || [ "${FLASHLM_SLOW_TESTS:-0}" = 1 ]; then
     cargo test --workspace --release -- --include-ignored
