@@ -1,0 +1,75 @@
+"""FlashLM: ternary (1.58-bit) language models on a plain CPU, with an add/subtract-only engine.
+
+    >>> import flashlm
+    >>> model = flashlm.Model()            # the bundled small story model
+    >>> print(model.generate("Once upon a time", max_tokens=40, seed=1))
+"""
+from __future__ import annotations
+
+from typing import Iterator, List, Optional
+
+from . import _flashlm
+
+__all__ = ["Model", "Tokenizer", "__version__"]
+__version__ = _flashlm.__version__
+Tokenizer = _flashlm.Tokenizer
+
+
+class Model:
+    """A FlashLM model: a ``.flm`` file (from ``flashlm-export``), or the bundled small model
+    when ``path`` is None. ``kernel`` picks the ternary kernel (as ``flashlm-infer --kernel``);
+    ``threads`` splits batched work (``logits``, prompts, ``eval_bpc``) across threads.
+
+    Raises OSError when the file cannot be read, ValueError when it is not a valid model.
+    """
+
+    def __init__(self, path: Optional[str] = None, kernel: str = "auto", threads: int = 1):
+        self._m = _flashlm.Model(None if path is None else str(path), kernel, threads)
+
+    def generate(self, prompt: str, max_tokens: int = 200, temperature: float = 0.8, top_k: int = 50,
+                 top_p: float = 1.0, seed: Optional[int] = None, stop: Optional[List[str]] = None,
+                 ignore_eos: bool = False) -> str:
+        """Generate text after ``prompt`` and return it (without the prompt). The same seed
+        gives the same text; ``seed=None`` means 42. Generation stops at the end-of-story
+        token (unless ``ignore_eos``), at ``max_tokens``, or before the first ``stop`` string.
+        Runs without the GIL. Bad arguments raise ValueError."""
+        return self._m.generate(prompt, max_tokens, temperature, top_k, top_p, seed, stop, ignore_eos)
+
+    def stream(self, prompt: str, max_tokens: int = 200, temperature: float = 0.8, top_k: int = 50,
+               top_p: float = 1.0, seed: Optional[int] = None, stop: Optional[List[str]] = None,
+               ignore_eos: bool = False) -> Iterator[str]:
+        """Like ``generate``, as an iterator of text pieces (never a broken character); the
+        pieces join to ``generate``'s text."""
+        return self._m.stream(prompt, max_tokens, temperature, top_k, top_p, seed, stop, ignore_eos)
+
+    def logits(self, token_ids: List[int]):
+        """Next-token logits for every position: a float32 numpy array of shape
+        [len(token_ids), vocab_size] (needs numpy)."""
+        import numpy as np
+
+        raw = self._m._logits_bytes(list(token_ids))
+        return np.frombuffer(raw, dtype="<f4").reshape(len(token_ids), self._m.vocab_size)
+
+    def eval_bpc(self, path: str, protocol: str = "original", stories: int = 500, threads: int = 1) -> dict:
+        """Validation bits per character over a story file (``.txt`` with ``<|endoftext|>``
+        lines or ``.jsonl``, optionally ``.zst``): ``protocol`` "original" (FlashLM v4's
+        eval, stories cut at 257 tokens) or "exact" (every token). Returns a dict with
+        bpc, loss, ppl, stories, tokens, chars."""
+        return self._m.eval_bpc(str(path), protocol, stories, threads)
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The model's vocabulary."""
+        return self._m.tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return self._m.vocab_size
+
+    @property
+    def kernel(self) -> str:
+        """The ternary kernel in use."""
+        return self._m.kernel
+
+    def __repr__(self) -> str:
+        return repr(self._m)

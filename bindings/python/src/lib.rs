@@ -1,0 +1,276 @@
+//! `flashlm._flashlm`: the Python extension module. Thin wrappers over `flashlm_infer`'s
+//! library API (`Model::load`, `generate::Generation`, `eval::evaluate_file`); generation
+//! and evaluation run with the GIL released. `python/flashlm/__init__.py` adds the numpy
+//! view of `logits`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use flashlm_infer::eval::{Protocol, evaluate_file};
+use flashlm_infer::generate::{GenerateError, GenerateParams, Generation};
+use flashlm_infer::kernels::Kernel;
+use flashlm_infer::model::Model as Engine;
+use flashlm_infer::sample::Sampler;
+use flashlm_infer::tokenizer::Tokenizer as Vocab;
+use pyo3::exceptions::{PyOSError, PyStopIteration, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+fn value_error(e: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+fn generate_error(e: GenerateError) -> PyErr {
+    value_error(e)
+}
+
+/// An error from opening a file: OSError when the file cannot be read, ValueError when it is
+/// read but invalid.
+fn file_error(path: &std::path::Path, e: &anyhow::Error) -> PyErr {
+    let msg = format!("{e:#}");
+    if std::fs::metadata(path).is_err() || e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some()) {
+        PyOSError::new_err(msg)
+    } else {
+        PyValueError::new_err(msg)
+    }
+}
+
+/// A FlashLM model: a `.flm` file, or the bundled small model when `path` is None.
+#[pyclass(module = "flashlm._flashlm", frozen)]
+struct Model {
+    engine: Arc<Engine>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn params(
+    max_tokens: usize,
+    temperature: f32,
+    top_k: usize,
+    top_p: f32,
+    seed: Option<u64>,
+    stop: Option<Vec<String>>,
+    ignore_eos: bool,
+) -> GenerateParams {
+    GenerateParams {
+        max_tokens,
+        sampler: Sampler { temperature, top_k, top_p },
+        seed: seed.unwrap_or(42),
+        stop: stop.unwrap_or_default(),
+        ignore_eos,
+    }
+}
+
+#[pymethods]
+impl Model {
+    #[new]
+    #[pyo3(signature = (path=None, kernel="auto", threads=1))]
+    fn new(path: Option<PathBuf>, kernel: &str, threads: usize) -> PyResult<Self> {
+        let kernel = Kernel::from_name(kernel).map_err(value_error)?;
+        if threads == 0 || threads > 1024 {
+            return Err(value_error(format!("threads must be between 1 and 1024, not {threads}")));
+        }
+        let mut engine = Engine::load(path.as_deref(), kernel).map_err(|e| match &path {
+            Some(p) => file_error(p, &e),
+            None => value_error(format!("{e:#}")),
+        })?;
+        engine.set_threads(threads).map_err(value_error)?;
+        Ok(Self { engine: Arc::new(engine) })
+    }
+
+    /// Generate text after `prompt` and return it (without the prompt).
+    #[pyo3(signature = (prompt, max_tokens=200, temperature=0.8, top_k=50, top_p=1.0, seed=None, stop=None, ignore_eos=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn generate(
+        &self,
+        py: Python<'_>,
+        prompt: &str,
+        max_tokens: usize,
+        temperature: f32,
+        top_k: usize,
+        top_p: f32,
+        seed: Option<u64>,
+        stop: Option<Vec<String>>,
+        ignore_eos: bool,
+    ) -> PyResult<String> {
+        let p = params(max_tokens, temperature, top_k, top_p, seed, stop, ignore_eos);
+        let engine = &self.engine;
+        let mut g = Generation::new(engine, prompt, p).map_err(generate_error)?;
+        let (text, _) = py.detach(|| g.run(engine)).map_err(generate_error)?;
+        Ok(text)
+    }
+
+    /// An iterator over the pieces of text as they are generated.
+    #[pyo3(signature = (prompt, max_tokens=200, temperature=0.8, top_k=50, top_p=1.0, seed=None, stop=None, ignore_eos=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn stream(
+        &self,
+        prompt: &str,
+        max_tokens: usize,
+        temperature: f32,
+        top_k: usize,
+        top_p: f32,
+        seed: Option<u64>,
+        stop: Option<Vec<String>>,
+        ignore_eos: bool,
+    ) -> PyResult<TextStream> {
+        let p = params(max_tokens, temperature, top_k, top_p, seed, stop, ignore_eos);
+        let g = Generation::new(&self.engine, prompt, p).map_err(generate_error)?;
+        Ok(TextStream { engine: self.engine.clone(), generation: g, done: false })
+    }
+
+    /// Next-token logits for every position of `token_ids`, as little-endian f32 bytes
+    /// ([len, vocab]); `flashlm.Model.logits` wraps them in a numpy array.
+    fn _logits_bytes<'py>(&self, py: Python<'py>, token_ids: Vec<i64>) -> PyResult<Bound<'py, PyBytes>> {
+        let v = self.engine.config.vocab_size;
+        if token_ids.is_empty() {
+            return Err(value_error("token_ids is empty"));
+        }
+        if let Some(bad) = token_ids.iter().find(|&&t| t < 0 || t as usize >= v) {
+            return Err(value_error(format!("token id {bad} is outside the vocabulary (0..{v})")));
+        }
+        let ids: Vec<u16> = token_ids.iter().map(|&t| t as u16).collect();
+        let engine = &self.engine;
+        let logits = py.detach(|| {
+            let mut s = engine.new_state();
+            let mut out = vec![0.0f32; ids.len() * v];
+            engine.forward_batch(&mut s, &ids, Some(&mut out));
+            out
+        });
+        let bytes: Vec<u8> = logits.iter().flat_map(|x| x.to_le_bytes()).collect();
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    /// Validation bits per character of a story file: a dict with bpc, loss, ppl, stories,
+    /// tokens, chars.
+    #[pyo3(signature = (path, protocol="original", stories=500, threads=1))]
+    fn eval_bpc<'py>(
+        &self,
+        py: Python<'py>,
+        path: PathBuf,
+        protocol: &str,
+        stories: usize,
+        threads: usize,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let protocol = match protocol {
+            "original" => Protocol::Original,
+            "exact" => Protocol::Exact,
+            p => return Err(value_error(format!("protocol must be \"original\" or \"exact\", not {p:?}"))),
+        };
+        if threads == 0 || threads > 1024 {
+            return Err(value_error(format!("threads must be between 1 and 1024, not {threads}")));
+        }
+        let engine = &self.engine;
+        let r = py
+            .detach(|| evaluate_file(engine, &path, stories, protocol, threads))
+            .map_err(|e| file_error(&path, &e))?;
+        let d = PyDict::new(py);
+        d.set_item("bpc", r.bpc())?;
+        d.set_item("loss", r.loss())?;
+        d.set_item("ppl", r.perplexity())?;
+        d.set_item("stories", r.stories)?;
+        d.set_item("tokens", r.tokens)?;
+        d.set_item("chars", r.chars)?;
+        Ok(d)
+    }
+
+    /// The model's vocabulary.
+    #[getter]
+    fn tokenizer(&self) -> Tokenizer {
+        Tokenizer { vocab: Arc::new(self.engine.tokenizer.clone()) }
+    }
+
+    /// Vocabulary size.
+    #[getter]
+    fn vocab_size(&self) -> usize {
+        self.engine.config.vocab_size
+    }
+
+    /// Name of the ternary kernel in use.
+    #[getter]
+    fn kernel(&self) -> &'static str {
+        self.engine.kernel.name()
+    }
+
+    fn __repr__(&self) -> String {
+        let c = &self.engine.config;
+        format!("flashlm.Model(d={}, blocks={}, h={}, vocab={}, kernel={})", c.dim, c.n_blocks, c.glu_hidden, c.vocab_size, self.engine.kernel.name())
+    }
+}
+
+/// Pieces of generated text (from `Model.stream`).
+#[pyclass(module = "flashlm._flashlm")]
+struct TextStream {
+    engine: Arc<Engine>,
+    generation: Generation,
+    done: bool,
+}
+
+#[pymethods]
+impl TextStream {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<String> {
+        loop {
+            if self.done {
+                return Err(PyStopIteration::new_err(()));
+            }
+            let (engine, g) = (&self.engine, &mut self.generation);
+            let piece = py.detach(|| g.step(engine)).map_err(generate_error)?;
+            self.done = piece.finish.is_some();
+            if !piece.text.is_empty() {
+                return Ok(piece.text);
+            }
+        }
+    }
+}
+
+/// FlashLM's vocabulary: GPT-2 BPE folded into the model's ids.
+#[pyclass(module = "flashlm._flashlm", frozen)]
+struct Tokenizer {
+    vocab: Arc<Vocab>,
+}
+
+#[pymethods]
+impl Tokenizer {
+    /// A tokenizer from a `tokenizer.json` (FlashLM's, or the original's).
+    #[staticmethod]
+    fn from_file(path: PathBuf) -> PyResult<Self> {
+        let t = Vocab::load(&path).map_err(|e| {
+            let msg = format!("{}: {e}", path.display());
+            if std::fs::metadata(&path).is_err() { PyOSError::new_err(msg) } else { PyValueError::new_err(msg) }
+        })?;
+        Ok(Self { vocab: Arc::new(t) })
+    }
+
+    /// Text to ids.
+    fn encode(&self, text: &str) -> Vec<u16> {
+        self.vocab.encode(text)
+    }
+
+    /// Ids to text (ids outside the vocabulary raise ValueError).
+    fn decode(&self, ids: Vec<i64>) -> PyResult<String> {
+        let v = self.vocab.vocab_size();
+        if let Some(bad) = ids.iter().find(|&&t| t < 0 || t as usize >= v) {
+            return Err(value_error(format!("token id {bad} is outside the vocabulary (0..{v})")));
+        }
+        let ids: Vec<u16> = ids.iter().map(|&t| t as u16).collect();
+        Ok(self.vocab.decode(&ids))
+    }
+
+    /// Vocabulary size.
+    #[getter]
+    fn vocab_size(&self) -> usize {
+        self.vocab.vocab_size()
+    }
+}
+
+#[pymodule]
+fn _flashlm(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Model>()?;
+    m.add_class::<TextStream>()?;
+    m.add_class::<Tokenizer>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

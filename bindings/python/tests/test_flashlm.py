@@ -1,0 +1,115 @@
+"""The flashlm Python package against the engine (scripts/test-python.sh runs it): bundled
+model, determinism, streaming, logits equal to the engine's, evaluation, errors, two threads
+at once."""
+import subprocess
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import flashlm
+
+ROOT = Path(__file__).resolve().parents[3]
+FIXTURE = ROOT / "tests/fixtures/stories/tiny.txt"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return flashlm.Model()
+
+
+def test_bundled_model_generates_deterministic_text(model):
+    a = model.generate("Once upon a time", max_tokens=40, seed=3)
+    b = model.generate("Once upon a time", max_tokens=40, seed=3)
+    c = model.generate("Once upon a time", max_tokens=40, seed=4)
+    assert a == b and len(a) > 20
+    assert a != c
+
+
+def test_generate_matches_the_cli():
+    cli = ROOT / "target/release/flashlm-infer"
+    if not cli.exists():
+        pytest.skip(f"{cli} is not built (cargo build --release -p flashlm-infer)")
+    out = subprocess.run([str(cli), "--prompt", "Once upon a time", "--seed", "5", "--max-tokens", "50"],
+                         capture_output=True, text=True, check=True).stdout
+    text = flashlm.Model().generate("Once upon a time", max_tokens=50, seed=5)
+    assert out == "Once upon a time" + text + "\n"
+
+
+def test_stream_pieces_join_to_generate(model):
+    pieces = list(model.stream("The little dog", max_tokens=60, seed=9))
+    assert len(pieces) > 5 and all(isinstance(p, str) and p for p in pieces)
+    assert "".join(pieces) == model.generate("The little dog", max_tokens=60, seed=9)
+
+
+def test_stop_strings_cut_the_text(model):
+    full = model.generate("Once upon a time", max_tokens=80, seed=2, ignore_eos=True)
+    stop = full[len(full) // 2: len(full) // 2 + 4]
+    cut = model.generate("Once upon a time", max_tokens=80, seed=2, ignore_eos=True, stop=[stop])
+    assert cut == full[: full.index(stop)]
+
+
+def test_logits_are_the_engines(model):
+    ids = model.tokenizer.encode("Once upon a time there was a cat")
+    logits = model.logits(ids)
+    assert logits.dtype == np.float32 and logits.shape == (len(ids), model.vocab_size)
+    # Prefixes give the same rows (the engine is causal and batched bit for bit).
+    np.testing.assert_array_equal(model.logits(ids[:3]), logits[:3])
+    # Greedy generation follows the argmax of the last row.
+    greedy = model.generate("Once upon a time there was a cat", max_tokens=1, temperature=0.0, ignore_eos=True)
+    assert greedy == model.tokenizer.decode([int(np.argmax(logits[-1]))])
+
+
+def test_eval_bpc_on_a_fixture(model):
+    r = model.eval_bpc(str(FIXTURE), protocol="exact", stories=6)
+    assert set(r) == {"bpc", "loss", "ppl", "stories", "tokens", "chars"}
+    assert r["stories"] == 6 and 0.5 < r["bpc"] < 5
+    assert model.eval_bpc(str(FIXTURE), protocol="exact", stories=6) == r
+
+
+def test_tokenizer_round_trip(model):
+    tok = model.tokenizer
+    ids = tok.encode("Tom and Lily played in the park.")
+    assert tok.decode(ids) == "Tom and Lily played in the park."
+    assert tok.vocab_size == model.vocab_size == 10000
+
+
+def test_bad_arguments_raise(model):
+    with pytest.raises(ValueError, match="max_tokens"):
+        model.generate("hi", max_tokens=0)
+    with pytest.raises(ValueError, match="top_p"):
+        model.generate("hi", top_p=0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        model.generate("hi", temperature=-1.0)
+    with pytest.raises(ValueError, match="empty"):
+        model.generate("   ")
+    with pytest.raises(ValueError, match="protocol"):
+        model.eval_bpc(str(FIXTURE), protocol="nope")
+    with pytest.raises(ValueError, match="vocabulary"):
+        model.logits([1, 99999])
+    with pytest.raises(ValueError, match="kernel"):
+        flashlm.Model(kernel="nope")
+    with pytest.raises(OSError, match="missing.flm"):
+        flashlm.Model("/nonexistent/missing.flm")
+    with pytest.raises(OSError):
+        model.eval_bpc("/nonexistent/stories.txt")
+    with pytest.raises(ValueError):
+        flashlm.Model(str(FIXTURE))  # a text file is not a model
+    with pytest.raises(TypeError):
+        model.generate(5)
+
+
+def test_two_threads_at_once(model):
+    want = model.generate("One day", max_tokens=100, seed=11, ignore_eos=True)
+    got = [None, None]
+
+    def run(i):
+        got[i] = model.generate("One day", max_tokens=100, seed=11, ignore_eos=True)
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert got == [want, want]
