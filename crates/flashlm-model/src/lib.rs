@@ -19,7 +19,6 @@
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::activation::{log_softmax, sigmoid, silu};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use std::collections::HashMap;
 
 use flashlm_core::{Config, NORM_EPS, QUANT_EPS};
 
@@ -326,24 +325,7 @@ impl Bolt {
     }
 }
 
-/// Tensors by name: name -> (shape, row-major f32 values).
-pub type NamedTensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
-
-/// Read every f32 tensor of a safetensors file: name -> (shape, values).
-pub fn read_safetensors(path: &std::path::Path) -> Result<NamedTensors, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut out = HashMap::new();
-    for (name, view) in st.tensors() {
-        if view.dtype() != safetensors::Dtype::F32 {
-            return Err(format!("{}: tensor {name} is {:?}, expected F32", path.display(), view.dtype()));
-        }
-        let values =
-            view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        out.insert(name, (view.shape().to_vec(), values));
-    }
-    Ok(out)
-}
+pub use flashlm_convert::{NamedTensors, read_safetensors};
 
 struct Assign<'a> {
     path: Vec<String>,

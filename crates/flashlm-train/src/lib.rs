@@ -20,5 +20,6 @@ pub mod log;
 pub mod options;
 pub mod plot;
 pub mod schedule;
-pub mod torch_import;
+/// The PyTorch checkpoint reader (now in `flashlm-convert`, shared with the bindings).
+pub use flashlm_convert::torch as torch_import;
 pub mod train;

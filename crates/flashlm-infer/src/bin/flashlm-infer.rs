@@ -149,7 +149,7 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
     };
     let name = model_name(&a.common);
     let flag = |e: GenerateError| match e {
-        GenerateError::Param(p, why) => anyhow::anyhow!("--{}: {why}", p.replace('_', "-")),
+        GenerateError::Param(p, why) => anyhow::anyhow!("--{} {why}", p.replace('_', "-")),
         GenerateError::Overflow { .. } => anyhow::anyhow!("{name}: {e}"),
         e => anyhow::anyhow!("{e}"),
     };

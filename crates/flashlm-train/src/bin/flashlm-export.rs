@@ -11,7 +11,7 @@ use flashlm_data::tokenizer::Tokenizer;
 use flashlm_infer::format::EmbeddingDtype;
 use flashlm_model::cpu_device;
 use flashlm_train::checkpoint::{self, load_model_bytes};
-use flashlm_train::{export::export, torch_import};
+use flashlm_train::export::export;
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
 enum Emb {
@@ -72,17 +72,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Emb::Int8 => EmbeddingDtype::Int8,
         Emb::Int4 => EmbeddingDtype::Int4,
     };
-    let (model, cfg, tok, what) = match (&cli.torch, &cli.checkpoint) {
+    let (bytes, report, what) = match (&cli.torch, &cli.checkpoint) {
         (Some(pt), _) => {
             let tok_path = cli.tokenizer.as_ref().context("--torch needs --tokenizer tokenizer.json")?;
-            let tok = Tokenizer::load(tok_path)
-                .with_context(|| format!("loading the tokenizer {}", tok_path.display()))?;
-            let imp = torch_import::read(pt, cli.seq_len)?;
-            let cfg = imp.config;
-            let model = Bolt::init(&cfg, &cpu_device(false))
-                .with_weights(&imp.weights)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", pt.display()))?;
-            (model, cfg, tok, format!("{} (PyTorch; {cfg} from {})", pt.display(), imp.config_source))
+            let c = flashlm_convert::from_torch(pt, tok_path, cli.seq_len, emb)?;
+            (c.bytes, c.report, c.description)
         }
         (None, Some(ckpt)) => {
             let ck = checkpoint::read(ckpt)?;
@@ -103,11 +97,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             let cfg = ck.state.config;
             let model = load_model_bytes(Bolt::init(&cfg, &cpu_device(false)), &ck.model)?;
-            (model, cfg, tok, format!("{} ({cfg}, step {})", ckpt.display(), ck.state.step))
+            let (bytes, report) = export(&model, cfg.seq_len, &tok, emb)?;
+            (bytes, report, format!("{} ({cfg}, step {})", ckpt.display(), ck.state.step))
         }
         (None, None) => anyhow::bail!("give a CHECKPOINT or --torch MODEL.pt"),
     };
-    let (bytes, report) = export(&model, cfg.seq_len, &tok, emb)?;
     flashlm_core::write::write_atomic(&cli.output, &bytes)
         .with_context(|| format!("writing {}", cli.output.display()))?;
     println!("{what} -> {}", cli.output.display());

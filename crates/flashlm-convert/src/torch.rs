@@ -14,8 +14,8 @@ use flashlm_core::params::{self, BlockTensor};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use crate::NamedTensors;
 use anyhow::{Context, bail, ensure};
-use flashlm_model::NamedTensors;
 use pytorch_reader::{DType, PickleValue, PytorchReader};
 
 /// A checkpoint read from PyTorch.
@@ -25,7 +25,7 @@ pub struct Imported {
     pub config: Config,
     /// Where each config value came from, for the user.
     pub config_source: String,
-    /// name -> (shape, f32 values), in the names of `flashlm_model::Bolt::named_params`.
+    /// name -> (shape, f32 values), in the parameter table's names (`flashlm_core::params`).
     pub weights: NamedTensors,
 }
 
@@ -37,7 +37,7 @@ pub fn read(path: &Path, default_seq_len: usize) -> anyhow::Result<Imported> {
     std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     let is_safetensors = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
     let (mut weights, cfg_entry) = if is_safetensors {
-        let w = flashlm_model::read_safetensors(path).map_err(anyhow::Error::msg)?;
+        let w = crate::read_safetensors(path).map_err(anyhow::Error::msg)?;
         (w, None)
     } else {
         read_pickle(path)?
