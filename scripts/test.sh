@@ -23,10 +23,12 @@ echo "== no multiply in the ternary kernels"
 echo "== cargo test"
 # The C API's test links examples/c/generate.c against libflashlm.a, which only a build of
 # the library target writes (cargo test builds the rlib alone).
-cargo build --workspace --release --lib
+cargo build --workspace --release --all-targets
 # Slow tests (#[ignore]d, each says why) run in CI and with FLASHLM_SLOW_TESTS=1.
 if [ "${CI:-}" = true ] || [ "${FLASHLM_SLOW_TESTS:-0}" = 1 ]; then
     cargo test --workspace --release -- --include-ignored
 else
     cargo test --workspace --release
 fi
+echo "== Python package (bindings/python)"
+./scripts/test-python.sh

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use flashlm_infer::eval::{Protocol, evaluate_file};
+use flashlm_infer::format::EmbeddingDtype;
 use flashlm_infer::generate::{GenerateError, GenerateParams, Generation};
 use flashlm_infer::kernels::Kernel;
 use flashlm_infer::model::Model as Engine;
@@ -73,6 +74,40 @@ impl Model {
             Some(p) => file_error(p, &e),
             None => value_error(format!("{e:#}")),
         })?;
+        engine.set_threads(threads).map_err(value_error)?;
+        Ok(Self { engine: Arc::new(engine) })
+    }
+
+    /// Pack an original PyTorch FlashLM v4 checkpoint (`.pt`/`.pth` or `.safetensors`) with
+    /// its `tokenizer.json` in memory, through the same code as `flashlm-export --torch`.
+    #[staticmethod]
+    #[pyo3(signature = (checkpoint, tokenizer, seq_len=256, embedding="f32", kernel="auto", threads=1))]
+    fn from_torch(
+        py: Python<'_>,
+        checkpoint: PathBuf,
+        tokenizer: PathBuf,
+        seq_len: usize,
+        embedding: &str,
+        kernel: &str,
+        threads: usize,
+    ) -> PyResult<Self> {
+        let kernel = Kernel::from_name(kernel).map_err(value_error)?;
+        let emb = match embedding {
+            "f32" => EmbeddingDtype::F32,
+            "f16" => EmbeddingDtype::F16,
+            "int8" => EmbeddingDtype::Int8,
+            "int4" => EmbeddingDtype::Int4,
+            e => return Err(value_error(format!("embedding must be f32, f16, int8 or int4, not {e:?}"))),
+        };
+        if threads == 0 || threads > 1024 {
+            return Err(value_error(format!("threads must be between 1 and 1024, not {threads}")));
+        }
+        let c = py
+            .detach(|| flashlm_convert::from_torch(&checkpoint, &tokenizer, seq_len, emb))
+            .map_err(|e| {
+                if std::fs::metadata(&tokenizer).is_err() { file_error(&tokenizer, &e) } else { file_error(&checkpoint, &e) }
+            })?;
+        let mut engine = Engine::from_bytes(&c.bytes, kernel).map_err(value_error)?;
         engine.set_threads(threads).map_err(value_error)?;
         Ok(Self { engine: Arc::new(engine) })
     }

@@ -2,6 +2,7 @@
 model, determinism, streaming, logits equal to the engine's, evaluation, errors, two threads
 at once."""
 import subprocess
+import json
 import threading
 from pathlib import Path
 
@@ -113,3 +114,42 @@ def test_two_threads_at_once(model):
     for t in ts:
         t.join()
     assert got == [want, want]
+
+
+def read_safetensors(path):
+    """name -> float32 array, from the format's own layout (8-byte length, JSON, data)."""
+    raw = Path(path).read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    meta = json.loads(raw[8:8 + n])
+    data = raw[8 + n:]
+    out = {}
+    for name, m in meta.items():
+        if name == "__metadata__":
+            continue
+        a, b = m["data_offsets"]
+        out[name] = np.frombuffer(data[a:b], dtype="<f4").reshape(m["shape"])
+    return out
+
+
+@pytest.mark.parametrize("name", ["tiny.pt", "tiny-state-dict.pt", "tiny.safetensors"])
+def test_from_torch_gives_pytorchs_logits(name):
+    torch_dir = ROOT / "tests/fixtures/torch"
+    batch = json.loads((ROOT / "tests/fixtures/parity/batch.json").read_text())
+    t = batch["config"]["seq_len"]
+    tokens = batch["tokens"][:t]
+    expected = read_safetensors(ROOT / "tests/fixtures/parity/expected.safetensors")["logits"]
+    expected = expected.reshape(batch["batch"], t, -1)[0]
+    m = flashlm.Model.from_torch(str(torch_dir / name), str(torch_dir / "tokenizer.json"), seq_len=16, kernel="exact")
+    ours = m.logits(tokens)
+    assert ours.shape == expected.shape
+    assert np.abs(ours - expected).max() <= 1e-4
+
+
+def test_from_torch_refuses_bad_files():
+    torch_dir = ROOT / "tests/fixtures/torch"
+    with pytest.raises(OSError, match="missing.pt"):
+        flashlm.Model.from_torch("/nonexistent/missing.pt", str(torch_dir / "tokenizer.json"))
+    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
+        flashlm.Model.from_torch(str(torch_dir / "tokenizer.json"), str(torch_dir / "tokenizer.json"))
+    with pytest.raises(ValueError, match="embedding"):
+        flashlm.Model.from_torch(str(torch_dir / "tiny.pt"), str(torch_dir / "tokenizer.json"), embedding="int2")

@@ -26,6 +26,18 @@ class Model:
     def __init__(self, path: Optional[str] = None, kernel: str = "auto", threads: int = 1):
         self._m = _flashlm.Model(None if path is None else str(path), kernel, threads)
 
+    @classmethod
+    def from_torch(cls, checkpoint: str, tokenizer: str, seq_len: int = 256, embedding: str = "f32",
+                   kernel: str = "auto", threads: int = 1) -> "Model":
+        """Pack an original PyTorch FlashLM v4 checkpoint (``.pt``/``.pth`` or
+        ``.safetensors``) and its ``tokenizer.json`` in memory, through the same code as
+        ``flashlm-export --torch``. ``seq_len`` is used when the checkpoint's config does not
+        say; ``embedding`` is f32, f16, int8 or int4; ``kernel="exact"`` keeps f32 activations
+        (PyTorch's logits within 1e-4)."""
+        m = cls.__new__(cls)
+        m._m = _flashlm.Model.from_torch(str(checkpoint), str(tokenizer), seq_len, embedding, kernel, threads)
+        return m
+
     def generate(self, prompt: str, max_tokens: int = 200, temperature: float = 0.8, top_k: int = 50,
                  top_p: float = 1.0, seed: Optional[int] = None, stop: Optional[List[str]] = None,
                  ignore_eos: bool = False) -> str:

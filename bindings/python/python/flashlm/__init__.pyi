@@ -14,6 +14,9 @@ class Tokenizer:
 
 class Model:
     def __init__(self, path: Optional[str] = None, kernel: str = "auto", threads: int = 1) -> None: ...
+    @classmethod
+    def from_torch(cls, checkpoint: str, tokenizer: str, seq_len: int = 256, embedding: str = "f32",
+                   kernel: str = "auto", threads: int = 1) -> Model: ...
     def generate(self, prompt: str, max_tokens: int = 200, temperature: float = 0.8, top_k: int = 50,
                  top_p: float = 1.0, seed: Optional[int] = None, stop: Optional[List[str]] = None,
                  ignore_eos: bool = False) -> str: ...
