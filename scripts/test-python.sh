@@ -8,6 +8,9 @@ if [ "${FLASHLM_SKIP_PYTHON:-0}" = 1 ] && [ "${CI:-}" != true ]; then
     echo "test-python: skipped (FLASHLM_SKIP_PYTHON=1)"
     exit 0
 fi
+# The bindings are outside the cargo workspace: their own format and lint checks.
+cargo fmt --manifest-path bindings/python/Cargo.toml -- --check
+CARGO_TARGET_DIR="$PWD/target/python" cargo clippy -q --manifest-path bindings/python/Cargo.toml --release -- -D warnings
 venv=target/pyenv
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"

@@ -8,7 +8,7 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --release -- -D warnings
 echo "== dependency rules"
-for pkg in flashlm-infer flashlm-core flashlm-tokenizer; do
+for pkg in flashlm-infer flashlm-core flashlm-tokenizer flashlm-convert flashlm-capi; do
     ./scripts/check-infer-deps.sh "$pkg"
 done
 ALLOW_BURN=1 ./scripts/check-infer-deps.sh flashlm-train

@@ -102,11 +102,15 @@ impl Model {
         if threads == 0 || threads > 1024 {
             return Err(value_error(format!("threads must be between 1 and 1024, not {threads}")));
         }
-        let c = py
-            .detach(|| flashlm_convert::from_torch(&checkpoint, &tokenizer, seq_len, emb))
-            .map_err(|e| {
-                if std::fs::metadata(&tokenizer).is_err() { file_error(&tokenizer, &e) } else { file_error(&checkpoint, &e) }
-            })?;
+        let c = py.detach(|| flashlm_convert::from_torch(&checkpoint, &tokenizer, seq_len, emb)).map_err(
+            |e| {
+                if std::fs::metadata(&tokenizer).is_err() {
+                    file_error(&tokenizer, &e)
+                } else {
+                    file_error(&checkpoint, &e)
+                }
+            },
+        )?;
         let mut engine = Engine::from_bytes(&c.bytes, kernel).map_err(value_error)?;
         engine.set_threads(threads).map_err(value_error)?;
         Ok(Self { engine: Arc::new(engine) })
@@ -228,7 +232,14 @@ impl Model {
 
     fn __repr__(&self) -> String {
         let c = &self.engine.config;
-        format!("flashlm.Model(d={}, blocks={}, h={}, vocab={}, kernel={})", c.dim, c.n_blocks, c.glu_hidden, c.vocab_size, self.engine.kernel.name())
+        format!(
+            "flashlm.Model(d={}, blocks={}, h={}, vocab={}, kernel={})",
+            c.dim,
+            c.n_blocks,
+            c.glu_hidden,
+            c.vocab_size,
+            self.engine.kernel.name()
+        )
     }
 }
 
@@ -274,7 +285,11 @@ impl Tokenizer {
     fn from_file(path: PathBuf) -> PyResult<Self> {
         let t = Vocab::load(&path).map_err(|e| {
             let msg = format!("{}: {e}", path.display());
-            if std::fs::metadata(&path).is_err() { PyOSError::new_err(msg) } else { PyValueError::new_err(msg) }
+            if std::fs::metadata(&path).is_err() {
+                PyOSError::new_err(msg)
+            } else {
+                PyValueError::new_err(msg)
+            }
         })?;
         Ok(Self { vocab: Arc::new(t) })
     }
