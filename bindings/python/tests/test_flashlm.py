@@ -62,6 +62,26 @@ def test_logits_are_the_engines(model):
     assert greedy == model.tokenizer.decode([int(np.argmax(logits[-1]))])
 
 
+def test_logits_score_a_story_as_the_cli_eval_does(model):
+    """The exact protocol from numpy over model.logits equals `flashlm-infer eval --json`."""
+    cli = ROOT / "target/release/flashlm-infer"
+    if not cli.exists():
+        pytest.skip(f"{cli} is not built (cargo build --release -p flashlm-infer)")
+    out = subprocess.run([str(cli), "eval", "--data", str(FIXTURE), "--stories", "1", "--protocol", "exact", "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    want = json.loads(out)
+    story = FIXTURE.read_text().split("<|endoftext|>")[0].strip()
+    ids = model.tokenizer.encode(story)
+    eos = 3
+    logits = model.logits([eos] + ids).astype(np.float64)
+    targets = ids + [eos]
+    m = logits.max(axis=1, keepdims=True)
+    logp = logits - m - np.log(np.exp(logits - m).sum(axis=1, keepdims=True))
+    nll = -logp[np.arange(len(targets)), targets].sum()
+    assert want["tokens"] == len(targets)
+    assert abs(nll / len(targets) - want["loss"]) < 1e-5, (nll / len(targets), want["loss"])
+
+
 def test_eval_bpc_on_a_fixture(model):
     r = model.eval_bpc(str(FIXTURE), protocol="exact", stories=6)
     assert set(r) == {"bpc", "loss", "ppl", "stories", "tokens", "chars"}
