@@ -116,29 +116,8 @@ impl Model {
         Ok(Self { engine: Arc::new(engine) })
     }
 
-    /// Generate text after `prompt` and return it (without the prompt).
-    #[pyo3(signature = (prompt, max_tokens=200, temperature=0.8, top_k=50, top_p=1.0, seed=None, stop=None, ignore_eos=false))]
-    #[allow(clippy::too_many_arguments)]
-    fn generate(
-        &self,
-        py: Python<'_>,
-        prompt: &str,
-        max_tokens: usize,
-        temperature: f32,
-        top_k: usize,
-        top_p: f32,
-        seed: Option<u64>,
-        stop: Option<Vec<String>>,
-        ignore_eos: bool,
-    ) -> PyResult<String> {
-        let p = params(max_tokens, temperature, top_k, top_p, seed, stop, ignore_eos);
-        let engine = &self.engine;
-        let mut g = Generation::new(engine, prompt, p).map_err(generate_error)?;
-        let (text, _) = py.detach(|| g.run(engine)).map_err(generate_error)?;
-        Ok(text)
-    }
-
-    /// An iterator over the pieces of text as they are generated.
+    /// A stream of text pieces after `prompt` (`flashlm.Model.generate` reads it to the end
+    /// with `read_all`).
     #[pyo3(signature = (prompt, max_tokens=200, temperature=0.8, top_k=50, top_p=1.0, seed=None, stop=None, ignore_eos=false))]
     #[allow(clippy::too_many_arguments)]
     fn stream(
@@ -255,6 +234,16 @@ struct TextStream {
 impl TextStream {
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
         slf
+    }
+
+    /// The rest of the text at once, generated with the GIL released.
+    fn read_all(&mut self, py: Python<'_>) -> PyResult<String> {
+        if self.done {
+            return Ok(String::new());
+        }
+        self.done = true;
+        let (engine, g) = (&self.engine, &mut self.generation);
+        py.detach(|| g.run(engine)).map(|(text, _)| text).map_err(generate_error)
     }
 
     fn __next__(&mut self, py: Python<'_>) -> PyResult<String> {

@@ -45,7 +45,7 @@ class Model:
         gives the same text; ``seed=None`` means 42. Generation stops at the end-of-story
         token (unless ``ignore_eos``), at ``max_tokens``, or before the first ``stop`` string.
         Runs without the GIL. Bad arguments raise ValueError."""
-        return self._m.generate(prompt, max_tokens, temperature, top_k, top_p, seed, stop, ignore_eos)
+        return self._m.stream(prompt, max_tokens, temperature, top_k, top_p, seed, stop, ignore_eos).read_all()
 
     def stream(self, prompt: str, max_tokens: int = 200, temperature: float = 0.8, top_k: int = 50,
                top_p: float = 1.0, seed: Optional[int] = None, stop: Optional[List[str]] = None,
