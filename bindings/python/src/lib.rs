@@ -42,25 +42,6 @@ struct Model {
     engine: Arc<Engine>,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn params(
-    max_tokens: usize,
-    temperature: f32,
-    top_k: usize,
-    top_p: f32,
-    seed: Option<u64>,
-    stop: Option<Vec<String>>,
-    ignore_eos: bool,
-) -> GenerateParams {
-    GenerateParams {
-        max_tokens,
-        sampler: Sampler { temperature, top_k, top_p },
-        seed: seed.unwrap_or(42),
-        stop: stop.unwrap_or_default(),
-        ignore_eos,
-    }
-}
-
 #[pymethods]
 impl Model {
     #[new]
@@ -131,7 +112,13 @@ impl Model {
         stop: Option<Vec<String>>,
         ignore_eos: bool,
     ) -> PyResult<TextStream> {
-        let p = params(max_tokens, temperature, top_k, top_p, seed, stop, ignore_eos);
+        let p = GenerateParams {
+            max_tokens,
+            sampler: Sampler { temperature, top_k, top_p },
+            seed: seed.unwrap_or(42),
+            stop: stop.unwrap_or_default(),
+            ignore_eos,
+        };
         let g = Generation::new(&self.engine, prompt, p).map_err(generate_error)?;
         Ok(TextStream { engine: self.engine.clone(), generation: g, done: false })
     }
