@@ -346,3 +346,25 @@ fn the_binary_binds_loopback_and_stops_on_sigterm_within_the_grace_period() {
     err.read_to_string(&mut rest).unwrap();
     assert!(rest.contains("shutting down") && rest.contains("stopped"), "{rest}");
 }
+
+#[test]
+fn a_non_streamed_request_whose_client_hangs_up_is_dropped() {
+    let s = start(config());
+    let body = r#"{"prompt": "Once upon a time", "max_tokens": 4096, "ignore_eos": true}"#;
+    let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+    write!(c, "POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n{body}", body.len())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    drop(c);
+    let t0 = Instant::now();
+    while s.metric("flashlm_streams_dropped_total{reason=\"disconnect\"}") < 1.0 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the abandoned request was never dropped");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // It stopped well before its 4096 tokens, and its slot is free.
+    assert!(s.metric("flashlm_completion_tokens_total") < 4096.0);
+    while s.metric("flashlm_active_streams") != 0.0 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the stream stayed active");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
