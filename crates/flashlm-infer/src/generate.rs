@@ -307,22 +307,13 @@ pub fn step_many(
     scratch: &mut StepBuffers,
     gens: &mut [&mut Generation],
 ) -> Vec<Result<Piece, GenerateError>> {
-    let ready: Vec<usize> = (0..gens.len()).filter(|&i| gens[i].next_input().is_some()).collect();
-    let tokens: Vec<u16> = ready.iter().map(|&i| gens[i].input).collect();
-    {
-        let mut states: Vec<&mut RunState> = Vec::with_capacity(ready.len());
-        let mut it = ready.iter().peekable();
-        for (i, g) in gens.iter_mut().enumerate() {
-            if it.peek() == Some(&&i) {
-                it.next();
-                states.push(&mut g.state);
-            }
-        }
-        model.forward_many(scratch, &mut states, &tokens);
-    }
-    let mut out: Vec<Result<Piece, GenerateError>> = (0..gens.len()).map(|_| Ok(Piece::default())).collect();
-    for &i in &ready {
-        out[i] = gens[i].after_forward(model);
-    }
-    out
+    let ready: Vec<bool> = gens.iter().map(|g| g.next_input().is_some()).collect();
+    let tokens: Vec<u16> = gens.iter().filter_map(|g| g.next_input()).collect();
+    let mut states: Vec<&mut RunState> =
+        gens.iter_mut().zip(&ready).filter(|(_, r)| **r).map(|(g, _)| &mut g.state).collect();
+    model.forward_many(scratch, &mut states, &tokens);
+    gens.iter_mut()
+        .zip(ready)
+        .map(|(g, r)| if r { g.after_forward(model) } else { Ok(Piece::default()) })
+        .collect()
 }

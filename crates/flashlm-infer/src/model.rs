@@ -395,16 +395,16 @@ impl Model {
     /// Fresh buffers (empty history) for one sequence.
     pub fn new_state(&self) -> RunState {
         let c = &self.config;
-        let pad = |n: usize| n.div_ceil(64) * 64;
+        let (wxb, wmix, whb) = BatchBufs::widths(c);
         RunState {
             x: vec![0.0; c.dim],
-            xb: vec![0.0; pad(c.dim.max(c.glu_hidden))],
+            xb: vec![0.0; wxb],
             gv: vec![0.0; 2 * c.dim],
-            mix: vec![0.0; pad(c.dim)],
+            mix: vec![0.0; wmix],
             out: vec![0.0; c.dim],
             g: vec![0.0; c.glu_hidden],
             u: vec![0.0; c.glu_hidden],
-            hb: vec![0.0; pad(c.glu_hidden)],
+            hb: vec![0.0; whb],
             history: vec![0.0; c.n_blocks * c.conv_taps.saturating_sub(1) * c.dim],
             ring_head: 0,
             logits: vec![0.0; c.vocab_size],
