@@ -239,33 +239,27 @@ fn run(model: &Model, rx: &Receiver<Job>, shared: &Shared, cfg: &EngineConfig) {
         }
         let mut gens: Vec<&mut Generation> = active.iter_mut().map(|j| &mut j.generation).collect();
         let ready = gens.iter().filter(|g| g.next_input().is_some()).count();
-        let results = step_many(model, &mut scratch, &mut gens);
-        let mut keep = vec![true; active.len()];
-        for ((j, r), k) in active.iter().zip(results).zip(keep.iter_mut()) {
-            match r {
-                Ok(p) => {
-                    if !p.text.is_empty() {
-                        let _ = j.events.send(Event::Text(p.text));
-                    }
-                    if let Some(finish) = p.finish {
-                        let _ = j
-                            .events
-                            .send(Event::Done { finish, completion_tokens: j.generation.generated() });
-                        *k = false;
-                    }
+        let mut results = step_many(model, &mut scratch, &mut gens).into_iter();
+        // One result per job, in order: keep the jobs that go on.
+        active.retain(|j| match results.next() {
+            Some(Ok(p)) => {
+                if !p.text.is_empty() {
+                    let _ = j.events.send(Event::Text(p.text));
                 }
-                Err(e) => {
-                    let _ = j.events.send(Event::Failed {
-                        status: 500,
-                        kind: "server_error",
-                        message: e.to_string(),
-                    });
-                    *k = false;
-                }
+                let Some(finish) = p.finish else { return true };
+                let _ = j.events.send(Event::Done { finish, completion_tokens: j.generation.generated() });
+                false
             }
-        }
-        let mut it = keep.iter();
-        active.retain(|_| *it.next().unwrap_or(&false));
+            Some(Err(e)) => {
+                let _ = j.events.send(Event::Failed {
+                    status: 500,
+                    kind: "server_error",
+                    message: e.to_string(),
+                });
+                false
+            }
+            None => true,
+        });
         shared.active.store(active.len(), Ordering::SeqCst);
         shared.metrics.step(ready, t0.elapsed());
     }

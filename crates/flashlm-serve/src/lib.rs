@@ -50,21 +50,26 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
 }
 
+impl ServeConfig {
+    /// The defaults (also `flashlm-serve`'s flag defaults).
+    pub const DEFAULT: ServeConfig = ServeConfig {
+        model_name: String::new(),
+        api_key: None,
+        max_body_bytes: 1 << 20,
+        limits: Limits { max_prompt_tokens: 4096, max_tokens: 4096, default_max_tokens: 128 },
+        engine: EngineConfig {
+            max_streams: 64,
+            max_queue: 256,
+            prefill_chunk: 64,
+            shutdown_grace: Duration::from_secs(10),
+        },
+        request_timeout: Duration::from_secs(300),
+    };
+}
+
 impl Default for ServeConfig {
     fn default() -> Self {
-        Self {
-            model_name: "flashlm".into(),
-            api_key: None,
-            max_body_bytes: 1 << 20,
-            limits: Limits { max_prompt_tokens: 4096, max_tokens: 4096, default_max_tokens: 128 },
-            engine: EngineConfig {
-                max_streams: 64,
-                max_queue: 256,
-                prefill_chunk: 64,
-                shutdown_grace: Duration::from_secs(10),
-            },
-            request_timeout: Duration::from_secs(300),
-        }
+        Self { model_name: "flashlm".into(), ..Self::DEFAULT }
     }
 }
 

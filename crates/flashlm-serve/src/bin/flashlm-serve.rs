@@ -12,6 +12,9 @@ use flashlm_serve::api::Limits;
 use flashlm_serve::engine::EngineConfig;
 use flashlm_serve::{ServeConfig, Server};
 
+/// The library's defaults are the flags' defaults (written once, in `ServeConfig::default`).
+const DEFAULTS: ServeConfig = ServeConfig::DEFAULT;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "flashlm-serve",
@@ -41,32 +44,32 @@ struct Cli {
     #[arg(long, default_value_t = 1)]
     threads: usize,
     /// Streams decoded together at most; more requests wait in the queue.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = DEFAULTS.engine.max_streams)]
     max_streams: usize,
     /// Requests waiting at most (beyond that: 429).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = DEFAULTS.engine.max_queue)]
     max_queue: usize,
     /// Prompt tokens prefilled per step across all streams (bounds the stall a long prompt
     /// causes the running streams).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = DEFAULTS.engine.prefill_chunk)]
     prefill_chunk: usize,
     /// Prompt tokens at most (400 beyond).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = DEFAULTS.limits.max_prompt_tokens)]
     max_prompt_tokens: usize,
     /// max_tokens at most (400 beyond).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = DEFAULTS.limits.max_tokens)]
     max_tokens_limit: usize,
     /// max_tokens when a request gives none.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = DEFAULTS.limits.default_max_tokens)]
     default_max_tokens: usize,
     /// Request body bytes at most (413 beyond).
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, default_value_t = DEFAULTS.max_body_bytes)]
     max_body_bytes: usize,
     /// Seconds a request may take, queued and running (504 beyond).
-    #[arg(long, default_value_t = 300.0)]
+    #[arg(long, default_value_t = DEFAULTS.request_timeout.as_secs_f64())]
     request_timeout: f64,
     /// Seconds running streams may go on after SIGTERM / Ctrl-C before they are cut.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = DEFAULTS.engine.shutdown_grace.as_secs_f64())]
     shutdown_grace: f64,
 }
 
