@@ -48,9 +48,7 @@ impl Model {
     #[pyo3(signature = (path=None, kernel="auto", threads=1))]
     fn new(path: Option<PathBuf>, kernel: &str, threads: usize) -> PyResult<Self> {
         let kernel = Kernel::from_name(kernel).map_err(value_error)?;
-        if threads == 0 || threads > 1024 {
-            return Err(value_error(format!("threads must be between 1 and 1024, not {threads}")));
-        }
+        flashlm_core::limits::check_threads(threads).map_err(value_error)?;
         let mut engine = Engine::load(path.as_deref(), kernel).map_err(|e| match &path {
             Some(p) => file_error(p, &e),
             None => value_error(format!("{e:#}")),
@@ -80,9 +78,7 @@ impl Model {
             "int4" => EmbeddingDtype::Int4,
             e => return Err(value_error(format!("embedding must be f32, f16, int8 or int4, not {e:?}"))),
         };
-        if threads == 0 || threads > 1024 {
-            return Err(value_error(format!("threads must be between 1 and 1024, not {threads}")));
-        }
+        flashlm_core::limits::check_threads(threads).map_err(value_error)?;
         let c = py.detach(|| flashlm_convert::from_torch(&checkpoint, &tokenizer, seq_len, emb)).map_err(
             |e| {
                 if std::fs::metadata(&tokenizer).is_err() {
@@ -161,9 +157,7 @@ impl Model {
             "exact" => Protocol::Exact,
             p => return Err(value_error(format!("protocol must be \"original\" or \"exact\", not {p:?}"))),
         };
-        if threads == 0 || threads > 1024 {
-            return Err(value_error(format!("threads must be between 1 and 1024, not {threads}")));
-        }
+        flashlm_core::limits::check_threads(threads).map_err(value_error)?;
         let engine = &self.engine;
         let r = py
             .detach(|| evaluate_file(engine, &path, stories, protocol, threads))
