@@ -81,6 +81,16 @@ pub enum Endpoint {
     Chat,
 }
 
+impl Endpoint {
+    /// The field that holds the prompt (errors about the prompt name it).
+    pub fn prompt_param(self) -> &'static str {
+        match self {
+            Endpoint::Completions => "prompt",
+            Endpoint::Chat => "messages",
+        }
+    }
+}
+
 fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",

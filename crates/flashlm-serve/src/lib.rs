@@ -265,17 +265,12 @@ async fn generate(
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|e| body_error(&e))?;
     let req = api::parse(&body, endpoint, &s.config.limits, s.model.config.vocab_size)?;
-    let generation = Generation::new(&s.model, &req.prompt, req.params.clone()).map_err(|e| {
-        let param = match endpoint {
-            Endpoint::Completions => "prompt",
-            Endpoint::Chat => "messages",
-        };
-        ApiError::invalid(param, e.to_string())
-    })?;
+    let generation = Generation::new(&s.model, &req.prompt, req.params.clone())
+        .map_err(|e| ApiError::invalid(endpoint.prompt_param(), e.to_string()))?;
     let prompt_tokens = generation.prompt_tokens().len();
     if prompt_tokens > s.config.limits.max_prompt_tokens {
         let mut e = ApiError::invalid(
-            if endpoint == Endpoint::Chat { "messages" } else { "prompt" },
+            endpoint.prompt_param(),
             format!(
                 "the prompt has {prompt_tokens} tokens; this server accepts at most {}",
                 s.config.limits.max_prompt_tokens
