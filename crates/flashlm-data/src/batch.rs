@@ -104,32 +104,127 @@ impl TrainSchedule {
     }
 }
 
+/// One stage of a curriculum as the batcher sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchStage<'a> {
+    /// The stage's training windows.
+    pub windows: Windows<'a>,
+    /// Global batches the stage lasts (`u64::MAX`: to the end of the run).
+    pub batches: u64,
+    /// Windows of every batch drawn from the previous stage (0: none; never for stage 0).
+    pub mixed: usize,
+}
+
+/// The permutation of one epoch of one schedule, kept while batches come from it.
+#[derive(Debug, Default)]
+struct EpochCache {
+    key: Option<(TrainSchedule, u64)>,
+    perm: Vec<u32>,
+}
+
+impl EpochCache {
+    /// Window ids of batch `k` of `schedule` (epochs roll over), and its epoch.
+    fn windows(&mut self, schedule: TrainSchedule, k: u64) -> (u64, Vec<usize>) {
+        let (epoch, j) = schedule.position(k);
+        if self.key != Some((schedule, epoch)) {
+            self.perm = schedule.permutation(epoch);
+            self.key = Some((schedule, epoch));
+        }
+        let b = schedule.batch_size;
+        (epoch, self.perm[j as usize * b..(j as usize + 1) * b].iter().map(|&i| i as usize).collect())
+    }
+}
+
 /// Training batches from global batch number `start` on, forever (epochs roll over).
+///
+/// A curriculum ([`TrainBatches::staged`]) is a list of stages, each lasting a number of
+/// global batches. Within stage `s` (local batch `k`), a batch is `mixed` windows of stage
+/// `s - 1` (batch `k` of its own shuffled schedule) followed by `batch_size - mixed` windows
+/// of stage `s`. Every batch is a pure function of (seed, global batch number), so a run
+/// resumes exactly anywhere, a stage boundary included. Stage 0 uses the run's seed itself:
+/// a one-stage curriculum gives the plain run's batches.
 #[derive(Debug)]
 pub struct TrainBatches<'a> {
-    windows: Windows<'a>,
-    schedule: TrainSchedule,
+    stages: Vec<BatchStage<'a>>,
+    /// First global batch of each stage.
+    starts: Vec<u64>,
+    batch_size: usize,
+    seed: u64,
     next: u64,
-    epoch: Option<(u64, Vec<u32>)>,
+    own: EpochCache,
+    previous: EpochCache,
 }
 
 impl<'a> TrainBatches<'a> {
     /// Start at global batch number `start` (0 for a new run; the saved position to resume).
     pub fn new(windows: Windows<'a>, batch_size: usize, seed: u64, start: u64) -> Self {
-        assert!(batch_size > 0, "batch_size must be positive");
-        let schedule = TrainSchedule { n_windows: windows.len(), batch_size, seed };
-        Self { windows, schedule, next: start, epoch: None }
+        Self::staged(vec![BatchStage { windows, batches: u64::MAX, mixed: 0 }], batch_size, seed, start)
     }
 
-    /// The schedule in use.
+    /// A curriculum's batches (see the type's documentation).
+    pub fn staged(stages: Vec<BatchStage<'a>>, batch_size: usize, seed: u64, start: u64) -> Self {
+        assert!(batch_size > 0, "batch_size must be positive");
+        assert!(!stages.is_empty(), "at least one stage");
+        assert!(stages[0].mixed == 0, "the first stage has nothing to mix");
+        assert!(stages.iter().all(|s| s.mixed < batch_size), "a stage keeps one window of its own");
+        let mut starts = Vec::with_capacity(stages.len());
+        let mut at = 0u64;
+        for s in &stages {
+            starts.push(at);
+            at = at.saturating_add(s.batches);
+        }
+        Self {
+            stages,
+            starts,
+            batch_size,
+            seed,
+            next: start,
+            own: EpochCache::default(),
+            previous: EpochCache::default(),
+        }
+    }
+
+    /// The schedule of stage `s`'s own windows (and of the previous stage's mixed ones).
+    pub fn stage_schedule(&self, s: usize) -> TrainSchedule {
+        let st = &self.stages[s];
+        TrainSchedule {
+            n_windows: st.windows.len(),
+            batch_size: self.batch_size - st.mixed,
+            seed: stage_seed(self.seed, s),
+        }
+    }
+
+    /// The first stage's schedule (a plain run's only one).
     pub fn schedule(&self) -> TrainSchedule {
-        self.schedule
+        self.stage_schedule(0)
     }
 
     /// Global number of the batch the next call returns.
     pub fn position(&self) -> u64 {
         self.next
     }
+
+    /// The stage global batch `batch` belongs to (past the last stage: the last one).
+    pub fn stage_of(&self, batch: u64) -> usize {
+        self.starts.partition_point(|&s| s <= batch).saturating_sub(1)
+    }
+
+    /// The first global batch of stage `s`.
+    pub fn stage_start(&self, s: usize) -> u64 {
+        self.starts[s]
+    }
+
+    /// Epoch (within its stage) of global batch `batch`.
+    pub fn epoch_of(&self, batch: u64) -> u64 {
+        let s = self.stage_of(batch);
+        self.stage_schedule(s).position(batch - self.starts[s]).0
+    }
+}
+
+/// Seed of stage `s`'s window order (stage 0: the run's seed) and, xor 1, of the previous
+/// stage's windows mixed into it.
+fn stage_seed(seed: u64, s: usize) -> u64 {
+    if s == 0 { seed } else { seed ^ (s as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) }
 }
 
 /// One training batch with its place in the schedule.
@@ -137,7 +232,7 @@ impl<'a> TrainBatches<'a> {
 pub struct TrainBatch {
     /// Global batch number.
     pub index: u64,
-    /// Epoch it belongs to.
+    /// Epoch it belongs to (within its stage).
     pub epoch: u64,
     /// The tokens.
     pub batch: Batch,
@@ -147,18 +242,35 @@ impl Iterator for TrainBatches<'_> {
     type Item = TrainBatch;
 
     fn next(&mut self) -> Option<TrainBatch> {
-        if self.schedule.batches_per_epoch() == 0 {
+        let s = self.stage_of(self.next);
+        let own = self.stage_schedule(s);
+        if own.batches_per_epoch() == 0 {
             return None;
         }
-        let (epoch, k) = self.schedule.position(self.next);
-        if self.epoch.as_ref().map(|(e, _)| *e) != Some(epoch) {
-            self.epoch = Some((epoch, self.schedule.permutation(epoch)));
-        }
-        let perm = &self.epoch.as_ref().expect("set above").1;
-        let b = self.schedule.batch_size;
-        let idx: Vec<usize> =
-            perm[k as usize * b..(k as usize + 1) * b].iter().map(|&i| i as usize).collect();
-        let out = TrainBatch { index: self.next, epoch, batch: self.windows.batch(&idx) };
+        let k = self.next - self.starts[s];
+        let (epoch, ids) = self.own.windows(own, k);
+        let st = self.stages[s];
+        let batch = if st.mixed == 0 {
+            st.windows.batch(&ids)
+        } else {
+            let prev = self.stages[s - 1].windows;
+            let sched = TrainSchedule {
+                n_windows: prev.len(),
+                batch_size: st.mixed,
+                seed: stage_seed(self.seed, s) ^ 1,
+            };
+            if sched.batches_per_epoch() == 0 {
+                return None;
+            }
+            let (_, prev_ids) = self.previous.windows(sched, k);
+            let mut b = prev.batch(&prev_ids);
+            let mine = st.windows.batch(&ids);
+            b.inputs.extend_from_slice(&mine.inputs);
+            b.targets.extend_from_slice(&mine.targets);
+            b.batch_size += mine.batch_size;
+            b
+        };
+        let out = TrainBatch { index: self.next, epoch, batch };
         self.next += 1;
         Some(out)
     }
@@ -217,6 +329,51 @@ mod tests {
             assert_eq!(a.batch, b.batch);
         }
         assert!(full.last().unwrap().epoch >= 2, "test should cross epochs");
+    }
+
+    #[test]
+    fn one_stage_is_the_plain_run() {
+        let toks: Vec<u16> = (0..3000).map(|i| (i % 991) as u16).collect();
+        let w = Windows::new(&toks, 8);
+        let plain: Vec<_> = TrainBatches::new(w, 4, 9, 0).take(150).collect();
+        let staged: Vec<_> =
+            TrainBatches::staged(vec![BatchStage { windows: w, batches: 1000, mixed: 0 }], 4, 9, 0)
+                .take(150)
+                .collect();
+        for (a, b) in plain.iter().zip(&staged) {
+            assert_eq!((a.index, a.epoch, &a.batch), (b.index, b.epoch, &b.batch));
+        }
+    }
+
+    #[test]
+    fn stages_switch_mix_and_resume_exactly() {
+        let a: Vec<u16> = (0..2000).map(|i| (i % 500) as u16).collect();
+        let b: Vec<u16> = (0..2000).map(|i| 1000 + (i % 500) as u16).collect();
+        let (wa, wb) = (Windows::new(&a, 8), Windows::new(&b, 8));
+        let stages = vec![
+            BatchStage { windows: wa, batches: 30, mixed: 0 },
+            BatchStage { windows: wb, batches: 50, mixed: 1 },
+        ];
+        let full: Vec<_> = TrainBatches::staged(stages.clone(), 4, 3, 0).take(100).collect();
+        let tb = TrainBatches::staged(stages.clone(), 4, 3, 0);
+        assert_eq!((tb.stage_of(29), tb.stage_of(30), tb.stage_of(79), tb.stage_of(500)), (0, 1, 1, 1));
+        assert_eq!(tb.stage_start(1), 30);
+        for x in &full[..30] {
+            assert!(x.batch.inputs.iter().all(|&t| t < 1000), "stage 0 is stage a only");
+        }
+        for x in &full[30..] {
+            let rows: Vec<&[u16]> = x.batch.inputs.chunks(8).collect();
+            assert!(rows[0].iter().all(|&t| t < 1000), "the first window comes from the previous stage");
+            assert!(rows[1..].iter().all(|r| r.iter().all(|&t| t >= 1000)));
+            assert_eq!(x.batch.batch_size, 4);
+        }
+        for start in [7u64, 29, 30, 31, 64] {
+            let resumed: Vec<_> = TrainBatches::staged(stages.clone(), 4, 3, start).take(20).collect();
+            for (x, y) in full[start as usize..].iter().zip(&resumed) {
+                assert_eq!((x.index, x.epoch, &x.batch), (y.index, y.epoch, &y.batch));
+            }
+        }
+        assert_eq!(full[30].epoch, 0, "epochs count within the stage");
     }
 
     #[test]

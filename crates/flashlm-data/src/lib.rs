@@ -9,6 +9,7 @@
 
 pub mod batch;
 pub mod cache;
+pub mod curriculum;
 /// The resumable download (cargo feature `download`, on for the `flashlm-data` binary).
 #[cfg(feature = "download")]
 pub mod download;
@@ -18,3 +19,9 @@ pub use flashlm_tokenizer::stories;
 pub mod tokenize;
 
 pub use flashlm_tokenizer as tokenizer;
+
+/// Read story files in order: `.txt` / `.jsonl` (optionally `.zst`) through
+/// [`stories::read_story_files`].
+pub fn read_stories(paths: &[std::path::PathBuf]) -> anyhow::Result<stories::Stories> {
+    Ok(stories::read_story_files(paths)?)
+}

@@ -6,7 +6,7 @@ use std::time::Instant;
 use flashlm_tokenizer::{Tokenizer, VocabStats};
 
 use crate::cache::{self, CacheKey, CacheStatus};
-use crate::stories::{Stories, read_story_files};
+use crate::stories::Stories;
 use crate::tokenize::{TokenizeStats, count_vocab, tokenize_stories};
 
 /// Environment variable naming the folder with local TinyStories files.
@@ -151,7 +151,12 @@ pub struct Prepared {
     pub secs: f64,
 }
 
-fn split(name: &str, stories: &Stories, tok: &Tokenizer, cfg: &PrepareConfig) -> anyhow::Result<Split> {
+pub(crate) fn split(
+    name: &str,
+    stories: &Stories,
+    tok: &Tokenizer,
+    cfg: &PrepareConfig,
+) -> anyhow::Result<Split> {
     let cache_path = cfg.out_dir.join(format!("{name}.tokens"));
     let key = CacheKey { vocab_hash: tok.fingerprint(), source_hash: stories.source_hash };
     let rebuilt_because = match cache::check_cache(&cache_path, key) {
@@ -201,8 +206,8 @@ pub fn prepare(cfg: &PrepareConfig) -> anyhow::Result<Prepared> {
     );
     anyhow::ensure!(cfg.vocab_stories > 0, "the vocabulary needs at least one story");
     let start = Instant::now();
-    let train = read_story_files(&cfg.train_files)?;
-    let val = read_story_files(&cfg.val_files)?;
+    let train = crate::read_stories(&cfg.train_files)?;
+    let val = crate::read_stories(&cfg.val_files)?;
     for (what, s) in [("training", &train), ("validation", &val)] {
         if s.invalid_utf8 > 0 {
             eprintln!(
@@ -214,54 +219,8 @@ pub fn prepare(cfg: &PrepareConfig) -> anyhow::Result<Prepared> {
     }
 
     let vocab_start = Instant::now();
-    let tok_path = cfg.out_dir.join("tokenizer.json");
-    let (tokenizer, vocab_stats, vocab_source) = if let Some(p) = &cfg.tokenizer {
-        let (t, s) = Tokenizer::load_with_stats(p)?;
-        anyhow::ensure!(
-            t.vocab_size() == cfg.vocab_size,
-            "{} has {} tokens but the model has {} embedding rows; use a tokenizer of {} tokens \
-             (or drop --tokenizer to build one)",
-            p.display(),
-            t.vocab_size(),
-            cfg.vocab_size,
-            cfg.vocab_size
-        );
-        (t, s, VocabSource::Given)
-    } else {
-        let reusable = if cfg.rebuild_vocab || !tok_path.exists() {
-            None
-        } else {
-            match Tokenizer::load_with_stats(&tok_path) {
-                Ok((t, Some(s)))
-                    if s.source_hash == train.source_hash
-                        && s.max_texts == cfg.vocab_stories as u64
-                        && t.vocab_size() == cfg.vocab_size =>
-                {
-                    Some((t, s))
-                }
-                Ok(_) => {
-                    eprintln!("{}: built from other files or settings; rebuilding", tok_path.display());
-                    None
-                }
-                Err(e) => {
-                    eprintln!("{}: {e}; rebuilding", tok_path.display());
-                    None
-                }
-            }
-        };
-        match reusable {
-            Some((t, s)) => (t, Some(s), VocabSource::Reused),
-            None => {
-                let n = cfg.vocab_stories.min(train.texts.len());
-                let counter = count_vocab(&train.texts[..n], cfg.progress);
-                let (t, mut s) = counter.build(cfg.vocab_size)?;
-                s.max_texts = cfg.vocab_stories as u64;
-                s.source_hash = train.source_hash;
-                t.save(&tok_path, Some(&s))?;
-                (t, Some(s), VocabSource::Built)
-            }
-        }
-    };
+    let n = cfg.vocab_stories.min(train.texts.len());
+    let (tokenizer, vocab_stats, vocab_source) = obtain_vocab(cfg, &train.texts[..n], train.source_hash)?;
     let vocab_secs = vocab_start.elapsed().as_secs_f64();
     let train_split = split("train", &train, &tokenizer, cfg)?;
     let val_split = split("valid", &val, &tokenizer, cfg)?;
@@ -273,5 +232,60 @@ pub fn prepare(cfg: &PrepareConfig) -> anyhow::Result<Prepared> {
         train: train_split,
         val: val_split,
         secs: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// The vocabulary: the given tokenizer, else `out_dir/tokenizer.json` when it was built from
+/// the same source (`source_hash`) and settings, else one counted now over `sample`.
+pub(crate) fn obtain_vocab(
+    cfg: &PrepareConfig,
+    sample: &[String],
+    source_hash: u64,
+) -> anyhow::Result<(Tokenizer, Option<VocabStats>, VocabSource)> {
+    let tok_path = cfg.out_dir.join("tokenizer.json");
+    if let Some(p) = &cfg.tokenizer {
+        let (t, s) = Tokenizer::load_with_stats(p)?;
+        anyhow::ensure!(
+            t.vocab_size() == cfg.vocab_size,
+            "{} has {} tokens but the model has {} embedding rows; use a tokenizer of {} tokens \
+             (or drop --tokenizer to build one)",
+            p.display(),
+            t.vocab_size(),
+            cfg.vocab_size,
+            cfg.vocab_size
+        );
+        return Ok((t, s, VocabSource::Given));
+    }
+    let reusable = if cfg.rebuild_vocab || !tok_path.exists() {
+        None
+    } else {
+        match Tokenizer::load_with_stats(&tok_path) {
+            Ok((t, Some(s)))
+                if s.source_hash == source_hash
+                    && s.max_texts == cfg.vocab_stories as u64
+                    && t.vocab_size() == cfg.vocab_size =>
+            {
+                Some((t, s))
+            }
+            Ok(_) => {
+                eprintln!("{}: built from other files or settings; rebuilding", tok_path.display());
+                None
+            }
+            Err(e) => {
+                eprintln!("{}: {e}; rebuilding", tok_path.display());
+                None
+            }
+        }
+    };
+    Ok(match reusable {
+        Some((t, s)) => (t, Some(s), VocabSource::Reused),
+        None => {
+            let counter = count_vocab(sample, cfg.progress);
+            let (t, mut s) = counter.build(cfg.vocab_size)?;
+            s.max_texts = cfg.vocab_stories as u64;
+            s.source_hash = source_hash;
+            t.save(&tok_path, Some(&s))?;
+            (t, Some(s), VocabSource::Built)
+        }
     })
 }

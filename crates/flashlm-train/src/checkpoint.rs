@@ -120,14 +120,23 @@ impl TrainState {
 
 impl TrainState {
     /// The state of a new run of `opts` with the vocabulary `vocab_hash`: step 0, the
-    /// schedule planned over `--epochs` of `steps_per_epoch`.
+    /// schedule planned over `--epochs` of `steps_per_epoch`, or over a curriculum's steps.
     pub fn fresh(
         opts: &TrainOptions,
         vocab_hash: u64,
         (batch_size, grad_accum): (usize, usize),
         steps_per_epoch: u64,
+        curriculum_steps: Option<u64>,
     ) -> anyhow::Result<TrainState> {
         let epochs = opts.schedule.epochs;
+        let total_steps = match curriculum_steps {
+            Some(n) => n,
+            None => steps_per_epoch.checked_mul(epochs).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--epochs {epochs} x {steps_per_epoch} steps per epoch is more steps than fit in a u64"
+                )
+            })?,
+        };
         Ok(TrainState {
             config: opts.model,
             step: 0,
@@ -141,11 +150,7 @@ impl TrainState {
             batch_size,
             grad_accum,
             lr_peak: opts.optim.lr_peak,
-            total_steps: steps_per_epoch.checked_mul(epochs).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "--epochs {epochs} x {steps_per_epoch} steps per epoch is more steps than fit in a u64"
-                )
-            })?,
+            total_steps,
             warmup_steps: opts.optim.warmup,
             elapsed_secs: 0.0,
             vocab_hash,

@@ -20,6 +20,7 @@ pub mod log;
 pub mod options;
 pub mod plot;
 pub mod schedule;
+pub mod stages;
 /// The PyTorch checkpoint reader (now in `flashlm-convert`, shared with the bindings).
 pub use flashlm_convert::torch as torch_import;
 pub mod train;

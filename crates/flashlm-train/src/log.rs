@@ -113,3 +113,12 @@ pub fn read_train_losses(dir: &Path) -> Vec<(u64, f64)> {
 pub fn read_val_losses(dir: &Path) -> Vec<(u64, f64)> {
     read_metric(dir, "val", "val_loss")
 }
+
+/// Steps at which a curriculum switched to a later stage (`stage` rows of `metrics.jsonl`).
+pub fn read_stage_switches(dir: &Path) -> Vec<u64> {
+    read_metric(dir, "stage", "stage")
+        .into_iter()
+        .filter(|&(step, _)| step > 0)
+        .map(|(step, _)| step)
+        .collect()
+}

@@ -50,6 +50,8 @@ pub struct DataOptions {
     pub vocab_stories: usize,
     /// Existing tokenizer to use.
     pub tokenizer: Option<PathBuf>,
+    /// Train in stages (`--curriculum FILE`); `train_files` is then unused.
+    pub curriculum: Option<flashlm_data::curriculum::Curriculum>,
 }
 
 /// The optimisation.
@@ -197,6 +199,11 @@ impl TrainOptions {
             ensure!(e.0 != Some(0), "{what} must be a positive number of steps, or off");
         }
         ensure!(self.output.keep_last > 0, "--keep-last must be at least 1");
+        ensure!(
+            self.data.curriculum.is_none() || self.schedule.lr_schedule == LrSchedule::Steps,
+            "--curriculum plans the LR schedule over its stages' steps; drop --lr-schedule time \
+             (a time limit still stops the run)"
+        );
         ensure!(
             self.output.log_every_secs.is_finite() && self.output.log_every_secs >= 0.0,
             "--log-every must be a number of seconds, 0 or more"

@@ -27,7 +27,12 @@ fn register_font() -> bool {
 
 /// Draw train loss (per logged step) and validation loss against steps into `path`.
 /// Without a system font the curves are drawn without labels.
-pub fn loss_png(path: &Path, train: &[(u64, f64)], val: &[(u64, f64)]) -> anyhow::Result<()> {
+pub fn loss_png(
+    path: &Path,
+    train: &[(u64, f64)],
+    val: &[(u64, f64)],
+    stage_switches: &[u64],
+) -> anyhow::Result<()> {
     let has_font = register_font();
     let all = train.iter().chain(val).filter(|(_, l)| l.is_finite());
     let (mut x_max, mut y_min, mut y_max) = (1u64, f64::INFINITY, f64::NEG_INFINITY);
@@ -64,6 +69,18 @@ pub fn loss_png(path: &Path, train: &[(u64, f64)], val: &[(u64, f64)]) -> anyhow
             .disable_y_mesh()
             .draw()
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    }
+    // A curriculum's stage switches: grey vertical lines.
+    let (lo, hi) = (y_min - pad, y_max + pad);
+    let grey = RGBColor(120, 120, 120);
+    let sw = chart
+        .draw_series(
+            stage_switches.iter().map(|&x| PathElement::new(vec![(x, lo), (x, hi)], grey.stroke_width(2))),
+        )
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    if has_font && !stage_switches.is_empty() {
+        sw.label("stage switch")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey.stroke_width(2)));
     }
     let t = chart
         .draw_series(LineSeries::new(train.iter().copied(), BLUE.stroke_width(2)))

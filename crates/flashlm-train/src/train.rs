@@ -14,8 +14,8 @@ use anyhow::{Context, bail, ensure};
 use burn::tensor::Device;
 use flashlm_core::Config;
 use flashlm_core::rng::Rng;
-use flashlm_data::batch::{TrainBatches, TrainSchedule, Windows};
-use flashlm_data::prepare::{PrepareConfig, Prepared, prepare};
+use flashlm_data::batch::{TrainBatches, Windows};
+use flashlm_data::prepare::PrepareConfig;
 use flashlm_data::tokenizer::Tokenizer;
 use flashlm_model::{Bolt, cpu_device};
 use indicatif::ProgressStyle;
@@ -26,6 +26,7 @@ use crate::eval::{evaluate, samples, story_bpc};
 use crate::log::{Log, fmt_secs, read_train_losses, read_val_losses};
 use crate::options::{LrSchedule, TrainOptions};
 use crate::schedule::{lr_at, lr_at_time};
+use crate::stages::{Plan, RunData};
 
 /// Why the loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +84,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
     };
     let t0 = Instant::now();
     let cfg = opts.model;
-    let data = prepare(&PrepareConfig {
+    let prepare_cfg = PrepareConfig {
         train_files: opts.data.train_files.clone(),
         val_files: opts.data.val_files.clone(),
         out_dir: opts.output.save_dir.clone(),
@@ -93,7 +94,8 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
         rebuild_vocab: false,
         compress: true,
         progress: opts.output.progress,
-    })?;
+    };
+    let data = RunData::prepare(&prepare_cfg, opts.data.curriculum.as_ref())?;
     if let Some(ck) = &resumed
         && ck.state.vocab_hash != data.tokenizer.fingerprint()
     {
@@ -105,6 +107,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
     let log = Log::open(&opts.output.save_dir, opts.output.progress)?;
     let mut trainer = Trainer::new(opts, &data, resumed, log)?;
     trainer.header(&data, t0.elapsed().as_secs_f64());
+    trainer.stage_begins(true);
     let reason = trainer.train()?;
     trainer.finish(reason)
 }
@@ -144,6 +147,10 @@ struct Trainer<'a> {
     state: TrainState,
     batches: TrainBatches<'a>,
     val: Windows<'a>,
+    stage_vals: Vec<(&'a str, Windows<'a>, f64)>, // a curriculum's own validation sets, tokens per char
+    plan: Plan,
+    stage_names: Vec<String>,
+    val_files: &'a [PathBuf],
     tok: &'a Tokenizer,
     log: Log,
     rng: Rng,            // sampling
@@ -170,21 +177,24 @@ impl<'a> Trainer<'a> {
     /// The model, the engine and the run state: fresh, or as the checkpoint left them.
     fn new(
         opts: &'a TrainOptions,
-        data: &'a Prepared,
+        data: &'a RunData,
         resumed: Option<Checkpoint>,
         log: Log,
     ) -> anyhow::Result<Self> {
         let cfg = opts.model;
-        let train_w = Windows::new(&data.train.tokens, cfg.seq_len);
+        let train_w = Windows::new(&data.stages[0].train, cfg.seq_len);
         let val = Windows::new(&data.val.tokens, cfg.seq_len);
         let (batch_size, grad_accum) = match &resumed {
             Some(ck) => (ck.state.batch_size, ck.state.grad_accum),
             None => (opts.optim.batch_size, opts.optim.grad_accum),
         };
-        let batches_per_epoch =
-            TrainSchedule { n_windows: train_w.len(), batch_size, seed: opts.seed }.batches_per_epoch();
+        let plan = Plan::new(data, cfg.seq_len, batch_size, grad_accum)?;
+        let seed = resumed.as_ref().map_or(opts.seed, |ck| ck.state.seed);
+        let start_batch = resumed.as_ref().map_or(0, |ck| ck.state.next_batch);
+        let batches = plan.batches(data, cfg.seq_len, (batch_size, grad_accum), seed, start_batch);
+        let batches_per_epoch = batches.schedule().batches_per_epoch();
         let steps_per_epoch = batches_per_epoch / grad_accum as u64;
-        if steps_per_epoch == 0 {
+        if steps_per_epoch == 0 && !data.curriculum {
             bail!(
                 "the training data gives {} windows of {} tokens: not enough for one step of {} x {} sequences",
                 train_w.len(),
@@ -203,10 +213,22 @@ impl<'a> Trainer<'a> {
         let model = init_model(&cfg, opts.seed, &cpu_device(true));
         let source = opts.resume.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
         let (state, model, optim) = match resumed {
-            Some(ck) => (ck.state, checkpoint::load_model_bytes(model, &ck.model)?, ck.optim),
+            Some(ck) => {
+                if let Some(total) = plan.total {
+                    ensure!(
+                        ck.state.total_steps == total,
+                        "the checkpoint planned {} steps but this curriculum plans {total}: resume with the \
+                         curriculum file, batch size and data it was started with",
+                        ck.state.total_steps
+                    );
+                }
+                (ck.state, checkpoint::load_model_bytes(model, &ck.model)?, ck.optim)
+            }
             None => {
                 let hash = data.tokenizer.fingerprint();
-                (TrainState::fresh(opts, hash, (batch_size, grad_accum), steps_per_epoch)?, model, None)
+                let fresh =
+                    TrainState::fresh(opts, hash, (batch_size, grad_accum), steps_per_epoch, plan.total)?;
+                (fresh, model, None)
             }
         };
         let engine = engine::create(opts.engine, &cfg, model, optim.as_deref(), &source)?;
@@ -226,8 +248,20 @@ impl<'a> Trainer<'a> {
             opts,
             cfg,
             engine,
-            batches: TrainBatches::new(train_w, batch_size, state.seed, state.next_batch),
+            batches,
             val,
+            stage_vals: data
+                .stages
+                .iter()
+                .filter_map(|st| {
+                    let v = st.val.as_ref()?;
+                    let per_char = v.tokens.len() as f64 / v.chars.max(1) as f64;
+                    Some((st.name.as_str(), Windows::new(&v.tokens, cfg.seq_len), per_char))
+                })
+                .collect(),
+            plan,
+            stage_names: data.stages.iter().map(|s| s.name.clone()).collect(),
+            val_files: &data.val_files,
             tok: &data.tokenizer,
             log,
             rng: Rng::from_state(state.sample_rng),
@@ -257,7 +291,7 @@ impl<'a> Trainer<'a> {
     }
 
     /// The run's header in the log, and the progress line's plan.
-    fn header(&mut self, data: &Prepared, prepare_secs: f64) {
+    fn header(&mut self, data: &RunData, prepare_secs: f64) {
         let (cfg, s, opts) = (self.cfg, &self.state, self.opts);
         let mut lines = vec![
             String::new(),
@@ -287,8 +321,8 @@ impl<'a> Trainer<'a> {
             ),
             format!(
                 "  Data: {} train tokens ({} windows), {} val tokens; prepared in {prepare_secs:.1}s",
-                data.train.tokens.len(),
-                self.batches.schedule().n_windows,
+                data.stages.iter().map(|s| s.train.len()).sum::<usize>(),
+                data.stages.iter().map(|s| Windows::new(&s.train, cfg.seq_len).len()).sum::<usize>(),
                 data.val.tokens.len(),
             ),
         ];
@@ -299,6 +333,7 @@ impl<'a> Trainer<'a> {
                 v.counted_tokens
             ));
         }
+        lines.extend(crate::stages::describe(data, &self.plan, self.tokens_per_step));
         if let Some(l) = opts.schedule.time_limit {
             lines.push(format!("  Time limit: {}", fmt_secs(l.as_secs_f64())));
         }
@@ -308,7 +343,9 @@ impl<'a> Trainer<'a> {
                 s.step, s.epoch, s.tokens_seen, s.best_val_loss
             ));
         }
-        lines.push(format!("  Steps/epoch: {} | planned: {}", self.steps_per_epoch, s.total_steps));
+        if !data.curriculum {
+            lines.push(format!("  Steps/epoch: {} | planned: {}", self.steps_per_epoch, s.total_steps));
+        }
         lines.push(format!("{:=<60}", ""));
         for l in &lines {
             self.log.line(l);
@@ -397,7 +434,7 @@ impl<'a> Trainer<'a> {
         s.step += 1;
         s.tokens_seen += self.tokens_per_step;
         s.next_batch = self.batches.position();
-        s.epoch = s.next_batch / self.batches_per_epoch;
+        s.epoch = self.batches.epoch_of(s.next_batch);
         self.losses.push((s.step, loss));
         let run_secs = self.start.elapsed().as_secs_f64();
         let done = (s.step - self.start_step) as f64;
@@ -422,6 +459,51 @@ impl<'a> Trainer<'a> {
             self.log.line(&format!("  Step {step:>6} | {msg}"));
             self.last_log = Instant::now();
         }
+        let stage = self.plan.stage_at(step);
+        if stage != self.plan.stage_at(step - 1) && step < self.state.total_steps {
+            self.stage_begins(false);
+        }
+    }
+
+    /// Log the stage the next step trains on: at the start of a curriculum run (`start`) and
+    /// at every stage switch (a `stage` row in `metrics.jsonl`, a line on `loss.png`).
+    fn stage_begins(&mut self, start: bool) {
+        if self.plan.total.is_none() {
+            return;
+        }
+        let (step, tokens) = (self.state.step, self.state.tokens_seen);
+        let i = self.plan.stage_at(step);
+        let n = self.plan.steps.len();
+        let name = self.stage_name(i);
+        let first = self.plan.first_step(i);
+        let verb = if start && step > first { "continues" } else { "begins" };
+        let mut line = format!(
+            "  >>> Stage {}/{n} {name:?} {verb} at step {} ({:.2}M tokens seen; {} steps, to step {})",
+            i + 1,
+            step + 1,
+            tokens as f64 / 1e6,
+            self.plan.steps[i],
+            first + self.plan.steps[i]
+        );
+        if self.plan.mixed[i] > 0 {
+            line.push_str(&format!(
+                "; {} of {} windows per batch from {:?}",
+                self.plan.mixed[i],
+                self.state.batch_size,
+                self.stage_name(i - 1)
+            ));
+        }
+        self.log.line(&line);
+        if !start || step == 0 {
+            self.log.metric(serde_json::json!({
+                "kind": "stage", "stage": i + 1, "name": name, "step": step, "tokens": tokens,
+                "steps": self.plan.steps[i], "mixed_windows": self.plan.mixed[i],
+            }));
+        }
+    }
+
+    fn stage_name(&self, i: usize) -> String {
+        self.stage_names.get(i).cloned().unwrap_or_default()
     }
 
     /// A snapshot when the next `--snapshot-minutes` interval has passed.
@@ -452,8 +534,14 @@ impl<'a> Trainer<'a> {
     /// `best.ckpt` on improvement. Returns whether patience ran out.
     fn maybe_evaluate(&mut self, run_secs: f64) -> anyhow::Result<bool> {
         let s = &self.state;
-        let epoch_done = s.next_batch % self.batches_per_epoch < s.grad_accum as u64
-            && s.step.is_multiple_of(self.steps_per_epoch);
+        // A curriculum evaluates at the end of every stage instead of every epoch.
+        let epoch_done = match self.plan.total {
+            Some(_) => self.plan.stage_ends_at(s.step),
+            None => {
+                s.next_batch % self.batches_per_epoch < s.grad_accum as u64
+                    && s.step.is_multiple_of(self.steps_per_epoch)
+            }
+        };
         // `--eval-batches 0`: no validation while training (timed comparisons, where it would
         // take wall time the other side does not spend).
         let eval = &self.opts.eval;
@@ -465,6 +553,7 @@ impl<'a> Trainer<'a> {
         let best = self.state.best_val_loss.unwrap_or(f64::INFINITY);
         self.log.line(&format!("  >>> Val loss: {vl:.4} (bpc≈{:.4}, best: {best:.4})", self.bpc(vl)));
         self.val_metric(vl, self.base_elapsed + run_secs);
+        self.stage_validation(self.base_elapsed + run_secs)?;
         if vl < best {
             self.state.best_val_loss = Some(vl);
             self.state.patience_used = 0;
@@ -497,6 +586,22 @@ impl<'a> Trainer<'a> {
         }));
     }
 
+    /// Each curriculum stage's own validation set, logged apart (`val_stage` rows).
+    fn stage_validation(&mut self, elapsed_s: f64) -> anyhow::Result<()> {
+        let (batch, n) = (self.state.batch_size, self.opts.eval.batches);
+        for i in 0..self.stage_vals.len() {
+            let (name, windows, per_char) = self.stage_vals[i];
+            let vl = evaluate(self.engine.model()?, windows, batch, n, &self.eval_device).unwrap_or(f64::NAN);
+            let bpc = vl / std::f64::consts::LN_2 * per_char;
+            self.log.line(&format!("      stage {name:?} val loss: {vl:.4} (bpc≈{bpc:.4})"));
+            self.log.metric(serde_json::json!({
+                "kind": "val_stage", "stage": name, "step": self.state.step, "val_loss": vl, "val_bpc": bpc,
+                "tokens": self.state.tokens_seen, "elapsed_s": elapsed_s,
+            }));
+        }
+        Ok(())
+    }
+
     fn save_best(&mut self) -> anyhow::Result<()> {
         let path = self.opts.output.save_dir.join("best.ckpt");
         checkpoint::save(&path, &self.state, self.engine.model()?, None, 1)
@@ -511,7 +616,13 @@ impl<'a> Trainer<'a> {
     /// `loss.png` from the metrics so far (a failure to draw does not stop training).
     fn plot(&self) {
         let dir = &self.opts.output.save_dir;
-        let _ = crate::plot::loss_png(&dir.join("loss.png"), &read_train_losses(dir), &read_val_losses(dir));
+        let switches: Vec<u64> = crate::log::read_stage_switches(dir);
+        let _ = crate::plot::loss_png(
+            &dir.join("loss.png"),
+            &read_train_losses(dir),
+            &read_val_losses(dir),
+            &switches,
+        );
     }
 
     fn log_samples(&mut self) -> anyhow::Result<()> {
@@ -560,6 +671,7 @@ impl<'a> Trainer<'a> {
             let vl = self.validation_loss()?;
             self.log.line(&format!("  >>> Final val loss: {vl:.4} (bpc≈{:.4})", self.bpc(vl)));
             self.val_metric(vl, self.state.elapsed_secs);
+            self.stage_validation(self.state.elapsed_secs)?;
             if vl < self.state.best_val_loss.unwrap_or(f64::INFINITY) {
                 self.state.best_val_loss = Some(vl);
                 self.save_best()?;
@@ -589,7 +701,7 @@ impl<'a> Trainer<'a> {
         if n == 0 {
             return Ok(None);
         }
-        let val_stories = flashlm_data::stories::read_story_files(&self.opts.data.val_files)?;
+        let val_stories = flashlm_data::stories::read_story_files(self.val_files)?;
         let (b, n) = story_bpc(self.engine.model()?, self.tok, &val_stories.texts, n, &self.eval_device);
         self.log.line(&format!("  Validation BPC (original protocol, {n} stories, final weights): {b:.4}"));
         self.log.metric(serde_json::json!({"kind": "bpc", "step": self.state.step, "protocol": "original", "stories": n, "bpc": b}));

@@ -43,6 +43,7 @@ fn opts(save_dir: &Path) -> TrainOptions {
             val_files: vec![d.join("tinystories-valid.txt.zst")],
             vocab_stories: 50_000,
             tokenizer: None,
+            curriculum: None,
         },
         optim: OptimOptions { batch_size: 4, grad_accum: 1, lr_peak: 4e-3, lr_min: 1e-5, warmup: 10 },
         schedule: ScheduleOptions {
@@ -340,4 +341,86 @@ fn a_full_disk_under_the_logs_is_reported_and_counted_not_fatal() {
     assert_eq!(s.steps, 5);
     assert!(s.log_write_errors >= 5, "{} failed writes counted", s.log_write_errors);
     assert!(dir.path().join("final.ckpt").exists());
+}
+
+/// A two-stage curriculum on the tiny config: V1 stories for 20 steps, then V2-GPT4 stories
+/// (a quarter of every batch still V1) for 20 more, each stage with its own validation set.
+fn curriculum_opts(save_dir: &Path, spec_dir: &Path) -> TrainOptions {
+    let d = data_dir();
+    let spec = spec_dir.join("curriculum.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "[[stage]]\nname = \"v1\"\ntrain_files = [{:?}]\nval_files = [{:?}]\ntokens = 2560\n\n\
+             [[stage]]\nname = \"v2gpt4\"\ntrain_files = [{:?}]\nval_files = [{:?}]\ntokens = 2560\nmix_previous = 0.25\n",
+            d.join("tinystories-train-v1.txt.zst"),
+            d.join("tinystories-valid.txt.zst"),
+            d.join("tinystories-train-v2gpt4.txt.zst"),
+            d.join("extra/tinystories-train-v1valsplit-0606-1000.txt.zst"),
+        ),
+    )
+    .unwrap();
+    with(save_dir, |o| {
+        o.data.train_files.clear();
+        o.data.curriculum = Some(flashlm_data::curriculum::Curriculum::load(&spec).unwrap());
+    })
+}
+
+#[test]
+fn a_curriculum_switches_stages_and_resumes_exactly_across_the_boundary() {
+    let spec = tempfile::tempdir().unwrap();
+    let a = tempfile::tempdir().unwrap();
+    let straight = run(&curriculum_opts(a.path(), spec.path())).unwrap();
+    // 2560 tokens / (4 x 32) per step = 20 steps per stage; the schedule spans both.
+    assert_eq!((straight.steps, straight.reason), (40, StopReason::Epochs));
+    let metrics = std::fs::read_to_string(a.path().join("metrics.jsonl")).unwrap();
+    let rows: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let stages: Vec<(u64, &str)> = rows
+        .iter()
+        .filter(|r| r["kind"] == "stage")
+        .map(|r| (r["step"].as_u64().unwrap(), r["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(stages, vec![(0, "v1"), (20, "v2gpt4")]);
+    // Every evaluation reports both stages' validation sets apart (steps 10, 20, 30, 40).
+    for name in ["v1", "v2gpt4"] {
+        let steps: Vec<u64> = rows
+            .iter()
+            .filter(|r| r["kind"] == "val_stage" && r["stage"] == name)
+            .map(|r| r["step"].as_u64().unwrap())
+            .collect();
+        assert_eq!(steps, vec![10, 20, 30, 40], "{name}");
+    }
+    let log = std::fs::read_to_string(a.path().join("training.log")).unwrap();
+    assert!(log.contains("Stage 2/2 \"v2gpt4\" begins at step 21"), "{log}");
+    assert!(log.contains("1 of 4 windows per batch from \"v1\""), "{log}");
+    // The LR schedule spans the whole curriculum: it is still high at the switch.
+    let lr_at = |step: u64| {
+        rows.iter().find(|r| r["kind"] == "train" && r["step"] == step).unwrap()["lr"].as_f64().unwrap()
+    };
+    assert!(lr_at(21) > 0.5 * 4e-3 && lr_at(40) < 1e-4, "{} {}", lr_at(21), lr_at(40));
+
+    // Stopped in stage 1 (step 13), then in stage 2 (step 27), then run to the end.
+    let b = tempfile::tempdir().unwrap();
+    let mut joined = Vec::new();
+    for (stop, resume) in [(Some(13), false), (Some(27), true), (None, true)] {
+        let mut o = curriculum_opts(b.path(), spec.path());
+        o.schedule.max_steps = stop;
+        if resume {
+            o.resume = Some(b.path().join("latest.ckpt"));
+        }
+        joined.extend(run(&o).unwrap().losses);
+    }
+    assert_eq!(joined.len(), straight.losses.len());
+    for ((sa, la), (sb, lb)) in straight.losses.iter().zip(&joined) {
+        assert_eq!(sa, sb);
+        assert!((la - lb).abs() <= 1e-6 * la.abs(), "step {sa}: {la} uninterrupted vs {lb} resumed");
+    }
+    // A resume with another curriculum is refused.
+    let mut o = curriculum_opts(b.path(), spec.path());
+    if let Some(c) = o.data.curriculum.as_mut() {
+        c.stages[1].length = flashlm_data::curriculum::StageLength::Tokens(5120);
+    }
+    o.resume = Some(b.path().join("latest.ckpt"));
+    let err = format!("{:#}", run(&o).unwrap_err());
+    assert!(err.contains("curriculum plans 60"), "{err}");
 }

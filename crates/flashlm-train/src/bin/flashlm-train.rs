@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
+use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use flashlm_data::prepare::{DEFAULT_DATA_DIR, resolve_split_files};
+use flashlm_data::prepare::{DEFAULT_DATA_DIR, find_split_files, resolve_split_files};
 use flashlm_train::engine::EngineKind;
 use flashlm_train::options::{
     DataOptions, EvalOptions, Every, LrSchedule, OptimOptions, OutputOptions, ScheduleOptions, TrainOptions,
@@ -96,6 +97,11 @@ struct Cli {
     /// Training story file (.txt / .jsonl, optionally .zst). Repeatable.
     #[arg(long = "train-file")]
     train_files: Vec<PathBuf>,
+    /// Train in stages from a curriculum file (TOML or JSON; docs/CURRICULUM.md): each stage
+    /// names its files, its length and a mixing share of the stage before. The LR schedule
+    /// spans all stages (--epochs is unused).
+    #[arg(long, conflicts_with = "train_files")]
+    curriculum: Option<PathBuf>,
     /// Validation story file. Repeatable.
     #[arg(long = "val-file")]
     val_files: Vec<PathBuf>,
@@ -249,6 +255,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
             val_files: cli.val_files,
             vocab_stories: cli.vocab_stories,
             tokenizer: cli.tokenizer,
+            curriculum: cli
+                .curriculum
+                .as_deref()
+                .map(flashlm_data::curriculum::Curriculum::load)
+                .transpose()?,
         },
         optim: OptimOptions {
             batch_size: batch,
@@ -286,13 +297,35 @@ fn real_main() -> anyhow::Result<ExitCode> {
     };
     // Every flag is checked before the data is looked for.
     opts.validate()?;
-    let (train_files, val_files) = resolve_split_files(
-        &data_dir,
-        std::mem::take(&mut opts.data.train_files),
-        std::mem::take(&mut opts.data.val_files),
-    )?;
-    opts.data.train_files = train_files;
-    opts.data.val_files = val_files;
+    match &opts.data.curriculum {
+        // A curriculum's main validation set: its own `val_files`, else --val-file, else the
+        // data folder's.
+        Some(c) if !c.val_files.is_empty() => opts.data.val_files = c.val_files.clone(),
+        Some(_) if !opts.data.val_files.is_empty() => {}
+        Some(_) => {
+            let (_, v) = find_split_files(&data_dir).with_context(|| {
+                format!(
+                    "the curriculum names no val_files and the data folder {} cannot be read \
+                     (add val_files to the curriculum, --val-file, or --data-dir)",
+                    data_dir.display()
+                )
+            })?;
+            anyhow::ensure!(
+                !v.is_empty(),
+                "no validation files: add val_files to the curriculum or pass --val-file"
+            );
+            opts.data.val_files = v;
+        }
+        None => {
+            let (train_files, val_files) = resolve_split_files(
+                &data_dir,
+                std::mem::take(&mut opts.data.train_files),
+                std::mem::take(&mut opts.data.val_files),
+            )?;
+            opts.data.train_files = train_files;
+            opts.data.val_files = val_files;
+        }
+    }
     let summary = run(&opts)?;
     Ok(if summary.reason == StopReason::Interrupted {
         // The shell's convention for "ended by signal N".
