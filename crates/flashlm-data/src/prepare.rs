@@ -59,7 +59,7 @@ pub fn find_split_files(dir: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<PathBu
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
-        if crate::stories::StoryFormat::of_path(&path).is_err() || name.ends_with(".part") {
+        if !crate::is_story_file(&path) || name.ends_with(".part") {
             continue;
         }
         if name.contains("train") {

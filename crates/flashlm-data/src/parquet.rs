@@ -1,0 +1,206 @@
+//! Stories and documents from Parquet files (SimpleStories, FineWeb-Edu), read with the
+//! arrow-rs `parquet` crate one row group and one column at a time: only the text column
+//! (and, for a score filter, the score column) is decoded, and a row group's text is
+//! dropped as soon as its stories are kept.
+//!
+//! The text column is found by name: `text` (FineWeb-Edu), else `story` (SimpleStories),
+//! else the one given. Null and empty texts are skipped; texts are stripped as the `.txt`
+//! reader does.
+
+use std::fs::File;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use parquet::basic::Type as PhysicalType;
+use parquet::column::reader::{ColumnReader, ColumnReaderImpl};
+use parquet::data_type::{ByteArrayType, DataType, Int32Type, Int64Type};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+
+use crate::stories::Stories;
+
+/// Text columns tried, in order, when none is named.
+pub const TEXT_COLUMNS: [&str; 2] = ["text", "story"];
+/// Score column of FineWeb-Edu (the classifier's score rounded to 0..=5).
+pub const SCORE_COLUMN: &str = "int_score";
+/// Rows decoded per call.
+const BATCH: usize = 1024;
+
+/// How to read a Parquet file.
+#[derive(Debug, Clone, Default)]
+pub struct ParquetOptions {
+    /// Text column (None: [`TEXT_COLUMNS`]).
+    pub text_column: Option<String>,
+    /// Keep only rows whose [`SCORE_COLUMN`] is at least this (rows without a score go too).
+    pub min_int_score: Option<i64>,
+}
+
+/// What reading removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ParquetStats {
+    /// Rows in the files.
+    pub rows: u64,
+    /// Rows whose text was null or empty.
+    pub empty: u64,
+    /// Rows below `min_int_score` (or without a score).
+    pub low_score: u64,
+}
+
+/// Whether a path names a Parquet file.
+pub fn is_parquet(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+}
+
+/// Read the stories of one Parquet file; `stories.source_hash` is the xxh3 of its bytes.
+pub fn read_parquet(path: &Path, opts: &ParquetOptions) -> anyhow::Result<(Stories, ParquetStats)> {
+    let bad = |why: String| anyhow::anyhow!("{}: not a readable Parquet story file: {why}", path.display());
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let source_hash = hash_file(path)?;
+    let reader = SerializedFileReader::new(file).map_err(|e| bad(e.to_string()))?;
+    let schema = reader.metadata().file_metadata().schema_descr_ptr();
+    let find = |name: &str| schema.columns().iter().position(|c| c.path().string() == name);
+    let text_col = match &opts.text_column {
+        Some(n) => find(n).ok_or_else(|| bad(format!("no column {n:?}")))?,
+        None => TEXT_COLUMNS.iter().find_map(|n| find(n)).ok_or_else(|| {
+            bad(format!(
+                "no text column (looked for {}; name one with --text-column)",
+                TEXT_COLUMNS.join(", ")
+            ))
+        })?,
+    };
+    if schema.column(text_col).physical_type() != PhysicalType::BYTE_ARRAY {
+        bail!(bad(format!("column {:?} does not hold strings", schema.column(text_col).path().string())));
+    }
+    for c in std::iter::once(text_col) {
+        if schema.column(c).max_rep_level() > 0 {
+            bail!(bad(format!(
+                "column {:?} is a list; a flat column is needed",
+                schema.column(c).path().string()
+            )));
+        }
+    }
+    let score_col = match opts.min_int_score {
+        Some(_) => {
+            Some(find(SCORE_COLUMN).ok_or_else(|| bad(format!("no {SCORE_COLUMN} column to filter on")))?)
+        }
+        None => None,
+    };
+    let mut stories = Stories { source_hash, ..Default::default() };
+    let mut stats = ParquetStats::default();
+    for g in 0..reader.num_row_groups() {
+        let group = reader.get_row_group(g).map_err(|e| bad(format!("row group {g}: {e}")))?;
+        let rows = group.metadata().num_rows().max(0) as usize;
+        stats.rows += rows as u64;
+        let def = |c: usize| schema.column(c).max_def_level();
+        let texts = read_texts(
+            group.get_column_reader(text_col).map_err(|e| bad(e.to_string()))?,
+            rows,
+            def(text_col),
+        )
+        .map_err(|e| bad(format!("row group {g}, text column: {e}")))?;
+        let scores = match score_col {
+            Some(c) => Some(
+                read_ints(group.get_column_reader(c).map_err(|e| bad(e.to_string()))?, rows, def(c))
+                    .map_err(|e| bad(format!("row group {g}, {SCORE_COLUMN}: {e}")))?,
+            ),
+            None => None,
+        };
+        for (i, t) in texts.into_iter().enumerate() {
+            if let (Some(min), Some(s)) = (opts.min_int_score, &scores)
+                && s[i].is_none_or(|v| v < min)
+            {
+                stats.low_score += 1;
+                continue;
+            }
+            let Some(bytes) = t else {
+                stats.empty += 1;
+                continue;
+            };
+            let text = match String::from_utf8(bytes) {
+                Ok(s) => s,
+                Err(e) => {
+                    stories.invalid_utf8 += 1;
+                    String::from_utf8_lossy(e.as_bytes()).into_owned()
+                }
+            };
+            let trimmed = text.trim();
+            if trimmed.is_empty() {
+                stats.empty += 1;
+                stories.skipped_empty += 1;
+                continue;
+            }
+            stories.text_bytes += trimmed.len() as u64;
+            stories.texts.push(if trimmed.len() == text.len() { text } else { trimmed.to_string() });
+        }
+    }
+    Ok((stories, stats))
+}
+
+/// xxh3 of a file's bytes, read in 1 MiB pieces.
+fn hash_file(path: &Path) -> anyhow::Result<u64> {
+    use std::io::Read;
+    let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            return Ok(h.digest());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+/// Every row of a flat column: `None` where it is null.
+fn read_column<T: DataType, U>(
+    mut r: ColumnReaderImpl<T>,
+    rows: usize,
+    max_def: i16,
+    convert: impl Fn(T::T) -> U,
+) -> Result<Vec<Option<U>>, String> {
+    let mut out = Vec::with_capacity(rows);
+    let (mut defs, mut vals) = (Vec::new(), Vec::new());
+    while out.len() < rows {
+        defs.clear();
+        vals.clear();
+        let want = BATCH.min(rows - out.len());
+        let (records, values, levels) = if max_def > 0 {
+            r.read_records(want, Some(&mut defs), None, &mut vals).map_err(|e| e.to_string())?
+        } else {
+            r.read_records(want, None, None, &mut vals).map_err(|e| e.to_string())?
+        };
+        if records == 0 {
+            return Err(format!("the column ends after {} of {rows} rows", out.len()));
+        }
+        let mut v = vals.drain(..values);
+        if max_def > 0 {
+            for &d in &defs[..levels] {
+                out.push(if d == max_def {
+                    Some(convert(v.next().ok_or("fewer values than levels")?))
+                } else {
+                    None
+                });
+            }
+        } else {
+            out.extend(v.map(|x| Some(convert(x))));
+        }
+    }
+    out.truncate(rows);
+    Ok(out)
+}
+
+fn read_texts(col: ColumnReader, rows: usize, max_def: i16) -> Result<Vec<Option<Vec<u8>>>, String> {
+    match col {
+        ColumnReader::ByteArrayColumnReader(r) => {
+            read_column::<ByteArrayType, _>(r, rows, max_def, |b| b.data().to_vec())
+        }
+        _ => Err("not a string column".into()),
+    }
+}
+
+fn read_ints(col: ColumnReader, rows: usize, max_def: i16) -> Result<Vec<Option<i64>>, String> {
+    match col {
+        ColumnReader::Int64ColumnReader(r) => read_column::<Int64Type, _>(r, rows, max_def, |x| x),
+        ColumnReader::Int32ColumnReader(r) => read_column::<Int32Type, _>(r, rows, max_def, i64::from),
+        _ => Err("not an integer column".into()),
+    }
+}

@@ -1,0 +1,90 @@
+//! The Parquet story reader against fixtures the test writes: every row group, nulls,
+//! the text column by name, the score filter, and bad files refused with path and reason.
+
+mod common;
+
+use std::path::PathBuf;
+
+use flashlm_data::parquet::{ParquetOptions, read_parquet};
+use flashlm_data::{read_stories, read_stories_with};
+
+fn rows(n: usize) -> Vec<(String, Option<i64>)> {
+    (0..n).map(|i| (format!("  Story number {i}. It was a sunny day.\n"), Some((i % 6) as i64))).collect()
+}
+
+#[test]
+fn every_row_group_is_read_in_order_with_nulls_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let owned = rows(2500);
+    let mut r: Vec<(Option<&str>, Option<i64>)> = owned.iter().map(|(t, s)| (Some(t.as_str()), *s)).collect();
+    r[7] = (None, Some(3));
+    r[1500] = (Some("   "), None);
+    let p = dir.path().join("simplestories-train-00000-of-00001.parquet");
+    common::write_parquet(&p, "story", &r, 1000);
+    let (s, st) = read_parquet(&p, &ParquetOptions::default()).unwrap();
+    assert_eq!((st.rows, st.empty, st.low_score), (2500, 2, 0));
+    assert_eq!(s.texts.len(), 2498);
+    assert_eq!(s.texts[0], "Story number 0. It was a sunny day.");
+    assert_eq!(s.texts[7], "Story number 8. It was a sunny day.");
+    assert_eq!(s.texts.last().unwrap(), "Story number 2499. It was a sunny day.");
+    // Mixed with a text file through the common reader; the folder scan finds it.
+    let txt = dir.path().join("more-train.txt");
+    std::fs::write(&txt, "A last story.\n<|endoftext|>\n").unwrap();
+    let both = read_stories(&[p.clone(), txt]).unwrap();
+    assert_eq!(both.texts.len(), 2499);
+    let (train, _) = flashlm_data::prepare::find_split_files(dir.path()).unwrap();
+    assert_eq!(train.len(), 2);
+}
+
+#[test]
+fn the_score_filter_keeps_rows_at_or_above_the_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let owned = rows(600);
+    let mut r: Vec<(Option<&str>, Option<i64>)> = owned.iter().map(|(t, s)| (Some(t.as_str()), *s)).collect();
+    r[3].1 = None; // score 3, now missing: removed too
+    let p = dir.path().join("fineweb.parquet");
+    common::write_parquet(&p, "text", &r, 128);
+    let opts = ParquetOptions { min_int_score: Some(3), ..Default::default() };
+    let (s, st) = read_stories_with(&[p.clone()], &opts).unwrap();
+    assert_eq!(st.low_score, 301);
+    assert_eq!(s.texts.len(), 299);
+    assert!(s.texts.iter().all(|t| {
+        let i: usize = t.split(' ').nth(2).unwrap().trim_end_matches('.').parse().unwrap();
+        i % 6 >= 3 && i != 3
+    }));
+}
+
+#[test]
+fn bad_parquet_files_are_refused_with_the_path_and_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let owned = rows(50);
+    let r: Vec<(Option<&str>, Option<i64>)> = owned.iter().map(|(t, s)| (Some(t.as_str()), *s)).collect();
+    let good = dir.path().join("good.parquet");
+    common::write_parquet(&good, "body", &r, 50);
+    let err = |p: &PathBuf, o: &ParquetOptions| format!("{:#}", read_parquet(p, o).unwrap_err());
+    let e = err(&good, &ParquetOptions::default());
+    assert!(e.contains("good.parquet") && e.contains("no text column"), "{e}");
+    let named = ParquetOptions { text_column: Some("body".into()), ..Default::default() };
+    assert_eq!(read_parquet(&good, &named).unwrap().0.texts.len(), 50);
+    let e = err(&good, &ParquetOptions { text_column: Some("id".into()), ..Default::default() });
+    assert!(e.contains("does not hold strings"), "{e}");
+    let bytes = std::fs::read(&good).unwrap();
+    for (name, data) in [
+        ("truncated.parquet", bytes[..bytes.len() / 2].to_vec()),
+        ("text.parquet", b"Once upon a time\n".to_vec()),
+        ("empty.parquet", Vec::new()),
+    ] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, data).unwrap();
+        let e = err(&p, &named);
+        assert!(e.contains(name) && e.contains("not a readable Parquet"), "{e}");
+    }
+    // A corrupt page inside an intact footer.
+    let mut flipped = bytes.clone();
+    for b in &mut flipped[8..bytes.len() / 3] {
+        *b ^= 0x5A;
+    }
+    let p = dir.path().join("flipped.parquet");
+    std::fs::write(&p, flipped).unwrap();
+    assert!(read_parquet(&p, &named).is_err(), "a corrupt page must not read as stories");
+}
