@@ -13,6 +13,7 @@ pub mod curriculum;
 /// The resumable download (cargo feature `download`, on for the `flashlm-data` binary).
 #[cfg(feature = "download")]
 pub mod download;
+pub mod filter;
 pub mod parquet;
 pub mod prepare;
 /// Story readers (they live in the tokenizer crate so that inference can use them).

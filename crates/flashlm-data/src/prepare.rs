@@ -6,6 +6,8 @@ use std::time::Instant;
 use flashlm_tokenizer::{Tokenizer, VocabStats};
 
 use crate::cache::{self, CacheKey, CacheStatus};
+use crate::filter::{FilterConfig, FilterStats};
+use crate::parquet::ParquetOptions;
 use crate::stories::Stories;
 use crate::tokenize::{TokenizeStats, count_vocab, tokenize_stories};
 
@@ -98,6 +100,11 @@ pub struct PrepareConfig {
     pub compress: bool,
     /// Show progress bars.
     pub progress: bool,
+    /// Filters for the training documents (`docs/DATASETS.md`); when any runs, the kept
+    /// documents are also written to `out_dir/train-filtered.jsonl.zst`.
+    pub filter: FilterConfig,
+    /// Text column of Parquet files (None: `text`, else `story`).
+    pub text_column: Option<String>,
 }
 
 /// How the vocabulary was obtained.
@@ -149,6 +156,10 @@ pub struct Prepared {
     pub val: Split,
     /// Total wall time.
     pub secs: f64,
+    /// What the filters removed (when any ran).
+    pub filter: Option<FilterStats>,
+    /// The filtered training documents, when filters ran.
+    pub filtered_file: Option<PathBuf>,
 }
 
 pub(crate) fn split(
@@ -206,8 +217,27 @@ pub fn prepare(cfg: &PrepareConfig) -> anyhow::Result<Prepared> {
     );
     anyhow::ensure!(cfg.vocab_stories > 0, "the vocabulary needs at least one story");
     let start = Instant::now();
-    let train = crate::read_stories(&cfg.train_files)?;
-    let val = crate::read_stories(&cfg.val_files)?;
+    cfg.filter.validate()?;
+    let popts =
+        ParquetOptions { text_column: cfg.text_column.clone(), min_int_score: cfg.filter.min_int_score };
+    let (mut train, pstats) = crate::read_stories_with(&cfg.train_files, &popts)?;
+    let val_opts = ParquetOptions { text_column: cfg.text_column.clone(), min_int_score: None };
+    let (val, _) = crate::read_stories_with(&cfg.val_files, &val_opts)?;
+    let mut fstats = cfg.filter.any().then(|| FilterStats {
+        read: train.texts.len() as u64 + pstats.empty + pstats.low_score,
+        empty: pstats.empty,
+        low_score: pstats.low_score,
+        kept: train.texts.len() as u64,
+        ..Default::default()
+    });
+    if let Some(st) = fstats.as_mut() {
+        crate::filter::by_length_and_duplicates(&mut train.texts, &cfg.filter, st);
+        // The caches of filtered text depend on the filters too.
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&train.source_hash.to_le_bytes());
+        h.update(format!("{:?}|{:?}", cfg.filter, cfg.text_column).as_bytes());
+        train.source_hash = h.digest();
+    }
     for (what, s) in [("training", &train), ("validation", &val)] {
         if s.invalid_utf8 > 0 {
             eprintln!(
@@ -221,6 +251,16 @@ pub fn prepare(cfg: &PrepareConfig) -> anyhow::Result<Prepared> {
     let vocab_start = Instant::now();
     let n = cfg.vocab_stories.min(train.texts.len());
     let (tokenizer, vocab_stats, vocab_source) = obtain_vocab(cfg, &train.texts[..n], train.source_hash)?;
+    let mut filtered_file = None;
+    if let Some(st) = fstats.as_mut() {
+        if let Some(min) = cfg.filter.min_vocab_coverage {
+            crate::filter::by_vocab_coverage(&mut train.texts, &tokenizer, min, st);
+        }
+        anyhow::ensure!(!train.texts.is_empty(), "the filters removed every training document ({st})");
+        let path = cfg.out_dir.join("train-filtered.jsonl.zst");
+        write_jsonl_zst(&path, &train.texts)?;
+        filtered_file = Some(path);
+    }
     let vocab_secs = vocab_start.elapsed().as_secs_f64();
     let train_split = split("train", &train, &tokenizer, cfg)?;
     let val_split = split("valid", &val, &tokenizer, cfg)?;
@@ -232,7 +272,21 @@ pub fn prepare(cfg: &PrepareConfig) -> anyhow::Result<Prepared> {
         train: train_split,
         val: val_split,
         secs: start.elapsed().as_secs_f64(),
+        filter: fstats,
+        filtered_file,
     })
+}
+
+/// Documents as zstd-compressed JSON lines (`{"text": ...}`), written crash-safe.
+fn write_jsonl_zst(path: &Path, texts: &[String]) -> anyhow::Result<()> {
+    let mut jsonl = Vec::new();
+    for t in texts {
+        serde_json::to_writer(&mut jsonl, &serde_json::json!({ "text": t }))?;
+        jsonl.push(b'\n');
+    }
+    let bytes = zstd::encode_all(&jsonl[..], 3)?;
+    flashlm_core::write::write_atomic(path, &bytes)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 
 /// The vocabulary: the given tokenizer, else `out_dir/tokenizer.json` when it was built from

@@ -133,6 +133,8 @@ fn prepare_caches_and_rebuilds_when_inputs_change() {
         rebuild_vocab: false,
         compress: true,
         progress: false,
+        filter: Default::default(),
+        text_column: None,
     };
     let first = prepare(&cfg).unwrap();
     assert_eq!(first.vocab_source, VocabSource::Built);

@@ -32,6 +32,8 @@ fn main() -> anyhow::Result<()> {
         rebuild_vocab: false,
         compress: true,
         progress: false,
+        filter: Default::default(),
+        text_column: None,
     })?;
     // The same initial weights as flashlm-train: autodiff device seeded, then init.
     let device = cpu_device(true);

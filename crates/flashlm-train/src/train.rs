@@ -94,6 +94,8 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
         rebuild_vocab: false,
         compress: true,
         progress: opts.output.progress,
+        filter: Default::default(),
+        text_column: None,
     };
     let data = RunData::prepare(&prepare_cfg, opts.data.curriculum.as_ref())?;
     if let Some(ck) = &resumed

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use flashlm_data::batch::Windows;
+use flashlm_data::download::hub::{self, DEFAULT_HUB_URL, HubDataset, ShardLimits};
 use flashlm_data::download::{self, DEFAULT_BASE_URL, DatasetVersion, DownloadOptions};
+use flashlm_data::filter::FilterConfig;
 use flashlm_data::prepare::{self, PrepareConfig, Split, VocabSource};
 use flashlm_data::tokenizer::{DEFAULT_VOCAB_SIZE, DEFAULT_VOCAB_STORIES};
 
@@ -23,17 +25,26 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Download TinyStories (train + validation) from the Hugging Face dataset repo.
+    /// Download a dataset from the Hugging Face hub: TinyStories (train + validation text
+    /// files), SimpleStories or FineWeb-Edu `sample-10BT` (Parquet shards; docs/DATASETS.md).
     Download {
-        /// Which release.
-        #[arg(long, value_enum, default_value_t = DatasetVersion::V1)]
-        dataset: DatasetVersion,
+        /// Which dataset.
+        #[arg(long, value_enum, default_value_t = DatasetArg::V1)]
+        dataset: DatasetArg,
         /// Folder to download into (resumes `.part` files found there).
         #[arg(long, default_value = "data")]
         dir: PathBuf,
-        /// Dataset base URL.
-        #[arg(long, env = "FLASHLM_HF_BASE_URL", default_value = DEFAULT_BASE_URL)]
-        base_url: String,
+        /// Mirror: for TinyStories the folder holding its files (default, or
+        /// FLASHLM_HF_BASE_URL: the dataset's `resolve/main`); for the Parquet datasets the hub
+        /// endpoint (default, or FLASHLM_HF_ENDPOINT: https://huggingface.co).
+        #[arg(long)]
+        base_url: Option<String>,
+        /// Parquet datasets: at most this many shards per split.
+        #[arg(long)]
+        max_shards: Option<usize>,
+        /// Parquet datasets: at most this many bytes in all (whole shards).
+        #[arg(long)]
+        max_bytes: Option<u64>,
         /// Retries per file after the first attempt (at most 100).
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
         retries: u32,
@@ -80,7 +91,37 @@ enum Command {
         /// No progress bars.
         #[arg(long)]
         quiet: bool,
+        /// Text column of Parquet files (default: `text`, else `story`).
+        #[arg(long)]
+        text_column: Option<String>,
+        /// Filter: keep Parquet rows whose `int_score` is at least N (FineWeb-Edu: 0-5).
+        #[arg(long)]
+        min_int_score: Option<i64>,
+        /// Filter: drop training documents shorter than N characters.
+        #[arg(long)]
+        min_chars: Option<usize>,
+        /// Filter: drop training documents longer than N characters.
+        #[arg(long)]
+        max_chars: Option<usize>,
+        /// Filter: drop exact duplicate documents.
+        #[arg(long)]
+        dedup: bool,
+        /// Filter: drop documents with less than this share of in-vocabulary tokens (0-1).
+        #[arg(long)]
+        min_vocab_coverage: Option<f64>,
     },
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+enum DatasetArg {
+    /// TinyStories V1 (`TinyStories-train.txt` / `-valid.txt`).
+    V1,
+    /// TinyStoriesV2-GPT4.
+    V2Gpt4,
+    /// SimpleStories/SimpleStories (Parquet, MIT).
+    Simplestories,
+    /// HuggingFaceFW/fineweb-edu, sample-10BT (Parquet, ODC-By).
+    FinewebEdu,
 }
 
 fn main() -> ExitCode {
@@ -116,15 +157,51 @@ fn describe(name: &str, s: &Split, seq_len: usize) {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Download { dataset, dir, base_url, retries, quiet } => {
+        Command::Download { dataset, dir, base_url, max_shards, max_bytes, retries, quiet } => {
             let opts = DownloadOptions {
                 retries,
                 progress: !quiet,
                 backoff: Duration::from_secs(2),
                 ..Default::default()
             };
-            let (train, val) = download::download_tinystories(&base_url, dataset, &dir, &opts)?;
-            println!("train: {}\nvalid: {}", train.display(), val.display());
+            let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+            let hub = match dataset {
+                DatasetArg::V1 | DatasetArg::V2Gpt4 => {
+                    anyhow::ensure!(
+                        max_shards.is_none() && max_bytes.is_none(),
+                        "--max-shards / --max-bytes are for the Parquet datasets (simplestories, fineweb-edu)"
+                    );
+                    let version = if matches!(dataset, DatasetArg::V1) {
+                        DatasetVersion::V1
+                    } else {
+                        DatasetVersion::V2Gpt4
+                    };
+                    let base =
+                        base_url.or_else(|| env("FLASHLM_HF_BASE_URL")).unwrap_or(DEFAULT_BASE_URL.into());
+                    let (train, val) = download::download_tinystories(&base, version, &dir, &opts)?;
+                    println!("train: {}\nvalid: {}", train.display(), val.display());
+                    return Ok(());
+                }
+                DatasetArg::Simplestories => HubDataset::SimpleStories,
+                DatasetArg::FinewebEdu => HubDataset::FinewebEdu,
+            };
+            anyhow::ensure!(max_shards != Some(0), "--max-shards must be at least 1");
+            let base = base_url.or_else(|| env("FLASHLM_HF_ENDPOINT")).unwrap_or(DEFAULT_HUB_URL.into());
+            let limits = ShardLimits { max_shards, max_bytes };
+            let got = hub::download_dataset(&base, hub, &dir, limits, &opts)?;
+            let mut bytes = 0;
+            for f in &got {
+                bytes += f.shard.size;
+                let how = match f.outcome {
+                    download::DownloadOutcome::AlreadyPresent { .. } => "already present".to_string(),
+                    download::DownloadOutcome::Downloaded { resumed_from: 0, .. } => "downloaded".to_string(),
+                    download::DownloadOutcome::Downloaded { resumed_from, .. } => {
+                        format!("resumed from byte {resumed_from}")
+                    }
+                };
+                println!("{}: {} bytes, {how}", f.path.display(), f.shard.size);
+            }
+            println!("{} shard(s) of {}, {bytes} bytes in {}", got.len(), hub.repo(), dir.display());
             Ok(())
         }
         Command::Prepare {
@@ -140,6 +217,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             threads,
             seq_len,
             quiet,
+            text_column,
+            min_int_score,
+            min_chars,
+            max_chars,
+            dedup,
+            min_vocab_coverage,
         } => {
             anyhow::ensure!(seq_len > 0, "--seq-len must be positive");
             if let Some(n) = threads {
@@ -157,6 +240,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 rebuild_vocab,
                 compress: !no_compress,
                 progress: !quiet,
+                filter: FilterConfig { min_int_score, min_chars, max_chars, dedup, min_vocab_coverage },
+                text_column,
             };
             let p = prepare::prepare(&cfg)?;
             println!(
@@ -183,6 +268,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     100.0 * s.coverage
                 ),
                 None => println!("vocab ({src}): {} ids", p.tokenizer.vocab_size()),
+            }
+            if let Some(f) = p.filter {
+                println!("filters: {f}");
+            }
+            if let Some(path) = &p.filtered_file {
+                println!("filtered training documents: {} (train on it with --train-file)", path.display());
             }
             describe("train", &p.train, seq_len);
             describe("valid", &p.val, seq_len);

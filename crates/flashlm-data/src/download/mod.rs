@@ -15,6 +15,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE};
 
 mod http;
+pub mod hub;
 use http::{Hints, Probe, chain, check_url, get, header_text, parse_content_range, probe};
 
 /// Where the dataset lives (override with `--base-url` or `FLASHLM_HF_BASE_URL`).
