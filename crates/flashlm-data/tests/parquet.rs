@@ -45,7 +45,7 @@ fn the_score_filter_keeps_rows_at_or_above_the_threshold() {
     let p = dir.path().join("fineweb.parquet");
     common::write_parquet(&p, "text", &r, 128);
     let opts = ParquetOptions { min_int_score: Some(3), ..Default::default() };
-    let (s, st) = read_stories_with(&[p.clone()], &opts).unwrap();
+    let (s, st) = read_stories_with(std::slice::from_ref(&p), &opts).unwrap();
     assert_eq!(st.low_score, 301);
     assert_eq!(s.texts.len(), 299);
     assert!(s.texts.iter().all(|t| {
