@@ -204,3 +204,54 @@ fn read_ints(col: ColumnReader, rows: usize, max_def: i16) -> Result<Vec<Option<
         _ => Err("not an integer column".into()),
     }
 }
+
+/// Write `rows` (text, int_score; either may be null) as a snappy-compressed Parquet file
+/// with a text column named `text_column`, an `id` column and an `int_score` column,
+/// `per_group` rows per row group: the layout of the hub's shards, for fixtures and tests.
+pub fn write_parquet(
+    path: &Path,
+    text_column: &str,
+    rows: &[(Option<&str>, Option<i64>)],
+    per_group: usize,
+) -> anyhow::Result<()> {
+    use parquet::basic::Compression;
+    use parquet::data_type::ByteArray;
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use std::sync::Arc;
+    let schema = format!(
+        "message doc {{ OPTIONAL BYTE_ARRAY {text_column} (UTF8); REQUIRED INT64 id; OPTIONAL INT64 int_score; }}"
+    );
+    let schema = Arc::new(parquet::schema::parser::parse_message_type(&schema)?);
+    let props = Arc::new(WriterProperties::builder().set_compression(Compression::SNAPPY).build());
+    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut w = SerializedFileWriter::new(file, schema, props)?;
+    let per_group = per_group.max(1);
+    for (g, chunk) in rows.chunks(per_group).enumerate() {
+        let mut rg = w.next_row_group()?;
+        let mut col = 0;
+        while let Some(mut c) = rg.next_column()? {
+            match col {
+                0 => {
+                    let defs: Vec<i16> = chunk.iter().map(|r| i16::from(r.0.is_some())).collect();
+                    let vals: Vec<ByteArray> = chunk.iter().filter_map(|r| r.0).map(ByteArray::from).collect();
+                    c.typed::<ByteArrayType>().write_batch(&vals, Some(&defs), None)?;
+                }
+                1 => {
+                    let ids: Vec<i64> = (0..chunk.len()).map(|i| (g * per_group + i) as i64).collect();
+                    c.typed::<Int64Type>().write_batch(&ids, None, None)?;
+                }
+                _ => {
+                    let defs: Vec<i16> = chunk.iter().map(|r| i16::from(r.1.is_some())).collect();
+                    let vals: Vec<i64> = chunk.iter().filter_map(|r| r.1).collect();
+                    c.typed::<Int64Type>().write_batch(&vals, Some(&defs), None)?;
+                }
+            }
+            c.close()?;
+            col += 1;
+        }
+        rg.close()?;
+    }
+    w.close()?;
+    Ok(())
+}
