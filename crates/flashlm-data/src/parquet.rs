@@ -234,7 +234,8 @@ pub fn write_parquet(
             match col {
                 0 => {
                     let defs: Vec<i16> = chunk.iter().map(|r| i16::from(r.0.is_some())).collect();
-                    let vals: Vec<ByteArray> = chunk.iter().filter_map(|r| r.0).map(ByteArray::from).collect();
+                    let vals: Vec<ByteArray> =
+                        chunk.iter().filter_map(|r| r.0).map(ByteArray::from).collect();
                     c.typed::<ByteArrayType>().write_batch(&vals, Some(&defs), None)?;
                 }
                 1 => {

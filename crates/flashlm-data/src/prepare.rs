@@ -218,6 +218,14 @@ pub fn prepare(cfg: &PrepareConfig) -> anyhow::Result<Prepared> {
     anyhow::ensure!(cfg.vocab_stories > 0, "the vocabulary needs at least one story");
     let start = Instant::now();
     cfg.filter.validate()?;
+    if cfg.filter.min_int_score.is_some()
+        && let Some(p) = cfg.train_files.iter().find(|p| !crate::parquet::is_parquet(p))
+    {
+        anyhow::bail!(
+            "--min-int-score reads the int_score column of Parquet files, and {} is not Parquet",
+            p.display()
+        );
+    }
     let popts =
         ParquetOptions { text_column: cfg.text_column.clone(), min_int_score: cfg.filter.min_int_score };
     let (mut train, pstats) = crate::read_stories_with(&cfg.train_files, &popts)?;
