@@ -395,6 +395,11 @@ impl<'a> Trainer<'a> {
                 return Ok(StopReason::EarlyStop);
             }
             self.maybe_sample_and_save()?;
+            // After the stage's last evaluation, so the log reads in order.
+            let step = self.state.step;
+            if self.plan.stage_at(step) != self.plan.stage_at(step - 1) && step < self.state.total_steps {
+                self.stage_begins(false);
+            }
         }
     }
 
@@ -460,10 +465,6 @@ impl<'a> Trainer<'a> {
         if self.last_log.elapsed().as_secs_f64() >= self.opts.output.log_every_secs {
             self.log.line(&format!("  Step {step:>6} | {msg}"));
             self.last_log = Instant::now();
-        }
-        let stage = self.plan.stage_at(step);
-        if stage != self.plan.stage_at(step - 1) && step < self.state.total_steps {
-            self.stage_begins(false);
         }
     }
 
