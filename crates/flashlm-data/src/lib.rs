@@ -35,11 +35,10 @@ pub fn read_stories_with(
     paths: &[std::path::PathBuf],
     opts: &parquet::ParquetOptions,
 ) -> anyhow::Result<(stories::Stories, parquet::ParquetStats)> {
-    let mut all = stories::Stories::default();
     let mut stats = parquet::ParquetStats::default();
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut parts = Vec::with_capacity(paths.len());
     for p in paths {
-        let s = if parquet::is_parquet(p) {
+        parts.push(if parquet::is_parquet(p) {
             let (s, st) = parquet::read_parquet(p, opts)?;
             stats.rows += st.rows;
             stats.empty += st.empty;
@@ -47,15 +46,9 @@ pub fn read_stories_with(
             s
         } else {
             stories::read_story_file(p)?
-        };
-        h.update(&s.source_hash.to_le_bytes());
-        all.texts.extend(s.texts);
-        all.invalid_utf8 += s.invalid_utf8;
-        all.skipped_empty += s.skipped_empty;
-        all.text_bytes += s.text_bytes;
+        });
     }
-    all.source_hash = h.digest();
-    Ok((all, stats))
+    Ok((stories::Stories::concat(parts), stats))
 }
 
 /// Whether `path` is a story file the readers take (by its name).

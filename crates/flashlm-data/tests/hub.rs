@@ -152,6 +152,14 @@ fn simplestories_hub(tmp: &Path) -> (Routes, HashMap<&'static str, Vec<u8>>) {
     (routes, shards)
 }
 
+/// `flashlm-data ARGS...` (paths included), its stdout; fails the test on a non-zero exit.
+fn flashlm_data(args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_flashlm-data")).args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{text}{}", String::from_utf8_lossy(&o.stderr));
+    text
+}
+
 /// The Link header needs the server's own address.
 fn fix_links(routes: &Routes, base: &str) {
     for v in routes.lock().unwrap().values_mut() {
@@ -205,15 +213,9 @@ fn simplestories_downloads_resumes_and_prepares() {
 
     // The prepare step reads the folder: Parquet train and valid shards by name.
     let out = tmp.path().join("prep");
-    let o = Command::new(env!("CARGO_BIN_EXE_flashlm-data"))
-        .args(["prepare", "--quiet", "--seq-len", "16", "--data-dir"])
-        .arg(&dir)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{text}{}", String::from_utf8_lossy(&o.stderr));
+    let p = |x: &Path| x.to_str().unwrap().to_string();
+    let text =
+        flashlm_data(&["prepare", "--quiet", "--seq-len", "16", "--data-dir", &p(&dir), "--out", &p(&out)]);
     assert!(text.contains("train: 500 stories") && text.contains("valid: 40 stories"), "{text}");
 }
 
@@ -225,23 +227,20 @@ fn limits_select_shards_and_the_cli_reports_them() {
     let base = format!("http://{addr}");
     fix_links(&routes, &base);
     let dir = tmp.path().join("d");
-    let o = Command::new(env!("CARGO_BIN_EXE_flashlm-data"))
-        .args([
-            "download",
-            "--dataset",
-            "simplestories",
-            "--quiet",
-            "--max-shards",
-            "1",
-            "--base-url",
-            &base,
-            "--dir",
-        ])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{text}{}", String::from_utf8_lossy(&o.stderr));
+    let d = dir.to_str().unwrap();
+    let args = [
+        "download",
+        "--dataset",
+        "simplestories",
+        "--quiet",
+        "--max-shards",
+        "1",
+        "--base-url",
+        &base,
+        "--dir",
+        d,
+    ];
+    let text = flashlm_data(&args);
     assert!(text.contains("2 shard(s) of SimpleStories/SimpleStories"), "{text}");
     assert!(!dir.join("simplestories-train-00001-of-00002.parquet").exists());
     let small = shards["test-00000-of-00001.parquet"].len() as u64;
@@ -337,39 +336,42 @@ fn a_missing_dataset_and_corrupt_shards_are_errors_that_name_the_file() {
     let english = tmp.path().join("english-train.txt");
     std::fs::write(&english, stories("web", 60).join("\n<|endoftext|>\n")).unwrap();
     let vocab = tmp.path().join("vocab");
-    let o = Command::new(env!("CARGO_BIN_EXE_flashlm-data"))
-        .args(["prepare", "--quiet", "--train-file"])
-        .arg(&english)
-        .arg("--val-file")
-        .arg(&val)
-        .arg("--out")
-        .arg(&vocab)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let p = |x: &Path| x.to_str().unwrap().to_string();
+    flashlm_data(&[
+        "prepare",
+        "--quiet",
+        "--train-file",
+        &p(&english),
+        "--val-file",
+        &p(&val),
+        "--out",
+        &p(&vocab),
+    ]);
     let out = tmp.path().join("prep");
-    let o = Command::new(env!("CARGO_BIN_EXE_flashlm-data"))
-        .args(["prepare", "--quiet", "--seq-len", "16", "--min-int-score", "3", "--tokenizer"])
-        .arg(vocab.join("tokenizer.json"))
-        .args([
-            "--min-chars",
-            "20",
-            "--max-chars",
-            "200",
-            "--dedup",
-            "--min-vocab-coverage",
-            "0.5",
-            "--train-file",
-        ])
-        .arg(&got[0].path)
-        .arg("--val-file")
-        .arg(&val)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{text}{}", String::from_utf8_lossy(&o.stderr));
+    let (tok, shard) = (p(&vocab.join("tokenizer.json")), p(&got[0].path));
+    let text = flashlm_data(&[
+        "prepare",
+        "--quiet",
+        "--seq-len",
+        "16",
+        "--min-int-score",
+        "3",
+        "--tokenizer",
+        &tok,
+        "--min-chars",
+        "20",
+        "--max-chars",
+        "200",
+        "--dedup",
+        "--min-vocab-coverage",
+        "0.5",
+        "--train-file",
+        &shard,
+        "--val-file",
+        &p(&val),
+        "--out",
+        &p(&out),
+    ]);
     assert!(
         text.contains(
             "filters: read 60 | removed: empty 0, int_score 6, too short 1, too long 1, duplicates 1, vocab coverage 1 | kept 50"

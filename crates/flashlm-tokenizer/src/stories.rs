@@ -93,18 +93,29 @@ impl Stories {
 
 /// Read the stories of several files, in the given order.
 pub fn read_story_files(paths: &[PathBuf]) -> Result<Stories, StoryError> {
-    let mut all = Stories::default();
-    let mut h = Xxh3::new();
+    let mut parts = Vec::with_capacity(paths.len());
     for p in paths {
-        let s = read_story_file(p)?;
-        h.update(&s.source_hash.to_le_bytes());
-        all.texts.extend(s.texts);
-        all.invalid_utf8 += s.invalid_utf8;
-        all.skipped_empty += s.skipped_empty;
-        all.text_bytes += s.text_bytes;
+        parts.push(read_story_file(p)?);
     }
-    all.source_hash = h.digest();
-    Ok(all)
+    Ok(Stories::concat(parts))
+}
+
+impl Stories {
+    /// The stories of several files, in order; the source hash is the xxh3 of the parts'
+    /// hashes (little-endian), so it identifies the files and their order.
+    pub fn concat(parts: impl IntoIterator<Item = Stories>) -> Stories {
+        let mut all = Stories::default();
+        let mut h = Xxh3::new();
+        for s in parts {
+            h.update(&s.source_hash.to_le_bytes());
+            all.texts.extend(s.texts);
+            all.invalid_utf8 += s.invalid_utf8;
+            all.skipped_empty += s.skipped_empty;
+            all.text_bytes += s.text_bytes;
+        }
+        all.source_hash = h.digest();
+        all
+    }
 }
 
 /// Read the stories of one file.
