@@ -471,6 +471,24 @@ pub fn save(
     Ok(())
 }
 
+/// Create the save directory and remove the temp files of earlier runs killed in the middle
+/// of a write.
+pub(crate) fn clean_save_dir(dir: &Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create save dir {}", dir.display()))?;
+    let mut stale = Vec::new();
+    for d in [dir.to_path_buf(), dir.join("snapshots")] {
+        stale.extend(
+            flashlm_core::write::remove_stale_temps(&d)
+                .with_context(|| format!("cannot clean {}", d.display()))?,
+        );
+    }
+    if !stale.is_empty() {
+        eprintln!("Removed {} temp file(s) left by killed runs in {}", stale.len(), dir.display());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

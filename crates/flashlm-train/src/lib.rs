@@ -21,6 +21,7 @@ pub mod options;
 pub mod plot;
 pub mod schedule;
 pub mod stages;
+pub mod summary;
 /// The PyTorch checkpoint reader (now in `flashlm-convert`, shared with the bindings).
 pub use flashlm_convert::torch as torch_import;
 pub mod train;

@@ -184,6 +184,42 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// The log line and `stage` metrics row for the stage that step `step + 1` trains on
+    /// (`start`: the run's first line, "continues" when resumed inside a stage).
+    pub fn stage_line(
+        &self,
+        names: &[String],
+        step: u64,
+        tokens: u64,
+        batch_size: usize,
+        start: bool,
+    ) -> (String, serde_json::Value) {
+        let i = self.stage_at(step);
+        let name = names.get(i).cloned().unwrap_or_default();
+        let first = self.first_step(i);
+        let verb = if start && step > first { "continues" } else { "begins" };
+        let mut line = format!(
+            "  >>> Stage {}/{} {name:?} {verb} at step {} ({:.2}M tokens seen; {} steps, to step {})",
+            i + 1,
+            self.steps.len(),
+            step + 1,
+            tokens as f64 / 1e6,
+            self.steps[i],
+            first + self.steps[i]
+        );
+        if self.mixed[i] > 0 {
+            let prev = names.get(i - 1).cloned().unwrap_or_default();
+            line.push_str(&format!("; {} of {batch_size} windows per batch from {prev:?}", self.mixed[i]));
+        }
+        let row = serde_json::json!({
+            "kind": "stage", "stage": i + 1, "name": name, "step": step, "tokens": tokens,
+            "steps": self.steps[i], "mixed_windows": self.mixed[i],
+        });
+        (line, row)
+    }
+}
+
 /// The header lines that describe the stages of a curriculum.
 pub fn describe(data: &RunData, plan: &Plan, tokens_per_step: u64) -> Vec<String> {
     let mut lines = Vec::new();

@@ -27,57 +27,12 @@ use crate::log::{Log, fmt_secs, read_train_losses, read_val_losses};
 use crate::options::{LrSchedule, TrainOptions};
 use crate::schedule::{lr_at, lr_at_time};
 use crate::stages::{Plan, RunData};
-
-/// Why the loop ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
-    /// All planned epochs done.
-    Epochs,
-    /// `--hours` / `--minutes` reached.
-    TimeLimit,
-    /// `--max-steps` reached.
-    MaxSteps,
-    /// Validation stopped improving.
-    EarlyStop,
-    /// A signal (Ctrl-C, SIGTERM, SIGHUP).
-    Interrupted,
-}
-
-/// Figures of a finished run.
-#[derive(Debug, Clone)]
-pub struct Summary {
-    /// Why it stopped.
-    pub reason: StopReason,
-    /// Optimizer steps in total.
-    pub steps: u64,
-    /// Steps done in this process.
-    pub steps_this_run: u64,
-    /// Tokens seen in total.
-    pub tokens_seen: u64,
-    /// Training seconds in this process.
-    pub secs: f64,
-    /// Tokens per second in this process.
-    pub tokens_per_sec: f64,
-    /// Best validation loss.
-    pub best_val_loss: Option<f64>,
-    /// Last validation loss.
-    pub last_val_loss: Option<f64>,
-    /// Validation bits per character estimated from the last validation loss.
-    pub last_val_bpc: Option<f64>,
-    /// Training loss of every step of this process: (step, loss).
-    pub losses: Vec<(u64, f64)>,
-    /// Checkpoint written at the end.
-    pub final_checkpoint: PathBuf,
-    /// Validation BPC of the final weights, original protocol (when requested).
-    pub story_bpc: Option<f64>,
-    /// Lines that could not be written to `training.log` / `metrics.jsonl`.
-    pub log_write_errors: u64,
-}
+pub use crate::summary::{StopReason, Summary};
 
 /// Run training.
 pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
     opts.validate()?;
-    clean_save_dir(&opts.output.save_dir)?;
+    checkpoint::clean_save_dir(&opts.output.save_dir)?;
     let resumed = match &opts.resume {
         Some(p) => Some(checkpoint::read_to_resume(p, &opts.model, opts.optim.lr_min)?),
         None => None,
@@ -112,23 +67,6 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
     trainer.stage_begins(true);
     let reason = trainer.train()?;
     trainer.finish(reason)
-}
-
-/// Create the save directory and remove the temp files of earlier runs killed in the middle
-/// of a write.
-fn clean_save_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create save dir {}", dir.display()))?;
-    let mut stale = Vec::new();
-    for d in [dir.to_path_buf(), dir.join("snapshots")] {
-        stale.extend(
-            flashlm_core::write::remove_stale_temps(&d)
-                .with_context(|| format!("cannot clean {}", d.display()))?,
-        );
-    }
-    if !stale.is_empty() {
-        eprintln!("Removed {} temp file(s) left by killed runs in {}", stale.len(), dir.display());
-    }
-    Ok(())
 }
 
 /// A fresh model from the run's seed. burn's generator is shared by the whole process: it is
@@ -475,38 +413,11 @@ impl<'a> Trainer<'a> {
             return;
         }
         let (step, tokens) = (self.state.step, self.state.tokens_seen);
-        let i = self.plan.stage_at(step);
-        let n = self.plan.steps.len();
-        let name = self.stage_name(i);
-        let first = self.plan.first_step(i);
-        let verb = if start && step > first { "continues" } else { "begins" };
-        let mut line = format!(
-            "  >>> Stage {}/{n} {name:?} {verb} at step {} ({:.2}M tokens seen; {} steps, to step {})",
-            i + 1,
-            step + 1,
-            tokens as f64 / 1e6,
-            self.plan.steps[i],
-            first + self.plan.steps[i]
-        );
-        if self.plan.mixed[i] > 0 {
-            line.push_str(&format!(
-                "; {} of {} windows per batch from {:?}",
-                self.plan.mixed[i],
-                self.state.batch_size,
-                self.stage_name(i - 1)
-            ));
-        }
+        let (line, row) = self.plan.stage_line(&self.stage_names, step, tokens, self.state.batch_size, start);
         self.log.line(&line);
         if !start || step == 0 {
-            self.log.metric(serde_json::json!({
-                "kind": "stage", "stage": i + 1, "name": name, "step": step, "tokens": tokens,
-                "steps": self.plan.steps[i], "mixed_windows": self.plan.mixed[i],
-            }));
+            self.log.metric(row);
         }
-    }
-
-    fn stage_name(&self, i: usize) -> String {
-        self.stage_names.get(i).cloned().unwrap_or_default()
     }
 
     /// A snapshot when the next `--snapshot-minutes` interval has passed.

@@ -155,54 +155,57 @@ fn describe(name: &str, s: &Split, seq_len: usize) {
     println!(") -> {}", s.cache_path.display());
 }
 
+/// `flashlm-data download`: TinyStories text files, or a Parquet dataset's shards.
+fn download_cmd(
+    dataset: DatasetArg,
+    dir: &std::path::Path,
+    base_url: Option<String>,
+    limits: ShardLimits,
+    retries: u32,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let opts =
+        DownloadOptions { retries, progress: !quiet, backoff: Duration::from_secs(2), ..Default::default() };
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let hub = match dataset {
+        DatasetArg::V1 | DatasetArg::V2Gpt4 => {
+            anyhow::ensure!(
+                limits.max_shards.is_none() && limits.max_bytes.is_none(),
+                "--max-shards / --max-bytes are for the Parquet datasets (simplestories, fineweb-edu)"
+            );
+            let version =
+                if matches!(dataset, DatasetArg::V1) { DatasetVersion::V1 } else { DatasetVersion::V2Gpt4 };
+            let base = base_url.or_else(|| env("FLASHLM_HF_BASE_URL")).unwrap_or(DEFAULT_BASE_URL.into());
+            let (train, val) = download::download_tinystories(&base, version, dir, &opts)?;
+            println!("train: {}\nvalid: {}", train.display(), val.display());
+            return Ok(());
+        }
+        DatasetArg::Simplestories => HubDataset::SimpleStories,
+        DatasetArg::FinewebEdu => HubDataset::FinewebEdu,
+    };
+    anyhow::ensure!(limits.max_shards != Some(0), "--max-shards must be at least 1");
+    let base = base_url.or_else(|| env("FLASHLM_HF_ENDPOINT")).unwrap_or(DEFAULT_HUB_URL.into());
+    let got = hub::download_dataset(&base, hub, dir, limits, &opts)?;
+    let mut bytes = 0;
+    for f in &got {
+        bytes += f.shard.size;
+        let how = match f.outcome {
+            download::DownloadOutcome::AlreadyPresent { .. } => "already present".to_string(),
+            download::DownloadOutcome::Downloaded { resumed_from: 0, .. } => "downloaded".to_string(),
+            download::DownloadOutcome::Downloaded { resumed_from, .. } => {
+                format!("resumed from byte {resumed_from}")
+            }
+        };
+        println!("{}: {} bytes, {how}", f.path.display(), f.shard.size);
+    }
+    println!("{} shard(s) of {}, {bytes} bytes in {}", got.len(), hub.repo(), dir.display());
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Download { dataset, dir, base_url, max_shards, max_bytes, retries, quiet } => {
-            let opts = DownloadOptions {
-                retries,
-                progress: !quiet,
-                backoff: Duration::from_secs(2),
-                ..Default::default()
-            };
-            let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-            let hub = match dataset {
-                DatasetArg::V1 | DatasetArg::V2Gpt4 => {
-                    anyhow::ensure!(
-                        max_shards.is_none() && max_bytes.is_none(),
-                        "--max-shards / --max-bytes are for the Parquet datasets (simplestories, fineweb-edu)"
-                    );
-                    let version = if matches!(dataset, DatasetArg::V1) {
-                        DatasetVersion::V1
-                    } else {
-                        DatasetVersion::V2Gpt4
-                    };
-                    let base =
-                        base_url.or_else(|| env("FLASHLM_HF_BASE_URL")).unwrap_or(DEFAULT_BASE_URL.into());
-                    let (train, val) = download::download_tinystories(&base, version, &dir, &opts)?;
-                    println!("train: {}\nvalid: {}", train.display(), val.display());
-                    return Ok(());
-                }
-                DatasetArg::Simplestories => HubDataset::SimpleStories,
-                DatasetArg::FinewebEdu => HubDataset::FinewebEdu,
-            };
-            anyhow::ensure!(max_shards != Some(0), "--max-shards must be at least 1");
-            let base = base_url.or_else(|| env("FLASHLM_HF_ENDPOINT")).unwrap_or(DEFAULT_HUB_URL.into());
-            let limits = ShardLimits { max_shards, max_bytes };
-            let got = hub::download_dataset(&base, hub, &dir, limits, &opts)?;
-            let mut bytes = 0;
-            for f in &got {
-                bytes += f.shard.size;
-                let how = match f.outcome {
-                    download::DownloadOutcome::AlreadyPresent { .. } => "already present".to_string(),
-                    download::DownloadOutcome::Downloaded { resumed_from: 0, .. } => "downloaded".to_string(),
-                    download::DownloadOutcome::Downloaded { resumed_from, .. } => {
-                        format!("resumed from byte {resumed_from}")
-                    }
-                };
-                println!("{}: {} bytes, {how}", f.path.display(), f.shard.size);
-            }
-            println!("{} shard(s) of {}, {bytes} bytes in {}", got.len(), hub.repo(), dir.display());
-            Ok(())
+            download_cmd(dataset, &dir, base_url, ShardLimits { max_shards, max_bytes }, retries, quiet)
         }
         Command::Prepare {
             data_dir,

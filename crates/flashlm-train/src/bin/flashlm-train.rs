@@ -297,13 +297,26 @@ fn real_main() -> anyhow::Result<ExitCode> {
     };
     // Every flag is checked before the data is looked for.
     opts.validate()?;
+    resolve_data(&mut opts, &data_dir)?;
+    let summary = run(&opts)?;
+    Ok(if summary.reason == StopReason::Interrupted {
+        // The shell's convention for "ended by signal N".
+        ExitCode::from(128 + signal.load(Ordering::SeqCst).clamp(1, 127) as u8)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The story files of the run: a curriculum's main validation set (its own `val_files`, else
+/// --val-file, else the data folder's), or the plain run's train and validation files.
+fn resolve_data(opts: &mut TrainOptions, data_dir: &std::path::Path) -> anyhow::Result<()> {
     match &opts.data.curriculum {
         // A curriculum's main validation set: its own `val_files`, else --val-file, else the
         // data folder's.
         Some(c) if !c.val_files.is_empty() => opts.data.val_files = c.val_files.clone(),
         Some(_) if !opts.data.val_files.is_empty() => {}
         Some(_) => {
-            let (_, v) = find_split_files(&data_dir).with_context(|| {
+            let (_, v) = find_split_files(data_dir).with_context(|| {
                 format!(
                     "the curriculum names no val_files and the data folder {} cannot be read \
                      (add val_files to the curriculum, --val-file, or --data-dir)",
@@ -318,7 +331,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
         }
         None => {
             let (train_files, val_files) = resolve_split_files(
-                &data_dir,
+                data_dir,
                 std::mem::take(&mut opts.data.train_files),
                 std::mem::take(&mut opts.data.val_files),
             )?;
@@ -326,13 +339,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             opts.data.val_files = val_files;
         }
     }
-    let summary = run(&opts)?;
-    Ok(if summary.reason == StopReason::Interrupted {
-        // The shell's convention for "ended by signal N".
-        ExitCode::from(128 + signal.load(Ordering::SeqCst).clamp(1, 127) as u8)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(())
 }
 
 /// SIGINT (Ctrl-C), SIGTERM (a batch scheduler's preemption, `kill`) and SIGHUP (a closed
