@@ -67,16 +67,12 @@ pub fn read_parquet(path: &Path, opts: &ParquetOptions) -> anyhow::Result<(Stori
             ))
         })?,
     };
-    if schema.column(text_col).physical_type() != PhysicalType::BYTE_ARRAY {
-        bail!(bad(format!("column {:?} does not hold strings", schema.column(text_col).path().string())));
+    let text = schema.column(text_col);
+    if text.physical_type() != PhysicalType::BYTE_ARRAY {
+        bail!(bad(format!("column {:?} does not hold strings", text.path().string())));
     }
-    for c in std::iter::once(text_col) {
-        if schema.column(c).max_rep_level() > 0 {
-            bail!(bad(format!(
-                "column {:?} is a list; a flat column is needed",
-                schema.column(c).path().string()
-            )));
-        }
+    if text.max_rep_level() > 0 {
+        bail!(bad(format!("column {:?} is a list; a flat column is needed", text.path().string())));
     }
     let score_col = match opts.min_int_score {
         Some(_) => {

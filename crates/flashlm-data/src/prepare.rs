@@ -139,6 +139,13 @@ pub struct Split {
     pub chars: u64,
 }
 
+impl Split {
+    /// Tokens per character of its stories (turns a loss per token into one per character).
+    pub fn tokens_per_char(&self) -> f64 {
+        self.tokens.len() as f64 / self.chars.max(1) as f64
+    }
+}
+
 /// Everything [`prepare`] produced.
 #[derive(Debug, Clone)]
 pub struct Prepared {

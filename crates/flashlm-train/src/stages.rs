@@ -107,6 +107,10 @@ pub struct Plan {
     pub steps: Vec<u64>,
     /// Previous-stage windows in each of a stage's batches.
     pub mixed: Vec<usize>,
+    /// Step at which each stage begins, and the sum of all (saturating).
+    starts: Vec<u64>,
+    /// Stage names, for the log.
+    names: Vec<String>,
     /// Sum of the stages' steps (curricula), the length the LR schedule spans.
     pub total: Option<u64>,
 }
@@ -142,8 +146,13 @@ impl Plan {
             steps.push(n);
             mixed.push(m);
         }
-        let total = data.curriculum.then(|| steps.iter().fold(0u64, |a, &s| a.saturating_add(s)));
-        Ok(Plan { steps, mixed, total })
+        let mut starts = vec![0u64];
+        for &n in &steps {
+            starts.push(starts[starts.len() - 1].saturating_add(n));
+        }
+        let total = data.curriculum.then(|| starts[steps.len()]);
+        let names = data.stages.iter().map(|s| s.name.clone()).collect();
+        Ok(Plan { steps, mixed, starts, names, total })
     }
 
     /// The batches from global batch `start` on.
@@ -170,33 +179,31 @@ impl Plan {
 
     /// The step at which stage `s` begins.
     pub fn first_step(&self, s: usize) -> u64 {
-        self.steps[..s].iter().fold(0u64, |a, &n| a.saturating_add(n))
+        self.starts[s]
     }
 
     /// Whether `step` is the last step of a stage.
     pub fn stage_ends_at(&self, step: u64) -> bool {
-        (1..=self.steps.len()).any(|s| self.first_step(s) == step)
+        self.starts[1..].contains(&step)
     }
 
-    /// The stage that optimizer step `step + 1` trains on (`step` steps done).
+    /// The stage that optimizer step `step + 1` trains on (`step` steps done; past the last
+    /// stage, the last one).
     pub fn stage_at(&self, step: u64) -> usize {
-        (1..self.steps.len()).take_while(|&s| self.first_step(s) <= step).last().unwrap_or(0)
+        self.starts[1..self.steps.len()].partition_point(|&s| s <= step)
     }
-}
 
-impl Plan {
     /// The log line and `stage` metrics row for the stage that step `step + 1` trains on
     /// (`start`: the run's first line, "continues" when resumed inside a stage).
     pub fn stage_line(
         &self,
-        names: &[String],
         step: u64,
         tokens: u64,
         batch_size: usize,
         start: bool,
     ) -> (String, serde_json::Value) {
         let i = self.stage_at(step);
-        let name = names.get(i).cloned().unwrap_or_default();
+        let name = &self.names[i];
         let first = self.first_step(i);
         let verb = if start && step > first { "continues" } else { "begins" };
         let mut line = format!(
@@ -209,7 +216,7 @@ impl Plan {
             first + self.steps[i]
         );
         if self.mixed[i] > 0 {
-            let prev = names.get(i - 1).cloned().unwrap_or_default();
+            let prev = &self.names[i - 1];
             line.push_str(&format!("; {} of {batch_size} windows per batch from {prev:?}", self.mixed[i]));
         }
         let row = serde_json::json!({

@@ -69,6 +69,11 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<Summary> {
     trainer.finish(reason)
 }
 
+/// Bits per character of a loss in nats per token.
+fn bits_per_char(loss: f64, tokens_per_char: f64) -> f64 {
+    loss / std::f64::consts::LN_2 * tokens_per_char
+}
+
 /// A fresh model from the run's seed. burn's generator is shared by the whole process: it is
 /// seeded and drawn under one lock, so two runs in one process (tests, a library user) cannot
 /// take numbers from each other.
@@ -89,7 +94,6 @@ struct Trainer<'a> {
     val: Windows<'a>,
     stage_vals: Vec<(&'a str, Windows<'a>, f64)>, // a curriculum's own validation sets, tokens per char
     plan: Plan,
-    stage_names: Vec<String>,
     val_files: &'a [PathBuf],
     tok: &'a Tokenizer,
     log: Log,
@@ -195,12 +199,10 @@ impl<'a> Trainer<'a> {
                 .iter()
                 .filter_map(|st| {
                     let v = st.val.as_ref()?;
-                    let per_char = v.tokens.len() as f64 / v.chars.max(1) as f64;
-                    Some((st.name.as_str(), Windows::new(&v.tokens, cfg.seq_len), per_char))
+                    Some((st.name.as_str(), Windows::new(&v.tokens, cfg.seq_len), v.tokens_per_char()))
                 })
                 .collect(),
             plan,
-            stage_names: data.stages.iter().map(|s| s.name.clone()).collect(),
             val_files: &data.val_files,
             tok: &data.tokenizer,
             log,
@@ -209,7 +211,7 @@ impl<'a> Trainer<'a> {
             batches_per_epoch,
             steps_per_epoch,
             tokens_per_step: (batch_size * grad_accum * cfg.seq_len) as u64,
-            val_tokens_per_char: data.val.tokens.len() as f64 / data.val.chars.max(1) as f64,
+            val_tokens_per_char: data.val.tokens_per_char(),
             planned,
             lr_time_limit,
             warmup_end_secs: None,
@@ -227,7 +229,7 @@ impl<'a> Trainer<'a> {
     }
 
     fn bpc(&self, loss: f64) -> f64 {
-        loss / std::f64::consts::LN_2 * self.val_tokens_per_char
+        bits_per_char(loss, self.val_tokens_per_char)
     }
 
     /// The run's header in the log, and the progress line's plan.
@@ -335,7 +337,7 @@ impl<'a> Trainer<'a> {
             self.maybe_sample_and_save()?;
             // After the stage's last evaluation, so the log reads in order.
             let step = self.state.step;
-            if self.plan.stage_at(step) != self.plan.stage_at(step - 1) && step < self.state.total_steps {
+            if self.plan.stage_ends_at(step) && step < self.state.total_steps {
                 self.stage_begins(false);
             }
         }
@@ -413,7 +415,7 @@ impl<'a> Trainer<'a> {
             return;
         }
         let (step, tokens) = (self.state.step, self.state.tokens_seen);
-        let (line, row) = self.plan.stage_line(&self.stage_names, step, tokens, self.state.batch_size, start);
+        let (line, row) = self.plan.stage_line(step, tokens, self.state.batch_size, start);
         self.log.line(&line);
         if !start || step == 0 {
             self.log.metric(row);
@@ -506,7 +508,7 @@ impl<'a> Trainer<'a> {
         for i in 0..self.stage_vals.len() {
             let (name, windows, per_char) = self.stage_vals[i];
             let vl = evaluate(self.engine.model()?, windows, batch, n, &self.eval_device).unwrap_or(f64::NAN);
-            let bpc = vl / std::f64::consts::LN_2 * per_char;
+            let bpc = bits_per_char(vl, per_char);
             self.log.line(&format!("      stage {name:?} val loss: {vl:.4} (bpc≈{bpc:.4})"));
             self.log.metric(serde_json::json!({
                 "kind": "val_stage", "stage": name, "step": self.state.step, "val_loss": vl, "val_bpc": bpc,
@@ -615,7 +617,7 @@ impl<'a> Trainer<'a> {
         if n == 0 {
             return Ok(None);
         }
-        let val_stories = flashlm_data::stories::read_story_files(self.val_files)?;
+        let val_stories = flashlm_data::read_stories(self.val_files)?;
         let (b, n) = story_bpc(self.engine.model()?, self.tok, &val_stories.texts, n, &self.eval_device);
         self.log.line(&format!("  Validation BPC (original protocol, {n} stories, final weights): {b:.4}"));
         self.log.metric(serde_json::json!({"kind": "bpc", "step": self.state.step, "protocol": "original", "stories": n, "bpc": b}));
