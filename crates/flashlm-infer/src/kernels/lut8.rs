@@ -215,11 +215,17 @@ pub fn sums_lut_generic(codes: &[u8], rows: usize, steps: usize, t: &[StepTable]
 /// On the bundled model it costs 0.0013 BPC (original protocol) and 0.0014 (exact).
 pub const LEVELS6: i8 = 31;
 
-/// Steps between two widenings in the 6-bit kernel: 256 · 124 = 31,744 < 32,767.
+/// The bias every 6-bit table entry is stored with, so that entries are unsigned bytes
+/// (2..=126) and a step's two entries add without overflow (4..=252).
+pub const BIAS6: i32 = 64;
+
+/// Steps between two widenings in the 6-bit kernel: its 16-bit sums of biased byte sums
+/// stay exact for 256 · 252 = 64,512 < 65,536.
 pub const FLUSH6: usize = 256;
 
 /// The 6-bit variant's table of one step: bytes 0..16 the 16 entries of pair 2k (inputs 4k,
-/// 4k+1), 16..32 those of pair 2k+1, as signed bytes (entries past 8 are never selected).
+/// 4k+1), 16..32 those of pair 2k+1, each entry + [`BIAS6`] (entries past 8 are never
+/// selected).
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(32))]
 pub struct StepTable6(pub [u8; 32]);
@@ -227,12 +233,12 @@ pub struct StepTable6(pub [u8; 32]);
 /// The 6-bit tables of `q` (values in −31..=31, at least `4 · steps` of them, zeros past the
 /// input), portable code.
 pub fn tables6_generic(q: &[i8], steps: usize, t: &mut [StepTable6]) {
-    each_entry(q, steps, |k, pair, c, v| t[k].0[16 * pair + c] = v as i8 as u8);
+    each_entry(q, steps, |k, pair, c, v| t[k].0[16 * pair + c] = (v + BIAS6) as u8);
 }
 
 /// The 6-bit table kernel in portable code, one row and one lookup at a time.
 pub fn sums_lut6_generic(codes: &[u8], rows: usize, steps: usize, t: &[StepTable6], y: &mut [i32]) {
-    sums_generic(codes, rows, steps, y, |k, pair, c| i32::from(t[k].0[16 * pair + c] as i8));
+    sums_generic(codes, rows, steps, y, |k, pair, c| i32::from(t[k].0[16 * pair + c]) - BIAS6);
 }
 
 #[cfg(test)]

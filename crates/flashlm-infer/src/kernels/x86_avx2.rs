@@ -6,7 +6,7 @@
 //!   the quantiser [`quantize_to_avx2`] and the table builder [`tables_avx2`].
 
 use super::TernaryPlanes;
-use super::lut8::{FLUSH, FLUSH6, ROWS, StepTable, StepTable6};
+use super::lut8::{BIAS6, FLUSH, FLUSH6, ROWS, StepTable, StepTable6};
 use std::arch::x86_64::*;
 
 /// Eight f32 lanes, aligned to 32 bytes.
@@ -211,10 +211,10 @@ pub unsafe fn tables_avx2(q: &[i8], steps: usize, t: &mut [StepTable]) {
 /// The loop both AVX2 table kernels share: for each block of 32 rows and each step, the
 /// code byte of every row split into its two nibbles (`i0`: the step's first pair, `i1`:
 /// its second), handed with each input's table of that step to `step`, which adds the
-/// looked-up entries to that input's int16 sums (the `vpunpcklbw` and `vpunpckhbw` halves).
-/// The int16 sums are widened to int32 every `flush` steps and stored as f32 (exact:
-/// |sum| <= 127 · cols < 2^24). `step` must keep each int16 lane within ±32,767 over
-/// `flush` steps.
+/// looked-up entries to that input's two 16-bit accumulators. Every `flush` steps `widen`
+/// adds those to the block's int32 sums (given the number of steps in the chunk), and at
+/// the end the sums are stored as f32 (exact: |sum| <= 127 · cols < 2^24). `step` must
+/// keep its accumulators exact over `flush` steps.
 ///
 /// # Safety
 /// The CPU must support AVX2; `codes.len() >= ceil(rows / 32) * steps * 32`, every
@@ -229,6 +229,7 @@ unsafe fn lut_blocks<T, const N: usize>(
     mut ys: [&mut [f32]; N],
     flush: usize,
     step: impl Fn(&T, __m256i, __m256i, &mut [__m256i; 2]),
+    widen: impl Fn(&mut [__m256i; 4], &[__m256i; 2], usize),
 ) {
     assert!(tables.iter().all(|t| t.len() >= steps));
     let Some((stride, blocks)) = super::lut8::block_shape(codes, rows, steps, &mut ys) else { return };
@@ -249,7 +250,7 @@ unsafe fn lut_blocks<T, const N: usize>(
                 }
             }
             for (acc, a) in acc.iter_mut().zip(&a16) {
-                widen(acc, a);
+                widen(acc, a, k1 - k0);
             }
             k0 = k1;
         }
@@ -298,7 +299,7 @@ pub unsafe fn sums_lut_avx2<const N: usize>(
         a[1] = _mm256_add_epi16(a[1], _mm256_unpackhi_epi8(lb, hb));
     };
     // SAFETY: forwarded.
-    unsafe { lut_blocks(codes, rows, steps, tables, ys, FLUSH, step) }
+    unsafe { lut_blocks(codes, rows, steps, tables, ys, FLUSH, step, |acc, a, _| widen(acc, a)) }
 }
 
 /// Add one block's int16 sums (`a`: the `vpunpcklbw` and `vpunpckhbw` halves of 32 rows) to
@@ -320,6 +321,14 @@ pub(super) fn widen(acc: &mut [__m256i; 4], a: &[__m256i; 2]) {
 #[target_feature(enable = "avx2")]
 #[inline]
 pub(super) fn store_block(acc: &[__m256i; 4], y: &mut [f32], r0: usize) {
+    if y.len() - r0 >= ROWS {
+        let out = &mut y[r0..r0 + ROWS];
+        for (j, a) in acc.iter().enumerate() {
+            // SAFETY: out holds 32 f32; j * 8 + 8 <= 32.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * j), _mm256_cvtepi32_ps(*a)) };
+        }
+        return;
+    }
     let mut lanes = [0.0f32; ROWS];
     for (j, a) in acc.iter().enumerate() {
         // SAFETY: lanes holds 32 f32; j * 8 + 8 <= 32.
@@ -358,7 +367,8 @@ pub unsafe fn sums_avx2_lut4(
 }
 
 /// The 6-bit tables of `q` (values in −31..=31), equal byte for byte to
-/// [`super::lut8::tables6_generic`]: the byte entries of [`tables_avx2`] (no high bytes).
+/// [`super::lut8::tables6_generic`]: the byte entries of [`tables_avx2`] (no high bytes)
+/// plus [`BIAS6`].
 ///
 /// # Safety
 /// The CPU must support AVX2; `q.len() >= 4 * steps`, `t.len() >= steps`.
@@ -368,17 +378,22 @@ pub unsafe fn tables_avx2_i6(q: &[i8], steps: usize, t: &mut [StepTable6]) {
     assert!(q.len() >= 4 * steps && t.len() >= steps);
     let w = entry_patterns();
     for (q4, st) in q.chunks_exact(4).zip(t.iter_mut()).take(steps) {
-        // |entry| <= 62: the wrapping byte sum is the entry itself.
+        // |entry| <= 62: the wrapping byte sum is the entry itself; stored with its bias.
         let (lo, _) = step_entries(q4.as_ptr(), w);
+        let biased = _mm256_add_epi8(lo, _mm256_set1_epi8(BIAS6 as i8));
         // SAFETY: a StepTable6 is 32 bytes, 32-byte aligned.
-        unsafe { _mm256_store_si256(st.0.as_mut_ptr() as *mut __m256i, lo) };
+        unsafe { _mm256_store_si256(st.0.as_mut_ptr() as *mut __m256i, biased) };
     }
 }
 
-/// The 6-bit table kernel: per step one byte lookup per pair (`vpshufb`), the two pairs
-/// added as bytes (|sum| <= 124), the sum widened to int16 with its sign (`vpcmpgtb`,
-/// `vpunpck[lh]bw`) and added ([`FLUSH6`] steps between widenings). Row order and outputs as
-/// in [`sums_lut_avx2`].
+/// The 6-bit table kernel: per step one byte lookup per pair (`vpshufb`), the two biased
+/// entries added as unsigned bytes (each in 2..=126, the sum in 4..=252), and the 32 byte
+/// sums added to two 16-bit accumulators: `w` takes the register as sixteen u16 lanes
+/// (even row + 256 · odd row, wrapping) and `h` the odd rows alone (`vpsrlw` by 8). Every
+/// [`FLUSH6`] steps the even rows come back as `w − (h << 8)` (both sums stay below 2^16),
+/// are interleaved with the odd rows and widened, and the bias (128 per step) comes off.
+/// Per 128 weights: two shuffles and four adds or shifts. Row order and outputs as in
+/// [`sums_lut_avx2`].
 ///
 /// # Safety
 /// As [`lut_blocks`], with 6-bit tables.
@@ -401,12 +416,29 @@ pub unsafe fn sums_lut6_avx2<const N: usize>(
             )
         };
         let s = _mm256_add_epi8(_mm256_shuffle_epi8(ta, i0), _mm256_shuffle_epi8(tb, i1));
-        let sign = _mm256_cmpgt_epi8(_mm256_setzero_si256(), s);
-        a[0] = _mm256_add_epi16(a[0], _mm256_unpacklo_epi8(s, sign));
-        a[1] = _mm256_add_epi16(a[1], _mm256_unpackhi_epi8(s, sign));
+        a[0] = _mm256_add_epi16(a[0], s);
+        a[1] = _mm256_add_epi16(a[1], _mm256_srli_epi16::<8>(s));
+    };
+    let widen = |acc: &mut [__m256i; 4], a: &[__m256i; 2], chunk: usize| {
+        let odd = a[1];
+        let even = _mm256_sub_epi16(a[0], _mm256_slli_epi16::<8>(odd));
+        // Rows 0..8 and 16..24; rows 8..16 and 24..32 (as in `widen`).
+        let (r0, r1) = (_mm256_unpacklo_epi16(even, odd), _mm256_unpackhi_epi16(even, odd));
+        let w = |v: __m256i, hi: bool| {
+            _mm256_cvtepu16_epi32(if hi {
+                _mm256_extracti128_si256::<1>(v)
+            } else {
+                _mm256_castsi256_si128(v)
+            })
+        };
+        // The bias of `chunk` steps: 2 · BIAS6 = 128 per step, a shift.
+        let bias = _mm256_set1_epi32((chunk << 7) as i32);
+        for (acc, v) in acc.iter_mut().zip([w(r0, false), w(r1, false), w(r0, true), w(r1, true)]) {
+            *acc = _mm256_add_epi32(*acc, _mm256_sub_epi32(v, bias));
+        }
     };
     // SAFETY: forwarded.
-    unsafe { lut_blocks(codes, rows, steps, tables, ys, FLUSH6, step) }
+    unsafe { lut_blocks(codes, rows, steps, tables, ys, FLUSH6, step, widen) }
 }
 
 /// [`sums_lut6_avx2`] for one input.
