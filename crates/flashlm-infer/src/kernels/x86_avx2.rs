@@ -208,6 +208,14 @@ pub unsafe fn tables_avx2(q: &[i8], steps: usize, t: &mut [StepTable]) {
     }
 }
 
+/// What distinguishes the two AVX2 table kernels in [`lut_blocks`]: steps between
+/// widenings, the per-step lookup and add, and the widening.
+struct Arith<S, W> {
+    flush: usize,
+    step: S,
+    widen: W,
+}
+
 /// The loop both AVX2 table kernels share: for each block of 32 rows and each step, the
 /// code byte of every row split into its two nibbles (`i0`: the step's first pair, `i1`:
 /// its second), handed with each input's table of that step to `step`, which adds the
@@ -227,10 +235,12 @@ unsafe fn lut_blocks<T, const N: usize>(
     steps: usize,
     tables: [&[T]; N],
     mut ys: [&mut [f32]; N],
-    flush: usize,
-    step: impl Fn(&T, __m256i, __m256i, &mut [__m256i; 2]),
-    widen: impl Fn(&mut [__m256i; 4], &[__m256i; 2], usize),
+    arith: Arith<
+        impl Fn(&T, __m256i, __m256i, &mut [__m256i; 2]),
+        impl Fn(&mut [__m256i; 4], &[__m256i; 2], usize),
+    >,
 ) {
+    let Arith { flush, step, widen } = arith;
     assert!(tables.iter().all(|t| t.len() >= steps));
     let Some((stride, blocks)) = super::lut8::block_shape(codes, rows, steps, &mut ys) else { return };
     let nib = _mm256_set1_epi8(0x0F);
@@ -299,7 +309,16 @@ pub unsafe fn sums_lut_avx2<const N: usize>(
         a[1] = _mm256_add_epi16(a[1], _mm256_unpackhi_epi8(lb, hb));
     };
     // SAFETY: forwarded.
-    unsafe { lut_blocks(codes, rows, steps, tables, ys, FLUSH, step, |acc, a, _| widen(acc, a)) }
+    unsafe {
+        lut_blocks(
+            codes,
+            rows,
+            steps,
+            tables,
+            ys,
+            Arith { flush: FLUSH, step, widen: |acc: &mut [__m256i; 4], a: &[__m256i; 2], _| widen(acc, a) },
+        )
+    }
 }
 
 /// Add one block's int16 sums (`a`: the `vpunpcklbw` and `vpunpckhbw` halves of 32 rows) to
@@ -438,7 +457,7 @@ pub unsafe fn sums_lut6_avx2<const N: usize>(
         }
     };
     // SAFETY: forwarded.
-    unsafe { lut_blocks(codes, rows, steps, tables, ys, FLUSH6, step, widen) }
+    unsafe { lut_blocks(codes, rows, steps, tables, ys, Arith { flush: FLUSH6, step, widen }) }
 }
 
 /// [`sums_lut6_avx2`] for one input.
