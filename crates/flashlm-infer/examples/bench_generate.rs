@@ -1,7 +1,7 @@
 //! End-to-end single-thread generation speed of a .flm model.
 //! cargo run --release -p flashlm-infer --example bench_generate -- MODEL.flm [TOKENS=256] [KERNEL=auto]
 //! `FLASHLM_HEAD=portable|avx2|avx512` picks the output head (default: the fastest here), so
-//! an AVX-512 machine can time what an AVX2-only CPU runs (`avx2-i8` + `FLASHLM_HEAD=avx2`).
+//! an AVX-512 machine can time what an AVX2-only CPU runs (`FLASHLM_ISA=avx2`, or `avx2-i6` + `FLASHLM_HEAD=avx2`).
 
 use std::time::Instant;
 

@@ -27,9 +27,9 @@ fn generates_deterministically_and_reports_speed() {
     assert!(err.contains("tok/s"), "{err}");
     let (_, again, _) = run(&args);
     assert_eq!(out, again, "same seed, same text");
-    // The int8 kernels (the default, and portable) compute the same integers: the same text;
-    // so do the exact ones (scalar and the fastest exact kernel) among themselves.
-    let (ok, portable, err) = run(&[&args[..], &["--kernel", "portable"]].concat());
+    // The 6-bit kernels (the default, and portable-i6) compute the same integers: the same
+    // text; so do the exact ones (scalar and the fastest exact kernel) among themselves.
+    let (ok, portable, err) = run(&[&args[..], &["--kernel", "portable-i6"]].concat());
     assert!(ok, "{err}");
     assert_eq!(portable, out, "the portable kernel changed the default's text");
     let (ok, exact, err) = run(&[&args[..], &["--kernel", "exact"]].concat());
@@ -121,7 +121,7 @@ fn isa_cap_changes_the_defaults() {
     };
     let (ok, err) = run_isa("portable", &[]);
     assert!(ok, "{err}");
-    assert!(err.contains("kernel portable | head portable"), "{err}");
+    assert!(err.contains("kernel portable-i6 | head portable"), "{err}");
     let (ok, err) = run_isa("portable", &["--kernel", "avx2"]);
     assert!(!ok && err.contains("kernel avx2 needs AVX2"), "{err}");
     // What the avx2 half needs (AVX2 + FMA + F16C), as the library's dispatch sees it.
@@ -129,7 +129,7 @@ fn isa_cap_changes_the_defaults() {
     if has_avx2 {
         let (ok, err) = run_isa("avx2", &[]);
         assert!(ok, "{err}");
-        assert!(err.contains("kernel avx2-i8 | head avx2"), "{err}");
+        assert!(err.contains("kernel avx2-i6 | head avx2"), "{err}");
         let (ok, err) = run_isa("avx2", &["--kernel", "exact"]);
         assert!(ok && err.contains("kernel avx2 | head avx2"), "{err}");
         let (ok, err) = run_isa("avx2", &["--kernel", "avx512"]);

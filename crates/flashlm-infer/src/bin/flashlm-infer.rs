@@ -41,9 +41,10 @@ struct Common {
     /// (models/flashlm-small.flm, compiled into this binary).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Ternary kernel: auto (avx512 with AVX-512F, else avx2-i8 with AVX2, else scalar),
-    /// exact (the fastest f32-activation kernel), scalar, portable (int8 activations),
-    /// avx2, avx2-i8 (int8 activations), avx512.
+    /// Ternary kernel: auto (avx2-i6 with AVX2, else portable-i6: 6-bit activations, the
+    /// same integer sums), exact (the fastest f32-activation kernel), scalar, portable,
+    /// portable-i6, avx2, avx2-i8, avx2-i6, avx512, avx512-i8 (`-i8`, `portable`: int8
+    /// activations).
     #[arg(long, env = "FLASHLM_KERNEL", default_value = "auto")]
     kernel: String,
     /// Output head: auto (the fastest here; portable with --kernel scalar), portable, avx2,

@@ -9,16 +9,17 @@
 //! | file | kernels | activations |
 //! |---|---|---|
 //! | [`scalar`] | [`Kernel::Scalar`]: walks the set bits of each plane word; the reference | f32, exact |
-//! | [`portable`] | [`Kernel::Portable`]: plain Rust the compiler vectorises for any target | int8 |
+//! | [`portable`] | [`Kernel::Portable`], [`Kernel::PortableI6`]: plain Rust the compiler vectorises for any target | int8 / 6-bit |
 //! | [`lut8`] | the int8 arithmetic written plainly: quantiser, integer reference, layout, tables | int8 |
-//! | [`x86_avx2`] | [`Kernel::Avx2`]: subset sums via `vpermps`; [`Kernel::Avx2I8`]: `vpshufb` tables of pair sums | f32 exact / int8 |
+//! | [`x86_avx2`] | [`Kernel::Avx2`]: subset sums via `vpermps`; [`Kernel::Avx2I8`], [`Kernel::Avx2I6`]: `vpshufb` tables of pair sums | f32 exact / int8 / 6-bit |
 //! | [`head`] | the output head: [`head::Embedding`] (four storages) and [`head::HeadPath`]'s dispatch, plain references | f32 / int16 |
 //! | [`head4`] | the int4 output head: reference, portable, AVX2, AVX-512 VNNI (bit-identical) | int8 per group |
 //! | [`head_x86`] | the f32 / f16 / int8 output heads' AVX2 and AVX-512 paths | f32 / int16 |
 //! | [`x86_avx512`] | [`Kernel::Avx512`]: 27-entry tables of 3-input sums via `vpermi2ps`; [`Kernel::Avx512I8`]: the int8 tables, two steps per register | f32 exact / int8 |
 //!
-//! The default ([`Kernel::detect`]) is `avx512-i8` with AVX-512 BW, else `avx2-i8` with AVX2,
-//! else `portable` (the same integer arithmetic, so the same results, on every CPU);
+//! The default ([`Kernel::detect`]) is `avx2-i6` on any CPU with AVX2 (AVX-512 ones included:
+//! it is the fastest kernel there too), else `portable-i6`: both round the input to 6 bits
+//! and compute the same exact integer sums, so the results are the same on every CPU;
 //! `--kernel` / `FLASHLM_KERNEL` choose by name, `exact` picks the fastest exact kernel.
 //! The choice is made once, when a model is loaded. Every exact kernel is tested
 //! against [`matvec_reference`] on all sizes 1..=300 (bit-identical with small-integer
@@ -167,8 +168,11 @@ pub enum Kernel {
     /// Portable scalar code: walks the set bits (the exact reference everywhere).
     Scalar,
     /// Portable code that the compiler vectorises for any target, on int8 activations
-    /// ([`portable`]): the default without AVX2 (ARM, older x86).
+    /// ([`portable`]).
     Portable,
+    /// [`Kernel::Portable`] on inputs rounded to 6 bits (−31..=31): the default without AVX2
+    /// (ARM, older x86), the same integer sums as [`Kernel::Avx2I6`].
+    PortableI6,
     /// x86-64 AVX2, 8 rows per register, look-up tables of 3-input subset sums.
     Avx2,
     /// x86-64 AVX2 on int8 activations (one scale per vector): `vpshufb` look-up tables of
@@ -184,9 +188,10 @@ pub enum Kernel {
 }
 
 /// Every kernel, in the order [`Kernel::available`] lists them.
-const ALL: [Kernel; 7] = [
+const ALL: [Kernel; 8] = [
     Kernel::Scalar,
     Kernel::Portable,
+    Kernel::PortableI6,
     Kernel::Avx2,
     Kernel::Avx2I8,
     Kernel::Avx2I6,
@@ -198,7 +203,7 @@ impl Kernel {
     /// Whether this CPU can run the kernel.
     pub fn runs_here(self) -> bool {
         match self {
-            Kernel::Scalar | Kernel::Portable => true,
+            Kernel::Scalar | Kernel::Portable | Kernel::PortableI6 => true,
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 | Kernel::Avx2I8 | Kernel::Avx2I6 => crate::cpu::avx2(),
             #[cfg(target_arch = "x86_64")]
@@ -217,7 +222,7 @@ impl Kernel {
             Kernel::Avx2 | Kernel::Avx2I8 | Kernel::Avx2I6 => Some("AVX2 (or FLASHLM_ISA caps it)"),
             Kernel::Avx512 => Some("AVX-512F (or FLASHLM_ISA caps it)"),
             Kernel::Avx512I8 => Some("AVX-512 F + BW (or FLASHLM_ISA caps it)"),
-            Kernel::Scalar | Kernel::Portable => None,
+            Kernel::Scalar | Kernel::Portable | Kernel::PortableI6 => None,
         }
     }
 
@@ -242,7 +247,7 @@ impl Kernel {
     pub fn input_levels(self) -> Option<i8> {
         match self {
             Kernel::Avx2I8 | Kernel::Avx512I8 | Kernel::Portable => Some(127),
-            Kernel::Avx2I6 => Some(lut8::LEVELS6),
+            Kernel::Avx2I6 | Kernel::PortableI6 => Some(lut8::LEVELS6),
             Kernel::Scalar | Kernel::Avx2 | Kernel::Avx512 => None,
         }
     }
@@ -252,12 +257,13 @@ impl Kernel {
         Kernel::available().into_iter().filter(|k| k.is_exact()).collect()
     }
 
-    /// The default kernel: `avx512-i8` with AVX-512 F + BW, else `avx2-i8` with AVX2, else
-    /// `portable`. All three round each input to int8 with one scale and compute the same
-    /// exact integer sums, so they give the same logits bit for bit (the same text on every
-    /// CPU); on the bundled model they cost 0.0001 BPC against the exact kernels (README).
+    /// The default kernel: `avx2-i6` with AVX2 (on AVX-512 CPUs too, where it is faster than
+    /// `avx512-i8`), else `portable-i6`. Both round each input to 6 bits with one scale and
+    /// compute the same exact integer sums, so they give the same logits bit for bit (the
+    /// same text on every CPU); on the bundled model they cost 0.0017 BPC against the exact
+    /// kernels (`docs/PERFORMANCE.md`; the int8 kernels cost 0.0001).
     pub fn detect() -> Kernel {
-        [Kernel::Avx512I8, Kernel::Avx2I8].into_iter().find(|k| k.runs_here()).unwrap_or(Kernel::Portable)
+        if Kernel::Avx2I6.runs_here() { Kernel::Avx2I6 } else { Kernel::PortableI6 }
     }
 
     /// The fastest exact kernel this CPU runs (`avx512`, `avx2` or `scalar`).
@@ -298,6 +304,7 @@ impl Kernel {
         match self {
             Kernel::Scalar => "scalar",
             Kernel::Portable => "portable",
+            Kernel::PortableI6 => "portable-i6",
             Kernel::Avx2 => "avx2",
             Kernel::Avx2I8 => "avx2-i8",
             Kernel::Avx2I6 => "avx2-i6",
@@ -314,10 +321,12 @@ impl Kernel {
         if self.int8_matvecs(&[m], x, &mut [y]) {
             return;
         }
-        if self == Kernel::Portable {
+        if let Some(levels) =
+            self.input_levels().filter(|_| matches!(self, Kernel::Portable | Kernel::PortableI6))
+        {
             PORTABLE_Q.with_borrow_mut(|q| {
                 q.resize(m.cols, 0);
-                let s = lut8::quantize(&x[..m.cols], q);
+                let s = lut8::quantize_to(&x[..m.cols], q, levels);
                 portable::sums_portable(&m.planes16, m.rows, m.cols, q, y);
                 scale_rows(&mut y[..m.rows], m.alpha * s);
             });
@@ -333,7 +342,7 @@ impl Kernel {
                     unsafe { x86_avx2::sums_avx2(m, x, y, tables) }
                 });
             }
-            Kernel::Portable => unreachable!("handled above"),
+            Kernel::Portable | Kernel::PortableI6 => unreachable!("handled above"),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2I8 | Kernel::Avx2I6 | Kernel::Avx512I8 => unreachable!("handled above"),
             #[cfg(target_arch = "x86_64")]
