@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== CPU"
 if command -v lscpu > /dev/null; then
-    lscpu | grep -E '^(Model name|Flags):' | sed 's/^Flags:/Flags:/'
+    lscpu | grep -E '^(Model name|CPU family|Model|Flags):'
 else
     grep -m1 'model name' /proc/cpuinfo || true
 fi

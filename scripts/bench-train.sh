@@ -16,6 +16,12 @@ steps=${3:-60}
 threads=${4:-$(nproc)}
 rounds=${5:-2}
 data=${FLASHLM_DATA_DIR:-../shared/data}
+echo "== CPU"
+if command -v lscpu > /dev/null; then
+    lscpu | grep -E '^(Model name|CPU family|Model|Flags):'
+else
+    grep -m1 'model name' /proc/cpuinfo || true
+fi
 # PyTorch for the reference, installed (if missing) before anything is built or timed.
 scripts/reference/ensure-torch.sh
 cargo build --release -q -p flashlm-train --bin flashlm-train --example train_setup
