@@ -1,10 +1,11 @@
 //! Time the fused training step (forward + backward) against nothing else: small config,
 //! random init, random tokens. cargo run --release -p flashlm-train --example bench_step -- [BATCH=8] [THREADS=2] [large]
+//! `PRODUCTS=tables` times the table products (`fused::Products::Tables`) instead of GEMMs.
 use flashlm_core::Config;
 use std::time::Instant;
 
 use flashlm_model::{Bolt, cpu_device};
-use flashlm_train::fused::{Params, Scratch, forward_backward_with};
+use flashlm_train::fused::{Params, Products, Scratch, forward_backward_with};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -21,7 +22,15 @@ fn main() {
     let targets: Vec<u16> = (0..batch * t).map(|_| next()).collect();
     let mut grads = params.zeros_like();
     // As the trainer: buffers kept from step to step.
-    let mut scratch = Scratch::default();
+    let products = match std::env::var("PRODUCTS").as_deref() {
+        Ok("tables") => Products::Tables,
+        Ok("gemm") | Err(_) => Products::Gemm,
+        Ok(other) => {
+            eprintln!("PRODUCTS={other}: expected tables or gemm");
+            std::process::exit(2);
+        }
+    };
+    let mut scratch = Scratch::with_products(products);
     for _ in 0..2 {
         forward_backward_with(&mut scratch, &cfg, &params, &mut grads, &inputs, &targets, t, threads);
     }
@@ -37,7 +46,7 @@ fn main() {
     times.sort_by(f64::total_cmp);
     let (median, best) = (times[steps / 2], times[0]);
     println!(
-        "fused step {cfg} batch {batch}, {threads} threads, {steps} steps: median {:.1} ms/step, {:.0} tok/s (best {:.0} tok/s)",
+        "fused step {cfg} batch {batch}, {threads} threads, {products:?} products, {steps} steps: median {:.1} ms/step, {:.0} tok/s (best {:.0} tok/s)",
         median * 1e3,
         (batch * t) as f64 / median,
         (batch * t) as f64 / best

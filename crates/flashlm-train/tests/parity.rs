@@ -115,6 +115,38 @@ fn fused_step_matches_pytorch_and_burn() {
 }
 
 #[test]
+fn table_products_match_pytorch() {
+    use flashlm_train::fused::Products;
+    let cfg = PARITY_CONFIG;
+    let (weights, expected, inputs, targets) = parity_fixture();
+    let params = Params::from_named(&cfg, &weights).unwrap();
+    for threads in [1, 2] {
+        let mut scratch = Scratch::with_products(Products::Tables);
+        let mut grads = params.zeros_like();
+        let loss = forward_backward_with(
+            &mut scratch,
+            &cfg,
+            &params,
+            &mut grads,
+            &inputs,
+            &targets,
+            cfg.seq_len,
+            threads,
+        );
+        let tol = 1e-4;
+        assert!(
+            (loss - expected["loss"].1[0]).abs() <= tol,
+            "loss {loss} vs PyTorch {}",
+            expected["loss"].1[0]
+        );
+        for (name, _, g) in grads.named(&cfg) {
+            let d = max_diff(g, &expected[&format!("grad.{name}")].1);
+            assert!(d <= tol, "{threads} threads: gradient of {name} differs from PyTorch by {d}");
+        }
+    }
+}
+
+#[test]
 fn reused_buffers_give_exactly_the_fresh_result() {
     let cfg = PARITY_CONFIG;
     let (weights, _, inputs, targets) = parity_fixture();

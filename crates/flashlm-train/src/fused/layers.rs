@@ -92,6 +92,18 @@ pub fn linear_back(
     mm(o, i, n, dw, (i, 1), true, dy, (1, o), x, (i, 1), threads);
 }
 
+/// dW += dyᵀ · x for dy [n, o] (row stride dy_rs) and x [n, i]: dW [o, i].
+pub fn weight_grad(
+    dw: &mut [f32],
+    dy: &[f32],
+    dy_rs: usize,
+    x: &[f32],
+    (n, i, o): (usize, usize, usize),
+    threads: usize,
+) {
+    mm(o, i, n, dw, (i, 1), true, dy, (1, dy_rs), x, (i, 1), threads);
+}
+
 /// y = x · r · g per row, with r = 1 / sqrt(mean(x²) + eps) per row written to `r`.
 pub fn rmsnorm(y: &mut [f32], r: &mut [f32], x: &[f32], g: &[f32], d: usize) {
     y.par_chunks_mut(ROWS_PER_TASK * d)

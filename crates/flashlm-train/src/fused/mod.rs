@@ -17,10 +17,12 @@ use flashlm_core::Config;
 use flashlm_core::params;
 use flashlm_core::quant::ternary_values;
 use rayon::prelude::*;
+use ternary::TernaryMatrix;
 
 mod adamw;
 mod ew;
 pub mod layers;
+pub mod ternary;
 
 pub use adamw::AdamW;
 
@@ -193,6 +195,15 @@ struct BackBufs {
 #[derive(Debug, Default)]
 pub struct Scratch {
     parts: Vec<(Workspace, Option<Params>)>,
+    /// How the ternary products are computed.
+    pub products: Products,
+}
+
+impl Scratch {
+    /// Empty buffers, products computed as `products` says.
+    pub fn with_products(products: Products) -> Self {
+        Scratch { products, ..Default::default() }
+    }
 }
 
 /// `v` as a slice of `len` elements; keeps (does not clear) the contents when the length is
@@ -205,12 +216,99 @@ fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
     v
 }
 
+/// How the step multiplies by the ternary weights (forward pass and input gradients; the
+/// weight gradients and the tied head are float GEMMs either way).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Products {
+    /// Float GEMMs on the quantised values (the default, and the reference).
+    #[default]
+    Gemm,
+    /// Additions on shared partial sums ([`ternary::ternary_mm`]). Opt-in: on the Zen 4 it
+    /// was measured on it made the step no faster (docs/TRAINING-SPEED.md); it is kept to be
+    /// measured on CPUs whose FMA units are narrower than their adders.
+    Tables,
+}
+
+/// One ternary linear map W [o, i] as the products need it: a stack of matrices along the
+/// outputs, each quantised with its own α (the GLU's W_gate and W_up form one).
+enum Lin {
+    /// The quantised values (α · level) of the stack, [o, i].
+    Gemm { w: Vec<f32>, o: usize, i: usize },
+    /// Table codes of each matrix of the stack (forward) and of its transpose (input gradient).
+    Tables(Vec<(TernaryMatrix, TernaryMatrix)>),
+}
+
+impl Lin {
+    /// The stack of `parts` (each W_k [o_k, i] given as (weights, o_k)), quantised.
+    fn new(parts: &[(&[f32], usize)], i: usize, products: Products) -> Lin {
+        let values = parts.iter().map(|&(w, o)| (ternary_values(w), o));
+        match products {
+            Products::Gemm => {
+                let o = parts.iter().map(|&(_, o)| o).sum();
+                Lin::Gemm { w: values.flat_map(|(v, _)| v).collect(), o, i }
+            }
+            Products::Tables => Lin::Tables(
+                values
+                    .map(|(v, o)| {
+                        (
+                            TernaryMatrix::from_values(&v, o, i, false),
+                            TernaryMatrix::from_values(&v, o, i, true),
+                        )
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// y[r, ..o] = x[r, ..i] · Wᵀ for n rows (row strides y_rs, x_rs).
+    fn forward(&self, y: &mut [f32], y_rs: usize, x: &[f32], x_rs: usize, n: usize, threads: usize) {
+        match self {
+            Lin::Gemm { w, o, i } => {
+                layers::mm(n, *o, *i, y, (y_rs, 1), false, x, (x_rs, 1), w, (1, *i), threads)
+            }
+            Lin::Tables(parts) => {
+                let mut col = 0;
+                for (w, _) in parts {
+                    ternary::ternary_mm(&mut y[col..], y_rs, false, x, x_rs, n, w, threads);
+                    col += w.p;
+                }
+            }
+        }
+    }
+
+    /// dx[r, ..i] (+= when `acc`) dy[r, ..o] · W for n rows.
+    #[allow(clippy::too_many_arguments)]
+    fn input_grad(
+        &self,
+        dx: &mut [f32],
+        dx_rs: usize,
+        acc: bool,
+        dy: &[f32],
+        dy_rs: usize,
+        n: usize,
+        threads: usize,
+    ) {
+        match self {
+            Lin::Gemm { w, o, i } => {
+                layers::mm(n, *i, *o, dx, (dx_rs, 1), acc, dy, (dy_rs, 1), w, (*i, 1), threads)
+            }
+            Lin::Tables(parts) => {
+                let mut col = 0;
+                for (k, (_, wt)) in parts.iter().enumerate() {
+                    ternary::ternary_mm(dx, dx_rs, acc || k > 0, &dy[col..], dy_rs, n, wt, threads);
+                    col += wt.q;
+                }
+            }
+        }
+    }
+}
+
 /// Quantised weights of one block (used by forward and backward).
 struct BlockQ {
-    up: Vec<f32>,     // [2d, d]
-    down: Vec<f32>,   // [d, d]
-    w_gu: Vec<f32>,   // [2h, d]: quantised W_gate rows, then quantised W_up rows
-    w_down: Vec<f32>, // [d, h]
+    up: Lin,     // [2d, d]
+    down: Lin,   // [d, d]
+    glu: Lin,    // [2h, d]: W_gate rows, then W_up rows (one product, each its own α)
+    w_down: Lin, // [d, h]
 }
 
 /// Forward and backward of one batch: `inputs` and `targets` are [B, T] token ids. Adds the
@@ -249,16 +347,16 @@ pub fn forward_backward_with(
     assert!(t > 0 && n.is_multiple_of(t) && targets.len() == n, "inputs must be whole sequences of length t");
     let seqs = n / t;
     let groups = threads.clamp(1, seqs.max(1));
-    // Every ternary weight quantised once per step, in parallel.
+    // Every ternary weight quantised once per step (and coded for the tables), in parallel.
+    let (d, h, products) = (cfg.dim, cfg.glu_hidden, scratch.products);
     let qs: Vec<BlockQ> = p
         .blocks
         .par_iter()
         .map(|b| BlockQ {
-            up: ternary_values(&b.up),
-            down: ternary_values(&b.down),
-            // Each matrix keeps its own scale; stacked so the GLU's two products are one.
-            w_gu: [ternary_values(&b.w_gate), ternary_values(&b.w_up)].concat(),
-            w_down: ternary_values(&b.w_down),
+            up: Lin::new(&[(&b.up, 2 * d)], d, products),
+            down: Lin::new(&[(&b.down, d)], d, products),
+            glu: Lin::new(&[(&b.w_gate, h), (&b.w_up, h)], d, products),
+            w_down: Lin::new(&[(&b.w_down, d)], h, products),
         })
         .collect();
     if scratch.parts.len() < groups {
@@ -369,17 +467,17 @@ fn block_forward(
     let (d, h, k) = (cfg.dim, cfg.glu_hidden, cfg.conv_taps);
     let n = x_in.len() / d;
     layers::rmsnorm(sized(&mut s.n1, n * d), sized(&mut s.r1, n), x_in, &b.norm1, d);
-    layers::linear(sized(&mut s.gv, n * 2 * d), &s.n1, &q.up, n, d, 2 * d, threads);
+    q.up.forward(sized(&mut s.gv, n * 2 * d), 2 * d, &s.n1, d, n, threads);
     layers::conv_gate(sized(&mut s.c, n * d), sized(&mut s.m, n * d), &s.gv, &b.conv, t, d, k);
     let x_mid = sized(&mut s.x_mid, n * d);
-    layers::linear(x_mid, &s.m, &q.down, n, d, d, threads);
+    q.down.forward(x_mid, d, &s.m, d, n, threads);
     layers::add_par(x_mid, x_in);
     layers::rmsnorm(sized(&mut s.n2, n * d), sized(&mut s.r2, n), &s.x_mid, &b.norm2, d);
-    // W_gate and W_up as one product with the stacked weights.
-    layers::linear(sized(&mut s.gu, n * 2 * h), &s.n2, &q.w_gu, n, d, 2 * h, threads);
+    // gu = [gate | up] per row, one product with the stacked weights.
+    q.glu.forward(sized(&mut s.gu, n * 2 * h), 2 * h, &s.n2, d, n, threads);
     layers::glu(sized(&mut s.a, n * h), &s.gu, h);
     let x_out = sized(&mut s.x_out, n * d);
-    layers::linear(x_out, &s.a, &q.w_down, n, h, d, threads);
+    q.w_down.forward(x_out, d, &s.a, h, n, threads);
     layers::add_par(x_out, &s.x_mid);
 }
 
@@ -398,23 +496,26 @@ fn block_backward(
     let n = x_in.len() / d;
     // GLU: x_out = x_mid + W_down(silu(gate) * up)
     let da = sized(&mut bb.da, n * h);
-    layers::linear_back(da, false, &mut g.w_down, &bb.dx, &s.a, &q.w_down, (n, h, d), threads);
+    q.w_down.input_grad(da, h, false, &bb.dx, d, n, threads);
+    layers::weight_grad(&mut g.w_down, &bb.dx, d, &s.a, (n, h, d), threads);
     layers::glu_back(sized(&mut bb.dgu, n * 2 * h), &bb.da, &s.gu, h);
     // dn2 = [dgate | dup] · [W_gate; W_up] in one product; the two weight gradients read
     // their half of dgu in place (row stride 2h).
     let dn2 = sized(&mut bb.dn2, n * d);
-    layers::mm(n, d, 2 * h, dn2, (d, 1), false, &bb.dgu, (2 * h, 1), &q.w_gu, (d, 1), threads);
+    q.glu.input_grad(dn2, d, false, &bb.dgu, 2 * h, n, threads);
     layers::mm(h, d, n, &mut g.w_gate, (d, 1), true, &bb.dgu, (1, 2 * h), &s.n2, (d, 1), threads);
     layers::mm(h, d, n, &mut g.w_up, (d, 1), true, &bb.dgu[h..], (1, 2 * h), &s.n2, (d, 1), threads);
     // dx_mid = dx (residual) + norm2 backward
     layers::rmsnorm_back(&mut bb.dx, &mut g.norm2, &bb.dn2, &s.x_mid, &s.r2, &b.norm2, d);
     // Mixer: x_mid = x_in + down(conv(value) * sigmoid(gate))
     let dm = sized(&mut bb.dm, n * d);
-    layers::linear_back(dm, false, &mut g.down, &bb.dx, &s.m, &q.down, (n, d, d), threads);
+    q.down.input_grad(dm, d, false, &bb.dx, d, n, threads);
+    layers::weight_grad(&mut g.down, &bb.dx, d, &s.m, (n, d, d), threads);
     let dgv = sized(&mut bb.dgv, n * 2 * d);
     layers::conv_gate_back(dgv, &mut g.conv, &bb.dm, (&s.c, &s.gv), &b.conv, t, d, k);
     let dn1 = sized(&mut bb.dn1, n * d);
-    layers::linear_back(dn1, false, &mut g.up, &bb.dgv, &s.n1, &q.up, (n, d, 2 * d), threads);
+    q.up.input_grad(dn1, d, false, &bb.dgv, 2 * d, n, threads);
+    layers::weight_grad(&mut g.up, &bb.dgv, 2 * d, &s.n1, (n, d, 2 * d), threads);
     layers::rmsnorm_back(&mut bb.dx, &mut g.norm1, &bb.dn1, x_in, &s.r1, &b.norm1, d);
 }
 
