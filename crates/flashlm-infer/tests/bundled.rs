@@ -82,9 +82,9 @@ fn bundled_model_scores_the_bpc_in_its_card() {
 }
 
 /// The rounded-activation kernels (int8, and the 6-bit defaults) may cost at most 0.003 BPC
-/// under either protocol (measured: 0.0001 for int8, 0.0017 for 6-bit). Every such kernel this CPU runs, both protocols: about
-/// 45 s, so the default local run skips it and `scripts/test.sh` runs it under CI
-/// (`CI=true`) or with `FLASHLM_SLOW_TESTS=1`.
+/// under either protocol (measured: 0.0001 for int8, 0.0017 for 6-bit). Every such kernel
+/// this CPU runs, both protocols: about 45 s, so the default local run skips it and
+/// `scripts/test.sh` runs it under CI (`CI=true`) or with `FLASHLM_SLOW_TESTS=1`.
 #[test]
 #[ignore = "slow (every int8 kernel x 2 protocols); scripts/test.sh runs it in CI or with FLASHLM_SLOW_TESTS=1"]
 fn every_int8_kernel_stays_within_0_003_bpc_of_the_card() {

@@ -3,7 +3,7 @@
 //! cargo run --release -p flashlm-train --example bench_ternary_mm -- [ROWS=1024]
 use std::time::Instant;
 
-use flashlm_core::quant::ternary_values;
+use flashlm_core::quant::{ternary_codes, ternary_values};
 use flashlm_train::fused::layers::linear;
 use flashlm_train::fused::ternary::{TernaryMatrix, ternary_mm};
 
@@ -35,7 +35,8 @@ fn main() {
         let x: Vec<f32> = (0..n * q).map(|_| next()).collect();
         let mut y = vec![0.0f32; n * p];
         let g = best(|| linear(&mut y, &x, &wq, n, q, p, 1));
-        let m = TernaryMatrix::from_values(&wq, p, q, false);
+        let (t, alpha) = ternary_codes(&w);
+        let m = TernaryMatrix::from_codes(&t, alpha, p, q, false);
         let mut y2 = vec![0.0f32; n * p];
         let t = best(|| ternary_mm(&mut y2, p, false, &x, q, n, &m, 1));
         let err = y.iter().zip(&y2).fold(0.0f32, |a, (u, v)| a.max((u - v).abs()));

@@ -8,7 +8,7 @@ mod parity;
 use std::path::PathBuf;
 
 use flashlm_model::{Bolt, cpu_device, read_safetensors};
-use flashlm_train::fused::{Params, Scratch, forward_backward, forward_backward_with};
+use flashlm_train::fused::{Params, Products, Scratch, forward_backward, forward_backward_with};
 use parity::{PARITY_CONFIG, compute};
 
 fn fixture(name: &str) -> PathBuf {
@@ -90,39 +90,10 @@ fn fused_step_matches_pytorch_and_burn() {
     let params = Params::from_named(&cfg, &weights).unwrap();
     let device = cpu_device(true);
     let burn = compute(Bolt::init(&cfg, &device).with_weights(&weights).unwrap(), &device);
-    for threads in [1, 2] {
+    // Both ways of multiplying by the ternary weights: GEMMs (the default) and the tables.
+    for (products, threads) in [Products::Gemm, Products::Tables].into_iter().flat_map(|p| [(p, 1), (p, 2)]) {
         let mut grads = params.zeros_like();
-        let loss = forward_backward(&cfg, &params, &mut grads, &inputs, &targets, cfg.seq_len, threads);
-        let tol = 1e-4;
-        assert!(
-            (loss - expected["loss"].1[0]).abs() <= tol,
-            "loss {loss} vs PyTorch {}",
-            expected["loss"].1[0]
-        );
-        assert!((loss - burn.loss).abs() <= tol, "loss {loss} vs burn {}", burn.loss);
-        let mut checked = 0;
-        for (name, _, g) in grads.named(&cfg) {
-            let torch = &expected[&format!("grad.{name}")].1;
-            let d = max_diff(g, torch);
-            assert!(d <= tol, "{threads} threads: gradient of {name} differs from PyTorch by {d}");
-            let b = &burn.grads[&name];
-            let d = max_diff(g, b);
-            assert!(d <= tol, "{threads} threads: gradient of {name} differs from burn by {d}");
-            checked += 1;
-        }
-        assert_eq!(checked, 2 + cfg.n_blocks * 8);
-    }
-}
-
-#[test]
-fn table_products_match_pytorch() {
-    use flashlm_train::fused::Products;
-    let cfg = PARITY_CONFIG;
-    let (weights, expected, inputs, targets) = parity_fixture();
-    let params = Params::from_named(&cfg, &weights).unwrap();
-    for threads in [1, 2] {
-        let mut scratch = Scratch::with_products(Products::Tables);
-        let mut grads = params.zeros_like();
+        let mut scratch = Scratch::with_products(products);
         let loss = forward_backward_with(
             &mut scratch,
             &cfg,
@@ -136,13 +107,24 @@ fn table_products_match_pytorch() {
         let tol = 1e-4;
         assert!(
             (loss - expected["loss"].1[0]).abs() <= tol,
-            "loss {loss} vs PyTorch {}",
+            "{products:?}: loss {loss} vs PyTorch {}",
             expected["loss"].1[0]
         );
+        assert!((loss - burn.loss).abs() <= tol, "{products:?}: loss {loss} vs burn {}", burn.loss);
+        let mut checked = 0;
         for (name, _, g) in grads.named(&cfg) {
-            let d = max_diff(g, &expected[&format!("grad.{name}")].1);
-            assert!(d <= tol, "{threads} threads: gradient of {name} differs from PyTorch by {d}");
+            let torch = &expected[&format!("grad.{name}")].1;
+            let d = max_diff(g, torch);
+            assert!(
+                d <= tol,
+                "{products:?}, {threads} threads: gradient of {name} differs from PyTorch by {d}"
+            );
+            let b = &burn.grads[&name];
+            let d = max_diff(g, b);
+            assert!(d <= tol, "{products:?}, {threads} threads: gradient of {name} differs from burn by {d}");
+            checked += 1;
         }
+        assert_eq!(checked, 2 + cfg.n_blocks * 8);
     }
 }
 

@@ -89,7 +89,7 @@ pub fn linear_back(
     threads: usize,
 ) {
     mm(n, i, o, dx, (i, 1), acc_dx, dy, (o, 1), w, (i, 1), threads);
-    mm(o, i, n, dw, (i, 1), true, dy, (1, o), x, (i, 1), threads);
+    weight_grad(dw, dy, o, x, (n, i, o), threads);
 }
 
 /// dW += dyᵀ · x for dy [n, o] (row stride dy_rs) and x [n, i]: dW [o, i].

@@ -15,7 +15,7 @@
 
 use flashlm_core::Config;
 use flashlm_core::params;
-use flashlm_core::quant::ternary_values;
+use flashlm_core::quant::{ternary_codes, ternary_values};
 use rayon::prelude::*;
 use ternary::TernaryMatrix;
 
@@ -241,18 +241,20 @@ enum Lin {
 impl Lin {
     /// The stack of `parts` (each W_k [o_k, i] given as (weights, o_k)), quantised.
     fn new(parts: &[(&[f32], usize)], i: usize, products: Products) -> Lin {
-        let values = parts.iter().map(|&(w, o)| (ternary_values(w), o));
         match products {
-            Products::Gemm => {
-                let o = parts.iter().map(|&(_, o)| o).sum();
-                Lin::Gemm { w: values.flat_map(|(v, _)| v).collect(), o, i }
-            }
+            Products::Gemm => Lin::Gemm {
+                w: parts.iter().flat_map(|&(w, _)| ternary_values(w)).collect(),
+                o: parts.iter().map(|&(_, o)| o).sum(),
+                i,
+            },
             Products::Tables => Lin::Tables(
-                values
-                    .map(|(v, o)| {
+                parts
+                    .iter()
+                    .map(|&(w, o)| {
+                        let (t, alpha) = ternary_codes(w);
                         (
-                            TernaryMatrix::from_values(&v, o, i, false),
-                            TernaryMatrix::from_values(&v, o, i, true),
+                            TernaryMatrix::from_codes(&t, alpha, o, i, false),
+                            TernaryMatrix::from_codes(&t, alpha, o, i, true),
                         )
                     })
                     .collect(),
@@ -503,8 +505,8 @@ fn block_backward(
     // their half of dgu in place (row stride 2h).
     let dn2 = sized(&mut bb.dn2, n * d);
     q.glu.input_grad(dn2, d, false, &bb.dgu, 2 * h, n, threads);
-    layers::mm(h, d, n, &mut g.w_gate, (d, 1), true, &bb.dgu, (1, 2 * h), &s.n2, (d, 1), threads);
-    layers::mm(h, d, n, &mut g.w_up, (d, 1), true, &bb.dgu[h..], (1, 2 * h), &s.n2, (d, 1), threads);
+    layers::weight_grad(&mut g.w_gate, &bb.dgu, 2 * h, &s.n2, (n, d, h), threads);
+    layers::weight_grad(&mut g.w_up, &bb.dgu[h..], 2 * h, &s.n2, (n, d, h), threads);
     // dx_mid = dx (residual) + norm2 backward
     layers::rmsnorm_back(&mut bb.dx, &mut g.norm2, &bb.dn2, &s.x_mid, &s.r2, &b.norm2, d);
     // Mixer: x_mid = x_in + down(conv(value) * sigmoid(gate))

@@ -32,7 +32,7 @@ const LANE_BYTES: usize = std::mem::size_of::<Lane>();
 /// them: for each chunk of [`GROUP_CHUNK`] input groups, each block of [`OUT_BLOCK`] outputs,
 /// each group g of the chunk, each output o of the block, the byte offset in the chunk's
 /// tables of entry (g mod GROUP_CHUNK) · 27 + Σⱼ (t[o, 3g + j] + 1) · 3ʲ.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TernaryMatrix {
     /// Outputs.
     pub p: usize,
@@ -46,19 +46,19 @@ pub struct TernaryMatrix {
 }
 
 impl TernaryMatrix {
-    /// From quantised values `v` [p, q] (each α · {-1, 0, +1}, as `ternary_values` returns);
-    /// with `transpose`, the matrix is vᵀ [q, p].
-    pub fn from_values(v: &[f32], p: usize, q: usize, transpose: bool) -> Self {
-        assert_eq!(v.len(), p * q);
-        let alpha = v.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
+    /// From the levels `t` [p, q] in {-1, 0, +1} and the scale α (as
+    /// `flashlm_core::quant::ternary_codes` returns them); with `transpose`, the matrix is
+    /// tᵀ [q, p].
+    pub fn from_codes(t: &[i8], alpha: f32, p: usize, q: usize, transpose: bool) -> Self {
+        assert_eq!(t.len(), p * q);
         if transpose {
-            Self::build(q, p, alpha, |o, i| v[i * q + o])
+            Self::build(q, p, alpha, |o, i| t[i * q + o])
         } else {
-            Self::build(p, q, alpha, |o, i| v[o * q + i])
+            Self::build(p, q, alpha, |o, i| t[o * q + i])
         }
     }
 
-    fn build(p: usize, q: usize, alpha: f32, at: impl Fn(usize, usize) -> f32) -> Self {
+    fn build(p: usize, q: usize, alpha: f32, at: impl Fn(usize, usize) -> i8) -> Self {
         let p_pad = p.div_ceil(OUT_BLOCK) * OUT_BLOCK;
         let groups = q.div_ceil(GROUP);
         let mut codes = vec![0u16; groups * p_pad];
@@ -67,8 +67,8 @@ impl TernaryMatrix {
                 let mut c = 0usize;
                 for j in (0..GROUP).rev() {
                     let i = g * GROUP + j;
-                    let t = if i < q && o < p { at(o, i) } else { 0.0 };
-                    c = c * 3 + usize::from(t >= 0.0) + usize::from(t > 0.0);
+                    let t = if i < q && o < p { at(o, i) } else { 0 };
+                    c = c * 3 + (t + 1) as usize;
                 }
                 codes[code_index(g, o, groups, p_pad)] =
                     (((g % GROUP_CHUNK) * ENTRIES + c) * LANE_BYTES) as u16;
@@ -254,7 +254,7 @@ flashlm_core::multiversion! {
                         ($($j:literal)*) => {$({
                             let off = usize::from(cg[$j]);
                             debug_assert!(off + LANE_BYTES <= tc.len() * LANE_BYTES);
-                            // SAFETY: `TernaryMatrix::from_values` writes only offsets of
+                            // SAFETY: `TernaryMatrix::build` writes only offsets of
                             // entries of groups in this chunk (< in_chunk · 27 · LANE_BYTES,
                             // the size of `tc`), multiples of LANE_BYTES, so the read is
                             // inside `tc` and aligned for f32.
@@ -276,10 +276,9 @@ flashlm_core::multiversion! {
 mod tests {
     use super::*;
 
-    fn values(p: usize, q: usize, seed: u64) -> Vec<f32> {
+    fn levels(p: usize, q: usize, seed: u64) -> Vec<i8> {
         let mut r = flashlm_core::rng::XorShift64::new(seed);
-        let alpha = 0.37;
-        (0..p * q).map(|_| ((r.next_u64() % 3) as f32 - 1.0) * alpha).collect()
+        (0..p * q).map(|_| (r.next_u64() % 3) as i8 - 1).collect()
     }
 
     fn floats(n: usize, seed: u64) -> Vec<f32> {
@@ -290,8 +289,8 @@ mod tests {
     /// Every case: kernel vs the plain loops, within float rounding of the sums.
     fn check(n: usize, p: usize, q: usize, transpose: bool, acc: bool, threads: usize) {
         let (vp, vq) = if transpose { (q, p) } else { (p, q) };
-        let v = values(vp, vq, (n * 1000 + p * 31 + q) as u64);
-        let m = TernaryMatrix::from_values(&v, vp, vq, transpose);
+        let t = levels(vp, vq, (n * 1000 + p * 31 + q) as u64);
+        let m = TernaryMatrix::from_codes(&t, 0.37, vp, vq, transpose);
         assert_eq!((m.p, m.q), (p, q));
         // Strided rows: outputs and inputs inside wider rows.
         let (y_rs, x_rs) = (p + 3, q + 2);
@@ -315,17 +314,17 @@ mod tests {
 
     #[test]
     fn levels_round_trip() {
-        let v = values(5, 7, 3);
-        let m = TernaryMatrix::from_values(&v, 5, 7, false);
-        let t = TernaryMatrix::from_values(&v, 5, 7, true);
+        let t = levels(5, 7, 3);
+        let m = TernaryMatrix::from_codes(&t, 0.37, 5, 7, false);
+        let mt = TernaryMatrix::from_codes(&t, 0.37, 5, 7, true);
         for o in 0..5 {
             for i in 0..7 {
-                let want = (v[o * 7 + i] / 0.37).round();
+                let want = f32::from(t[o * 7 + i]);
                 assert_eq!(m.level(o, i), want);
-                assert_eq!(t.level(i, o), want);
+                assert_eq!(mt.level(i, o), want);
             }
         }
-        assert!((m.alpha - 0.37).abs() < 1e-7);
+        assert_eq!((m.alpha, mt.alpha), (0.37, 0.37));
     }
 
     #[test]
@@ -353,7 +352,7 @@ mod tests {
 
     #[test]
     fn an_all_zero_matrix_gives_zeros() {
-        let m = TernaryMatrix::from_values(&[0.0; 12], 3, 4, false);
+        let m = TernaryMatrix::from_codes(&[0; 12], 0.5, 3, 4, false);
         let mut y = vec![1.0; 6];
         ternary_mm(&mut y, 3, false, &[1.0; 8], 4, 2, &m, 1);
         assert!(y.iter().all(|&v| v == 0.0));
