@@ -1,6 +1,7 @@
 //! Time the fused training step (forward + backward) against nothing else: small config,
 //! random init, random tokens. cargo run --release -p flashlm-train --example bench_step -- [BATCH=8] [THREADS=2] [large]
-//! `PRODUCTS=tables` times the table products (`fused::Products::Tables`) instead of GEMMs.
+//! `PRODUCTS=tables` times the table products (`fused::Products::Tables`) instead of GEMMs;
+//! `FLASHLM_ISA=avx2` runs what an AVX2-only CPU runs (GEMM kernels included).
 use flashlm_core::Config;
 use std::time::Instant;
 
@@ -46,7 +47,8 @@ fn main() {
     times.sort_by(f64::total_cmp);
     let (median, best) = (times[steps / 2], times[0]);
     println!(
-        "fused step {cfg} batch {batch}, {threads} threads, {products:?} products, {steps} steps: median {:.1} ms/step, {:.0} tok/s (best {:.0} tok/s)",
+        "fused step {cfg} batch {batch}, {threads} threads, {products:?} products ({}), {steps} steps: median {:.1} ms/step, {:.0} tok/s (best {:.0} tok/s)",
+        flashlm_train::fused::layers::gemm_kernels(),
         median * 1e3,
         (batch * t) as f64 / median,
         (batch * t) as f64 / best

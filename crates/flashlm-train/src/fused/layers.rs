@@ -44,10 +44,12 @@ pub fn mm(
         assert!(a.len() > last(m, k, a_rs, a_cs) && b.len() > last(k, n, b_rs, b_cs));
     }
     let par = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+    let gemm_fn = capped_gemm();
     // SAFETY: the asserts above keep every element gemm touches inside the three slices; c
-    // does not overlap a or b (it is a distinct &mut).
+    // does not overlap a or b (it is a distinct &mut). `capped_gemm` only returns kernels the
+    // CPU has.
     unsafe {
-        gemm::gemm(
+        gemm_fn(
             m,
             n,
             k,
@@ -69,6 +71,171 @@ pub fn mm(
             par,
         );
     }
+}
+
+/// The signature of the `gemm` crate's f32 entry points (column-major argument order).
+type GemmF32 = unsafe fn(
+    usize,
+    usize,
+    usize,
+    *mut f32,
+    isize,
+    isize,
+    bool,
+    *const f32,
+    isize,
+    isize,
+    *const f32,
+    isize,
+    isize,
+    f32,
+    f32,
+    bool,
+    bool,
+    bool,
+    Parallelism,
+);
+
+/// Which f32 GEMM the step runs: the `gemm` crate's own dispatch (AVX-512 wherever the CPU
+/// has it), unless `FLASHLM_ISA` caps the dispatch below what the CPU has. Then it is the
+/// crate's AVX2+FMA (or scalar) kernels through the same generic driver its dispatch calls,
+/// so `FLASHLM_ISA=avx2` on an AVX-512 machine trains with exactly the products an AVX2-only
+/// CPU runs. Chosen once.
+pub fn capped_gemm() -> GemmF32 {
+    gemm_choice().0
+}
+
+/// The kernels [`capped_gemm`] runs, in words, for benchmark output.
+pub fn gemm_kernels() -> &'static str {
+    gemm_choice().1
+}
+
+fn gemm_choice() -> (GemmF32, &'static str) {
+    static CHOICE: std::sync::OnceLock<(GemmF32, &'static str)> = std::sync::OnceLock::new();
+    *CHOICE.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use flashlm_core::cpu;
+            use std::arch::is_x86_feature_detected as has;
+            let picked = if has!("avx512f") { 2 } else { u8::from(has!("fma") && has!("avx2")) };
+            let allowed = if cpu::avx512f() { 2 } else { u8::from(cpu::fma() && cpu::avx2()) };
+            pick_gemm(picked, allowed)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            (gemm::gemm::<f32>, "gemm crate")
+        }
+    })
+}
+
+/// Levels 2 = AVX-512F, 1 = AVX2 + FMA, 0 = scalar: `picked` is what the crate's dispatch
+/// takes on this CPU, `allowed` the most the cap allows (never above `picked`).
+#[cfg(target_arch = "x86_64")]
+fn pick_gemm(picked: u8, allowed: u8) -> (GemmF32, &'static str) {
+    match (picked == allowed, allowed) {
+        (true, 2) => (gemm::gemm::<f32>, "gemm crate, avx512f kernels"),
+        (true, 1) => (gemm::gemm::<f32>, "gemm crate, avx2+fma kernels"),
+        (true, _) => (gemm::gemm::<f32>, "gemm crate, scalar kernels"),
+        (false, 1) => (capped::gemm_fma, "gemm crate, avx2+fma kernels (FLASHLM_ISA cap)"),
+        (false, _) => (capped::gemm_scalar, "gemm crate, scalar kernels (FLASHLM_ISA cap)"),
+    }
+}
+
+/// The `gemm` crate's AVX2+FMA and scalar f32 GEMMs, which its entry point skips on an
+/// AVX-512 CPU: the same driver (`gemm_basic_generic`), microkernels and parameters as its
+/// own `fma` and `scalar` modules.
+#[cfg(target_arch = "x86_64")]
+mod capped {
+    use gemm::Parallelism;
+    use gemm_common::gemm::gemm_basic_generic;
+    use gemm_common::simd::{Scalar, V3};
+
+    macro_rules! capped_gemm {
+        ($(#[$doc:meta])* $name:ident, $simd:ty, $simd_new:expr, $kernels:path, $lanes:expr) => {
+            $(#[$doc])*
+            #[allow(clippy::too_many_arguments)]
+            pub unsafe fn $name(
+                m: usize,
+                n: usize,
+                k: usize,
+                dst: *mut f32,
+                dst_cs: isize,
+                dst_rs: isize,
+                read_dst: bool,
+                lhs: *const f32,
+                lhs_cs: isize,
+                lhs_rs: isize,
+                rhs: *const f32,
+                rhs_cs: isize,
+                rhs_rs: isize,
+                alpha: f32,
+                beta: f32,
+                conj_dst: bool,
+                conj_lhs: bool,
+                conj_rhs: bool,
+                parallelism: Parallelism,
+            ) {
+                use $kernels as ukr;
+                let simd: $simd = $simd_new;
+                // SAFETY: the caller's contract (gemm's): the pointers and strides describe
+                // valid, non-overlapping matrices; `simd` proves the CPU has the features.
+                unsafe {
+                    gemm_basic_generic::<
+                        _,
+                        f32,
+                        { $lanes },
+                        { ukr::MR_DIV_N * $lanes },
+                        { ukr::NR },
+                        { ukr::MR_DIV_N },
+                        { ukr::H_M },
+                        { ukr::H_N },
+                    >(
+                        simd,
+                        m,
+                        n,
+                        k,
+                        dst,
+                        dst_cs,
+                        dst_rs,
+                        read_dst,
+                        lhs,
+                        lhs_cs,
+                        lhs_rs,
+                        rhs,
+                        rhs_cs,
+                        rhs_rs,
+                        alpha,
+                        beta,
+                        conj_dst,
+                        conj_lhs,
+                        conj_rhs,
+                        |a, b, c| a * b + c,
+                        &ukr::UKR,
+                        &ukr::H_UKR,
+                        false,
+                        parallelism,
+                    )
+                }
+            }
+        };
+    }
+
+    capped_gemm!(
+        /// AVX2 + FMA kernels (8 lanes), what an AVX2-only CPU runs.
+        gemm_fma,
+        V3,
+        V3::try_new().expect("capped_gemm only picks this with AVX2 and FMA"),
+        gemm_f32::microkernel::fma::f32,
+        8
+    );
+    capped_gemm!(
+        /// Scalar kernels.
+        gemm_scalar,
+        Scalar,
+        Scalar,
+        gemm_f32::microkernel::scalar::f32,
+        1
+    );
 }
 
 /// y = x · Wᵀ for row-major x [n, i] and W [o, i]: y [n, o].
@@ -272,4 +439,132 @@ pub fn head_ce(
         linear_back(dnf, false, demb, l, rows, emb, (c, d, v), threads);
     }
     loss
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// C[m, n] (+)= A[m, k] · B[k, n] in f64, the obvious triple loop.
+    #[allow(clippy::too_many_arguments)]
+    fn mm_reference(
+        (m, n, k): (usize, usize, usize),
+        c: &mut [f32],
+        acc: bool,
+        a: &[f32],
+        (a_rs, a_cs): (usize, usize),
+        b: &[f32],
+        (b_rs, b_cs): (usize, usize),
+    ) {
+        for i in 0..m {
+            for j in 0..n {
+                let dot: f64 = (0..k).map(|p| f64::from(a[i * a_rs + p * a_cs]) * f64::from(b[p * b_rs + j * b_cs])).sum();
+                let c0 = if acc { f64::from(c[i * n + j]) } else { 0.0 };
+                c[i * n + j] = (c0 + dot) as f32;
+            }
+        }
+    }
+
+    /// Every f32 GEMM the step can run on this CPU (the crate's dispatch and the kernels the
+    /// `FLASHLM_ISA` cap selects), against the reference on every m and n tail up to 2 full
+    /// AVX-512 microkernel tiles (64 x 6) plus one, several depths, both layouts of A and B,
+    /// with and without accumulation, one and two threads.
+    #[test]
+    fn every_gemm_kernel_matches_the_reference_on_every_tail() {
+        let mut kernels: Vec<(&str, GemmF32)> = vec![("gemm crate dispatch", gemm::gemm::<f32>)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                kernels.push(("avx2+fma (capped)", capped::gemm_fma));
+            } else {
+                eprintln!("skipped: the capped avx2+fma GEMM (this CPU has no AVX2/FMA)");
+            }
+            kernels.push(("scalar (capped)", capped::gemm_scalar));
+        }
+        let mut r = flashlm_core::rng::XorShift64::new(11);
+        let mut next = move || (r.next_u64() % 2001) as f32 / 1000.0 - 1.0;
+        let ms: Vec<usize> = (1..=20).chain([31, 32, 33, 63, 64, 65, 127, 128, 129]).collect();
+        let ns: Vec<usize> = (1..=13).chain([17, 24, 25]).collect();
+        for (name, f) in kernels {
+            for &m in &ms {
+                for &n in &ns {
+                    for (case, k) in [1usize, 7, 64, 300].into_iter().enumerate() {
+                        let (ta, tb, acc) = (case % 2 == 1, case / 2 == 1, case % 3 == 0);
+                        let a_s = if ta { (1, m) } else { (k, 1) };
+                        let b_s = if tb { (1, k) } else { (n, 1) };
+                        let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
+                        let b: Vec<f32> = (0..k * n).map(|_| next()).collect();
+                        let c0: Vec<f32> = (0..m * n).map(|_| next()).collect();
+                        let mut want = c0.clone();
+                        mm_reference((m, n, k), &mut want, acc, &a, a_s, &b, b_s);
+                        for threads in [1, 2] {
+                            let mut got = c0.clone();
+                            let par = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+                            // SAFETY: a, b and got hold exactly the m x k, k x n and m x n
+                            // matrices the strides describe; got is a distinct buffer.
+                            unsafe {
+                                f(
+                                    m,
+                                    n,
+                                    k,
+                                    got.as_mut_ptr(),
+                                    1,
+                                    n as isize,
+                                    acc,
+                                    a.as_ptr(),
+                                    a_s.1 as isize,
+                                    a_s.0 as isize,
+                                    b.as_ptr(),
+                                    b_s.1 as isize,
+                                    b_s.0 as isize,
+                                    1.0,
+                                    1.0,
+                                    false,
+                                    false,
+                                    false,
+                                    par,
+                                )
+                            };
+                            for (idx, (g, w)) in got.iter().zip(&want).enumerate() {
+                                assert!(
+                                    (g - w).abs() <= 1e-5 * (k as f32).sqrt() * (1.0 + w.abs()),
+                                    "{name}: m {m} n {n} k {k} (A transposed {ta}, B transposed {tb}, acc {acc}, {threads} threads): element {idx}: {g} vs {w}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn mm_uses_the_kernels_it_names() {
+        let name = gemm_kernels();
+        assert!(name.starts_with("gemm crate"), "{name}");
+        // scripts/test.sh runs this test again with FLASHLM_ISA=avx2: on an AVX-512 CPU the
+        // step must then run the capped AVX2 kernels, not the crate's own AVX-512 choice.
+        #[cfg(target_arch = "x86_64")]
+        if flashlm_core::cpu::cap() == flashlm_core::cpu::Isa::Avx2 && std::arch::is_x86_feature_detected!("avx512f") {
+            assert_eq!(name, "gemm crate, avx2+fma kernels (FLASHLM_ISA cap)");
+            assert!(capped_gemm() as usize == capped::gemm_fma as usize);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_cap_picks_the_crate_dispatch_only_when_it_would_choose_the_same() {
+        let crate_fn = gemm::gemm::<f32> as GemmF32 as usize;
+        for (picked, allowed, want_fn, want_name) in [
+            (2, 2, crate_fn, "gemm crate, avx512f kernels"),
+            (1, 1, crate_fn, "gemm crate, avx2+fma kernels"),
+            (0, 0, crate_fn, "gemm crate, scalar kernels"),
+            (2, 1, capped::gemm_fma as GemmF32 as usize, "gemm crate, avx2+fma kernels (FLASHLM_ISA cap)"),
+            (2, 0, capped::gemm_scalar as GemmF32 as usize, "gemm crate, scalar kernels (FLASHLM_ISA cap)"),
+            (1, 0, capped::gemm_scalar as GemmF32 as usize, "gemm crate, scalar kernels (FLASHLM_ISA cap)"),
+        ] {
+            let (f, name) = pick_gemm(picked, allowed);
+            assert_eq!((f as usize, name), (want_fn, want_name), "picked {picked}, allowed {allowed}");
+        }
+    }
 }
