@@ -5,6 +5,9 @@
 #
 # usage: scripts/bench-train.sh [small|large] [BATCH=8] [STEPS=60] [THREADS=nproc] [ROUNDS=2]
 # env:   FLASHLM_DATA_DIR (default ../shared/data)
+#        FLASHLM_ISA=avx2 (or portable): both sides run what an AVX2-only (SIMD-less) CPU runs:
+#        flashlm-train caps its dispatch, GEMM kernels included; PyTorch gets the matching
+#        ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS and ONEDNN_MAX_CPU_ISA caps.
 #
 # Prints both tokens/s (steps after the first 3, best round), peak RSS, whether the first 50
 # losses agree within 1e-3 relative, and ends with `ratio <flashlm tok/s / pytorch tok/s>`.
@@ -22,6 +25,13 @@ if command -v lscpu > /dev/null; then
 else
     grep -m1 'model name' /proc/cpuinfo || true
 fi
+case "${FLASHLM_ISA:-}" in
+    avx2) export ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 ;;
+    portable | none | scalar) export ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2 ONEDNN_MAX_CPU_ISA=SSE41 ;;
+    "" | avx512 | avx-512 | native) ;;
+    *) echo "FLASHLM_ISA=$FLASHLM_ISA: expected avx2, portable or avx512" >&2; exit 2 ;;
+esac
+echo "FLASHLM_ISA=${FLASHLM_ISA:-(unset: no cap)}${ATEN_CPU_CAPABILITY:+; PyTorch capped: ATEN_CPU_CAPABILITY=$ATEN_CPU_CAPABILITY MKL_ENABLE_INSTRUCTIONS=$MKL_ENABLE_INSTRUCTIONS ONEDNN_MAX_CPU_ISA=$ONEDNN_MAX_CPU_ISA}"
 # PyTorch for the reference, installed (if missing) before anything is built or timed.
 scripts/reference/ensure-torch.sh
 cargo build --release -q -p flashlm-train --bin flashlm-train --example train_setup
@@ -66,5 +76,5 @@ sys.exit(0 if worst <= 1e-3 else 1)
 PY
 echo "config $size batch $batch seq $(python3 -c "import json;print(json.load(open('$work/setup/setup.json'))['config']['seq_len'])") threads $threads steps $steps"
 echo "flashlm-train: $best_ours tok/s, peak RSS $((rss_ours / 1024)) MiB"
-echo "pytorch:       $best_ref tok/s, peak RSS $((rss_ref / 1024)) MiB"
+echo "pytorch:       $best_ref tok/s, peak RSS $((rss_ref / 1024)) MiB ($(python3 -c "import json,sys; print(json.load(open(sys.argv[1])).get('torch', '?'))" "$work/ref.json"))"
 echo "ratio $(python3 -c "print(f'{$best_ours / $best_ref:.2f}')")"

@@ -30,5 +30,10 @@ if [ "${CI:-}" = true ] || [ "${FLASHLM_SLOW_TESTS:-0}" = 1 ]; then
 else
     cargo test --workspace --release
 fi
+# The training step again as an AVX2-only CPU runs it (on an AVX-512 machine FLASHLM_ISA=avx2
+# swaps in the capped GEMM kernels): GEMM kernels against the reference, and the step's loss
+# and gradients against PyTorch and burn.
+echo "== training step under FLASHLM_ISA=avx2"
+FLASHLM_ISA=avx2 cargo test --release -p flashlm-train --lib --test parity -- fused layers
 echo "== Python package (bindings/python)"
 ./scripts/test-python.sh

@@ -51,7 +51,9 @@ def main():
     print(f"reference tok_s {tok_s:.0f} steps {len(timed)} peak_rss_kb {rss}")
     if len(sys.argv) > 3:
         with open(sys.argv[3], "w") as f:
-            json.dump({"tok_s": round(tok_s), "steps": len(timed), "peak_rss_kb": rss, "losses": losses}, f)
+            out = {"tok_s": round(tok_s), "steps": len(timed), "peak_rss_kb": rss, "losses": losses}
+            out["torch"] = f"{torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}"
+            json.dump(out, f)
 
 
 if __name__ == "__main__":

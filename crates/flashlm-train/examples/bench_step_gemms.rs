@@ -3,6 +3,7 @@
 //! products run far from the peak, and what share of the step's product time each takes.
 //! cargo run --release -p flashlm-train --example bench_step_gemms -- [small|large] [ROWS]
 //! (ROWS defaults to one group of batch 8 on 2 threads: 1,024 small, 2,048 large)
+//! FLASHLM_ISA=avx2 measures the AVX2+FMA kernels and the AVX2 peak, as on an AVX2-only CPU.
 use std::time::Instant;
 
 use flashlm_core::Config;
@@ -23,12 +24,14 @@ fn best(reps: usize, mut f: impl FnMut()) -> f64 {
 fn fma_peak() -> (f64, &'static str) {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: avx512f was detected at run time just above.
+        // What the step's GEMMs may use (FLASHLM_ISA caps it), not only what the CPU has.
+        use flashlm_core::cpu;
+        if cpu::avx512f() {
+            // SAFETY: avx512f was detected at run time just above (cpu:: checks the CPU).
             return (unsafe { x86::peak_avx512() }, "avx512f, 16 lanes");
         }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: avx2 and fma were detected at run time just above.
+        if cpu::avx2() && cpu::fma() {
+            // SAFETY: avx2 and fma were detected at run time just above (cpu:: checks the CPU).
             return (unsafe { x86::peak_fma() }, "avx2+fma, 8 lanes");
         }
     }

@@ -250,6 +250,12 @@ impl<'a> Trainer<'a> {
                 cfg.dim, cfg.n_blocks, cfg.glu_hidden, cfg.conv_taps, cfg.vocab_size
             ),
             format!("  Params: {}", cfg.num_params()),
+            match opts.engine {
+                engine::EngineKind::Fused => {
+                    format!("  Engine: fused step; products: {}", crate::fused::layers::gemm_kernels())
+                }
+                engine::EngineKind::Burn => "  Engine: burn autodiff".to_string(),
+            },
             format!(
                 "  Batch: {} x {} accum = {} effective, seq {}",
                 s.batch_size,
