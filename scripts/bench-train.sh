@@ -8,6 +8,8 @@
 #        FLASHLM_ISA=avx2 (or portable): both sides run what an AVX2-only (SIMD-less) CPU runs:
 #        flashlm-train caps its dispatch, GEMM kernels included; PyTorch gets the matching
 #        ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS and ONEDNN_MAX_CPU_ISA caps.
+#        FLASHLM_BLAS=off: flashlm-train's products stay on the gemm crate even where OpenBLAS
+#        (libopenblas0) is installed and would be used (AVX2 level).
 #
 # Prints both tokens/s (steps after the first 3, best round), peak RSS, whether the first 50
 # losses agree within 1e-3 relative, and ends with `ratio <flashlm tok/s / pytorch tok/s>`.
@@ -26,7 +28,8 @@ else
     grep -m1 'model name' /proc/cpuinfo || true
 fi
 case "${FLASHLM_ISA:-}" in
-    avx2) export ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 ;;
+    # OpenBLAS (used by flashlm-train at AVX2 level when installed) runs its Haswell kernels.
+    avx2) export ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell} ;;
     portable | none | scalar) export ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2 ONEDNN_MAX_CPU_ISA=SSE41 ;;
     "" | avx512 | avx-512 | native) ;;
     *) echo "FLASHLM_ISA=$FLASHLM_ISA: expected avx2, portable or avx512" >&2; exit 2 ;;
@@ -75,6 +78,6 @@ print(f"  step 1: flashlm {ours[0]:.5f} pytorch {ref[0]:.5f}; step {n}: flashlm 
 sys.exit(0 if worst <= 1e-3 else 1)
 PY
 echo "config $size batch $batch seq $(python3 -c "import json;print(json.load(open('$work/setup/setup.json'))['config']['seq_len'])") threads $threads steps $steps"
-echo "flashlm-train: $best_ours tok/s, peak RSS $((rss_ours / 1024)) MiB"
+echo "flashlm-train: $best_ours tok/s, peak RSS $((rss_ours / 1024)) MiB ($(grep -m1 -o 'products: .*' "$work/ours.log" || echo 'products: ?'))"
 echo "pytorch:       $best_ref tok/s, peak RSS $((rss_ref / 1024)) MiB ($(python3 -c "import json,sys; print(json.load(open(sys.argv[1])).get('torch', '?'))" "$work/ref.json"))"
 echo "ratio $(python3 -c "print(f'{$best_ours / $best_ref:.2f}')")"

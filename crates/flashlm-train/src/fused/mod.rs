@@ -22,6 +22,7 @@ use ternary::TernaryMatrix;
 mod adamw;
 mod ew;
 pub mod layers;
+mod matmul;
 pub mod ternary;
 
 pub use adamw::AdamW;
