@@ -78,6 +78,6 @@ print(f"  step 1: flashlm {ours[0]:.5f} pytorch {ref[0]:.5f}; step {n}: flashlm 
 sys.exit(0 if worst <= 1e-3 else 1)
 PY
 echo "config $size batch $batch seq $(python3 -c "import json;print(json.load(open('$work/setup/setup.json'))['config']['seq_len'])") threads $threads steps $steps"
-echo "flashlm-train: $best_ours tok/s, peak RSS $((rss_ours / 1024)) MiB ($(grep -m1 -o 'products: .*' "$work/ours.log" || echo 'products: ?'))"
+echo "flashlm-train: $best_ours tok/s, peak RSS $((rss_ours / 1024)) MiB ($(grep -m1 -o 'Engine: .*' "$work/ours.log" || echo 'Engine: ?'))"
 echo "pytorch:       $best_ref tok/s, peak RSS $((rss_ref / 1024)) MiB ($(python3 -c "import json,sys; print(json.load(open(sys.argv[1])).get('torch', '?'))" "$work/ref.json"))"
 echo "ratio $(python3 -c "print(f'{$best_ours / $best_ref:.2f}')")"

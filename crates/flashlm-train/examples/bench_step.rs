@@ -1,6 +1,6 @@
 //! Time the fused training step (forward + backward) against nothing else: small config,
 //! random init, random tokens. cargo run --release -p flashlm-train --example bench_step -- [BATCH=8] [THREADS=2] [large]
-//! `PRODUCTS=tables` times the table products (`fused::Products::Tables`) instead of GEMMs;
+//! `PRODUCTS=tables|gemm` picks the ternary products (default: `fused::Products::for_this_cpu`);
 //! `FLASHLM_ISA=avx2` runs what an AVX2-only CPU runs (GEMM kernels included).
 use flashlm_core::Config;
 use std::time::Instant;
@@ -25,7 +25,8 @@ fn main() {
     // As the trainer: buffers kept from step to step.
     let products = match std::env::var("PRODUCTS").as_deref() {
         Ok("tables") => Products::Tables,
-        Ok("gemm") | Err(_) => Products::Gemm,
+        Ok("gemm") => Products::Gemm,
+        Err(_) => Products::for_this_cpu(),
         Ok(other) => {
             eprintln!("PRODUCTS={other}: expected tables or gemm");
             std::process::exit(2);

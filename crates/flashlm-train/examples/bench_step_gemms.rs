@@ -127,7 +127,8 @@ fn main() {
         ps.push(Product { name: name.into(), count, m, n, k, a, b, acc });
     };
     // Per block, as in fused::block_forward / block_backward (x [n, i], W [o, i], dy [n, o]).
-    for (lin, o, i, dy_rs) in [("up", 2 * d, d, 2 * d), ("down", d, d, d), ("glu", 2 * h, d, 2 * h), ("w_down", d, h, d)]
+    for (lin, o, i, dy_rs) in
+        [("up", 2 * d, d, 2 * d), ("down", d, d, d), ("glu", 2 * h, d, 2 * h), ("w_down", d, h, d)]
     {
         add(&format!("{lin} forward  y = x·Wᵀ"), nb, (rows, o, i), (i, 1), (1, i), false);
         add(&format!("{lin} input    dx = dy·W"), nb, (rows, i, o), (dy_rs, 1), (i, 1), false);
@@ -141,9 +142,15 @@ fn main() {
     add("head weight   dE += dlᵀ·nf", chunks, (v, d, c), (1, v), (d, 1), true);
 
     let (peak, isa) = fma_peak();
-    println!("config {size}: {rows} rows per group (one thread), head chunk {c}; {}", flashlm_train::fused::layers::gemm_kernels());
+    println!(
+        "config {size}: {rows} rows per group (one thread), head chunk {c}; {}",
+        flashlm_train::fused::layers::gemm_kernels()
+    );
     println!("f32 FMA peak of one core: {peak:.1} GFLOP/s ({isa})");
-    println!("{:<32} {:>5} {:>20} {:>10} {:>9} {:>7} {:>7}", "product", "count", "m x n x k", "µs", "GFLOP/s", "% peak", "% time");
+    println!(
+        "{:<32} {:>5} {:>20} {:>10} {:>9} {:>7} {:>7}",
+        "product", "count", "m x n x k", "µs", "GFLOP/s", "% peak", "% time"
+    );
     let mut rowsout = Vec::new();
     for p in &ps {
         let len = |r: usize, cl: usize, (rs, cs): (usize, usize)| (r - 1) * rs + (cl - 1) * cs + 1;

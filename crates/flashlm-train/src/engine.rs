@@ -109,7 +109,7 @@ impl Fused {
             params,
             grads,
             opt,
-            scratch: Default::default(),
+            scratch: fused::Scratch::with_products(fused::Products::for_this_cpu()),
             model: Some(model),
             model_stale: false,
         })

@@ -252,7 +252,7 @@ impl<'a> Trainer<'a> {
             format!("  Params: {}", cfg.num_params()),
             match opts.engine {
                 engine::EngineKind::Fused => {
-                    format!("  Engine: fused step; products: {}", crate::fused::layers::gemm_kernels())
+                    format!("  Engine: fused step; {}", crate::fused::Products::for_this_cpu().describe())
                 }
                 engine::EngineKind::Burn => "  Engine: burn autodiff".to_string(),
             },

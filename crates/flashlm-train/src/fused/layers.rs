@@ -18,8 +18,8 @@ use flashlm_core::params::{taps_param_layout, taps_time_major};
 use flashlm_core::{NORM_EPS, vmath};
 
 use super::ew;
-pub use super::matmul::gemm_kernels;
 use super::matmul::capped_gemm;
+pub use super::matmul::gemm_kernels;
 
 /// C[m, n] = A[m, k] · B[k, n] (+ C when `acc`), every matrix given by (buffer, row stride,
 /// column stride).

@@ -246,7 +246,9 @@ mod tests {
     ) {
         for i in 0..m {
             for j in 0..n {
-                let dot: f64 = (0..k).map(|p| f64::from(a[i * a_rs + p * a_cs]) * f64::from(b[p * b_rs + j * b_cs])).sum();
+                let dot: f64 = (0..k)
+                    .map(|p| f64::from(a[i * a_rs + p * a_cs]) * f64::from(b[p * b_rs + j * b_cs]))
+                    .sum();
                 let c0 = if acc { f64::from(c[i * n + j]) } else { 0.0 };
                 c[i * n + j] = (c0 + dot) as f32;
             }
@@ -297,7 +299,8 @@ mod tests {
                         mm_reference((m, n, k), &mut want, acc, &a, a_s, &b, b_s);
                         for threads in [1, 2] {
                             let mut got = c0.clone();
-                            let par = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+                            let par =
+                                if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
                             // SAFETY: a, b and got hold exactly the m x k, k x n and m x n
                             // matrices the strides describe; got is a distinct buffer.
                             unsafe {
@@ -345,7 +348,8 @@ mod tests {
         // ones), not the crate's own AVX-512 choice.
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512f") && blas_wish() != BlasWish::OpenBlas {
-            let openblas_avx2 = blas_wish() == BlasWish::Auto && openblas::load().is_ok_and(|l| openblas::is_avx2_core(&l.core));
+            let openblas_avx2 = blas_wish() == BlasWish::Auto
+                && openblas::load().is_ok_and(|l| openblas::is_avx2_core(&l.core));
             match flashlm_core::cpu::cap() {
                 flashlm_core::cpu::Isa::Avx512 => {
                     assert!(name.starts_with("gemm crate, avx512f kernels"), "{name}");

@@ -218,16 +218,54 @@ fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
 }
 
 /// How the step multiplies by the ternary weights (forward pass and input gradients; the
-/// weight gradients and the tied head are float GEMMs either way).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// weight gradients and the tied head are float GEMMs either way). Both give PyTorch's loss
+/// and gradients within 1e-4 (`tests/parity.rs`); they differ by rounding only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Products {
-    /// Float GEMMs on the quantised values (the default, and the reference).
-    #[default]
+    /// Float GEMMs on the quantised values (the reference).
     Gemm,
-    /// Additions on shared partial sums ([`ternary::ternary_mm`]). Opt-in: on the Zen 4 it
-    /// was measured on it made the step no faster (docs/TRAINING-SPEED.md); it is kept to be
-    /// measured on CPUs whose FMA units are narrower than their adders.
+    /// Additions on shared partial sums ([`ternary::ternary_mm`]).
     Tables,
+}
+
+impl Default for Products {
+    /// [`Products::for_this_cpu`].
+    fn default() -> Self {
+        Products::for_this_cpu()
+    }
+}
+
+impl Products {
+    /// The faster of the two where it was measured (docs/TRAINING-SPEED.md): the tables at AVX2
+    /// level (an AVX2-only CPU, or `FLASHLM_ISA=avx2`: 1.11x the large step with OpenBLAS, the
+    /// same speed on the small one), the GEMMs with AVX-512 (the tables were 5% slower on the
+    /// large step there) and without AVX2. `FLASHLM_PRODUCTS=gemm|tables` overrides. Read once.
+    pub fn for_this_cpu() -> Products {
+        static CHOICE: std::sync::OnceLock<Products> = std::sync::OnceLock::new();
+        *CHOICE.get_or_init(|| {
+            use flashlm_core::cpu;
+            let auto =
+                if cpu::avx2() && cpu::fma() && !cpu::avx512f() { Products::Tables } else { Products::Gemm };
+            match std::env::var("FLASHLM_PRODUCTS").as_deref().map(str::to_ascii_lowercase).as_deref() {
+                Err(_) | Ok("") | Ok("auto") => auto,
+                Ok("gemm") => Products::Gemm,
+                Ok("tables") => Products::Tables,
+                Ok(other) => {
+                    eprintln!("warning: FLASHLM_PRODUCTS={other:?} is not auto, gemm or tables; using auto");
+                    auto
+                }
+            }
+        })
+    }
+
+    /// In words, for logs: which products and which float GEMM kernels run.
+    pub fn describe(self) -> String {
+        let what = match self {
+            Products::Gemm => "ternary products as float GEMMs",
+            Products::Tables => "ternary products by additions (tables)",
+        };
+        format!("{what}; float GEMMs: {}", layers::gemm_kernels())
+    }
 }
 
 /// One ternary linear map W [o, i] as the products need it: a stack of matrices along the

@@ -53,7 +53,8 @@ pub fn load() -> Result<&'static OpenBlas, String> {
         unsafe {
             let lib = libloading::Library::new("libopenblas.so.0")
                 .map_err(|e| format!("libopenblas.so.0 could not be opened ({e})"))?;
-            let sgemm: Sgemm = *lib.get::<Sgemm>(b"cblas_sgemm\0").map_err(|e| format!("no cblas_sgemm ({e})"))?;
+            let sgemm: Sgemm =
+                *lib.get::<Sgemm>(b"cblas_sgemm\0").map_err(|e| format!("no cblas_sgemm ({e})"))?;
             let threads = lib
                 .get::<unsafe extern "C" fn(c_int)>(b"openblas_set_num_threads\0")
                 .map_err(|e| format!("no openblas_set_num_threads ({e})"))?;
@@ -67,7 +68,8 @@ pub fn load() -> Result<&'static OpenBlas, String> {
                     .unwrap_or_else(|| "?".into())
             };
             let core = text(b"openblas_get_corename\0");
-            let version = text(b"openblas_get_config\0").split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+            let version =
+                text(b"openblas_get_config\0").split_whitespace().take(2).collect::<Vec<_>>().join(" ");
             Ok(OpenBlas { _lib: lib, sgemm, core, version })
         }
     })
@@ -89,16 +91,17 @@ pub fn set_fallback(f: GemmF32) {
 /// One operand of a row-major CBLAS call: (transpose flag, leading dimension) for a rows x cols
 /// matrix with strides (rs, cs), if CBLAS can read it in place.
 pub fn operand(rows: usize, cols: usize, rs: isize, cs: isize) -> Option<(c_int, c_int)> {
-    let ld = |v: isize, min: usize| (v > 0 && v as usize >= min.max(1)).then(|| c_int::try_from(v).ok()).flatten();
-    if cs == 1 {
-        if let Some(ld) = ld(rs, cols) {
-            return Some((NO_TRANS, ld));
-        }
+    let ld =
+        |v: isize, min: usize| (v > 0 && v as usize >= min.max(1)).then(|| c_int::try_from(v).ok()).flatten();
+    if cs == 1
+        && let Some(ld) = ld(rs, cols)
+    {
+        return Some((NO_TRANS, ld));
     }
-    if rs == 1 {
-        if let Some(ld) = ld(cs, rows) {
-            return Some((TRANS, ld));
-        }
+    if rs == 1
+        && let Some(ld) = ld(cs, rows)
+    {
+        return Some((TRANS, ld));
     }
     None
 }
@@ -136,8 +139,14 @@ pub unsafe fn gemm(
     let single = !matches!(parallelism, Parallelism::Rayon(t) if t > 1);
     let call = match (lib, dims) {
         (Some(lib), (Ok(mi), Ok(ni), Ok(ki))) if single && m > 0 && n > 0 && k > 0 => {
-            match (operand(m, n, dst_rs, dst_cs), operand(m, k, lhs_rs, lhs_cs), operand(k, n, rhs_rs, rhs_cs)) {
-                (Some((NO_TRANS, ldc)), Some((ta, lda)), Some((tb, ldb))) => Some((lib, mi, ni, ki, ta, lda, tb, ldb, ldc)),
+            match (
+                operand(m, n, dst_rs, dst_cs),
+                operand(m, k, lhs_rs, lhs_cs),
+                operand(k, n, rhs_rs, rhs_cs),
+            ) {
+                (Some((NO_TRANS, ldc)), Some((ta, lda)), Some((tb, ldb))) => {
+                    Some((lib, mi, ni, ki, ta, lda, tb, ldb, ldc))
+                }
                 _ => None,
             }
         }
@@ -148,7 +157,22 @@ pub unsafe fn gemm(
             // SAFETY: the caller's contract; operand() checked that each leading dimension
             // covers its matrix's row (or column) length, so CBLAS reads what gemm would.
             unsafe {
-                (lib.sgemm)(ROW_MAJOR, ta, tb, mi, ni, ki, beta, lhs, lda, rhs, ldb, if read_dst { alpha } else { 0.0 }, dst, ldc)
+                (lib.sgemm)(
+                    ROW_MAJOR,
+                    ta,
+                    tb,
+                    mi,
+                    ni,
+                    ki,
+                    beta,
+                    lhs,
+                    lda,
+                    rhs,
+                    ldb,
+                    if read_dst { alpha } else { 0.0 },
+                    dst,
+                    ldc,
+                )
             }
         }
         None => {
