@@ -18,8 +18,8 @@ use flashlm_core::params::{taps_param_layout, taps_time_major};
 use flashlm_core::{NORM_EPS, vmath};
 
 use super::ew;
-use super::matmul::capped_gemm;
 pub use super::matmul::gemm_kernels;
+use super::matmul::{GemmF32, capped_gemm};
 
 /// C[m, n] = A[m, k] · B[k, n] (+ C when `acc`), every matrix given by (buffer, row stride,
 /// column stride).
@@ -28,6 +28,23 @@ pub fn mm(
     m: usize,
     n: usize,
     k: usize,
+    c: &mut [f32],
+    c_s: (usize, usize),
+    acc: bool,
+    a: &[f32],
+    a_s: (usize, usize),
+    b: &[f32],
+    b_s: (usize, usize),
+    threads: usize,
+) {
+    mm_with(capped_gemm(), (m, n, k), c, c_s, acc, a, a_s, b, b_s, threads);
+}
+
+/// [`mm`] with a given GEMM (the tests run each kernel through it).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn mm_with(
+    gemm_fn: GemmF32,
+    (m, n, k): (usize, usize, usize),
     c: &mut [f32],
     (c_rs, c_cs): (usize, usize),
     acc: bool,
@@ -46,7 +63,6 @@ pub fn mm(
         assert!(a.len() > last(m, k, a_rs, a_cs) && b.len() > last(k, n, b_rs, b_cs));
     }
     let par = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
-    let gemm_fn = capped_gemm();
     // SAFETY: the asserts above keep every element gemm touches inside the three slices; c
     // does not overlap a or b (it is a distinct &mut). `capped_gemm` only returns kernels the
     // CPU has.

@@ -13,7 +13,7 @@
 use gemm::Parallelism;
 
 /// The signature of the `gemm` crate's f32 entry points (column-major argument order).
-type GemmF32 = unsafe fn(
+pub(crate) type GemmF32 = unsafe fn(
     usize,
     usize,
     usize,
@@ -231,7 +231,6 @@ mod capped {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gemm::Parallelism;
 
     /// C[m, n] (+)= A[m, k] · B[k, n] in f64, the obvious triple loop.
     #[allow(clippy::too_many_arguments)]
@@ -299,33 +298,18 @@ mod tests {
                         mm_reference((m, n, k), &mut want, acc, &a, a_s, &b, b_s);
                         for threads in [1, 2] {
                             let mut got = c0.clone();
-                            let par =
-                                if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
-                            // SAFETY: a, b and got hold exactly the m x k, k x n and m x n
-                            // matrices the strides describe; got is a distinct buffer.
-                            unsafe {
-                                f(
-                                    m,
-                                    n,
-                                    k,
-                                    got.as_mut_ptr(),
-                                    1,
-                                    n as isize,
-                                    acc,
-                                    a.as_ptr(),
-                                    a_s.1 as isize,
-                                    a_s.0 as isize,
-                                    b.as_ptr(),
-                                    b_s.1 as isize,
-                                    b_s.0 as isize,
-                                    1.0,
-                                    1.0,
-                                    false,
-                                    false,
-                                    false,
-                                    par,
-                                )
-                            };
+                            super::super::layers::mm_with(
+                                f,
+                                (m, n, k),
+                                &mut got,
+                                (n, 1),
+                                acc,
+                                &a,
+                                a_s,
+                                &b,
+                                b_s,
+                                threads,
+                            );
                             for (idx, (g, w)) in got.iter().zip(&want).enumerate() {
                                 assert!(
                                     (g - w).abs() <= 1e-5 * (k as f32).sqrt() * (1.0 + w.abs()),
