@@ -33,9 +33,10 @@ fi
 # The training step again as an AVX2-only CPU runs it (on an AVX-512 machine FLASHLM_ISA=avx2
 # swaps in AVX2 GEMM kernels: OpenBLAS's Haswell ones where libopenblas0 is installed, else
 # the gemm crate's capped ones): GEMM kernels against the reference, and the step's loss and
-# gradients against PyTorch and burn; then once more with OpenBLAS left out.
+# gradients against PyTorch and burn; then once more with OpenBLAS left out (--workspace: the
+# same feature set as the build above, so nothing is recompiled).
 echo "== training step under FLASHLM_ISA=avx2"
-FLASHLM_ISA=avx2 OPENBLAS_CORETYPE=Haswell cargo test --release -p flashlm-train --lib --test parity -- fused layers matmul
-FLASHLM_ISA=avx2 FLASHLM_BLAS=off cargo test --release -p flashlm-train --lib --test parity -- fused layers matmul
+FLASHLM_ISA=avx2 OPENBLAS_CORETYPE=Haswell cargo test --workspace --release --lib --test parity -- fused layers matmul
+FLASHLM_ISA=avx2 FLASHLM_BLAS=off cargo test --workspace --release --lib --test parity -- fused layers matmul
 echo "== Python package (bindings/python)"
 ./scripts/test-python.sh
