@@ -72,6 +72,19 @@ feature!(/// AVX-512BW, unless capped.
 feature!(/// AVX-512 VNNI, unless capped.
     avx512vnni, "avx512vnni", Isa::Avx512);
 
+/// The level dispatch runs at: AVX-512 where AVX-512F is there (and not capped), AVX2 where
+/// AVX2 and FMA are, portable code otherwise. The one rule every multi-level choice follows
+/// (`vmath`'s element-wise kernels, the training GEMMs and products).
+pub fn level() -> Isa {
+    if avx512f() {
+        Isa::Avx512
+    } else if avx2() && fma() {
+        Isa::Avx2
+    } else {
+        Isa::Portable
+    }
+}
+
 /// One line for benchmark output: the CPU's model name (Linux) and the features dispatch
 /// uses here.
 pub fn describe() -> String {

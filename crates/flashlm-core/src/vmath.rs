@@ -52,17 +52,12 @@ pub enum Width {
 #[doc(hidden)]
 pub fn width() -> Width {
     static W: OnceLock<Width> = OnceLock::new();
-    *W.get_or_init(|| {
+    *W.get_or_init(|| match crate::cpu::level() {
         #[cfg(target_arch = "x86_64")]
-        {
-            if crate::cpu::avx512f() {
-                return Width::Avx512;
-            }
-            if crate::cpu::avx2() && crate::cpu::fma() {
-                return Width::Avx2;
-            }
-        }
-        Width::Portable
+        crate::cpu::Isa::Avx512 => Width::Avx512,
+        #[cfg(target_arch = "x86_64")]
+        crate::cpu::Isa::Avx2 => Width::Avx2,
+        _ => Width::Portable,
     })
 }
 

@@ -76,7 +76,11 @@ fn gemm_choice() -> &'static (GemmF32, String) {
             use flashlm_core::cpu;
             use std::arch::is_x86_feature_detected as has;
             let picked = if has!("avx512f") { 2 } else { u8::from(has!("fma") && has!("avx2")) };
-            let allowed = if cpu::avx512f() { 2 } else { u8::from(cpu::fma() && cpu::avx2()) };
+            let allowed = match cpu::level() {
+                cpu::Isa::Avx512 => 2,
+                cpu::Isa::Avx2 => 1,
+                cpu::Isa::Portable => 0,
+            };
             let (f, name) = pick_gemm(picked, allowed);
             let wish = blas_wish();
             if wish == BlasWish::Off {

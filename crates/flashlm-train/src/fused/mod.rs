@@ -244,8 +244,7 @@ impl Products {
         static CHOICE: std::sync::OnceLock<Products> = std::sync::OnceLock::new();
         *CHOICE.get_or_init(|| {
             use flashlm_core::cpu;
-            let auto =
-                if cpu::avx2() && cpu::fma() && !cpu::avx512f() { Products::Tables } else { Products::Gemm };
+            let auto = if cpu::level() == cpu::Isa::Avx2 { Products::Tables } else { Products::Gemm };
             match std::env::var("FLASHLM_PRODUCTS").as_deref().map(str::to_ascii_lowercase).as_deref() {
                 Err(_) | Ok("") | Ok("auto") => auto,
                 Ok("gemm") => Products::Gemm,
