@@ -18,8 +18,19 @@ fn level(v: f32, denom: f32) -> f32 {
 /// Codes in {-1, 0, 1} and α (so `code · α` is the quantised weight): what a `.flm` file stores.
 pub fn ternary_codes(w: &[f32]) -> (Vec<i8>, f32) {
     let alpha = ternary_alpha(w);
-    let denom = alpha + QUANT_EPS as f32;
-    (w.iter().map(|&v| level(v, denom) as i8).collect(), alpha)
+    let mut codes = vec![0i8; w.len()];
+    ternary_codes_into(&mut codes, w, alpha + QUANT_EPS as f32);
+    (codes, alpha)
+}
+
+crate::multiversion! {
+    /// out = level(w, denom) as i8 (the rounding vectorises where SSE4.1's `roundps` exists,
+    /// instead of a libm call per weight).
+    fn ternary_codes_into(out: &mut [i8], w: &[f32], denom: f32) {
+        for (o, &v) in out.iter_mut().zip(w) {
+            *o = level(v, denom) as i8;
+        }
+    }
 }
 
 /// The quantised weight as floats, `α · code` (what the training forward pass multiplies by):
@@ -113,6 +124,9 @@ mod tests {
             let want: Vec<f32> = codes.iter().map(|&c| c as f32 * alpha).collect();
             assert_eq!(ternary_values(&w), want, "n = {n}");
             assert!(codes.iter().all(|c| (-1..=1).contains(c)));
+            // The multiversioned pass against the plain per-weight rounding.
+            let plain: Vec<i8> = w.iter().map(|&v| level(v, alpha + QUANT_EPS as f32) as i8).collect();
+            assert_eq!(codes, plain, "n = {n}");
         }
     }
 
