@@ -11,9 +11,13 @@
 //! The sums are exact float sums in a different order than a GEMM's, so results differ from
 //! `layers::mm` by rounding only; [`ternary_mm_reference`] is the plain loop the tests hold it
 //! to. Written as plain Rust over fixed-size arrays and compiled for AVX-512, AVX2 and
-//! portable code (`flashlm_core::multiversion!`).
+//! portable code (`flashlm_core::multiversion!`), except the lane transposes of a full block,
+//! which have hand-written AVX2 versions (`avx2.rs`) beside the portable ones.
 
 use rayon::prelude::*;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 
 /// Rows of x per table vector.
 pub const LANES: usize = 16;
@@ -134,6 +138,7 @@ pub fn ternary_mm(
     }
     assert!(y_rs >= m.p && x_rs >= m.q);
     assert!(y.len() >= (n - 1) * y_rs + m.p && x.len() >= (n - 1) * x_rs + m.q);
+    let simd = flashlm_core::cpu::avx2();
     // Per task: the block's inputs by lane, its tables and its outputs by lane.
     let scratch = || {
         (
@@ -146,10 +151,10 @@ pub fn ternary_mm(
         let r0 = b * LANES;
         let rows = LANES.min(n - r0);
         let x = &x[r0 * x_rs..];
-        gather_lanes(xt, x, x_rs, m.q, rows);
+        gather(simd, xt, x, x_rs, m.q, rows);
         build_tables(tables, xt);
         apply_tables(out, tables, &m.codes, m.p_pad);
-        scatter_lanes(y, y_rs, out, m.p, rows, m.alpha, acc);
+        scatter(simd, y, y_rs, out, m.p, rows, m.alpha, acc);
     };
     // Each task owns LANES whole rows of y (the last block's slice ends at the last row).
     let chunk = LANES * y_rs;
@@ -160,6 +165,39 @@ pub fn ternary_mm(
         let mut s = scratch();
         y.chunks_mut(chunk).enumerate().for_each(|b| block(&mut s, b));
     }
+}
+
+/// [`gather_lanes`] through the AVX2 transposes for a full block when `simd`
+/// (`flashlm_core::cpu::avx2()`).
+fn gather(simd: bool, xt: &mut [Lane], x: &[f32], x_rs: usize, q: usize, rows: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if simd && rows == LANES {
+        // SAFETY: `simd` comes from `cpu::avx2()`, true only where the CPU has AVX2.
+        return unsafe { avx2::gather_lanes(xt, x, x_rs, q) };
+    }
+    let _ = simd;
+    gather_lanes(xt, x, x_rs, q, rows)
+}
+
+/// [`scatter_lanes`] through the AVX2 transposes for a full block when `simd`.
+#[allow(clippy::too_many_arguments)]
+fn scatter(
+    simd: bool,
+    y: &mut [f32],
+    y_rs: usize,
+    out: &[Lane],
+    p: usize,
+    rows: usize,
+    alpha: f32,
+    acc: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if simd && rows == LANES {
+        // SAFETY: `simd` comes from `cpu::avx2()`, true only where the CPU has AVX2.
+        return unsafe { avx2::scatter_lanes(y, y_rs, out, p, alpha, acc) };
+    }
+    let _ = simd;
+    scatter_lanes(y, y_rs, out, p, rows, alpha, acc)
 }
 
 /// a transposed (a LANES x LANES tile).
@@ -348,6 +386,37 @@ mod tests {
             }
         }
         check(70, 33, 41, false, true, 3);
+    }
+
+    /// The AVX2 transposes against the portable ones, bit for bit, on every tail of columns.
+    #[test]
+    fn avx2_transposes_match_the_portable_ones_on_every_tail() {
+        if !flashlm_core::cpu::avx2() {
+            eprintln!("skipped: this CPU (or FLASHLM_ISA) has no AVX2");
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        for q in 1..=53 {
+            let x_rs = q + 3;
+            let x = floats((LANES - 1) * x_rs + q, q as u64);
+            let (mut want, mut got) = (vec![[0.0f32; LANES]; q], vec![[0.0f32; LANES]; q]);
+            gather_lanes(&mut want, &x, x_rs, q, LANES);
+            // SAFETY: the CPU has AVX2 (checked above).
+            unsafe { avx2::gather_lanes(&mut got, &x, x_rs, q) };
+            assert_eq!(want, got, "gather, q {q}");
+            let p = q;
+            let out: Vec<Lane> = (0..p).map(|o| floats(LANES, 100 + o as u64).try_into().unwrap()).collect();
+            let y_rs = p + 2;
+            for acc in [false, true] {
+                let y0 = floats((LANES - 1) * y_rs + p, 7 + p as u64);
+                let (mut want, mut got) = (y0.clone(), y0.clone());
+                scatter_lanes(&mut want, y_rs, &out, p, LANES, 0.37, acc);
+                // SAFETY: as above.
+                unsafe { avx2::scatter_lanes(&mut got, y_rs, &out, p, 0.37, acc) };
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&want), bits(&got), "scatter, p {p}, acc {acc}");
+            }
+        }
     }
 
     #[test]
