@@ -3,6 +3,8 @@
 //! the implementation ([`HeadPath`]: portable, AVX2, AVX-512) and calls the kernels of
 //! [`super::head_x86`] and [`super::head4`]; the plain versions here are their references.
 
+#[cfg(target_arch = "aarch64")]
+use super::head_neon;
 #[cfg(target_arch = "x86_64")]
 use super::head_x86;
 use super::head4::{Int4Embedding, Variant};
@@ -66,11 +68,21 @@ impl Embedding {
         if let Embedding::Int4(e) = self {
             let v = match path {
                 HeadPath::Portable => Variant::Portable,
+                #[cfg(target_arch = "x86_64")]
                 HeadPath::Avx2 => Variant::Avx2,
+                #[cfg(target_arch = "x86_64")]
                 HeadPath::Avx512 if Variant::Avx512Vnni.runs_here() => Variant::Avx512Vnni,
-                HeadPath::Avx512 => Variant::best(),
+                #[cfg(target_arch = "aarch64")]
+                HeadPath::Neon => Variant::Neon,
+                _ => Variant::best(),
             };
             e.logits_with(&h[..d], logits, v);
+            return;
+        }
+        #[cfg(target_arch = "aarch64")]
+        if let (Embedding::F32(w), HeadPath::Neon) = (self, path) {
+            // SAFETY: NEON is part of every aarch64 CPU (the target's baseline).
+            unsafe { head_neon::f32_rows(w, h, d, logits) };
             return;
         }
         #[cfg(target_arch = "x86_64")]
@@ -156,15 +168,19 @@ pub enum HeadPath {
     Avx2,
     /// AVX-512F (BW + VNNI for the int8 and int4 heads when present).
     Avx512,
+    /// aarch64 NEON: the int4 head with `smlal` ([`super::head_neon`]), f32 rows with
+    /// `fmla`; f16 and int8 rows take the portable code.
+    Neon,
 }
 
 impl HeadPath {
-    const ALL: [HeadPath; 3] = [HeadPath::Portable, HeadPath::Avx2, HeadPath::Avx512];
+    const ALL: [HeadPath; 4] = [HeadPath::Portable, HeadPath::Avx2, HeadPath::Avx512, HeadPath::Neon];
 
     /// Whether this CPU runs the path.
     pub fn runs_here(self) -> bool {
         match self {
             HeadPath::Portable => true,
+            HeadPath::Neon => cfg!(target_arch = "aarch64"),
             #[cfg(target_arch = "x86_64")]
             HeadPath::Avx2 => crate::cpu::avx2() && crate::cpu::fma() && crate::cpu::f16c(),
             #[cfg(target_arch = "x86_64")]
@@ -191,6 +207,7 @@ impl HeadPath {
             HeadPath::Portable => "portable",
             HeadPath::Avx2 => "avx2",
             HeadPath::Avx512 => "avx512",
+            HeadPath::Neon => "neon",
         }
     }
 
@@ -204,7 +221,7 @@ impl HeadPath {
         let p = HeadPath::ALL
             .into_iter()
             .find(|p| p.name() == n)
-            .ok_or_else(|| format!("unknown head {name:?} (portable, avx2, avx512, auto)"))?;
+            .ok_or_else(|| format!("unknown head {name:?} (portable, avx2, avx512, neon, auto)"))?;
         if !p.runs_here() {
             let names: Vec<&str> = HeadPath::available().iter().map(|p| p.name()).collect();
             return Err(format!("head {name} does not run on this CPU (available: {})", names.join(", ")));
@@ -331,7 +348,7 @@ mod tests {
     /// row blocks and columns; every path this CPU runs, the others named as skipped.
     #[test]
     fn heads_match_their_references() {
-        for p in [HeadPath::Avx2, HeadPath::Avx512] {
+        for p in [HeadPath::Avx2, HeadPath::Avx512, HeadPath::Neon] {
             if !p.runs_here() {
                 eprintln!("skipped head path {}: not supported by this CPU", p.name());
             }
@@ -395,7 +412,8 @@ mod tests {
     fn head_names() {
         assert_eq!(HeadPath::from_name("portable"), Ok(HeadPath::Portable));
         assert_eq!(HeadPath::from_name("auto"), Ok(HeadPath::best()));
-        assert!(HeadPath::from_name("neon").is_err());
+        assert!(HeadPath::from_name("neon9").is_err());
+        assert_eq!(HeadPath::from_name("neon").is_ok(), cfg!(target_arch = "aarch64"));
         for p in HeadPath::available() {
             assert_eq!(HeadPath::from_name(p.name()), Ok(p));
         }

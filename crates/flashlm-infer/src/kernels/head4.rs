@@ -114,6 +114,9 @@ impl Int4Embedding {
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
             Variant::Avx512Vnni => unsafe { x86::logits_vnni(self, &x, logits) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: NEON is part of every aarch64 CPU (the target's baseline).
+            Variant::Neon => unsafe { super::head_neon::int4_logits(self, &x, logits) },
         }
     }
 }
@@ -131,6 +134,9 @@ pub enum Variant {
     /// AVX-512 BW + VNNI: `vpdpbusd`, 16 rows per register.
     #[cfg(target_arch = "x86_64")]
     Avx512Vnni,
+    /// aarch64 NEON: `smlal`, 4 rows per register ([`super::head_neon::int4_logits`]).
+    #[cfg(target_arch = "aarch64")]
+    Neon,
 }
 
 impl Variant {
@@ -142,6 +148,8 @@ impl Variant {
         Variant::Avx2,
         #[cfg(target_arch = "x86_64")]
         Variant::Avx512Vnni,
+        #[cfg(target_arch = "aarch64")]
+        Variant::Neon,
     ];
 
     /// Whether this CPU runs it (feature detection is cached by std; nothing allocates).
@@ -152,6 +160,8 @@ impl Variant {
             Variant::Avx2 => crate::cpu::avx2() && crate::cpu::f16c(),
             #[cfg(target_arch = "x86_64")]
             Variant::Avx512Vnni => crate::cpu::avx512bw() && crate::cpu::avx512vnni(),
+            #[cfg(target_arch = "aarch64")]
+            Variant::Neon => true,
         }
     }
 

@@ -185,10 +185,16 @@ pub enum Kernel {
     Avx512,
     /// [`Kernel::Avx2I8`] with 512-bit registers (AVX-512 F + BW): two steps per register.
     Avx512I8,
+    /// aarch64 NEON, f32 activations (exact): subset sums of three inputs looked up per row
+    /// with `vqtbl2q_u8` ([`aarch64_neon::sums_neon_exact`]).
+    Neon,
+    /// aarch64 NEON on inputs rounded to 6 bits: [`Kernel::Avx2I6`]'s tables and integer
+    /// sums with `vqtbl1q_u8` ([`aarch64_neon`]); the default on aarch64.
+    NeonI6,
 }
 
 /// Every kernel, in the order [`Kernel::available`] lists them.
-const ALL: [Kernel; 8] = [
+const ALL: [Kernel; 10] = [
     Kernel::Scalar,
     Kernel::Portable,
     Kernel::PortableI6,
@@ -197,6 +203,8 @@ const ALL: [Kernel; 8] = [
     Kernel::Avx2I6,
     Kernel::Avx512,
     Kernel::Avx512I8,
+    Kernel::Neon,
+    Kernel::NeonI6,
 ];
 
 impl Kernel {
@@ -210,6 +218,8 @@ impl Kernel {
             Kernel::Avx512 => crate::cpu::avx512f(),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512I8 => crate::cpu::avx512f() && crate::cpu::avx512bw(),
+            // NEON is part of every aarch64 CPU.
+            Kernel::Neon | Kernel::NeonI6 => cfg!(target_arch = "aarch64"),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -222,6 +232,7 @@ impl Kernel {
             Kernel::Avx2 | Kernel::Avx2I8 | Kernel::Avx2I6 => Some("AVX2 (or FLASHLM_ISA caps it)"),
             Kernel::Avx512 => Some("AVX-512F (or FLASHLM_ISA caps it)"),
             Kernel::Avx512I8 => Some("AVX-512 F + BW (or FLASHLM_ISA caps it)"),
+            Kernel::Neon | Kernel::NeonI6 => Some("NEON (an aarch64 CPU)"),
             Kernel::Scalar | Kernel::Portable | Kernel::PortableI6 => None,
         }
     }
@@ -247,8 +258,8 @@ impl Kernel {
     pub fn input_levels(self) -> Option<i8> {
         match self {
             Kernel::Avx2I8 | Kernel::Avx512I8 | Kernel::Portable => Some(127),
-            Kernel::Avx2I6 | Kernel::PortableI6 => Some(lut8::LEVELS6),
-            Kernel::Scalar | Kernel::Avx2 | Kernel::Avx512 => None,
+            Kernel::Avx2I6 | Kernel::PortableI6 | Kernel::NeonI6 => Some(lut8::LEVELS6),
+            Kernel::Scalar | Kernel::Avx2 | Kernel::Avx512 | Kernel::Neon => None,
         }
     }
 
@@ -263,12 +274,12 @@ impl Kernel {
     /// same text on every CPU); on the bundled model they cost 0.0017 BPC against the exact
     /// kernels (`docs/PERFORMANCE.md`; the int8 kernels cost 0.0001).
     pub fn detect() -> Kernel {
-        if Kernel::Avx2I6.runs_here() { Kernel::Avx2I6 } else { Kernel::PortableI6 }
+        [Kernel::Avx2I6, Kernel::NeonI6].into_iter().find(|k| k.runs_here()).unwrap_or(Kernel::PortableI6)
     }
 
     /// The fastest exact kernel this CPU runs (`avx512`, `avx2` or `scalar`).
     pub fn detect_exact() -> Kernel {
-        [Kernel::Avx512, Kernel::Avx2].into_iter().find(|k| k.runs_here()).unwrap_or(Kernel::Scalar)
+        [Kernel::Avx512, Kernel::Avx2, Kernel::Neon].into_iter().find(|k| k.runs_here()).unwrap_or(Kernel::Scalar)
     }
 
     /// Kernel by name (`scalar`, `avx2`, `avx2-i8`, `avx512`, ..., `auto`, `exact`); errors
@@ -310,6 +321,8 @@ impl Kernel {
             Kernel::Avx2I6 => "avx2-i6",
             Kernel::Avx512 => "avx512",
             Kernel::Avx512I8 => "avx512-i8",
+            Kernel::Neon => "neon",
+            Kernel::NeonI6 => "neon-i6",
         }
     }
 
@@ -343,6 +356,11 @@ impl Kernel {
                 });
             }
             Kernel::Portable | Kernel::PortableI6 => unreachable!("handled above"),
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => aarch64_neon::TABLES8.with_borrow_mut(|t| {
+                // SAFETY: NEON is part of every aarch64 CPU (the target's baseline).
+                unsafe { aarch64_neon::sums_neon_exact(m, x, y, t) }
+            }),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2I8 | Kernel::Avx2I6 | Kernel::Avx512I8 => unreachable!("handled above"),
             #[cfg(target_arch = "x86_64")]
@@ -356,8 +374,12 @@ impl Kernel {
                     }
                 });
             }
+            #[cfg(target_arch = "aarch64")]
+            Kernel::NeonI6 => unreachable!("handled above"),
+            #[cfg(not(target_arch = "aarch64"))]
+            Kernel::Neon | Kernel::NeonI6 => panic!("kernel {} does not run on this CPU", self.name()),
             #[cfg(not(target_arch = "x86_64"))]
-            _ => sums_scalar(m, x, y),
+            _ => panic!("kernel {} does not run on this CPU", self.name()),
         }
         scale_rows(&mut y[..m.rows], m.alpha);
     }
@@ -401,6 +423,10 @@ impl Kernel {
         assert_eq!(xs.len(), ys.len(), "one output per input");
         assert!(xs.iter().all(|x| x.len() >= m.padded_cols()), "input shorter than the padded row");
         assert!(ys.iter().all(|y| y.len() >= m.rows), "output shorter than the rows");
+        #[cfg(target_arch = "aarch64")]
+        if self == Kernel::NeonI6 {
+            return aarch64_neon::matmul_i6(m, xs, ys);
+        }
         #[cfg(target_arch = "x86_64")]
         match self {
             Kernel::Avx2I8 => return i8x86::matmul::<lut8::StepTable>(m, xs, ys),
@@ -441,20 +467,21 @@ impl Kernel {
 }
 
 impl Kernel {
-    /// Run an x86 int8 table kernel on matrices that share the input (tables built once);
-    /// false for every other kernel. The caller has checked the lengths.
+    /// Run an int8 / 6-bit table kernel (x86 or NEON) on matrices that share the input
+    /// (tables built once); false for every other kernel. The caller has checked the lengths.
     fn int8_matvecs(self, ms: &[&TernaryPlanes], x: &[f32], ys: &mut [&mut [f32]]) -> bool {
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (ms, x, ys);
-        match self {
+        let run: fn(&[&TernaryPlanes], &[f32], &mut [&mut [f32]]) = match self {
+            #[cfg(target_arch = "aarch64")]
+            Kernel::NeonI6 => aarch64_neon::matvecs_i6,
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2I8 => i8x86::matvecs::<lut8::StepTable>(ms, x, ys),
+            Kernel::Avx2I8 => i8x86::matvecs::<lut8::StepTable>,
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2I6 => i8x86::matvecs::<lut8::StepTable6>(ms, x, ys),
+            Kernel::Avx2I6 => i8x86::matvecs::<lut8::StepTable6>,
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512I8 => i8x86::matvecs::<x86_avx512::PairTable>(ms, x, ys),
+            Kernel::Avx512I8 => i8x86::matvecs::<x86_avx512::PairTable>,
             _ => return false,
-        }
+        };
+        run(ms, x, ys);
         true
     }
 }
@@ -469,8 +496,12 @@ fn scale_rows(y: &mut [f32], alpha: f32) {
 
 pub use scalar::sums_scalar;
 
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64_neon;
 pub mod head;
 pub mod head4;
+#[cfg(target_arch = "aarch64")]
+pub mod head_neon;
 #[cfg(target_arch = "x86_64")]
 pub mod head_x86;
 pub mod lut8;
