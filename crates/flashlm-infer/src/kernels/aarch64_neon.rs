@@ -287,7 +287,10 @@ pub fn sums_neon_exact(m: &TernaryPlanes, x: &[f32], y: &mut [f32], tables: &mut
             for (b, t) in t4.iter().enumerate() {
                 // SAFETY: t holds eight f32 (32 bytes).
                 let tab = unsafe {
-                    uint8x16x2_t(vld1q_u8(t.as_ptr() as *const u8), vld1q_u8((t.as_ptr() as *const u8).add(16)))
+                    uint8x16x2_t(
+                        vld1q_u8(t.as_ptr() as *const u8),
+                        vld1q_u8((t.as_ptr() as *const u8).add(16)),
+                    )
                 };
                 for h in 0..2 {
                     let c = vqtbl2q_u8(codes, spreads[h][b]);
@@ -411,7 +414,8 @@ mod tests {
         let mut next = rng(3);
         for n in (0..=300).chain([1024, 4099]) {
             for kind in 0..4 {
-                let mut x: Vec<f32> = (0..n).map(|_| (next() % 2_000_001) as f32 / 1_000_000.0 - 1.0).collect();
+                let mut x: Vec<f32> =
+                    (0..n).map(|_| (next() % 2_000_001) as f32 / 1_000_000.0 - 1.0).collect();
                 match kind {
                     1 => x.iter_mut().for_each(|v| *v = 0.0),
                     2 if n > 0 => x[n / 2] = f32::NAN,

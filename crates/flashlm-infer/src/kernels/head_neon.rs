@@ -43,16 +43,17 @@ pub fn int4_logits(e: &Int4Embedding, x: &QuantizedVector, logits: &mut [f32]) {
     assert_eq!(e.blocked.len(), e.rows.div_ceil(ROWS) * per_block);
     assert_eq!(e.blocked_scales.len(), e.rows.div_ceil(ROWS) * groups * ROWS);
     // Per group and chunk: columns 0..4 and 4..8 of the chunk, each broadcast to 4 rows.
-    let xv: Vec<[int8x16_t; 2 * CHUNKS]> = x
-        .q
-        .chunks_exact(INT4_GROUP)
-        .map(|q| {
-            std::array::from_fn(|k| {
-                let c = &q[4 * k..4 * k + 4];
-                vreinterpretq_s8_u32(vdupq_n_u32(u32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8])))
+    let xv: Vec<[int8x16_t; 2 * CHUNKS]> =
+        x.q.chunks_exact(INT4_GROUP)
+            .map(|q| {
+                std::array::from_fn(|k| {
+                    let c = &q[4 * k..4 * k + 4];
+                    vreinterpretq_s8_u32(vdupq_n_u32(u32::from_le_bytes([
+                        c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8,
+                    ])))
+                })
             })
-        })
-        .collect();
+            .collect();
     let low = vdupq_n_u8(0x0F);
     let blocks = e.blocked.chunks_exact(per_block).zip(e.blocked_scales.chunks_exact(groups * ROWS));
     for ((block, scales), dst) in blocks.zip(logits.chunks_mut(ROWS)) {
@@ -105,7 +106,9 @@ pub fn f32_rows(w: &[f32], h: &[f32], d: usize, logits: &mut [f32]) {
         for (r, x) in (&mut rc).zip(&mut hc) {
             for (j, a) in acc.iter_mut().enumerate() {
                 // SAFETY: r and x hold 16 f32; 4j + 4 <= 16.
-                *a = unsafe { vfmaq_f32(*a, vld1q_f32(r.as_ptr().add(4 * j)), vld1q_f32(x.as_ptr().add(4 * j))) };
+                *a = unsafe {
+                    vfmaq_f32(*a, vld1q_f32(r.as_ptr().add(4 * j)), vld1q_f32(x.as_ptr().add(4 * j)))
+                };
             }
         }
         let mut s = vaddvq_f32(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3])));

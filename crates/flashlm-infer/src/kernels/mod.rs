@@ -279,7 +279,10 @@ impl Kernel {
 
     /// The fastest exact kernel this CPU runs (`avx512`, `avx2` or `scalar`).
     pub fn detect_exact() -> Kernel {
-        [Kernel::Avx512, Kernel::Avx2, Kernel::Neon].into_iter().find(|k| k.runs_here()).unwrap_or(Kernel::Scalar)
+        [Kernel::Avx512, Kernel::Avx2, Kernel::Neon]
+            .into_iter()
+            .find(|k| k.runs_here())
+            .unwrap_or(Kernel::Scalar)
     }
 
     /// Kernel by name (`scalar`, `avx2`, `avx2-i8`, `avx512`, ..., `auto`, `exact`); errors
