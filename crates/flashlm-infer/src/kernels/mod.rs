@@ -191,10 +191,13 @@ pub enum Kernel {
     /// aarch64 NEON on inputs rounded to 6 bits: [`Kernel::Avx2I6`]'s tables and integer
     /// sums with `vqtbl1q_u8` ([`aarch64_neon`]); the default on aarch64.
     NeonI6,
+    /// WebAssembly SIMD128 (a build with `+simd128`) on inputs rounded to 6 bits: the same
+    /// tables and integer sums with `i8x16.swizzle` ([`wasm_simd128`]); the default there.
+    Simd128I6,
 }
 
 /// Every kernel, in the order [`Kernel::available`] lists them.
-const ALL: [Kernel; 10] = [
+const ALL: [Kernel; 11] = [
     Kernel::Scalar,
     Kernel::Portable,
     Kernel::PortableI6,
@@ -205,6 +208,7 @@ const ALL: [Kernel; 10] = [
     Kernel::Avx512I8,
     Kernel::Neon,
     Kernel::NeonI6,
+    Kernel::Simd128I6,
 ];
 
 impl Kernel {
@@ -220,6 +224,8 @@ impl Kernel {
             Kernel::Avx512I8 => crate::cpu::avx512f() && crate::cpu::avx512bw(),
             // NEON is part of every aarch64 CPU.
             Kernel::Neon | Kernel::NeonI6 => cfg!(target_arch = "aarch64"),
+            // WebAssembly has no run-time detection: SIMD128 is on when the build enables it.
+            Kernel::Simd128I6 => cfg!(all(target_arch = "wasm32", target_feature = "simd128")),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -233,6 +239,7 @@ impl Kernel {
             Kernel::Avx512 => Some("AVX-512F (or FLASHLM_ISA caps it)"),
             Kernel::Avx512I8 => Some("AVX-512 F + BW (or FLASHLM_ISA caps it)"),
             Kernel::Neon | Kernel::NeonI6 => Some("NEON (an aarch64 CPU)"),
+            Kernel::Simd128I6 => Some("WebAssembly SIMD128 (a wasm32 build with +simd128)"),
             Kernel::Scalar | Kernel::Portable | Kernel::PortableI6 => None,
         }
     }
@@ -258,7 +265,7 @@ impl Kernel {
     pub fn input_levels(self) -> Option<i8> {
         match self {
             Kernel::Avx2I8 | Kernel::Avx512I8 | Kernel::Portable => Some(127),
-            Kernel::Avx2I6 | Kernel::PortableI6 | Kernel::NeonI6 => Some(lut8::LEVELS6),
+            Kernel::Avx2I6 | Kernel::PortableI6 | Kernel::NeonI6 | Kernel::Simd128I6 => Some(lut8::LEVELS6),
             Kernel::Scalar | Kernel::Avx2 | Kernel::Avx512 | Kernel::Neon => None,
         }
     }
@@ -274,7 +281,10 @@ impl Kernel {
     /// same text on every CPU); on the bundled model they cost 0.0017 BPC against the exact
     /// kernels (`docs/PERFORMANCE.md`; the int8 kernels cost 0.0001).
     pub fn detect() -> Kernel {
-        [Kernel::Avx2I6, Kernel::NeonI6].into_iter().find(|k| k.runs_here()).unwrap_or(Kernel::PortableI6)
+        [Kernel::Avx2I6, Kernel::NeonI6, Kernel::Simd128I6]
+            .into_iter()
+            .find(|k| k.runs_here())
+            .unwrap_or(Kernel::PortableI6)
     }
 
     /// The fastest exact kernel this CPU runs (`avx512`, `avx2` or `scalar`).
@@ -326,6 +336,7 @@ impl Kernel {
             Kernel::Avx512I8 => "avx512-i8",
             Kernel::Neon => "neon",
             Kernel::NeonI6 => "neon-i6",
+            Kernel::Simd128I6 => "simd128-i6",
         }
     }
 
@@ -379,8 +390,12 @@ impl Kernel {
             }
             #[cfg(target_arch = "aarch64")]
             Kernel::NeonI6 => unreachable!("handled above"),
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Kernel::Simd128I6 => unreachable!("handled above"),
             #[cfg(not(target_arch = "aarch64"))]
             Kernel::Neon | Kernel::NeonI6 => panic!("kernel {} does not run on this CPU", self.name()),
+            #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+            Kernel::Simd128I6 => panic!("kernel {} does not run on this CPU", self.name()),
             #[cfg(not(target_arch = "x86_64"))]
             _ => panic!("kernel {} does not run on this CPU", self.name()),
         }
@@ -430,6 +445,10 @@ impl Kernel {
         if self == Kernel::NeonI6 {
             return aarch64_neon::matmul_i6(m, xs, ys);
         }
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        if self == Kernel::Simd128I6 {
+            return wasm_simd128::matmul_i6(m, xs, ys);
+        }
         #[cfg(target_arch = "x86_64")]
         match self {
             Kernel::Avx2I8 => return i8x86::matmul::<lut8::StepTable>(m, xs, ys),
@@ -473,17 +492,21 @@ impl Kernel {
     /// Run an int8 / 6-bit table kernel (x86 or NEON) on matrices that share the input
     /// (tables built once); false for every other kernel. The caller has checked the lengths.
     fn int8_matvecs(self, ms: &[&TernaryPlanes], x: &[f32], ys: &mut [&mut [f32]]) -> bool {
-        let run: fn(&[&TernaryPlanes], &[f32], &mut [&mut [f32]]) = match self {
+        type Run = fn(&[&TernaryPlanes], &[f32], &mut [&mut [f32]]);
+        let run: Option<Run> = match self {
             #[cfg(target_arch = "aarch64")]
-            Kernel::NeonI6 => aarch64_neon::matvecs_i6,
+            Kernel::NeonI6 => Some(aarch64_neon::matvecs_i6),
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Kernel::Simd128I6 => Some(wasm_simd128::matvecs_i6),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2I8 => i8x86::matvecs::<lut8::StepTable>,
+            Kernel::Avx2I8 => Some(i8x86::matvecs::<lut8::StepTable>),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2I6 => i8x86::matvecs::<lut8::StepTable6>,
+            Kernel::Avx2I6 => Some(i8x86::matvecs::<lut8::StepTable6>),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512I8 => i8x86::matvecs::<x86_avx512::PairTable>,
-            _ => return false,
+            Kernel::Avx512I8 => Some(i8x86::matvecs::<x86_avx512::PairTable>),
+            _ => None,
         };
+        let Some(run) = run else { return false };
         run(ms, x, ys);
         true
     }
@@ -510,6 +533,8 @@ pub mod head_x86;
 pub mod lut8;
 pub mod portable;
 pub mod scalar;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub mod wasm_simd128;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
