@@ -74,6 +74,8 @@ impl Embedding {
                 HeadPath::Avx512 if Variant::Avx512Vnni.runs_here() => Variant::Avx512Vnni,
                 #[cfg(target_arch = "aarch64")]
                 HeadPath::Neon => Variant::Neon,
+                #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+                HeadPath::Simd128 => Variant::Simd128,
                 _ => Variant::best(),
             };
             e.logits_with(&h[..d], logits, v);
@@ -171,16 +173,21 @@ pub enum HeadPath {
     /// aarch64 NEON: the int4 head with `smlal` ([`super::head_neon`]), f32 rows with
     /// `fmla`; f16 and int8 rows take the portable code.
     Neon,
+    /// WebAssembly SIMD128 (a `+simd128` build): the int4 head with `i16x8.extmul`
+    /// ([`super::head_simd128`]); f32, f16 and int8 rows take the portable code.
+    Simd128,
 }
 
 impl HeadPath {
-    const ALL: [HeadPath; 4] = [HeadPath::Portable, HeadPath::Avx2, HeadPath::Avx512, HeadPath::Neon];
+    const ALL: [HeadPath; 5] =
+        [HeadPath::Portable, HeadPath::Avx2, HeadPath::Avx512, HeadPath::Neon, HeadPath::Simd128];
 
     /// Whether this CPU runs the path.
     pub fn runs_here(self) -> bool {
         match self {
             HeadPath::Portable => true,
             HeadPath::Neon => cfg!(target_arch = "aarch64"),
+            HeadPath::Simd128 => cfg!(all(target_arch = "wasm32", target_feature = "simd128")),
             #[cfg(target_arch = "x86_64")]
             HeadPath::Avx2 => crate::cpu::avx2() && crate::cpu::fma() && crate::cpu::f16c(),
             #[cfg(target_arch = "x86_64")]
@@ -208,6 +215,7 @@ impl HeadPath {
             HeadPath::Avx2 => "avx2",
             HeadPath::Avx512 => "avx512",
             HeadPath::Neon => "neon",
+            HeadPath::Simd128 => "simd128",
         }
     }
 
@@ -221,7 +229,7 @@ impl HeadPath {
         let p = HeadPath::ALL
             .into_iter()
             .find(|p| p.name() == n)
-            .ok_or_else(|| format!("unknown head {name:?} (portable, avx2, avx512, neon, auto)"))?;
+            .ok_or_else(|| format!("unknown head {name:?} (portable, avx2, avx512, neon, simd128, auto)"))?;
         if !p.runs_here() {
             let names: Vec<&str> = HeadPath::available().iter().map(|p| p.name()).collect();
             return Err(format!("head {name} does not run on this CPU (available: {})", names.join(", ")));
@@ -348,7 +356,7 @@ mod tests {
     /// row blocks and columns; every path this CPU runs, the others named as skipped.
     #[test]
     fn heads_match_their_references() {
-        for p in [HeadPath::Avx2, HeadPath::Avx512, HeadPath::Neon] {
+        for p in [HeadPath::Avx2, HeadPath::Avx512, HeadPath::Neon, HeadPath::Simd128] {
             if !p.runs_here() {
                 eprintln!("skipped head path {}: not supported by this CPU", p.name());
             }

@@ -117,6 +117,8 @@ impl Int4Embedding {
             #[cfg(target_arch = "aarch64")]
             // SAFETY: NEON is part of every aarch64 CPU (the target's baseline).
             Variant::Neon => unsafe { super::head_neon::int4_logits(self, &x, logits) },
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Variant::Simd128 => super::head_simd128::int4_logits(self, &x, logits),
         }
     }
 }
@@ -137,6 +139,10 @@ pub enum Variant {
     /// aarch64 NEON: `smlal`, 4 rows per register ([`super::head_neon::int4_logits`]).
     #[cfg(target_arch = "aarch64")]
     Neon,
+    /// WebAssembly SIMD128: `i16x8.extmul`, 4 rows per register
+    /// ([`super::head_simd128::int4_logits`]).
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    Simd128,
 }
 
 impl Variant {
@@ -150,6 +156,8 @@ impl Variant {
         Variant::Avx512Vnni,
         #[cfg(target_arch = "aarch64")]
         Variant::Neon,
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        Variant::Simd128,
     ];
 
     /// Whether this CPU runs it (feature detection is cached by std; nothing allocates).
@@ -162,6 +170,8 @@ impl Variant {
             Variant::Avx512Vnni => crate::cpu::avx512bw() && crate::cpu::avx512vnni(),
             #[cfg(target_arch = "aarch64")]
             Variant::Neon => true,
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Variant::Simd128 => true,
         }
     }
 

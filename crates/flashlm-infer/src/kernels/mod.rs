@@ -528,6 +528,8 @@ pub mod head;
 pub mod head4;
 #[cfg(target_arch = "aarch64")]
 pub mod head_neon;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub mod head_simd128;
 #[cfg(target_arch = "x86_64")]
 pub mod head_x86;
 pub mod lut8;
