@@ -41,14 +41,15 @@ struct Common {
     /// (models/flashlm-small.flm, compiled into this binary).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Ternary kernel: auto (avx2-i6 with AVX2, else portable-i6: 6-bit activations, the
-    /// same integer sums), exact (the fastest f32-activation kernel), scalar, portable,
-    /// portable-i6, avx2, avx2-i8, avx2-i6, avx512, avx512-i8 (`-i8`, `portable`: int8
+    /// Ternary kernel: auto (avx2-i6 with AVX2, neon-i6 on aarch64, simd128-i6 in a SIMD128
+    /// WebAssembly build, else portable-i6: 6-bit activations, the same integer sums), exact
+    /// (the fastest f32-activation kernel), scalar, portable, portable-i6, avx2, avx2-i8,
+    /// avx2-i6, avx512, avx512-i8, neon, neon-i6, simd128-i6 (`-i8`, `portable`: int8
     /// activations).
     #[arg(long, env = "FLASHLM_KERNEL", default_value = "auto")]
     kernel: String,
     /// Output head: auto (the fastest here; portable with --kernel scalar), portable, avx2,
-    /// avx512.
+    /// avx512, neon, simd128.
     #[arg(long, env = "FLASHLM_HEAD", default_value = "auto")]
     head: String,
     /// Threads: the prompt is processed in batches split across them (new tokens are
