@@ -148,7 +148,8 @@ mod config_tests {
             c.validate().unwrap_err()
         };
         assert!(bad(|c| c.dim = 0).contains("dim must be positive"));
-        assert!(bad(|c| c.dim = 1 << 40).contains("dim"));
+        assert!(bad(|c| c.dim = usize::MAX).contains("dim"));
+        assert!(bad(|c| c.dim = crate::limits::shape::MAX_DIM + 1).contains("dim"));
         assert!(bad(|c| c.vocab_size = 70_000).contains("vocab_size 70000 exceeds 65536"));
         assert!(bad(|c| c.seq_len = usize::MAX).contains("seq_len"));
         // Each size within its bound, the product not.

@@ -174,6 +174,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(target_os = "wasi", ignore = "WASI has no temp_dir (tempfile); runs natively and on aarch64")]
     fn failed_write_keeps_old_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.json");
@@ -219,6 +220,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(target_os = "wasi", ignore = "WASI has no temp_dir (tempfile); runs natively and on aarch64")]
     fn keeping_rotates_previous_versions() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("latest.ckpt");
@@ -238,6 +240,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(target_os = "wasi", ignore = "WASI has no temp_dir (tempfile); runs natively and on aarch64")]
     fn stale_temps_of_dead_processes_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         // PIDs above the kernel's maximum (4194304) never exist.

@@ -109,18 +109,25 @@ pub fn score_story(model: &Model, text: &str, protocol: Protocol) -> (f64, u64, 
 pub fn evaluate(model: &Model, stories: &[&str], protocol: Protocol, threads: usize) -> EvalResult {
     let threads = threads.max(1).min(stories.len().max(1));
     let mut per: Vec<(f64, u64, u64)> = vec![(0.0, 0, 0); stories.len()];
-    std::thread::scope(|s| {
-        for (chunk_out, chunk_in) in per
-            .chunks_mut(stories.len().div_ceil(threads).max(1))
-            .zip(stories.chunks(stories.len().div_ceil(threads).max(1)))
-        {
-            s.spawn(move || {
-                for (o, text) in chunk_out.iter_mut().zip(chunk_in) {
-                    *o = score_story(model, text, protocol);
-                }
-            });
+    if threads == 1 {
+        // On the calling thread: no spawn (WebAssembly and WASI have no threads).
+        for (o, text) in per.iter_mut().zip(stories) {
+            *o = score_story(model, text, protocol);
         }
-    });
+    } else {
+        std::thread::scope(|s| {
+            for (chunk_out, chunk_in) in per
+                .chunks_mut(stories.len().div_ceil(threads).max(1))
+                .zip(stories.chunks(stories.len().div_ceil(threads).max(1)))
+            {
+                s.spawn(move || {
+                    for (o, text) in chunk_out.iter_mut().zip(chunk_in) {
+                        *o = score_story(model, text, protocol);
+                    }
+                });
+            }
+        });
+    }
     let mut r = EvalResult { stories: 0, tokens: 0, chars: 0, nll: 0.0 };
     for (nll, n, c) in per {
         if n > 0 {

@@ -70,6 +70,10 @@ fn validation_stories() -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(
+    target_os = "wasi",
+    ignore = "WASI has no threads (2 evaluation threads); scripts/test-cross.sh compares the wasm build's BPC with the native one's"
+)]
 fn bundled_model_scores_the_bpc_in_its_card() {
     let stories = validation_stories();
     let m = Model::from_bytes(bundled::BYTES, Kernel::detect_exact()).unwrap();
@@ -101,6 +105,10 @@ fn every_int8_kernel_stays_within_0_003_bpc_of_the_card() {
 }
 
 #[test]
+#[cfg_attr(
+    target_os = "wasi",
+    ignore = "WASI cannot start processes; scripts/test-cross.sh compares the wasm build's text with the native one's"
+)]
 fn default_command_writes_the_cards_sample() {
     let card = card();
     let block = card.split("<!-- sample seed=1 -->").nth(1).expect("sample marker in the card");

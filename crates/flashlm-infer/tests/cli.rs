@@ -17,6 +17,7 @@ fn run(args: &[&str]) -> (bool, String, String) {
 }
 
 #[test]
+#[cfg_attr(target_os = "wasi", ignore = "WASI cannot start processes; runs natively and on aarch64")]
 fn generates_deterministically_and_reports_speed() {
     let m = model();
     let m = m.to_str().unwrap();
@@ -40,6 +41,7 @@ fn generates_deterministically_and_reports_speed() {
 }
 
 #[test]
+#[cfg_attr(target_os = "wasi", ignore = "WASI cannot start processes; runs natively and on aarch64")]
 fn bad_input_gives_a_clear_error() {
     let m = model();
     let m = m.to_str().unwrap();
@@ -64,6 +66,7 @@ fn bad_input_gives_a_clear_error() {
 }
 
 #[test]
+#[cfg_attr(target_os = "wasi", ignore = "WASI cannot start processes; runs natively and on aarch64")]
 fn eval_prints_bpc_for_both_protocols() {
     let dir = tempfile_dir();
     let data = dir.join("stories.txt");
@@ -103,6 +106,7 @@ fn tempfile_dir() -> PathBuf {
 /// `FLASHLM_ISA` caps what dispatch picks: an AVX-512 machine runs the AVX2-only choices,
 /// and any machine the portable ones; `--kernel` / `--head` names are checked against it.
 #[test]
+#[cfg_attr(target_os = "wasi", ignore = "WASI cannot start processes; runs natively and on aarch64")]
 fn isa_cap_changes_the_defaults() {
     let m = model();
     let m = m.to_str().unwrap();

@@ -255,6 +255,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(target_os = "wasi", ignore = "WASI has no temp_dir (tempfile); runs natively and on aarch64")]
     fn binary_and_unknown_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("x.txt");
@@ -271,6 +272,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(target_os = "wasi", ignore = "WASI has no temp_dir (tempfile); runs natively and on aarch64")]
     fn zst_and_plain_give_same_stories() {
         let dir = tempfile::tempdir().unwrap();
         let text = b"First story.\n<|endoftext|>\nSecond one.\n<|endoftext|>\n";
