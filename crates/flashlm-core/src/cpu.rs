@@ -72,6 +72,17 @@ feature!(/// AVX-512BW, unless capped.
 feature!(/// AVX-512 VNNI, unless capped.
     avx512vnni, "avx512vnni", Isa::Avx512);
 
+/// NEON, part of every aarch64 CPU, unless `FLASHLM_ISA=portable` caps it (false elsewhere).
+pub fn neon() -> bool {
+    cfg!(target_arch = "aarch64") && cap() > Isa::Portable
+}
+
+/// WebAssembly SIMD128, on in a wasm32 build with `+simd128` (WebAssembly has no run-time
+/// detection), unless `FLASHLM_ISA=portable` caps it (false elsewhere).
+pub fn simd128() -> bool {
+    cfg!(all(target_arch = "wasm32", target_feature = "simd128")) && cap() > Isa::Portable
+}
+
 /// The level dispatch runs at: AVX-512 where AVX-512F is there (and not capped), AVX2 where
 /// AVX2 and FMA are, portable code otherwise. The one rule every multi-level choice follows
 /// (`vmath`'s element-wise kernels, the training GEMMs and products).

@@ -52,7 +52,7 @@ fn bad_input_gives_a_clear_error() {
         (vec!["--model", m, "--prompt", ""], "empty"),
         (vec!["--model", m, "--prompt", "hi", "--max-tokens", "0"], "max-tokens"),
         (vec!["--model", m, "--prompt", "qqqqqqqqqqqq"], "vocabulary"),
-        (vec!["--model", m, "--prompt", "hi", "--kernel", "neon"], "unknown kernel"),
+        (vec!["--model", m, "--prompt", "hi", "--kernel", "neon9"], "unknown kernel"),
         (vec!["--model", m, "--prompt", "hi", "--top-p", "0"], "top-p"),
         (vec!["--model", m], "prompt"),
         (vec!["eval", "--model", m, "--data", "/nonexistent.txt"], "nonexistent"),

@@ -186,8 +186,8 @@ impl HeadPath {
     pub fn runs_here(self) -> bool {
         match self {
             HeadPath::Portable => true,
-            HeadPath::Neon => cfg!(target_arch = "aarch64"),
-            HeadPath::Simd128 => cfg!(all(target_arch = "wasm32", target_feature = "simd128")),
+            HeadPath::Neon => crate::cpu::neon(),
+            HeadPath::Simd128 => crate::cpu::simd128(),
             #[cfg(target_arch = "x86_64")]
             HeadPath::Avx2 => crate::cpu::avx2() && crate::cpu::fma() && crate::cpu::f16c(),
             #[cfg(target_arch = "x86_64")]
@@ -421,7 +421,7 @@ mod tests {
         assert_eq!(HeadPath::from_name("portable"), Ok(HeadPath::Portable));
         assert_eq!(HeadPath::from_name("auto"), Ok(HeadPath::best()));
         assert!(HeadPath::from_name("neon9").is_err());
-        assert_eq!(HeadPath::from_name("neon").is_ok(), cfg!(target_arch = "aarch64"));
+        assert_eq!(HeadPath::from_name("neon").is_ok(), crate::cpu::neon());
         for p in HeadPath::available() {
             assert_eq!(HeadPath::from_name(p.name()), Ok(p));
         }

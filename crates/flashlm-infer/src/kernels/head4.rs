@@ -169,9 +169,9 @@ impl Variant {
             #[cfg(target_arch = "x86_64")]
             Variant::Avx512Vnni => crate::cpu::avx512bw() && crate::cpu::avx512vnni(),
             #[cfg(target_arch = "aarch64")]
-            Variant::Neon => true,
+            Variant::Neon => crate::cpu::neon(),
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-            Variant::Simd128 => true,
+            Variant::Simd128 => crate::cpu::simd128(),
         }
     }
 

@@ -223,9 +223,9 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512I8 => crate::cpu::avx512f() && crate::cpu::avx512bw(),
             // NEON is part of every aarch64 CPU.
-            Kernel::Neon | Kernel::NeonI6 => cfg!(target_arch = "aarch64"),
+            Kernel::Neon | Kernel::NeonI6 => crate::cpu::neon(),
             // WebAssembly has no run-time detection: SIMD128 is on when the build enables it.
-            Kernel::Simd128I6 => cfg!(all(target_arch = "wasm32", target_feature = "simd128")),
+            Kernel::Simd128I6 => crate::cpu::simd128(),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -238,8 +238,10 @@ impl Kernel {
             Kernel::Avx2 | Kernel::Avx2I8 | Kernel::Avx2I6 => Some("AVX2 (or FLASHLM_ISA caps it)"),
             Kernel::Avx512 => Some("AVX-512F (or FLASHLM_ISA caps it)"),
             Kernel::Avx512I8 => Some("AVX-512 F + BW (or FLASHLM_ISA caps it)"),
-            Kernel::Neon | Kernel::NeonI6 => Some("NEON (an aarch64 CPU)"),
-            Kernel::Simd128I6 => Some("WebAssembly SIMD128 (a wasm32 build with +simd128)"),
+            Kernel::Neon | Kernel::NeonI6 => Some("NEON (an aarch64 CPU; or FLASHLM_ISA caps it)"),
+            Kernel::Simd128I6 => {
+                Some("WebAssembly SIMD128 (a wasm32 build with +simd128; or FLASHLM_ISA caps it)")
+            }
             Kernel::Scalar | Kernel::Portable | Kernel::PortableI6 => None,
         }
     }
