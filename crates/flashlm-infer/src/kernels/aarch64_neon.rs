@@ -399,116 +399,18 @@ pub fn matmul_i6(m: &TernaryPlanes, xs: &[&[f32]], ys: &mut [&mut [f32]]) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Kernel, TernaryPlanes, lut8};
+    use super::super::six_bit_checks as check;
     use super::*;
-
-    fn rng(seed: u64) -> impl FnMut() -> u64 {
-        let mut r = flashlm_core::rng::XorShift64::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        move || r.next_u64()
-    }
 
     #[test]
     fn neon_tables_equal_the_generic_ones() {
-        let mut next = rng(11);
-        for steps in 0..=70 {
-            let q: Vec<i8> = (0..4 * steps).map(|_| (next() % 63) as i8 - 31).collect();
-            let (mut a, mut b) = (vec![StepTable6([0; 32]); steps], vec![StepTable6([7; 32]); steps]);
-            lut8::tables6_generic(&q, steps, &mut a);
-            // SAFETY: NEON is part of every aarch64 CPU.
-            unsafe { tables_neon_i6(&q, steps, &mut b) };
-            for (k, (a, b)) in a.iter().zip(&b).enumerate() {
-                assert_eq!(a.0, b.0, "step {k} of {steps}");
-            }
-        }
+        // SAFETY: NEON is part of every aarch64 CPU.
+        check::tables_equal_the_generic_ones(|q, steps, t| unsafe { tables_neon_i6(q, steps, t) });
     }
 
     #[test]
     fn neon_quantize_equals_the_portable_one() {
-        let mut next = rng(3);
-        for n in (0..=300).chain([1024, 4099]) {
-            for kind in 0..4 {
-                let mut x: Vec<f32> =
-                    (0..n).map(|_| (next() % 2_000_001) as f32 / 1_000_000.0 - 1.0).collect();
-                match kind {
-                    1 => x.iter_mut().for_each(|v| *v = 0.0),
-                    2 if n > 0 => x[n / 2] = f32::NAN,
-                    3 if n > 0 => x[n - 1] = f32::INFINITY,
-                    _ => {}
-                }
-                for levels in [31, 127] {
-                    let (mut a, mut b) = (vec![5i8; n], vec![9i8; n]);
-                    let sa = lut8::quantize_to(&x, &mut a, levels);
-                    // SAFETY: NEON is part of every aarch64 CPU.
-                    let sb = unsafe { quantize_to_neon(&x, &mut b, levels) };
-                    assert_eq!(sa.to_bits(), sb.to_bits(), "n {n} kind {kind}");
-                    assert_eq!(a, b, "n {n} kind {kind} levels {levels}");
-                }
-            }
-        }
-    }
-
-    /// `neon-i6` against `portable-i6` on every size 1..=300 and the model shapes: the same
-    /// f32 outputs bit for bit (the same integer sums, the same scale), for one input and for
-    /// four at once.
-    #[test]
-    fn neon_i6_equals_portable_i6_bit_for_bit() {
-        let mut next = rng(5);
-        let shapes = (1..=300).map(|c| (1 + (c * 7) % 67, c)).chain([
-            (384, 192),
-            (192, 192),
-            (512, 192),
-            (192, 512),
-            (768, 384),
-            (1024, 384),
-            (384, 1024),
-            (40, 1100),
-        ]);
-        for (rows, cols) in shapes {
-            let w: Vec<i8> = (0..rows * cols).map(|_| (next() % 3) as i8 - 1).collect();
-            let m = TernaryPlanes::from_ternary(&w, rows, cols, 0.37);
-            let xs: Vec<Vec<f32>> = (0..5)
-                .map(|_| {
-                    let mut x: Vec<f32> =
-                        (0..cols).map(|_| (next() % 20_001) as f32 / 10_000.0 - 1.0).collect();
-                    x.resize(m.padded_cols(), 0.0);
-                    x
-                })
-                .collect();
-            let want: Vec<Vec<f32>> = xs
-                .iter()
-                .map(|x| {
-                    let mut y = vec![0.0; rows];
-                    Kernel::PortableI6.matvec(&m, x, &mut y);
-                    y
-                })
-                .collect();
-            let mut y = vec![f32::NAN; rows];
-            Kernel::NeonI6.matvec(&m, &xs[0], &mut y);
-            assert_eq!(y, want[0], "{rows}x{cols}");
-            let xr: Vec<&[f32]> = xs.iter().map(|x| &x[..]).collect();
-            let mut ys = vec![vec![f32::NAN; rows]; xs.len()];
-            let mut yr: Vec<&mut [f32]> = ys.iter_mut().map(|y| &mut y[..]).collect();
-            Kernel::NeonI6.matmul(&m, &xr, &mut yr);
-            assert_eq!(ys, want, "{rows}x{cols}, five inputs");
-        }
-    }
-
-    /// The largest sums the 16-bit stage carries: every input ±31 with the same sign as its
-    /// weight, over more than one flush of steps.
-    #[test]
-    fn neon_i6_extreme_sums_are_exact() {
-        for cols in [4 * FLUSH6 - 1, 4 * FLUSH6, 4 * FLUSH6 + 5, 3000] {
-            let rows = 33;
-            let w: Vec<i8> = (0..rows * cols).map(|i| if (i / cols) % 2 == 0 { 1 } else { -1 }).collect();
-            let q = vec![31i8; cols];
-            let m = TernaryPlanes::from_ternary(&w, rows, cols, 1.0);
-            let mut x: Vec<f32> = q.iter().map(|&v| f32::from(v)).collect();
-            x.resize(m.padded_cols(), 0.0);
-            let mut y = vec![0.0; rows];
-            Kernel::NeonI6.matvec(&m, &x, &mut y);
-            let want: Vec<f32> =
-                lut8::matvec_i8_reference(&w, rows, cols, &q).into_iter().map(|v| v as f32).collect();
-            assert_eq!(y, want, "cols {cols}");
-        }
+        // SAFETY: NEON is part of every aarch64 CPU.
+        check::quantize_equals_the_portable_one(|x, q, levels| unsafe { quantize_to_neon(x, q, levels) });
     }
 }

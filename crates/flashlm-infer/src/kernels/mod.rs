@@ -554,4 +554,6 @@ thread_local! {
 mod i8x86;
 
 #[cfg(test)]
+mod six_bit_checks;
+#[cfg(test)]
 mod tests;

@@ -185,3 +185,35 @@ fn kernel_names() {
         assert_eq!(Kernel::from_name(k.name()), Ok(k));
     }
 }
+
+/// Every 6-bit kernel this CPU runs (`avx2-i6`, `neon-i6`, `simd128-i6`) against
+/// `portable-i6`, bit for bit, on every size 1..=300 and the model shapes, one input and five
+/// at once, and on the largest sums of its 16-bit stage.
+#[test]
+fn six_bit_kernels_equal_portable_i6_bit_for_bit() {
+    for k in [Kernel::Avx2I6, Kernel::NeonI6, Kernel::Simd128I6] {
+        if let Some(lack) = k.missing() {
+            eprintln!("skipped kernel {}: this CPU has no {lack}", k.name());
+            continue;
+        }
+        super::six_bit_checks::equals_portable_i6_bit_for_bit(k);
+        super::six_bit_checks::extreme_sums_are_exact(k);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx2_six_bit_tables_and_quantiser_equal_the_portable_ones() {
+    if !std::arch::is_x86_feature_detected!("avx2") {
+        eprintln!("skipped: this CPU has no AVX2");
+        return;
+    }
+    // SAFETY: AVX2 was just detected; the checks pass the lengths each function needs.
+    super::six_bit_checks::tables_equal_the_generic_ones(|q, s, t| unsafe {
+        x86_avx2::tables_avx2_i6(q, s, t)
+    });
+    // SAFETY: as above.
+    super::six_bit_checks::quantize_equals_the_portable_one(|x, q, l| unsafe {
+        x86_avx2::quantize_to_avx2(x, q, l)
+    });
+}
