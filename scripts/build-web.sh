@@ -7,6 +7,7 @@
 # Needs ../shared/cross/setup-cross.sh (a rustc with the std source for -Zbuild-std) and
 # wasm-bindgen-cli at the version bindings/wasm pins (installed with cargo into
 # $FLASHLM_WASM_BINDGEN_ROOT, default $HOME/.cache/flashlm-wasm-bindgen, if missing).
+# usage: scripts/build-web.sh [--simd-only]   (--simd-only: the SIMD128 build alone, as CI does)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -21,7 +22,9 @@ if ! "$wbg" --version 2>/dev/null | grep -qx "wasm-bindgen $version"; then
     cargo install -q --locked wasm-bindgen-cli --version "$version" --root "$wbg_root"
 fi
 target_dir=${CARGO_TARGET_DIR:-/tmp/flashlm-web-target}
-for variant in simd nosimd; do
+variants="simd nosimd"
+[ "${1:-}" = --simd-only ] && variants=simd
+for variant in $variants; do
     flags=""
     [ "$variant" = simd ] && flags="-C target-feature=+simd128"
     (

@@ -88,7 +88,8 @@ try {
       "--temperature", String(c.temperature), "--top-k", String(c.top_k)], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
     if (n.status !== 0) throw new Error(`${native} failed: ${n.stderr}`);
     const want = n.stdout.replace(/\n$/, "");
-    for (const simd of ["1", "0"]) {
+    // FLASHLM_WEB_BUILDS=1: the SIMD128 build only (CI builds no other).
+    for (const simd of (process.env.FLASHLM_WEB_BUILDS ?? "1,0").split(",")) {
       const q = new URLSearchParams({ autorun: "1", simd, ...Object.fromEntries(Object.entries(c).map(([k, v]) => [k, String(v)])) });
       const dom = await chrome(`${base}/examples/web/?${q}`, ["--dump-dom"]);
       const got = (element(dom, "prompt-text") ?? "") + (element(dom, "generated") ?? "");
