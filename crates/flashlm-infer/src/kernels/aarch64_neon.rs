@@ -24,7 +24,8 @@
 use std::arch::aarch64::*;
 
 use super::TernaryPlanes;
-use super::lut8::{BIAS6, FLUSH6, ROWS, StepTable6};
+use super::lut_driver::{Bufs, Lut};
+use super::lut8::{BIAS6, FLUSH6, LEVELS6, ROWS, StepTable6};
 
 /// Byte indices into `[q0, −q0, q1, −q1, q2, −q2, q3, −q3, 0, ...]` of the first weight's
 /// term of every entry of a pair's table (code c: w0 = c / 3 − 1; index 8 reads 0), for the
@@ -329,71 +330,39 @@ thread_local! {
     pub static TABLES8: std::cell::RefCell<Vec<[f32; 8]>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Per-thread buffers of the 6-bit kernel: rounded inputs and up to four inputs' tables.
-#[derive(Default)]
-struct Bufs {
-    q: Vec<i8>,
-    tables: [Vec<StepTable6>; 4],
-}
+/// The 6-bit table kernel as [`super::lut_driver`] runs it.
+#[derive(Debug)]
+pub struct NeonI6;
 
 thread_local! {
-    static BUFS6: std::cell::RefCell<Bufs> = std::cell::RefCell::new(Bufs::default());
+    static BUFS6: std::cell::RefCell<Bufs<StepTable6>> = std::cell::RefCell::new(Bufs::default());
 }
 
-/// Round `x[..cols]` to 6 bits into `q` (zeros up to 4 · steps) and build `t`; returns the
-/// input's scale.
-fn prepare(q: &mut Vec<i8>, t: &mut Vec<StepTable6>, x: &[f32], cols: usize, steps: usize) -> f32 {
-    q.clear();
-    q.resize(4 * steps, 0);
-    // SAFETY: NEON is part of every aarch64 CPU (the target's baseline).
-    let s = unsafe { quantize_to_neon(&x[..cols], q, super::lut8::LEVELS6) };
-    if t.len() < steps {
-        t.resize(steps, StepTable6([0; 32]));
+impl Lut for NeonI6 {
+    type Table = StepTable6;
+    const EMPTY: StepTable6 = StepTable6([0; 32]);
+    fn bufs() -> &'static std::thread::LocalKey<std::cell::RefCell<Bufs<StepTable6>>> {
+        &BUFS6
     }
-    // SAFETY: NEON is part of every aarch64 CPU (the target's baseline).
-    unsafe { tables_neon_i6(q, steps, t) };
-    s
-}
-
-/// `ys[i] = α_i · W_i x` for matrices that share the input (same cols): the input is rounded
-/// and its tables built once.
-pub fn matvecs_i6(ms: &[&TernaryPlanes], x: &[f32], ys: &mut [&mut [f32]]) {
-    let (cols, steps) = (ms[0].cols, ms[0].steps4);
-    BUFS6.with_borrow_mut(|b| {
-        let Bufs { q, tables } = b;
-        let s = prepare(q, &mut tables[0], x, cols, steps);
-        for (m, y) in ms.iter().zip(ys.iter_mut()) {
-            assert_eq!(m.cols, cols);
-            // SAFETY: NEON is part of every aarch64 CPU (the target's baseline).
-            unsafe { sums_neon_i6x1(&m.lut, m.rows, steps, &tables[0], y) };
-            super::scale_rows(&mut y[..m.rows], m.alpha * s);
-        }
-    });
-}
-
-/// `ys[t] = α · W xs[t]`, four inputs per pass over the codes; equal to [`matvecs_i6`] on
-/// each input bit for bit.
-pub fn matmul_i6(m: &TernaryPlanes, xs: &[&[f32]], ys: &mut [&mut [f32]]) {
-    let mut xs4 = xs.chunks_exact(4);
-    let mut ys4 = ys.chunks_exact_mut(4);
-    BUFS6.with_borrow_mut(|b| {
-        let Bufs { q, tables } = b;
-        for (x4, y4) in (&mut xs4).zip(&mut ys4) {
-            let mut s = [0.0f32; 4];
-            for ((x, t), s) in x4.iter().zip(tables.iter_mut()).zip(&mut s) {
-                *s = prepare(q, t, x, m.cols, m.steps4);
-            }
-            let [t0, t1, t2, t3] = &*tables;
-            let [y0, y1, y2, y3] = y4 else { unreachable!("chunks of four") };
-            // SAFETY: NEON is part of every aarch64 CPU (the target's baseline).
-            unsafe { sums_neon_i6x4(&m.lut, m.rows, m.steps4, [t0, t1, t2, t3], [y0, y1, y2, y3]) };
-            for (y, s) in y4.iter_mut().zip(s) {
-                super::scale_rows(&mut y[..m.rows], m.alpha * s);
-            }
-        }
-    });
-    for (x, y) in xs4.remainder().iter().zip(ys4.into_remainder()) {
-        matvecs_i6(&[m], x, &mut [y]);
+    fn check() {
+        // NEON is part of every aarch64 CPU; `FLASHLM_ISA=portable` caps it.
+        assert!(crate::cpu::neon(), "kernel {} does not run here", super::Kernel::NeonI6.name());
+    }
+    unsafe fn quantize(x: &[f32], q: &mut [i8]) -> f32 {
+        // SAFETY: forwarded (NEON, the target's baseline).
+        unsafe { quantize_to_neon(x, q, LEVELS6) }
+    }
+    unsafe fn build(q: &[i8], steps: usize, t: &mut [StepTable6]) {
+        // SAFETY: forwarded (NEON, the target's baseline).
+        unsafe { tables_neon_i6(q, steps, t) }
+    }
+    unsafe fn sums1(codes: &[u8], rows: usize, steps: usize, t: &[StepTable6], y: &mut [f32]) {
+        // SAFETY: forwarded (NEON, the target's baseline).
+        unsafe { sums_neon_i6x1(codes, rows, steps, t, y) }
+    }
+    unsafe fn sums4(codes: &[u8], rows: usize, steps: usize, t: [&[StepTable6]; 4], ys: [&mut [f32]; 4]) {
+        // SAFETY: forwarded (NEON, the target's baseline).
+        unsafe { sums_neon_i6x4(codes, rows, steps, t, ys) }
     }
 }
 

@@ -96,6 +96,18 @@ impl Int4Embedding {
         }
     }
 
+    /// The checks every blocked kernel starts with: `x` quantised from `cols` values, one
+    /// logit per row, and the blocked layout's lengths. Returns (groups of 32 columns, bytes
+    /// per block of 16 rows).
+    pub fn blocked_shape(&self, x: &QuantizedVector, logits: &[f32]) -> (usize, usize) {
+        let groups = self.cols / INT4_GROUP;
+        assert!(x.q.len() == self.cols && logits.len() == self.rows);
+        let per_block = groups * CHUNKS_PER_GROUP * CHUNK;
+        assert_eq!(self.blocked.len(), self.rows.div_ceil(ROWS) * per_block);
+        assert_eq!(self.blocked_scales.len(), self.rows.div_ceil(ROWS) * groups * ROWS);
+        (groups, per_block)
+    }
+
     /// logits = E · h with the given variant (all give the same bits).
     ///
     /// # Panics
@@ -282,11 +294,7 @@ mod x86 {
     /// `e.cols` values, `logits.len() == e.rows`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub unsafe fn logits_vnni(e: &Int4Embedding, x: &QuantizedVector, logits: &mut [f32]) {
-        let groups = e.cols / super::INT4_GROUP;
-        assert!(x.q.len() == e.cols && logits.len() == e.rows);
-        let per_block = groups * CHUNKS_PER_GROUP * CHUNK;
-        assert_eq!(e.blocked.len(), e.rows.div_ceil(ROWS) * per_block);
-        assert_eq!(e.blocked_scales.len(), e.rows.div_ceil(ROWS) * groups * ROWS);
+        let (groups, per_block) = e.blocked_shape(x, logits);
         // Per group: its 8 activation broadcasts (4 bytes each), offset and scale.
         let act: Vec<Group> = x
             .q
@@ -355,11 +363,7 @@ mod x86 {
     /// values, `logits.len() == e.rows`.
     #[target_feature(enable = "avx2,f16c")]
     pub unsafe fn logits_avx2(e: &Int4Embedding, x: &QuantizedVector, logits: &mut [f32]) {
-        let groups = e.cols / super::INT4_GROUP;
-        assert!(x.q.len() == e.cols && logits.len() == e.rows);
-        let per_block = groups * GROUP_BYTES;
-        assert_eq!(e.blocked.len(), e.rows.div_ceil(ROWS) * per_block);
-        assert_eq!(e.blocked_scales.len(), e.rows.div_ceil(ROWS) * groups * ROWS);
+        let (groups, per_block) = e.blocked_shape(x, logits);
         let hv: Vec<[__m256i; 2 * CHUNKS_PER_GROUP]> = x
             .q
             .chunks_exact(super::INT4_GROUP)

@@ -37,11 +37,7 @@ fn scales16(s: &[u16]) -> [float32x4_t; 4] {
 /// logits = E · h for an int4 embedding, equal to [`super::head4::logits_scalar`] bit for bit.
 #[target_feature(enable = "neon")]
 pub fn int4_logits(e: &Int4Embedding, x: &QuantizedVector, logits: &mut [f32]) {
-    let groups = e.cols / INT4_GROUP;
-    assert!(x.q.len() == e.cols && logits.len() == e.rows);
-    let per_block = groups * CHUNKS * CHUNK;
-    assert_eq!(e.blocked.len(), e.rows.div_ceil(ROWS) * per_block);
-    assert_eq!(e.blocked_scales.len(), e.rows.div_ceil(ROWS) * groups * ROWS);
+    let (groups, per_block) = e.blocked_shape(x, logits);
     // Per group and chunk: columns 0..4 and 4..8 of the chunk, each broadcast to 4 rows.
     let xv: Vec<[int8x16_t; 2 * CHUNKS]> =
         x.q.chunks_exact(INT4_GROUP)

@@ -47,11 +47,7 @@ fn scales16(s: &[u16]) -> [v128; 4] {
 
 /// logits = E · h for an int4 embedding, equal to [`super::head4::logits_scalar`] bit for bit.
 pub fn int4_logits(e: &Int4Embedding, x: &QuantizedVector, logits: &mut [f32]) {
-    let groups = e.cols / INT4_GROUP;
-    assert!(x.q.len() == e.cols && logits.len() == e.rows);
-    let per_block = groups * CHUNKS * CHUNK;
-    assert_eq!(e.blocked.len(), e.rows.div_ceil(ROWS) * per_block);
-    assert_eq!(e.blocked_scales.len(), e.rows.div_ceil(ROWS) * groups * ROWS);
+    let (groups, per_block) = e.blocked_shape(x, logits);
     // Per group, chunk and nibble k of a 16-bit lane: the column that nibble holds in the
     // lane's two rows pairs (lane 2r + p holds bytes 2p, 2p + 1 of row r: nibble 0 = column
     // 2p, 1 = 4 + 2p, 2 = 2p + 1, 3 = 5 + 2p of the chunk), as i16 for both values of p.

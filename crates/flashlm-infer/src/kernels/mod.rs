@@ -443,19 +443,17 @@ impl Kernel {
         assert_eq!(xs.len(), ys.len(), "one output per input");
         assert!(xs.iter().all(|x| x.len() >= m.padded_cols()), "input shorter than the padded row");
         assert!(ys.iter().all(|y| y.len() >= m.rows), "output shorter than the rows");
-        #[cfg(target_arch = "aarch64")]
-        if self == Kernel::NeonI6 {
-            return aarch64_neon::matmul_i6(m, xs, ys);
-        }
-        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-        if self == Kernel::Simd128I6 {
-            return wasm_simd128::matmul_i6(m, xs, ys);
-        }
-        #[cfg(target_arch = "x86_64")]
         match self {
-            Kernel::Avx2I8 => return i8x86::matmul::<lut8::StepTable>(m, xs, ys),
-            Kernel::Avx2I6 => return i8x86::matmul::<lut8::StepTable6>(m, xs, ys),
-            Kernel::Avx512I8 => return i8x86::matmul::<x86_avx512::PairTable>(m, xs, ys),
+            #[cfg(target_arch = "aarch64")]
+            Kernel::NeonI6 => return lut_driver::matmul::<aarch64_neon::NeonI6>(m, xs, ys),
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Kernel::Simd128I6 => return lut_driver::matmul::<wasm_simd128::Simd128I6>(m, xs, ys),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2I8 => return lut_driver::matmul::<i8x86::Avx2I8>(m, xs, ys),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2I6 => return lut_driver::matmul::<i8x86::Avx2I6>(m, xs, ys),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512I8 => return lut_driver::matmul::<i8x86::Avx512I8>(m, xs, ys),
             _ => {}
         }
         #[cfg(target_arch = "x86_64")]
@@ -497,15 +495,15 @@ impl Kernel {
         type Run = fn(&[&TernaryPlanes], &[f32], &mut [&mut [f32]]);
         let run: Option<Run> = match self {
             #[cfg(target_arch = "aarch64")]
-            Kernel::NeonI6 => Some(aarch64_neon::matvecs_i6),
+            Kernel::NeonI6 => Some(lut_driver::matvecs::<aarch64_neon::NeonI6>),
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-            Kernel::Simd128I6 => Some(wasm_simd128::matvecs_i6),
+            Kernel::Simd128I6 => Some(lut_driver::matvecs::<wasm_simd128::Simd128I6>),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2I8 => Some(i8x86::matvecs::<lut8::StepTable>),
+            Kernel::Avx2I8 => Some(lut_driver::matvecs::<i8x86::Avx2I8>),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2I6 => Some(i8x86::matvecs::<lut8::StepTable6>),
+            Kernel::Avx2I6 => Some(lut_driver::matvecs::<i8x86::Avx2I6>),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512I8 => Some(i8x86::matvecs::<x86_avx512::PairTable>),
+            Kernel::Avx512I8 => Some(lut_driver::matvecs::<i8x86::Avx512I8>),
             _ => None,
         };
         let Some(run) = run else { return false };
@@ -535,6 +533,7 @@ pub mod head_simd128;
 #[cfg(target_arch = "x86_64")]
 pub mod head_x86;
 pub mod lut8;
+mod lut_driver;
 pub mod portable;
 pub mod scalar;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]

@@ -15,7 +15,7 @@
 
 use std::arch::wasm32::*;
 
-use super::TernaryPlanes;
+use super::lut_driver::{Bufs, Lut};
 use super::lut8::{BIAS6, FLUSH6, LEVELS6, ROWS, StepTable6};
 
 /// Byte indices into `[q0, −q0, q1, −q1, q2, −q2, q3, −q3]` of each entry's first and
@@ -219,66 +219,35 @@ pub fn sums_simd128_i6x4(
     sums_lut6_simd128::<4>(codes, rows, steps, t, ys)
 }
 
-/// Per-thread buffers of the 6-bit kernel: rounded inputs and up to four inputs' tables.
-#[derive(Default)]
-struct Bufs {
-    q: Vec<i8>,
-    tables: [Vec<StepTable6>; 4],
-}
+/// The 6-bit table kernel as [`super::lut_driver`] runs it.
+#[derive(Debug)]
+pub struct Simd128I6;
 
 thread_local! {
-    static BUFS6: std::cell::RefCell<Bufs> = std::cell::RefCell::new(Bufs::default());
+    static BUFS6: std::cell::RefCell<Bufs<StepTable6>> = std::cell::RefCell::new(Bufs::default());
 }
 
-/// Round `x[..cols]` to 6 bits into `q` (zeros up to 4 · steps) and build `t`; returns the
-/// input's scale.
-fn prepare(q: &mut Vec<i8>, t: &mut Vec<StepTable6>, x: &[f32], cols: usize, steps: usize) -> f32 {
-    q.clear();
-    q.resize(4 * steps, 0);
-    let s = quantize_to_simd128(&x[..cols], q, LEVELS6);
-    if t.len() < steps {
-        t.resize(steps, StepTable6([0; 32]));
+impl Lut for Simd128I6 {
+    type Table = StepTable6;
+    const EMPTY: StepTable6 = StepTable6([0; 32]);
+    fn bufs() -> &'static std::thread::LocalKey<std::cell::RefCell<Bufs<StepTable6>>> {
+        &BUFS6
     }
-    tables_simd128_i6(q, steps, t);
-    s
-}
-
-/// `ys[i] = α_i · W_i x` for matrices that share the input (same cols).
-pub fn matvecs_i6(ms: &[&TernaryPlanes], x: &[f32], ys: &mut [&mut [f32]]) {
-    let (cols, steps) = (ms[0].cols, ms[0].steps4);
-    BUFS6.with_borrow_mut(|b| {
-        let Bufs { q, tables } = b;
-        let s = prepare(q, &mut tables[0], x, cols, steps);
-        for (m, y) in ms.iter().zip(ys.iter_mut()) {
-            assert_eq!(m.cols, cols);
-            sums_simd128_i6x1(&m.lut, m.rows, steps, &tables[0], y);
-            super::scale_rows(&mut y[..m.rows], m.alpha * s);
-        }
-    });
-}
-
-/// `ys[t] = α · W xs[t]`, four inputs per pass over the codes; equal to [`matvecs_i6`] on
-/// each input bit for bit.
-pub fn matmul_i6(m: &TernaryPlanes, xs: &[&[f32]], ys: &mut [&mut [f32]]) {
-    let mut xs4 = xs.chunks_exact(4);
-    let mut ys4 = ys.chunks_exact_mut(4);
-    BUFS6.with_borrow_mut(|b| {
-        let Bufs { q, tables } = b;
-        for (x4, y4) in (&mut xs4).zip(&mut ys4) {
-            let mut s = [0.0f32; 4];
-            for ((x, t), s) in x4.iter().zip(tables.iter_mut()).zip(&mut s) {
-                *s = prepare(q, t, x, m.cols, m.steps4);
-            }
-            let [t0, t1, t2, t3] = &*tables;
-            let [y0, y1, y2, y3] = y4 else { unreachable!("chunks of four") };
-            sums_simd128_i6x4(&m.lut, m.rows, m.steps4, [t0, t1, t2, t3], [y0, y1, y2, y3]);
-            for (y, s) in y4.iter_mut().zip(s) {
-                super::scale_rows(&mut y[..m.rows], m.alpha * s);
-            }
-        }
-    });
-    for (x, y) in xs4.remainder().iter().zip(ys4.into_remainder()) {
-        matvecs_i6(&[m], x, &mut [y]);
+    fn check() {
+        // SIMD128 is on in this build (compile time); `FLASHLM_ISA=portable` caps it.
+        assert!(crate::cpu::simd128(), "kernel {} does not run here", super::Kernel::Simd128I6.name());
+    }
+    unsafe fn quantize(x: &[f32], q: &mut [i8]) -> f32 {
+        quantize_to_simd128(x, q, LEVELS6)
+    }
+    unsafe fn build(q: &[i8], steps: usize, t: &mut [StepTable6]) {
+        tables_simd128_i6(q, steps, t)
+    }
+    unsafe fn sums1(codes: &[u8], rows: usize, steps: usize, t: &[StepTable6], y: &mut [f32]) {
+        sums_simd128_i6x1(codes, rows, steps, t, y)
+    }
+    unsafe fn sums4(codes: &[u8], rows: usize, steps: usize, t: [&[StepTable6]; 4], ys: [&mut [f32]; 4]) {
+        sums_simd128_i6x4(codes, rows, steps, t, ys)
     }
 }
 
