@@ -16,10 +16,19 @@
 //! | [`head4`] | the int4 output head: reference, portable, AVX2, AVX-512 VNNI (bit-identical) | int8 per group |
 //! | [`head_x86`] | the f32 / f16 / int8 output heads' AVX2 and AVX-512 paths | f32 / int16 |
 //! | [`x86_avx512`] | [`Kernel::Avx512`]: 27-entry tables of 3-input sums via `vpermi2ps`; [`Kernel::Avx512I8`]: the int8 tables, two steps per register | f32 exact / int8 |
+//! | `aarch64_neon` | [`Kernel::NeonI6`]: the 6-bit tables via `vqtbl1q_u8`; [`Kernel::Neon`]: subset sums via `vqtbl2q_u8` (aarch64 builds) | 6-bit / f32 exact |
+//! | `head_neon` | the int4 (`smlal`) and f32 (`fmla`) heads on NEON | int8 per group / f32 |
+//! | `wasm_simd128` | [`Kernel::Simd128I6`]: the 6-bit tables via `i8x16.swizzle` (wasm32 builds with `+simd128`) | 6-bit |
+//! | `head_simd128` | the int4 head on SIMD128 (`i32x4.dot_i16x8_s`) | int8 per group |
+//!
+//! Every table kernel (x86 int8 / 6-bit, NEON, SIMD128) runs through one driver
+//! (`lut_driver`: round, build tables once per input, look up, scale); each instruction set
+//! says how it does each step.
 //!
 //! The default ([`Kernel::detect`]) is `avx2-i6` on any CPU with AVX2 (AVX-512 ones included:
-//! it is the fastest kernel there too), else `portable-i6`: both round the input to 6 bits
-//! and compute the same exact integer sums, so the results are the same on every CPU;
+//! it is the fastest kernel there too), `neon-i6` on aarch64, `simd128-i6` in a SIMD128
+//! WebAssembly build, else `portable-i6`: all round the input to 6 bits and compute the same
+//! exact integer sums, so the results are the same on every CPU;
 //! `--kernel` / `FLASHLM_KERNEL` choose by name, `exact` picks the fastest exact kernel.
 //! The choice is made once, when a model is loaded. Every exact kernel is tested
 //! against [`matvec_reference`] on all sizes 1..=300 (bit-identical with small-integer
