@@ -4,12 +4,15 @@
 //! [`Int4Embedding::blocked`]. Per chunk of 8 columns and 4 rows one 16-byte load is read as
 //! eight 16-bit lanes (two per row, four nibbles each); three ANDs and a shift take the four
 //! nibbles apart, each left where it is in its lane (the second times 16, the third times
-//! 256: at most 3840, so the products still fit), and `i32x4.dot_i16x8_s` (`pmaddwd` on x86)
-//! multiplies them by the matching activations and adds a row's two lanes. Three 32-bit sums
-//! per row (nibbles 0 and 3; 1; 2) are shifted back and added once per group (exact: every
-//! term of the second is a multiple of 16, of the third of 256). No widening and no
-//! shuffles. (16-bit sums with `i16x8.extmul`, the NEON head's design, ran at 2,650 tok/s
-//! in Node; widening the bytes before `dot` at 2,250.)
+//! 256), and `i32x4.dot_i16x8_s` (`pmaddwd` on x86) multiplies them by the matching
+//! activations and adds a row's two lanes. The activations are stored pre-scaled so that
+//! every product is 256 times the true one (nibble 0 and 3 meet 256·x, nibble 1 (times 16)
+//! meets 16·x, nibble 2 (times 256) meets x; |256·x| <= 32,512 fits an i16), so one 32-bit
+//! sum per row takes all four nibbles and one exact shift right by 8 per group undoes the
+//! scale (|sum| <= 256 · 32 · 15 · 127 < 2^31). No widening and no shuffles, and few enough
+//! live vectors for V8's 16 x86 registers. (16-bit sums with `i16x8.extmul`, the NEON head's
+//! design, ran at 2,650 tok/s in Node; widening the bytes before `dot` at 2,250; three sums
+//! per row instead of one, about 3,800.)
 
 use std::arch::wasm32::*;
 
@@ -50,44 +53,52 @@ pub fn int4_logits(e: &Int4Embedding, x: &QuantizedVector, logits: &mut [f32]) {
     let (groups, per_block) = e.blocked_shape(x, logits);
     // Per group, chunk and nibble k of a 16-bit lane: the column that nibble holds in the
     // lane's two rows pairs (lane 2r + p holds bytes 2p, 2p + 1 of row r: nibble 0 = column
-    // 2p, 1 = 4 + 2p, 2 = 2p + 1, 3 = 5 + 2p of the chunk), as i16 for both values of p.
+    // 2p, 1 = 4 + 2p, 2 = 2p + 1, 3 = 5 + 2p of the chunk), as i16 times SCALE[k] for both
+    // values of p (the nibble's place in its lane times SCALE[k] is 256).
     const COLS: [[usize; 2]; 4] = [[0, 2], [4, 6], [1, 3], [5, 7]];
+    const SCALE: [i16; 4] = [256, 16, 1, 256];
     let xv: Vec<[[v128; 4]; CHUNKS]> =
         x.q.chunks_exact(INT4_GROUP)
             .map(|q| {
                 std::array::from_fn(|ch| {
                     std::array::from_fn(|k| {
-                        let [a, b] = COLS[k].map(|c| i16::from(q[8 * ch + c]));
+                        let [a, b] = COLS[k].map(|c| i16::from(q[8 * ch + c]) * SCALE[k]);
                         i16x8(a, b, a, b, a, b, a, b)
                     })
                 })
             })
             .collect();
-    let m = [u16x8_splat(0x000F), u16x8_splat(0x00F0), u16x8_splat(0x0F00)];
+    // (Through black_box: V8 otherwise rebuilds each mask from an immediate in every chunk.)
+    let m = std::hint::black_box([u16x8_splat(0x000F), u16x8_splat(0x00F0), u16x8_splat(0x0F00)]);
+    // The chunk loop stays a loop (a trip count the compiler cannot see): unrolled, its
+    // sixteen activation loads are all hoisted to the top and V8's register allocator spills
+    // most of them (about 130 stack moves per group against 200 arithmetic instructions).
+    let chunks = std::hint::black_box(CHUNKS);
     let blocks = e.blocked.chunks_exact(per_block).zip(e.blocked_scales.chunks_exact(groups * ROWS));
     for ((block, scales), dst) in blocks.zip(logits.chunks_mut(ROWS)) {
         let mut acc = [f32x4_splat(0.0); 4];
         for (g, (xg, wg)) in xv.iter().zip(block.chunks_exact(CHUNKS * CHUNK)).enumerate() {
-            // One 32-bit sum per row (rows 4j..4j + 4) of nibbles 0 and 3, and the sums of
-            // nibbles 1 and 2 left in place (times 16 and 256: masked, not shifted; exact).
-            let mut s32 = [[i32x4_splat(0); 3]; 4];
-            for (xc, wc) in xg.iter().zip(wg.chunks_exact(CHUNK)) {
+            // One 32-bit sum per row (rows 4j..4j + 4): 256 times the row's integer sum.
+            let mut s32 = [i32x4_splat(0); 4];
+            for (xc, wc) in xg.iter().zip(wg.chunks_exact(CHUNK)).take(chunks) {
                 for (s, w4) in s32.iter_mut().zip(wc.chunks_exact(16)) {
                     let v = load16(w4);
-                    let n = [v128_and(v, m[0]), v128_and(v, m[1]), v128_and(v, m[2]), u16x8_shr(v, 12)];
-                    let d = |k: usize| i32x4_dot_i16x8(n[k], xc[k]);
-                    s[0] = i32x4_add(s[0], i32x4_add(d(0), d(3)));
-                    s[1] = i32x4_add(s[1], d(1));
-                    s[2] = i32x4_add(s[2], d(2));
+                    let lo = i32x4_add(
+                        i32x4_dot_i16x8(v128_and(v, m[0]), xc[0]),
+                        i32x4_dot_i16x8(v128_and(v, m[1]), xc[1]),
+                    );
+                    let hi = i32x4_add(
+                        i32x4_dot_i16x8(v128_and(v, m[2]), xc[2]),
+                        i32x4_dot_i16x8(u16x8_shr(v, 12), xc[3]),
+                    );
+                    *s = i32x4_add(*s, i32x4_add(lo, hi));
                 }
             }
             let off = i32x4_splat(x.offset[g]);
             let ws = scales16(&scales[g * ROWS..]);
             let xs = f32x4_splat(x.scale[g]);
             for (j, a) in acc.iter_mut().enumerate() {
-                let [s0, s1, s2] = s32[j];
-                let rows = i32x4_add(s0, i32x4_add(i32x4_shr(s1, 4), i32x4_shr(s2, 8)));
-                let isum = i32x4_sub(rows, off);
+                let isum = i32x4_sub(i32x4_shr(s32[j], 8), off);
                 // As the reference: isum · (scale · xs), then added (no fused multiply-add).
                 *a = f32x4_add(*a, f32x4_mul(f32x4_convert_i32x4(isum), f32x4_mul(ws[j], xs)));
             }
