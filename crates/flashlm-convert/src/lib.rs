@@ -17,7 +17,7 @@ pub type NamedTensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// Read every f32 tensor of a safetensors file: name -> (shape, values).
 pub fn read_safetensors(path: &Path) -> Result<NamedTensors, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bytes = flashlm_core::limits::read_regular(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {

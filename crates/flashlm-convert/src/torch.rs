@@ -34,7 +34,8 @@ const STATE_KEYS: [&str; 3] = ["model_state_dict", "state_dict", "model"];
 /// Read `path` (`.safetensors` by extension, else a PyTorch pickle). `default_seq_len` is used
 /// when the checkpoint does not say.
 pub fn read(path: &Path, default_seq_len: usize) -> anyhow::Result<Imported> {
-    std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // A FIFO or device would block or never end in the readers below: refused here first.
+    flashlm_core::limits::open_regular(path).with_context(|| format!("cannot read {}", path.display()))?;
     let is_safetensors = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
     let (mut weights, cfg_entry) = if is_safetensors {
         let w = crate::read_safetensors(path).map_err(anyhow::Error::msg)?;

@@ -51,12 +51,22 @@ pub fn not_regular(kind: &std::fs::FileType) -> &'static str {
     if kind.is_dir() { "a directory" } else { "not a regular file (a device, FIFO or socket)" }
 }
 
-/// Read a whole input file, refusing anything that is not a regular file (`/dev/zero`, a FIFO,
-/// a directory): those have no size and could be read until memory runs out. Symlinks are
-/// followed. At most the size the file had when opened is read.
-pub fn read_regular(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let file = std::fs::File::open(path)?;
+/// Open an input file for reading, refusing anything that is not a regular file (`/dev/zero`,
+/// a FIFO, a socket, a directory) with an error that says what it is. Every reader of an input
+/// path goes through here (or [`read_regular`]): a plain `File::open` of a FIFO blocks until
+/// some writer opens the other end, which may be never. On Unix the file is opened with
+/// `O_NONBLOCK` (an open that cannot block), checked with `fstat` on the opened descriptor (no
+/// race with a rename in between), and only then switched back to blocking reads. Symlinks are
+/// followed.
+pub fn open_regular(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = opts.open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(std::io::Error::new(
@@ -64,7 +74,34 @@ pub fn read_regular(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
             format!("it is {}", not_regular(&meta.file_type())),
         ));
     }
-    let len = meta.len();
+    #[cfg(unix)]
+    clear_nonblocking(&file)?;
+    Ok(file)
+}
+
+/// Back to blocking reads on a regular file (reads of a regular file never block, but a
+/// descriptor handed on should be what a plain open gives).
+#[cfg(unix)]
+fn clear_nonblocking(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: fd is an open descriptor owned by `file` for the duration of the calls; F_GETFL
+    // and F_SETFL read and set its status flags only.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above; the third argument of F_SETFL is an int.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Read a whole input file through [`open_regular`] (a device, FIFO or directory has no size
+/// and could be read until memory runs out). At most the size the file had when opened is
+/// read.
+pub fn read_regular(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = open_regular(path)?;
+    let len = file.metadata()?.len();
     let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     file.take(len).read_to_end(&mut out)?;
     Ok(out)
@@ -89,6 +126,36 @@ mod tests {
                 .to_string()
                 .contains("not a regular")
         );
+    }
+
+    /// A FIFO with no writer: refused at once (a plain open would block forever), and the
+    /// file a regular open gives reads in blocking mode.
+    #[test]
+    #[cfg(unix)]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|s| s.success()) {
+            eprintln!("skipped: no mkfifo here");
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || tx.send(open_regular(&path).map(|_| ())));
+        let got =
+            rx.recv_timeout(std::time::Duration::from_secs(10)).expect("open_regular blocked on a FIFO");
+        let e = got.unwrap_err().to_string();
+        assert!(e.contains("FIFO"), "{e}");
+        assert!(read_regular(&fifo).unwrap_err().to_string().contains("FIFO"));
+
+        let p = dir.path().join("x");
+        std::fs::write(&p, b"abc").unwrap();
+        let f = open_regular(&p).unwrap();
+        use std::os::fd::AsRawFd;
+        // SAFETY: F_GETFL on a descriptor `f` owns.
+        let flags = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) };
+        assert_eq!(flags & libc::O_NONBLOCK, 0, "flags {flags:#o}");
     }
 
     #[test]

@@ -16,7 +16,6 @@
 //! All integers little-endian. A cache whose vocab or source hash differs from the caller's
 //! is reported as [`CacheStatus::Stale`] and rebuilt, never used.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -164,7 +163,7 @@ pub fn write_cache(path: &Path, key: CacheKey, tokens: &[u16], compress: bool) -
 /// Read just the header.
 pub fn read_header(path: &Path) -> Result<CacheHeader, CacheError> {
     let io = |err| CacheError::Io { path: path.to_path_buf(), err };
-    let mut f = File::open(path).map_err(io)?;
+    let mut f = flashlm_core::limits::open_regular(path).map_err(io)?;
     let mut b = Vec::with_capacity(HEADER_LEN);
     Read::by_ref(&mut f).take(HEADER_LEN as u64).read_to_end(&mut b).map_err(io)?;
     CacheHeader::parse(&b, path)

@@ -53,7 +53,8 @@ pub fn is_parquet(path: &Path) -> bool {
 /// Read the stories of one Parquet file; `stories.source_hash` is the xxh3 of its bytes.
 pub fn read_parquet(path: &Path, opts: &ParquetOptions) -> anyhow::Result<(Stories, ParquetStats)> {
     let bad = |why: String| anyhow::anyhow!("{}: not a readable Parquet story file: {why}", path.display());
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file = flashlm_core::limits::open_regular(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
     let source_hash = hash_file(path)?;
     let reader = SerializedFileReader::new(file).map_err(|e| bad(e.to_string()))?;
     let schema = reader.metadata().file_metadata().schema_descr_ptr();
@@ -134,7 +135,8 @@ pub fn read_parquet(path: &Path, opts: &ParquetOptions) -> anyhow::Result<(Stori
 /// xxh3 of a file's bytes, read in 1 MiB pieces.
 fn hash_file(path: &Path) -> anyhow::Result<u64> {
     use std::io::Read;
-    let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut f = flashlm_core::limits::open_regular(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
