@@ -7,6 +7,7 @@
 //! this crate adds HTTP, limits and scheduling.
 
 pub mod api;
+pub mod conn;
 pub mod engine;
 pub mod metrics;
 
@@ -48,6 +49,8 @@ pub struct ServeConfig {
     pub engine: EngineConfig,
     /// A request (queued or running) ends with 504 after this long.
     pub request_timeout: Duration,
+    /// Header, idle and body timeouts and the connection limit.
+    pub net: conn::NetLimits,
 }
 
 impl ServeConfig {
@@ -64,6 +67,11 @@ impl ServeConfig {
             shutdown_grace: Duration::from_secs(10),
         },
         request_timeout: Duration::from_secs(300),
+        net: conn::NetLimits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+        },
     };
 }
 
@@ -128,33 +136,28 @@ impl Server {
             .with_state(s)
     }
 
-    /// Serve on `listener` until `shutdown` resolves; then refuse new requests, let running
-    /// streams finish within the grace period (then cut them) and return.
+    /// Serve on `listener` until `shutdown` resolves; then answer new work with 503 (and
+    /// `/health` with "stopping") while running streams finish within the grace period (then
+    /// they are cut), and return ([`conn::serve`]).
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let engine = self.state.engine.clone();
-        let grace = self.state.config.engine.shutdown_grace;
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let app = self.router();
-        let signal = async move {
-            shutdown.await;
-            engine.begin_shutdown();
-            let _ = tx.send(());
+        let shared = engine.shared.clone();
+        let drain = conn::Drain {
+            shutdown: Box::pin(shutdown),
+            begin: Box::new(move || engine.begin_shutdown()),
+            idle: Box::new(move || {
+                shared.active.load(Ordering::SeqCst) == 0 && shared.queued.load(Ordering::SeqCst) == 0
+            }),
+            // The grace for the streams, then a moment for their last bytes.
+            bound: self.state.config.engine.shutdown_grace + Duration::from_secs(2),
         };
-        let server = axum::serve(listener, app).with_graceful_shutdown(signal);
-        let server = tokio::spawn(async move { server.await });
-        // The bound: grace for the streams, then a moment for their last bytes.
-        let bounded = async {
-            let _ = rx.await;
-            tokio::time::sleep(grace + Duration::from_secs(2)).await;
-        };
-        tokio::select! {
-            r = server => r.map_err(std::io::Error::other)?,
-            () = bounded => Ok(()),
-        }
+        let limits = self.state.config.net.clone();
+        conn::serve(listener, self.router(), limits, drain).await;
+        Ok(())
     }
 }
 
@@ -236,12 +239,28 @@ async fn metrics_text(State(s): State<Shared>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-async fn completions(State(s): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
-    generate(s, body, Endpoint::Completions).await.unwrap_or_else(IntoResponse::into_response)
+async fn completions(State(s): State<Shared>, req: HttpRequest) -> Response {
+    generate(s, req, Endpoint::Completions).await.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn chat(State(s): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
-    generate(s, body, Endpoint::Chat).await.unwrap_or_else(IntoResponse::into_response)
+async fn chat(State(s): State<Shared>, req: HttpRequest) -> Response {
+    generate(s, req, Endpoint::Chat).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The body, within `--max-body-bytes` and `--body-timeout`.
+async fn body_of(s: &Shared, req: HttpRequest) -> Result<Bytes, ApiError> {
+    match conn::read_body(req, s.config.net.body_timeout).await {
+        conn::BodyRead::Done(r) => r.map_err(|e| body_error(&e)),
+        conn::BodyRead::TimedOut => Err(ApiError::new(
+            408,
+            "invalid_request_error",
+            Some("request_timeout"),
+            format!(
+                "the request body did not arrive within {} s (--body-timeout)",
+                s.config.net.body_timeout.as_secs_f64()
+            ),
+        )),
+    }
 }
 
 fn body_error(e: &BytesRejection) -> ApiError {
@@ -258,12 +277,8 @@ fn body_error(e: &BytesRejection) -> ApiError {
     }
 }
 
-async fn generate(
-    s: Shared,
-    body: Result<Bytes, BytesRejection>,
-    endpoint: Endpoint,
-) -> Result<Response, ApiError> {
-    let body = body.map_err(|e| body_error(&e))?;
+async fn generate(s: Shared, req: HttpRequest, endpoint: Endpoint) -> Result<Response, ApiError> {
+    let body = body_of(&s, req).await?;
     let req = api::parse(&body, endpoint, &s.config.limits, s.model.config.vocab_size)?;
     let generation = Generation::new(&s.model, &req.prompt, req.params.clone())
         .map_err(|e| ApiError::invalid(endpoint.prompt_param(), e.to_string()))?;

@@ -9,6 +9,7 @@ use clap::Parser;
 use flashlm_infer::kernels::Kernel;
 use flashlm_infer::model::Model;
 use flashlm_serve::api::Limits;
+use flashlm_serve::conn::NetLimits;
 use flashlm_serve::engine::EngineConfig;
 use flashlm_serve::{ServeConfig, Server};
 
@@ -71,6 +72,20 @@ struct Cli {
     /// Seconds running streams may go on after SIGTERM / Ctrl-C before they are cut.
     #[arg(long, default_value_t = DEFAULTS.engine.shutdown_grace.as_secs_f64())]
     shutdown_grace: f64,
+    /// Seconds a request's headers may take to arrive, counted from the connection's start or
+    /// the end of its previous response (so also how long a kept-alive connection may idle).
+    #[arg(long, default_value_t = DEFAULTS.net.header_timeout.as_secs_f64())]
+    header_timeout: f64,
+    /// Seconds a request's body may take to arrive after its headers (408 beyond).
+    #[arg(long, default_value_t = DEFAULTS.net.body_timeout.as_secs_f64())]
+    body_timeout: f64,
+    /// Open connections at most (lowered to fit the descriptor limit, `ulimit -n`). At the
+    /// limit a new connection closes the longest-idle one; if every one is busy, it gets 503.
+    #[arg(long, default_value_t = DEFAULTS.net.max_connections)]
+    max_connections: usize,
+    /// Listen on a non-loopback address without --api-key, without the warning.
+    #[arg(long)]
+    allow_public_without_key: bool,
 }
 
 fn seconds(name: &str, x: f64) -> anyhow::Result<Duration> {
@@ -89,6 +104,7 @@ fn config(cli: &Cli) -> anyhow::Result<ServeConfig> {
         ("max-tokens-limit", cli.max_tokens_limit),
         ("default-max-tokens", cli.default_max_tokens),
         ("max-body-bytes", cli.max_body_bytes),
+        ("max-connections", cli.max_connections),
     ] {
         anyhow::ensure!(v > 0, "--{name} must be at least 1");
     }
@@ -117,7 +133,29 @@ fn config(cli: &Cli) -> anyhow::Result<ServeConfig> {
             shutdown_grace: seconds("shutdown-grace", cli.shutdown_grace)?,
         },
         request_timeout: seconds("request-timeout", cli.request_timeout)?,
+        net: NetLimits {
+            header_timeout: seconds("header-timeout", cli.header_timeout)?,
+            body_timeout: seconds("body-timeout", cli.body_timeout)?,
+            max_connections: connections(cli.max_connections),
+        },
     })
+}
+
+/// `--max-connections`, lowered (with a note) to what the descriptor limit allows.
+fn connections(wanted: usize) -> usize {
+    let (n, lowered) = flashlm_serve::conn::connections_allowed(wanted);
+    if let Some(limit) = lowered {
+        eprintln!(
+            "flashlm-serve: --max-connections lowered from {wanted} to {n} (the descriptor limit is {limit}; raise it with ulimit -n)"
+        );
+    }
+    n
+}
+
+/// Whether `host` is a loopback address (or `localhost`).
+fn is_loopback(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost") || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn load(cli: &Cli) -> anyhow::Result<Model> {
@@ -157,6 +195,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}:{}", cli.host, cli.port))?;
     let addr = listener.local_addr()?;
+    if !is_loopback(&cli.host) && config.api_key.is_none() && !cli.allow_public_without_key {
+        eprintln!(
+            "flashlm-serve: warning: listening on {addr}, reachable from other machines, with no API key: anyone who can reach it can use it. Set --api-key (or FLASHLM_API_KEY), bind 127.0.0.1, or pass --allow-public-without-key to silence this."
+        );
+    }
     eprintln!(
         "flashlm-serve: {} (kernel {}, head {}, {} thread(s)) on http://{addr} | max {} streams, queue {}{}",
         config.model_name,
