@@ -209,9 +209,80 @@ fn messages(o: &Map<String, Value>) -> Result<Vec<(String, String)>, ApiError> {
     Ok(out)
 }
 
+/// Fields read by both endpoints.
+const COMMON_FIELDS: [&str; 12] = [
+    "model",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "seed",
+    "stop",
+    "stream",
+    "stream_options",
+    "ignore_eos",
+    "n",
+    // Accepted and not used: they do not change what is generated.
+    "user",
+];
+
+/// Fields accepted only at the value that changes nothing (what clients send by default);
+/// any other value is refused, naming the field (this server does not implement them yet).
+fn neutral(name: &str, v: &Value) -> Option<bool> {
+    let zero = || v.as_f64() == Some(0.0);
+    Some(match name {
+        "logprobs" | "echo" => v == &Value::Bool(false) || (name == "logprobs" && zero()),
+        "top_logprobs" | "frequency_penalty" | "presence_penalty" => zero(),
+        "best_of" => v.as_u64() == Some(1),
+        "logit_bias" | "metadata" => v.as_object().is_some_and(Map::is_empty),
+        "tools" | "functions" => v.as_array().is_some_and(Vec::is_empty),
+        "tool_choice" | "function_call" => v.as_str() == Some("none"),
+        "parallel_tool_calls" | "store" => v.is_boolean(),
+        "suffix" => v.as_str() == Some(""),
+        "response_format" => {
+            v.get("type").and_then(Value::as_str) == Some("text")
+                && v.as_object().is_some_and(|o| o.len() == 1)
+        }
+        _ => return None,
+    })
+}
+
+/// Every field of the body is one the endpoint reads, or an unimplemented one at its neutral
+/// value; anything else is a 400 naming it (never silently ignored).
+fn check_fields(o: &Map<String, Value>, endpoint: Endpoint) -> Result<(), ApiError> {
+    let own: &[&str] = match endpoint {
+        Endpoint::Completions => &["prompt"],
+        Endpoint::Chat => &["messages", "max_completion_tokens"],
+    };
+    for (name, v) in o {
+        if v.is_null() || COMMON_FIELDS.contains(&name.as_str()) || own.contains(&name.as_str()) {
+            continue;
+        }
+        match neutral(name, v) {
+            Some(true) => {}
+            Some(false) if name == "response_format" => {
+                return Err(ApiError::invalid(
+                    name,
+                    "only response_format {\"type\": \"text\"} is supported: a story model has no JSON mode",
+                ));
+            }
+            Some(false) => {
+                return Err(ApiError::invalid(name, format!("{name} is not supported by this server")));
+            }
+            None => {
+                return Err(ApiError::invalid(
+                    name,
+                    format!("unknown field {name:?} (the fields this server reads are in its README)"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Parse and check a request body.
 pub fn parse(body: &[u8], endpoint: Endpoint, limits: &Limits, vocab: usize) -> Result<Request, ApiError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
+    let v: Value = crate::json::from_slice(body).map_err(|e| {
         ApiError::new(
             400,
             "invalid_request_error",
@@ -235,14 +306,7 @@ pub fn parse(body: &[u8], endpoint: Endpoint, limits: &Limits, vocab: usize) -> 
     if integer(&o, "n", 1, 1).is_err() {
         return Err(ApiError::invalid("n", "only n = 1 is supported"));
     }
-    for unsupported in ["logprobs", "echo", "tools", "functions"] {
-        if field(&o, unsupported).is_some_and(|v| v != &Value::Bool(false)) {
-            return Err(ApiError::invalid(
-                unsupported,
-                format!("{unsupported} is not supported by this server"),
-            ));
-        }
-    }
+    check_fields(&o, endpoint)?;
     let prompt = match endpoint {
         Endpoint::Completions => match field(&o, "prompt") {
             Some(Value::String(s)) => s.clone(),
@@ -265,12 +329,23 @@ pub fn parse(body: &[u8], endpoint: Endpoint, limits: &Limits, vocab: usize) -> 
         },
         Endpoint::Chat => chat_prompt(&messages(&o)?),
     };
-    let max_tokens_field = match endpoint {
-        Endpoint::Chat if field(&o, "max_completion_tokens").is_some() => "max_completion_tokens",
-        _ => "max_tokens",
-    };
-    let max_tokens = integer(&o, max_tokens_field, 1, limits.max_tokens as u64)?
-        .map_or(limits.default_max_tokens.min(limits.max_tokens), |x| x as usize);
+    let max_tokens = integer(&o, "max_tokens", 1, limits.max_tokens as u64)?;
+    let max_tokens = match endpoint {
+        Endpoint::Chat => {
+            let newer = integer(&o, "max_completion_tokens", 1, limits.max_tokens as u64)?;
+            if let (Some(a), Some(b)) = (max_tokens, newer)
+                && a != b
+            {
+                return Err(ApiError::invalid(
+                    "max_tokens",
+                    format!("max_tokens ({a}) and max_completion_tokens ({b}) disagree; send one"),
+                ));
+            }
+            newer.or(max_tokens)
+        }
+        Endpoint::Completions => max_tokens,
+    }
+    .map_or(limits.default_max_tokens.min(limits.max_tokens), |x| x as usize);
     let temperature = number(&o, "temperature", 0.0, 2.0, 1.0)? as f32;
     let top_p = number(&o, "top_p", 0.0, 1.0, 1.0)? as f32;
     if top_p == 0.0 {
@@ -448,6 +523,15 @@ mod tests {
             (r#"{"prompt": "a", "n": 2}"#, "n"),
             (r#"{"prompt": "a", "logprobs": 3}"#, "logprobs"),
             (r#"{"prompt": "a", "model": 7}"#, "model"),
+            (r#"{"prompt": "a", "logit_bias": {"5": 100}}"#, "logit_bias"),
+            (r#"{"prompt": "a", "frequency_penalty": 0.5}"#, "frequency_penalty"),
+            (r#"{"prompt": "a", "presence_penalty": -1}"#, "presence_penalty"),
+            (r#"{"prompt": "a", "response_format": {"type": "json_object"}}"#, "response_format"),
+            (r#"{"prompt": "a", "suffix": "The end."}"#, "suffix"),
+            (r#"{"prompt": "a", "echo": true}"#, "echo"),
+            (r#"{"prompt": "a", "best_of": 3}"#, "best_of"),
+            (r#"{"prompt": "a", "tempreature": 0.5}"#, "tempreature"),
+            (r#"{"prompt": "a", "messages": []}"#, "messages"),
         ] {
             let e = err(body);
             assert_eq!((e.status, e.param.as_deref()), (400, Some(param)), "{body}: {e:?}");
@@ -462,5 +546,26 @@ mod tests {
         ] {
             assert_eq!(chat(body).param.as_deref(), Some("messages"), "{body}");
         }
+        let m = r#""messages": [{"role": "user", "content": "x"}]"#;
+        for (rest, param) in [
+            (r#""max_tokens": 5, "max_completion_tokens": 6"#, "max_tokens"),
+            (r#""max_tokens": 51, "max_completion_tokens": 6"#, "max_tokens"),
+            (r#""max_completion_tokens": 0"#, "max_completion_tokens"),
+            (r#""prompt": "x""#, "prompt"),
+        ] {
+            let body = format!("{{{m}, {rest}}}");
+            assert_eq!(chat(&body).param.as_deref(), Some(param), "{body}");
+        }
+        assert_eq!(err(r#"{"prompt": "a", "max_tokens": 1, "max_tokens": 2}"#).code, Some("invalid_json"));
+    }
+
+    #[test]
+    fn neutral_values_of_unimplemented_fields_are_accepted() {
+        let body = br#"{"prompt": "a", "logprobs": null, "echo": false, "frequency_penalty": 0, "presence_penalty": 0.0,
+            "logit_bias": {}, "response_format": {"type": "text"}, "suffix": "", "best_of": 1, "user": "u", "n": 1}"#;
+        assert!(parse(body, Endpoint::Completions, &L, 10_000).is_ok());
+        let chat = br#"{"messages": [{"role": "user", "content": "x"}], "max_tokens": 7, "max_completion_tokens": 7,
+            "tools": [], "tool_choice": "none", "parallel_tool_calls": false, "store": false, "metadata": {}, "top_logprobs": 0}"#;
+        assert_eq!(parse(chat, Endpoint::Chat, &L, 10_000).unwrap().params.max_tokens, 7);
     }
 }

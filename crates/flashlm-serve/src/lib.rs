@@ -9,6 +9,7 @@
 pub mod api;
 pub mod conn;
 pub mod engine;
+pub mod json;
 pub mod metrics;
 
 use std::convert::Infallible;
