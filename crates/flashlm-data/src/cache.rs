@@ -225,8 +225,10 @@ pub enum CacheStatus {
     Fresh(Vec<u16>),
 }
 
-/// Check a cache against the key the caller needs, and load it if it matches.
-pub fn check_cache(path: &Path, key: CacheKey) -> CacheStatus {
+/// Check a cache against the key the caller needs, and load it if it matches. Every token id
+/// must be below `vocab_size`: a file with valid checksums can still hold ids the model has
+/// no row for (crafted, or written by a bug), and those are refused here, not at a lookup.
+pub fn check_cache(path: &Path, key: CacheKey, vocab_size: usize) -> CacheStatus {
     if !path.exists() {
         return CacheStatus::Missing;
     }
@@ -241,7 +243,13 @@ pub fn check_cache(path: &Path, key: CacheKey) -> CacheStatus {
         Ok(_) => {}
     }
     match read_cache(path) {
-        Ok((_, tokens)) => CacheStatus::Fresh(tokens),
+        Ok((_, tokens)) => match tokens.iter().position(|&t| usize::from(t) >= vocab_size) {
+            None => CacheStatus::Fresh(tokens),
+            Some(i) => CacheStatus::Broken(CacheError::Corrupt {
+                path: path.to_path_buf(),
+                reason: format!("token {i} is id {}, outside the vocabulary of {vocab_size} ids", tokens[i]),
+            }),
+        },
         Err(e) => CacheStatus::Broken(e),
     }
 }
@@ -271,19 +279,19 @@ mod tests {
         let p = dir.path().join("t.tokens");
         let tokens: Vec<u16> = (0..5000).map(|i| (i * 7 % 9999) as u16).collect();
         write_cache(&p, KEY, &tokens, true).unwrap();
-        assert!(matches!(check_cache(&p, KEY), CacheStatus::Fresh(t) if t == tokens));
+        assert!(matches!(check_cache(&p, KEY, 10_000), CacheStatus::Fresh(t) if t == tokens));
         assert!(
-            matches!(check_cache(&p, CacheKey { vocab_hash: 8, ..KEY }), CacheStatus::Stale(r) if r.contains("vocabulary"))
+            matches!(check_cache(&p, CacheKey { vocab_hash: 8, ..KEY }, 10_000), CacheStatus::Stale(r) if r.contains("vocabulary"))
         );
         assert!(
-            matches!(check_cache(&p, CacheKey { source_hash: 1, ..KEY }), CacheStatus::Stale(r) if r.contains("source"))
+            matches!(check_cache(&p, CacheKey { source_hash: 1, ..KEY }, 10_000), CacheStatus::Stale(r) if r.contains("source"))
         );
-        assert!(matches!(check_cache(&dir.path().join("none"), KEY), CacheStatus::Missing));
+        assert!(matches!(check_cache(&dir.path().join("none"), KEY, 10_000), CacheStatus::Missing));
 
         let bytes = std::fs::read(&p).unwrap();
         // Truncated.
         std::fs::write(&p, &bytes[..bytes.len() - 10]).unwrap();
-        assert!(matches!(check_cache(&p, KEY), CacheStatus::Broken(CacheError::Corrupt { .. })));
+        assert!(matches!(check_cache(&p, KEY, 10_000), CacheStatus::Broken(CacheError::Corrupt { .. })));
         // A flipped payload byte (raw payload so the checksum, not zstd, catches it).
         write_cache(&p, KEY, &tokens, false).unwrap();
         let mut b = std::fs::read(&p).unwrap();
@@ -296,6 +304,16 @@ mod tests {
         b[8] = 2;
         std::fs::write(&p, &b).unwrap();
         assert!(read_cache(&p).unwrap_err().to_string().contains("version 2"));
+        // Valid checksums, an id past the vocabulary.
+        write_cache(&p, KEY, &[1, 2, 65535, 3], false).unwrap();
+        assert!(read_cache(&p).is_ok(), "the file itself is well formed");
+        match check_cache(&p, KEY, 10_000) {
+            CacheStatus::Broken(e) => {
+                assert!(e.to_string().contains("token 2 is id 65535, outside the vocabulary of 10000"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(check_cache(&p, KEY, 65536), CacheStatus::Fresh(_)));
         // Not a cache at all.
         std::fs::write(&p, b"hello").unwrap();
         assert!(read_cache(&p).unwrap_err().to_string().contains("header"));

@@ -56,6 +56,7 @@ pub fn read_parquet(path: &Path, opts: &ParquetOptions) -> anyhow::Result<(Stori
     let file = flashlm_core::limits::open_regular(path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     let source_hash = hash_file(path)?;
+    let file_len = file.metadata().map_or(0, |m| m.len());
     let reader = SerializedFileReader::new(file).map_err(|e| bad(e.to_string()))?;
     let schema = reader.metadata().file_metadata().schema_descr_ptr();
     let find = |name: &str| schema.columns().iter().position(|c| c.path().string() == name);
@@ -85,18 +86,22 @@ pub fn read_parquet(path: &Path, opts: &ParquetOptions) -> anyhow::Result<(Stori
     let mut stats = ParquetStats::default();
     for g in 0..reader.num_row_groups() {
         let group = reader.get_row_group(g).map_err(|e| bad(format!("row group {g}: {e}")))?;
-        let rows = group.metadata().num_rows().max(0) as usize;
-        stats.rows += rows as u64;
+        let rows = usize::try_from(group.metadata().num_rows().max(0)).unwrap_or(usize::MAX);
+        stats.rows = stats.rows.saturating_add(rows as u64);
+        // The footer's row count is the file's own claim: room is reserved for at most one row
+        // per byte of the file, and rows the column does not hold are an error below.
+        let reserve = rows.min(usize::try_from(file_len).unwrap_or(usize::MAX));
         let def = |c: usize| schema.column(c).max_def_level();
         let texts = read_texts(
             group.get_column_reader(text_col).map_err(|e| bad(e.to_string()))?,
             rows,
+            reserve,
             def(text_col),
         )
         .map_err(|e| bad(format!("row group {g}, text column: {e}")))?;
         let scores = match score_col {
             Some(c) => Some(
-                read_ints(group.get_column_reader(c).map_err(|e| bad(e.to_string()))?, rows, def(c))
+                read_ints(group.get_column_reader(c).map_err(|e| bad(e.to_string()))?, rows, reserve, def(c))
                     .map_err(|e| bad(format!("row group {g}, {SCORE_COLUMN}: {e}")))?,
             ),
             None => None,
@@ -148,14 +153,16 @@ fn hash_file(path: &Path) -> anyhow::Result<u64> {
     }
 }
 
-/// Every row of a flat column: `None` where it is null.
+/// Every row of a flat column: `None` where it is null. `reserve` (at most `rows`) is the room
+/// taken before reading: `rows` comes from the file and may be a lie.
 fn read_column<T: DataType, U>(
     mut r: ColumnReaderImpl<T>,
     rows: usize,
+    reserve: usize,
     max_def: i16,
     convert: impl Fn(T::T) -> U,
 ) -> Result<Vec<Option<U>>, String> {
-    let mut out = Vec::with_capacity(rows);
+    let mut out = Vec::with_capacity(reserve.min(rows));
     let (mut defs, mut vals) = (Vec::new(), Vec::new());
     while out.len() < rows {
         defs.clear();
@@ -186,19 +193,31 @@ fn read_column<T: DataType, U>(
     Ok(out)
 }
 
-fn read_texts(col: ColumnReader, rows: usize, max_def: i16) -> Result<Vec<Option<Vec<u8>>>, String> {
+fn read_texts(
+    col: ColumnReader,
+    rows: usize,
+    reserve: usize,
+    max_def: i16,
+) -> Result<Vec<Option<Vec<u8>>>, String> {
     match col {
         ColumnReader::ByteArrayColumnReader(r) => {
-            read_column::<ByteArrayType, _>(r, rows, max_def, |b| b.data().to_vec())
+            read_column::<ByteArrayType, _>(r, rows, reserve, max_def, |b| b.data().to_vec())
         }
         _ => Err("not a string column".into()),
     }
 }
 
-fn read_ints(col: ColumnReader, rows: usize, max_def: i16) -> Result<Vec<Option<i64>>, String> {
+fn read_ints(
+    col: ColumnReader,
+    rows: usize,
+    reserve: usize,
+    max_def: i16,
+) -> Result<Vec<Option<i64>>, String> {
     match col {
-        ColumnReader::Int64ColumnReader(r) => read_column::<Int64Type, _>(r, rows, max_def, |x| x),
-        ColumnReader::Int32ColumnReader(r) => read_column::<Int32Type, _>(r, rows, max_def, i64::from),
+        ColumnReader::Int64ColumnReader(r) => read_column::<Int64Type, _>(r, rows, reserve, max_def, |x| x),
+        ColumnReader::Int32ColumnReader(r) => {
+            read_column::<Int32Type, _>(r, rows, reserve, max_def, i64::from)
+        }
         _ => Err("not an integer column".into()),
     }
 }

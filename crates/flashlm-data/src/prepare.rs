@@ -177,7 +177,7 @@ pub(crate) fn split(
 ) -> anyhow::Result<Split> {
     let cache_path = cfg.out_dir.join(format!("{name}.tokens"));
     let key = CacheKey { vocab_hash: tok.fingerprint(), source_hash: stories.source_hash };
-    let rebuilt_because = match cache::check_cache(&cache_path, key) {
+    let rebuilt_because = match cache::check_cache(&cache_path, key, tok.vocab_size()) {
         CacheStatus::Fresh(tokens) => {
             return Ok(Split {
                 tokens,

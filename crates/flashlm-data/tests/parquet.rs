@@ -88,3 +88,48 @@ fn bad_parquet_files_are_refused_with_the_path_and_the_reason() {
     std::fs::write(&p, flipped).unwrap();
     assert!(read_parquet(&p, &named).is_err(), "a corrupt page must not read as stories");
 }
+
+/// A copy of `src` whose footer claims `claimed` rows in every row group (the data pages are
+/// the real ones): what a crafted or damaged file looks like.
+fn with_claimed_rows(src: &std::path::Path, dst: &std::path::Path, claimed: i64) {
+    use parquet::file::metadata::ParquetMetaDataWriter;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let bytes = std::fs::read(src).unwrap();
+    let footer_len = u32::from_le_bytes(bytes[bytes.len() - 8..bytes.len() - 4].try_into().unwrap()) as usize;
+    let data_end = bytes.len() - 8 - footer_len;
+    let reader = SerializedFileReader::new(std::fs::File::open(src).unwrap()).unwrap();
+    let mut b = reader.metadata().clone().into_builder();
+    let groups = b
+        .take_row_groups()
+        .into_iter()
+        .map(|g| g.into_builder().set_num_rows(claimed).build().unwrap())
+        .collect();
+    let meta = b.set_row_groups(groups).build();
+    let mut out = bytes[..data_end].to_vec();
+    ParquetMetaDataWriter::new(&mut out, &meta).finish().unwrap();
+    std::fs::write(dst, out).unwrap();
+}
+
+#[test]
+fn a_footer_claiming_more_rows_than_the_file_holds_is_refused_without_allocating_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let owned = rows(77);
+    let r: Vec<(Option<&str>, Option<i64>)> = owned.iter().map(|(t, s)| (Some(t.as_str()), *s)).collect();
+    let src = dir.path().join("real.parquet");
+    common::write_parquet(&src, "text", &r, 77);
+    // 2^31..2^40 rows aborted the process ("memory allocation ... failed"), 2^60 panicked with
+    // "capacity overflow"; i64::MAX is the largest claim a footer can make.
+    for claimed in [1i64 << 31, 1 << 40, 1 << 60, i64::MAX] {
+        let p = dir.path().join(format!("claims-{claimed}.parquet"));
+        with_claimed_rows(&src, &p, claimed);
+        let e = format!("{:#}", read_parquet(&p, &ParquetOptions::default()).unwrap_err());
+        assert!(
+            e.contains("claims-") && e.contains(&format!("the column ends after 77 of {claimed} rows")),
+            "{e}"
+        );
+    }
+    // The honest copy still reads.
+    let p = dir.path().join("same.parquet");
+    with_claimed_rows(&src, &p, 77);
+    assert_eq!(read_parquet(&p, &ParquetOptions::default()).unwrap().0.texts.len(), 77);
+}
