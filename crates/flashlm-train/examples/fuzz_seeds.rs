@@ -57,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         elapsed_secs: 1.0,
         vocab_hash: tok.fingerprint(),
         val_loss: None,
+        train_hash: None,
     };
     let ck = Checkpoint {
         state,

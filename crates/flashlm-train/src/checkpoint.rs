@@ -73,6 +73,10 @@ pub struct TrainState {
     pub vocab_hash: u64,
     /// Validation loss at this point, if just evaluated.
     pub val_loss: Option<f64>,
+    /// xxh3 of the training token streams ([`crate::stages::RunData::train_hash`]); absent in
+    /// checkpoints written before it was recorded (those resume unchecked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_hash: Option<u64>,
 }
 
 /// Largest micro-batch a run may use (sequences).
@@ -155,6 +159,7 @@ impl TrainState {
             elapsed_secs: 0.0,
             vocab_hash,
             val_loss: None,
+            train_hash: None,
         })
     }
 }
@@ -471,11 +476,50 @@ pub fn save(
     Ok(())
 }
 
-/// Create the save directory and remove the temp files of earlier runs killed in the middle
-/// of a write.
-pub(crate) fn clean_save_dir(dir: &Path) -> anyhow::Result<()> {
+/// The save directory, held by one run: an exclusive lock on `DIR/.lock` (the file holds the
+/// holder's PID), released when this is dropped or the process ends, however it ends.
+#[derive(Debug)]
+pub struct SaveDirLock {
+    _file: std::fs::File,
+}
+
+/// Create the save directory, lock it for this run (a second run on it is refused, naming the
+/// first one's PID: two runs would overwrite each other's checkpoints and interleave their
+/// logs), and remove the temp files of earlier runs killed in the middle of a write.
+pub fn open_save_dir(dir: &Path) -> anyhow::Result<SaveDirLock> {
     use anyhow::Context as _;
+    use std::io::{Read, Seek, Write};
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create save dir {}", dir.display()))?;
+    let path = dir.join(".lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let who = match pid.trim() {
+                "" => "another flashlm-train run".to_string(),
+                p => format!("another flashlm-train run (pid {p})"),
+            };
+            anyhow::bail!(
+                "{who} is using the save dir {}: wait for it to end, or give this run another --save-dir",
+                dir.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+        }
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .with_context(|| format!("cannot write {}", path.display()))?;
     let mut stale = Vec::new();
     for d in [dir.to_path_buf(), dir.join("snapshots")] {
         stale.extend(
@@ -486,7 +530,7 @@ pub(crate) fn clean_save_dir(dir: &Path) -> anyhow::Result<()> {
     if !stale.is_empty() {
         eprintln!("Removed {} temp file(s) left by killed runs in {}", stale.len(), dir.display());
     }
-    Ok(())
+    Ok(SaveDirLock { _file: file })
 }
 
 #[cfg(test)]
@@ -513,10 +557,23 @@ mod tests {
                 elapsed_secs: 1.5,
                 vocab_hash: 5,
                 val_loss: None,
+                train_hash: Some(9),
             },
             model: (0..4 * Config::tiny().num_params() as u32 + 5).map(|i| i as u8).collect(),
             optim: Some(vec![9; 77]),
         }
+    }
+
+    #[test]
+    fn a_second_run_on_a_save_dir_is_refused_naming_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = open_save_dir(dir.path()).unwrap();
+        let pid = std::process::id().to_string();
+        assert_eq!(std::fs::read_to_string(dir.path().join(".lock")).unwrap().trim(), pid);
+        let e = open_save_dir(dir.path()).unwrap_err().to_string();
+        assert!(e.contains(&format!("(pid {pid}) is using the save dir")), "{e}");
+        drop(held);
+        let _again = open_save_dir(dir.path()).expect("free once the first run ends");
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct TrainOptions {
     pub seed: u64,
     /// Checkpoint to continue from.
     pub resume: Option<PathBuf>,
+    /// Which options that a resumed run takes from its checkpoint were given explicitly.
+    pub given: Given,
     /// Story files and the vocabulary.
     pub data: DataOptions,
     /// Batches, learning rate.
@@ -37,6 +39,26 @@ pub struct TrainOptions {
     pub output: OutputOptions,
     /// Set by a signal: finish the step, save and stop.
     pub stop: Arc<AtomicBool>,
+}
+
+/// The options a resumed run takes from its checkpoint (it continues exactly), and whether
+/// each was given explicitly: one given with another value than the checkpoint's is refused,
+/// naming both, instead of being silently ignored. (Time limits, `--max-steps`, evaluation,
+/// sampling, saving, logging and threads may change on a resume.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Given {
+    /// `--batch`.
+    pub batch: bool,
+    /// `--grad-accum`.
+    pub grad_accum: bool,
+    /// `--lr`.
+    pub lr: bool,
+    /// `--warmup`.
+    pub warmup: bool,
+    /// `--seed`.
+    pub seed: bool,
+    /// `--epochs`.
+    pub epochs: bool,
 }
 
 /// The data.

@@ -127,6 +127,24 @@ fn fixtures(dir: &Path) -> HashMap<&'static str, String> {
     std::fs::write(&flipped, bytes).unwrap();
     m.insert("ck_flipped", flipped.display().to_string());
 
+    // The same stories with other words: other training data for the same vocabulary.
+    let other = dir.join("other.txt");
+    std::fs::write(&other, std::fs::read_to_string(&stories).unwrap().replace("the", "a")).unwrap();
+    m.insert("other_stories", other.display().to_string());
+    let run_tok = dir.join("run_tok.json");
+    std::fs::copy(run.join("tokenizer.json"), &run_tok).unwrap();
+    m.insert("run_tok", run_tok.display().to_string());
+    // A save dir this test process holds, as a running flashlm-train would.
+    let locked = dir.join("locked");
+    std::mem::forget(flashlm_train::checkpoint::open_save_dir(&locked).unwrap());
+    m.insert("locked_dir", locked.display().to_string());
+    // A full-size vocabulary of GPT-2 ids that story text never uses: nearly all UNK.
+    let rare =
+        flashlm_data::tokenizer::Tokenizer::from_id_to_base(10_000, (40_000..49_996).collect()).unwrap();
+    let tok_unk = dir.join("tok_unk.json");
+    rare.save(&tok_unk, None).unwrap();
+    m.insert("tok_unk", tok_unk.display().to_string());
+
     let tok = flashlm_data::tokenizer::Tokenizer::from_id_to_base(256, (0..252).collect()).unwrap();
     let tok256 = dir.join("tok256.json");
     tok.save(&tok256, None).unwrap();

@@ -35,6 +35,7 @@ fn opts(save_dir: &Path) -> TrainOptions {
         engine: EngineKind::Fused,
         seed: 42,
         resume: None,
+        given: Default::default(),
         data: DataOptions {
             train_files: vec![
                 d.join("tinystories-train-v1.txt.zst"),
@@ -163,6 +164,16 @@ fn resume_check(engine: EngineKind) {
         o.optim.grad_accum = 2;
         o.resume = Some(b.path().join("latest.ckpt"));
         o.engine = engine;
+        // Every flag a resume takes from the checkpoint, given with the checkpoint's value.
+        let all = true;
+        o.given = flashlm_train::options::Given {
+            batch: all,
+            grad_accum: all,
+            lr: all,
+            warmup: all,
+            seed: all,
+            epochs: all,
+        };
     }))
     .unwrap();
     assert_eq!(resumed.steps_this_run, 13);

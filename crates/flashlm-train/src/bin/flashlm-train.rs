@@ -12,8 +12,8 @@ use clap::{Parser, ValueEnum};
 use flashlm_data::prepare::{DEFAULT_DATA_DIR, find_split_files, resolve_split_files};
 use flashlm_train::engine::EngineKind;
 use flashlm_train::options::{
-    DataOptions, EvalOptions, Every, LrSchedule, OptimOptions, OutputOptions, ScheduleOptions, TrainOptions,
-    duration_arg,
+    DataOptions, EvalOptions, Every, Given, LrSchedule, OptimOptions, OutputOptions, ScheduleOptions,
+    TrainOptions, duration_arg,
 };
 use flashlm_train::train::{StopReason, run};
 
@@ -189,7 +189,17 @@ fn main() -> ExitCode {
 }
 
 fn real_main() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let on_command_line = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    let given = Given {
+        batch: on_command_line("batch"),
+        grad_accum: on_command_line("grad_accum"),
+        lr: on_command_line("lr"),
+        warmup: on_command_line("warmup"),
+        seed: on_command_line("seed"),
+        epochs: on_command_line("epochs"),
+    };
     // burn's graph allocates and frees large tensors all the time; the fused engine allocates
     // a few large buffers per step from two threads, which one arena would serialise.
     if matches!(cli.engine, EngineArg::Burn) {
@@ -250,6 +260,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
         },
         seed: cli.seed,
         resume: cli.resume,
+        given,
         data: DataOptions {
             train_files: cli.train_files,
             val_files: cli.val_files,
