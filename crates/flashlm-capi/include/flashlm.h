@@ -27,6 +27,10 @@
 // An internal error (a bug): the message says where.
 #define FLASHLM_ERR_INTERNAL 5
 
+// `flashlm_model_free` on a model a call is still using (from its callback, or another
+// thread): nothing was freed.
+#define FLASHLM_ERR_BUSY 6
+
 // `protocol` of `flashlm_eval_bpc`: FlashLM v4's evaluation (stories cut at 257 tokens).
 #define FLASHLM_PROTOCOL_ORIGINAL 0
 
@@ -72,12 +76,14 @@ flashlm_model *flashlm_model_load(const char *path);
 // the result and frees it with `flashlm_model_free`.
 flashlm_model *flashlm_model_load_bundled(void);
 
-// Free a model (NULL is ignored). The handle must not be used afterwards.
+// Free a model. Returns `FLASHLM_OK` (also for NULL), `FLASHLM_ERR_ARGUMENT` for a pointer
+// that is not a live model (already freed, or another pointer: nothing is read or freed),
+// or `FLASHLM_ERR_BUSY` when a call is still using it (from its callback, or another
+// thread): it is then not freed; free it after that call returns.
 //
 // # Safety
-// `model` is NULL or a pointer from a load function, not yet freed, and no other thread is
-// using it.
-void flashlm_model_free(flashlm_model *model);
+// None beyond the pointer's type: it is freed only if it is a live handle.
+int flashlm_model_free(flashlm_model *model);
 
 // The defaults (those of the `flashlm-infer` command line).
 flashlm_params flashlm_default_params(void);

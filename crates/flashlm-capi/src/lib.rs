@@ -11,7 +11,15 @@
 //! the library and stays valid until the next failing call on the same thread.
 //!
 //! Threads: a model may be used from several threads at once (each generate or eval call has
-//! its own state); freeing it while another thread uses it is the caller's error.
+//! its own state).
+//!
+//! Handles are checked against a table of the live ones before anything is read through
+//! them, so these are reported errors, never undefined behaviour: a pointer that is not a
+//! model (`FLASHLM_ERR_ARGUMENT`; nothing is read at that address), a handle already freed
+//! (use after free and double free: `FLASHLM_ERR_ARGUMENT`), and freeing a model that a call
+//! is still using, e.g. from inside a generate callback or while another thread generates
+//! (`FLASHLM_ERR_BUSY`; the model stays loaded). The one case no check can see: after a free,
+//! a later load may get the same address, and the old handle then names the new model.
 
 use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
@@ -36,19 +44,39 @@ pub const FLASHLM_ERR_MODEL: c_int = 3;
 pub const FLASHLM_STOPPED: c_int = 4;
 /// An internal error (a bug): the message says where.
 pub const FLASHLM_ERR_INTERNAL: c_int = 5;
+/// `flashlm_model_free` on a model a call is still using (from its callback, or another
+/// thread): nothing was freed.
+pub const FLASHLM_ERR_BUSY: c_int = 6;
 
 /// `protocol` of `flashlm_eval_bpc`: FlashLM v4's evaluation (stories cut at 257 tokens).
 pub const FLASHLM_PROTOCOL_ORIGINAL: c_int = 0;
 /// `protocol` of `flashlm_eval_bpc`: every token of every story.
 pub const FLASHLM_PROTOCOL_EXACT: c_int = 1;
 
-const MAGIC: u64 = 0x464c_4d5f_4d4f_444c; // "FLM_MODL": catches a pointer that is not a model
-
 /// A loaded model (opaque).
 #[derive(Debug)]
 pub struct FlashlmModel {
-    magic: u64,
     model: Model,
+}
+
+/// The live handles (their addresses) and how many calls are using each.
+static LIVE: std::sync::Mutex<Vec<(usize, usize)>> = std::sync::Mutex::new(Vec::new());
+
+fn live() -> std::sync::MutexGuard<'static, Vec<(usize, usize)>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A handle in use by one call: the model cannot be freed until this is dropped.
+struct InUse {
+    addr: usize,
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        if let Some(e) = live().iter_mut().find(|e| e.0 == self.addr) {
+            e.1 -= 1;
+        }
+    }
 }
 
 /// Generation settings; start from `flashlm_default_params()`.
@@ -119,26 +147,33 @@ unsafe fn str_arg<'a>(p: *const c_char, name: &str) -> Result<&'a str, (c_int, S
     unsafe { CStr::from_ptr(p) }.to_str().map_err(|_| arg(format!("{name} is not UTF-8")))
 }
 
-/// The model behind a handle.
+/// The model behind a handle, marked in use until the guard is dropped.
 ///
 /// # Safety
-/// `m` is null or a pointer from a load function, not yet freed.
-unsafe fn model_arg<'a>(m: *const FlashlmModel) -> Result<&'a Model, (c_int, String)> {
+/// None beyond the pointer's type: it is compared with the live handles and read only if it
+/// is one of them (and a live one cannot be freed while the guard lives).
+unsafe fn model_arg<'a>(m: *const FlashlmModel) -> Result<(&'a Model, InUse), (c_int, String)> {
     if m.is_null() {
         return Err(arg("model is NULL"));
     }
-    // SAFETY: a live handle by the caller's contract; the magic catches some misuse.
-    let h = unsafe { &*m };
-    if h.magic != MAGIC {
-        return Err(arg("model is not a flashlm_model (freed, or another pointer)"));
+    let addr = m as usize;
+    match live().iter_mut().find(|e| e.0 == addr) {
+        Some(e) => e.1 += 1,
+        None => return Err(arg("model is not a live flashlm_model (already freed, or another pointer)")),
     }
-    Ok(&h.model)
+    // SAFETY: `m` is a live handle (made by Box::into_raw in `load`), and freeing it is
+    // refused while the returned guard holds its use count above zero.
+    Ok((unsafe { &(*m).model }, InUse { addr }))
 }
 
 fn load(path: Option<&Path>) -> Result<*mut FlashlmModel, (c_int, String)> {
     let io = path.is_some_and(|p| std::fs::metadata(p).is_err());
     match Model::load(path, Kernel::detect()) {
-        Ok(model) => Ok(Box::into_raw(Box::new(FlashlmModel { magic: MAGIC, model }))),
+        Ok(model) => {
+            let p = Box::into_raw(Box::new(FlashlmModel { model }));
+            live().push((p as usize, 0));
+            Ok(p)
+        }
         Err(e) => Err((if io { FLASHLM_ERR_IO } else { FLASHLM_ERR_MODEL }, format!("{e:#}"))),
     }
 }
@@ -176,18 +211,38 @@ pub extern "C" fn flashlm_model_load_bundled() -> *mut FlashlmModel {
     load_ptr(None)
 }
 
-/// Free a model (NULL is ignored). The handle must not be used afterwards.
+/// Free a model. Returns `FLASHLM_OK` (also for NULL), `FLASHLM_ERR_ARGUMENT` for a pointer
+/// that is not a live model (already freed, or another pointer: nothing is read or freed),
+/// or `FLASHLM_ERR_BUSY` when a call is still using it (from its callback, or another
+/// thread): it is then not freed; free it after that call returns.
 ///
 /// # Safety
-/// `model` is NULL or a pointer from a load function, not yet freed, and no other thread is
-/// using it.
+/// None beyond the pointer's type: it is freed only if it is a live handle.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn flashlm_model_free(model: *mut FlashlmModel) {
-    // SAFETY: by the contract above the pointer came from Box::into_raw and is freed once.
-    if !model.is_null() && unsafe { (*model).magic } == MAGIC {
-        let mut b = unsafe { Box::from_raw(model) };
-        b.magic = 0;
+pub unsafe extern "C" fn flashlm_model_free(model: *mut FlashlmModel) -> c_int {
+    if model.is_null() {
+        return FLASHLM_OK;
     }
+    let addr = model as usize;
+    let mut handles = live();
+    let Some(i) = handles.iter().position(|e| e.0 == addr) else {
+        drop(handles);
+        set_error("flashlm_model_free: not a live flashlm_model (already freed, or another pointer)");
+        return FLASHLM_ERR_ARGUMENT;
+    };
+    if handles[i].1 > 0 {
+        drop(handles);
+        set_error(
+            "flashlm_model_free: the model is in use by a call that has not returned (its callback, or another thread); free it after that call",
+        );
+        return FLASHLM_ERR_BUSY;
+    }
+    handles.swap_remove(i);
+    drop(handles);
+    // SAFETY: the pointer was live (made by Box::into_raw in `load`) and is now out of the
+    // table, so this is its one free, and no call holds it.
+    drop(unsafe { Box::from_raw(model) });
+    FLASHLM_OK
 }
 
 /// The defaults (those of the `flashlm-infer` command line).
@@ -223,7 +278,7 @@ pub unsafe extern "C" fn flashlm_generate(
 ) -> c_int {
     guard(|| {
         // SAFETY: the caller's contract.
-        let (m, prompt) = unsafe { (model_arg(model)?, str_arg(prompt, "prompt")?) };
+        let ((m, _in_use), prompt) = unsafe { (model_arg(model)?, str_arg(prompt, "prompt")?) };
         // SAFETY: NULL or a valid pointer.
         let p = if params.is_null() { flashlm_default_params() } else { unsafe { *params } };
         let gp = GenerateParams {
@@ -273,7 +328,7 @@ pub unsafe extern "C" fn flashlm_eval_bpc(
 ) -> c_int {
     guard(|| {
         // SAFETY: the caller's contract.
-        let (m, path) = unsafe { (model_arg(model)?, str_arg(path, "path")?) };
+        let ((m, _in_use), path) = unsafe { (model_arg(model)?, str_arg(path, "path")?) };
         if bpc_out.is_null() {
             return Err(arg("bpc_out is NULL"));
         }
