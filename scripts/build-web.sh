@@ -19,7 +19,12 @@ wbg_root=${FLASHLM_WASM_BINDGEN_ROOT:-$HOME/.cache/flashlm-wasm-bindgen}
 wbg=$wbg_root/bin/wasm-bindgen
 if ! "$wbg" --version 2>/dev/null | grep -qx "wasm-bindgen $version"; then
     echo "build-web: installing wasm-bindgen-cli $version into $wbg_root (a few minutes, once)" >&2
-    cargo install -q --locked wasm-bindgen-cli --version "$version" --root "$wbg_root"
+    # --locked takes the versions wasm-bindgen-cli shipped with; when one of them is gone from
+    # the registry (seen: webpki-roots 1.0.11 for 0.2.130), resolve its dependencies afresh.
+    if ! cargo install -q --locked wasm-bindgen-cli --version "$version" --root "$wbg_root"; then
+        echo "build-web: the locked install failed; installing with freshly resolved dependencies" >&2
+        cargo install -q wasm-bindgen-cli --version "$version" --root "$wbg_root"
+    fi
 fi
 target_dir=${CARGO_TARGET_DIR:-/tmp/flashlm-web-target}
 variants="simd nosimd"
