@@ -95,6 +95,18 @@ fn clear_nonblocking(file: &std::fs::File) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Give SIGINT its default action (end the process) back. A program started in the background
+/// by a non-interactive shell (`cmd &` in a script) inherits SIGINT as *ignored*, and keeps it
+/// so unless it resets it: `kill -INT` then does nothing. Command-line tools without a handler
+/// of their own call this first. No effect off Unix.
+pub fn default_interrupt() {
+    #[cfg(unix)]
+    // SAFETY: signal(2) with SIG_DFL installs no handler code; it only resets the disposition.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+    }
+}
+
 /// Read a whole input file through [`open_regular`] (a device, FIFO or directory has no size
 /// and could be read until memory runs out). At most the size the file had when opened is
 /// read.

@@ -36,6 +36,10 @@ pub struct EvalResult {
     pub chars: u64,
     /// Summed negative log-likelihood, nats.
     pub nll: f64,
+    /// Stories the original protocol cut at [`ORIGINAL_MAX_TOKENS`] tokens (their later
+    /// tokens unscored, their characters all counted, so the BPC reads lower than the model's);
+    /// 0 under the exact protocol.
+    pub cut: usize,
 }
 
 impl EvalResult {
@@ -65,17 +69,33 @@ pub fn select(stories: &[String], max: usize, protocol: Protocol) -> Vec<&str> {
     }
 }
 
-/// Score one story; returns (nll, tokens scored, chars). Tokens go through
-/// [`Model::forward_batch`] (the same logits as one at a time, bit for bit).
-pub fn score_story(model: &Model, text: &str, protocol: Protocol) -> (f64, u64, u64) {
+/// One story's score: summed NLL (nats), tokens scored, characters, and whether the original
+/// protocol cut it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoryScore {
+    /// Summed negative log-likelihood, nats.
+    pub nll: f64,
+    /// Tokens scored.
+    pub tokens: u64,
+    /// Characters of the story.
+    pub chars: u64,
+    /// Cut at [`ORIGINAL_MAX_TOKENS`] tokens.
+    pub cut: bool,
+}
+
+/// Score one story. Tokens go through [`Model::forward_batch`] (the same logits as one at a
+/// time, bit for bit).
+pub fn score_story(model: &Model, text: &str, protocol: Protocol) -> StoryScore {
     let mut ids = model.tokenizer.encode(text);
     let chars = text.chars().count() as u64;
+    let mut cut = false;
     // inputs[i] predicts targets[i].
     let (inputs, targets): (Vec<u16>, Vec<u16>) = match protocol {
         Protocol::Original => {
             if ids.len() < 2 {
-                return (0.0, 0, 0);
+                return StoryScore { nll: 0.0, tokens: 0, chars: 0, cut: false };
             }
+            cut = ids.len() > ORIGINAL_MAX_TOKENS;
             ids.truncate(ORIGINAL_MAX_TOKENS);
             (ids[..ids.len() - 1].to_vec(), ids[1..].to_vec())
         }
@@ -101,25 +121,22 @@ pub fn score_story(model: &Model, text: &str, protocol: Protocol) -> (f64, u64, 
     if state.overflowed() {
         nll = f64::NAN;
     }
-    (nll, targets.len() as u64, chars)
+    StoryScore { nll, tokens: targets.len() as u64, chars, cut }
 }
 
-/// Evaluate a set of stories (in parallel over `threads` threads; results are summed in
-/// story order, so they do not depend on the thread count).
-pub fn evaluate(model: &Model, stories: &[&str], protocol: Protocol, threads: usize) -> EvalResult {
+/// Score stories (in parallel over `threads` threads), in story order.
+pub fn score_stories(model: &Model, stories: &[&str], protocol: Protocol, threads: usize) -> Vec<StoryScore> {
     let threads = threads.max(1).min(stories.len().max(1));
-    let mut per: Vec<(f64, u64, u64)> = vec![(0.0, 0, 0); stories.len()];
+    let mut per = vec![StoryScore { nll: 0.0, tokens: 0, chars: 0, cut: false }; stories.len()];
     if threads == 1 {
         // On the calling thread: no spawn (WebAssembly and WASI have no threads).
         for (o, text) in per.iter_mut().zip(stories) {
             *o = score_story(model, text, protocol);
         }
     } else {
+        let chunk = stories.len().div_ceil(threads).max(1);
         std::thread::scope(|s| {
-            for (chunk_out, chunk_in) in per
-                .chunks_mut(stories.len().div_ceil(threads).max(1))
-                .zip(stories.chunks(stories.len().div_ceil(threads).max(1)))
-            {
+            for (chunk_out, chunk_in) in per.chunks_mut(chunk).zip(stories.chunks(chunk)) {
                 s.spawn(move || {
                     for (o, text) in chunk_out.iter_mut().zip(chunk_in) {
                         *o = score_story(model, text, protocol);
@@ -128,16 +145,48 @@ pub fn evaluate(model: &Model, stories: &[&str], protocol: Protocol, threads: us
             }
         });
     }
-    let mut r = EvalResult { stories: 0, tokens: 0, chars: 0, nll: 0.0 };
-    for (nll, n, c) in per {
-        if n > 0 {
-            r.stories += 1;
-            r.tokens += n;
-            r.chars += c;
-            r.nll += nll;
-        }
+    per
+}
+
+/// The sum of story scores, in their order (so it does not depend on how they were split
+/// across threads or calls).
+pub fn sum_scores(per: &[StoryScore]) -> EvalResult {
+    let mut r = EvalResult { stories: 0, tokens: 0, chars: 0, nll: 0.0, cut: 0 };
+    for s in per.iter().filter(|s| s.tokens > 0) {
+        r.stories += 1;
+        r.tokens += s.tokens;
+        r.chars += s.chars;
+        r.nll += s.nll;
+        r.cut += usize::from(s.cut);
     }
     r
+}
+
+/// Evaluate a set of stories (in parallel over `threads` threads; results are summed in
+/// story order, so they do not depend on the thread count).
+pub fn evaluate(model: &Model, stories: &[&str], protocol: Protocol, threads: usize) -> EvalResult {
+    sum_scores(&score_stories(model, stories, protocol, threads))
+}
+
+/// Refuse a loss that is not a finite number (an overflowing model).
+pub fn check_finite(r: EvalResult) -> anyhow::Result<EvalResult> {
+    anyhow::ensure!(
+        r.nll.is_finite(),
+        "the loss is not a finite number ({}): the model's weights overflow f32 (is the file damaged? re-export it)",
+        r.nll
+    );
+    Ok(r)
+}
+
+/// The warning a cut evaluation deserves, if any: how many stories the original protocol cut.
+pub fn cut_warning(r: &EvalResult) -> Option<String> {
+    (r.cut > 0).then(|| {
+        format!(
+            "warning: the original protocol scored only the first {ORIGINAL_MAX_TOKENS} tokens of {} of {} stories \
+             but counted all their characters, so its BPC is lower than the model's; the exact protocol scores every token",
+            r.cut, r.stories
+        )
+    })
 }
 
 /// Read a story file and evaluate its first `stories` stories under `protocol` (what the
@@ -164,11 +213,5 @@ pub fn evaluate_checked(
     threads: usize,
 ) -> anyhow::Result<EvalResult> {
     anyhow::ensure!(stories > 0, "the number of stories must be at least 1");
-    let r = evaluate(model, &select(texts, stories, protocol), protocol, threads);
-    anyhow::ensure!(
-        r.nll.is_finite(),
-        "the loss is not a finite number ({}): the model's weights overflow f32 (is the file damaged? re-export it)",
-        r.nll
-    );
-    Ok(r)
+    check_finite(evaluate(model, &select(texts, stories, protocol), protocol, threads))
 }

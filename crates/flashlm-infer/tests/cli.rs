@@ -94,6 +94,26 @@ fn eval_prints_bpc_for_both_protocols() {
         assert!(line.starts_with(row["protocol"].as_str().unwrap()), "{row} vs {line}");
     }
     assert_eq!(rows[1]["stories"], 2);
+    assert_eq!(rows[0]["cut"], 0);
+    assert!(!err.contains("warning"), "{err}");
+    // A story longer than the original protocol's 257 tokens: a warning names the cut.
+    let long = dir.join("long.txt");
+    let story = "Once upon a time there was a little cat who liked to play. ".repeat(40);
+    std::fs::write(
+        &long,
+        format!(
+            "{story}\n<|endoftext|>\nA short one, but long enough to be scored by the original protocol.\n"
+        ),
+    )
+    .unwrap();
+    let (ok, js, err) =
+        run(&["eval", "--model", m.to_str().unwrap(), "--data", long.to_str().unwrap(), "--json"]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("warning: the original protocol scored only the first 257 tokens of 1 of 2 stories"),
+        "{err}"
+    );
+    assert!(js.lines().next().unwrap().contains("\"cut\": 1"), "{js}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -141,4 +161,42 @@ fn isa_cap_changes_the_defaults() {
     } else {
         eprintln!("skipped the FLASHLM_ISA=avx2 half: this CPU has no AVX2 + FMA + F16C");
     }
+}
+
+/// Started as `cmd &` from a script (SIGINT inherited as ignored), it still stops on SIGINT.
+#[test]
+#[cfg(unix)]
+#[cfg_attr(target_os = "wasi", ignore = "WASI cannot start processes")]
+fn sigint_stops_it_even_when_started_with_sigint_ignored() {
+    use std::time::{Duration, Instant};
+    let exe = env!("CARGO_BIN_EXE_flashlm-infer");
+    // `trap '' INT` makes the shell, and what it execs, ignore SIGINT.
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "trap '' INT; exec '{exe}' --prompt Once --temperature 0 --ignore-eos --max-tokens 100000000"
+            ),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "it ended before the signal");
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("flashlm-infer ignored SIGINT for 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(2), "{status}");
 }

@@ -6,8 +6,10 @@
 //! * `.jsonl` / `.json`: one JSON object per line with a string field `text`.
 //!
 //! Every story is stripped of leading and trailing whitespace; empty stories are skipped.
-//! Invalid UTF-8 is replaced with U+FFFD and counted. A file that is not text (NUL bytes,
-//! or a `.zst` that does not decompress) is refused with its path.
+//! Invalid UTF-8 is replaced with U+FFFD and counted. A file that is not text is refused with
+//! its path: NUL bytes in its first MiB, more than [`MAX_NOT_TEXT`] of its bytes in invalid
+//! UTF-8 sequences or control characters, a `.zst` that does not decompress, or one that
+//! expands past [`max_expanded`] (a decompression bomb).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -118,30 +120,63 @@ impl Stories {
     }
 }
 
+/// The largest share of a story file's bytes that may be invalid UTF-8 or control characters
+/// (other than tab, line feed and carriage return). Text files have none or nearly none;
+/// random or binary data has far more (a binary file read as stories gives a meaningless BPC).
+pub const MAX_NOT_TEXT: f64 = 0.01;
+
+/// The most bytes a `.zst` story file of `compressed` bytes may expand to: 64 MiB plus 64
+/// times its size (text compresses 3-8x; a file expanding thousands of times is a bomb, and
+/// would take all memory).
+pub fn max_expanded(compressed: u64) -> u64 {
+    (64 << 20) + compressed.saturating_mul(64)
+}
+
+/// Refuse bytes that are not text ([`MAX_NOT_TEXT`]).
+fn check_text(bytes: &[u8]) -> Result<(), String> {
+    if let Some(pos) = bytes.iter().take(1 << 20).position(|&b| b == 0) {
+        return Err(format!("not a text file (NUL byte at offset {pos}); expected UTF-8 stories"));
+    }
+    let controls =
+        bytes.iter().filter(|&&b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0x7f).count();
+    let invalid: usize = bytes.utf8_chunks().map(|c| c.invalid().len()).sum();
+    let bad = controls + invalid;
+    if bad as f64 > MAX_NOT_TEXT * bytes.len() as f64 {
+        return Err(format!(
+            "not a text file: {:.1}% of its bytes are invalid UTF-8 or control characters (at most {:.0}% is accepted); expected UTF-8 stories",
+            100.0 * bad as f64 / bytes.len() as f64,
+            MAX_NOT_TEXT * 100.0
+        ));
+    }
+    Ok(())
+}
+
 /// Read the stories of one file.
 pub fn read_story_file(path: &Path) -> Result<Stories, StoryError> {
     let (fmt, zst) = StoryFormat::of_path(path)?;
     let io = |cause| StoryError::Io { path: path.to_path_buf(), cause };
     let raw = flashlm_core::limits::read_regular(path).map_err(io)?;
     let source_hash = xxhash_rust::xxh3::xxh3_64(&raw);
+    let format = |reason: String| StoryError::Format { path: path.to_path_buf(), reason };
     let bytes = if zst {
+        let limit = max_expanded(raw.len() as u64);
         let mut out = Vec::new();
-        zstd::stream::read::Decoder::new(&raw[..]).and_then(|mut d| d.read_to_end(&mut out)).map_err(
-            |e| StoryError::Format {
-                path: path.to_path_buf(),
-                reason: format!("not a valid zstd file ({e}); decompress it or drop the .zst suffix"),
-            },
-        )?;
+        zstd::stream::read::Decoder::new(&raw[..])
+            .and_then(|d| d.take(limit + 1).read_to_end(&mut out))
+            .map_err(|e| {
+                format(format!("not a valid zstd file ({e}); decompress it or drop the .zst suffix"))
+            })?;
+        if out.len() as u64 > limit {
+            return Err(format(format!(
+                "expands to more than {limit} bytes (64 MiB + 64 x its {} compressed bytes): a decompression bomb, not a story file",
+                raw.len()
+            )));
+        }
         out
     } else {
         raw
     };
-    if let Some(pos) = bytes.iter().take(1 << 20).position(|&b| b == 0) {
-        return Err(StoryError::Format {
-            path: path.to_path_buf(),
-            reason: format!("not a text file (NUL byte at offset {pos}); expected UTF-8 stories"),
-        });
-    }
+    check_text(&bytes).map_err(format)?;
     let mut out = match fmt {
         StoryFormat::Txt => parse_txt(&bytes),
         StoryFormat::Jsonl => {
@@ -269,6 +304,45 @@ mod tests {
         std::fs::write(&other, b"PAR1").unwrap();
         assert!(read_story_file(&other).unwrap_err().to_string().contains("unknown story file type"));
         assert!(read_story_file(&dir.path().join("missing.txt")).is_err());
+    }
+
+    #[test]
+    fn random_bytes_are_not_text_and_rare_bad_bytes_are_fine() {
+        // 1 MB of pseudo-random bytes with no NUL (so the NUL check alone lets it through).
+        let mut x = 0x1234_5678u32;
+        let noise: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                ((x >> 24) as u8).max(1)
+            })
+            .collect();
+        let e = check_text(&noise).unwrap_err();
+        assert!(e.contains("% of its bytes are invalid UTF-8 or control characters"), "{e}");
+        let mut text = b"Once upon a time there was a cat. ".repeat(100);
+        text.extend_from_slice(b"caf\xe9 \x07");
+        assert!(check_text(&text).is_ok(), "two bad bytes in 3,400");
+        let mut controls = b"abc".repeat(10);
+        controls.extend_from_slice(&[0x1b; 5]);
+        assert!(check_text(&controls).is_err(), "escape bytes are not story text");
+        assert!(check_text("naïve café, 日本語\r\n\ttab".as_bytes()).is_ok());
+    }
+
+    #[test]
+    #[cfg_attr(target_os = "wasi", ignore = "WASI has no temp_dir (tempfile); runs natively and on aarch64")]
+    fn a_zst_that_expands_past_the_bound_is_refused_without_expanding_it_all() {
+        let dir = tempfile::tempdir().unwrap();
+        // 200 MiB of one letter compress to a few KB: far past 64 MiB + 64 x that.
+        let bomb = dir.path().join("bomb.txt.zst");
+        let mut enc = zstd::stream::write::Encoder::new(std::fs::File::create(&bomb).unwrap(), 19).unwrap();
+        let block = vec![b'a'; 1 << 20];
+        for _ in 0..200 {
+            std::io::Write::write_all(&mut enc, &block).unwrap();
+        }
+        enc.finish().unwrap();
+        let size = std::fs::metadata(&bomb).unwrap().len();
+        assert!(max_expanded(size) < 200 << 20);
+        let e = read_story_file(&bomb).unwrap_err().to_string();
+        assert!(e.contains("bomb.txt.zst") && e.contains("decompression bomb"), "{e}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use flashlm_infer::bundled;
-use flashlm_infer::eval::{Protocol, evaluate_checked};
+use flashlm_infer::eval::{Protocol, cut_warning, evaluate_checked};
 use flashlm_infer::generate::{GenerateError, GenerateParams, Generation};
 use flashlm_infer::kernels::Kernel;
 use flashlm_infer::model::{HeadPath, Model};
@@ -111,6 +111,7 @@ struct EvalArgs {
 }
 
 fn main() -> ExitCode {
+    flashlm_core::limits::default_interrupt();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -211,10 +212,14 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
             .with_context(|| model_name(&a.common))?;
         let secs = t0.elapsed().as_secs_f64();
         let name = format!("{p:?}").to_lowercase();
+        if let Some(w) = cut_warning(&r) {
+            eprintln!("{w}");
+        }
         if a.json {
             println!(
-                "{{\"protocol\": \"{name}\", \"stories\": {}, \"tokens\": {}, \"chars\": {}, \"loss\": {}, \"ppl\": {}, \"bpc\": {}, \"secs\": {secs}}}",
+                "{{\"protocol\": \"{name}\", \"stories\": {}, \"cut\": {}, \"tokens\": {}, \"chars\": {}, \"loss\": {}, \"ppl\": {}, \"bpc\": {}, \"secs\": {secs}}}",
                 r.stories,
+                r.cut,
                 r.tokens,
                 r.chars,
                 r.loss(),
