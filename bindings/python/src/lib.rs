@@ -1,19 +1,20 @@
 //! `flashlm._flashlm`: the Python extension module. Thin wrappers over `flashlm_infer`'s
-//! library API (`Model::load`, `generate::Generation`, `eval::evaluate_file`); generation
-//! and evaluation run with the GIL released. `python/flashlm/__init__.py` adds the numpy
-//! view of `logits`.
+//! library API (`Model::load`, `generate::Generation`, `eval::score_stories`); generation
+//! and evaluation run with the GIL released, in slices, with Ctrl-C checked between them.
+//! `python/flashlm/__init__.py` adds the numpy view of `logits`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use flashlm_infer::eval::{Protocol, evaluate_file};
+use flashlm_infer::eval::{Protocol, check_finite, score_stories, select, sum_scores};
 use flashlm_infer::format::EmbeddingDtype;
 use flashlm_infer::generate::{GenerateError, GenerateParams, Generation};
 use flashlm_infer::kernels::Kernel;
 use flashlm_infer::model::Model as Engine;
 use flashlm_infer::sample::Sampler;
 use flashlm_infer::tokenizer::Tokenizer as Vocab;
-use pyo3::exceptions::{PyOSError, PyStopIteration, PyValueError};
+use pyo3::exceptions::{PyMemoryError, PyOSError, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
@@ -129,16 +130,41 @@ impl Model {
         if let Some(bad) = token_ids.iter().find(|&&t| t < 0 || t as usize >= v) {
             return Err(value_error(format!("token id {bad} is outside the vocabulary (0..{v})")));
         }
+        // The size is known before anything is allocated: [len, vocab] f32 here, then once
+        // more as the bytes object Python gets.
+        let n =
+            token_ids.len().checked_mul(v).filter(|&n| n <= isize::MAX as usize / 4).ok_or_else(|| {
+                value_error(format!("{} tokens x {v} logits do not fit in memory", token_ids.len()))
+            })?;
+        let too_big = || {
+            PyMemoryError::new_err(format!(
+                "the logits of {} tokens take {:.2} GB ({} x {v} x 4 bytes, twice while copied out): \
+                 score fewer tokens at a time",
+                token_ids.len(),
+                (n * 4) as f64 / 1e9,
+                token_ids.len()
+            ))
+        };
+        let mut out: Vec<f32> = Vec::new();
+        out.try_reserve_exact(n).map_err(|_| too_big())?;
+        out.resize(n, 0.0);
         let ids: Vec<u16> = token_ids.iter().map(|&t| t as u16).collect();
         let engine = &self.engine;
-        let logits = py.detach(|| {
+        py.detach(|| {
+            // In windows of 256 tokens on one state: the same logits as one call, with the
+            // engine's working memory bounded by the window, not the whole input.
             let mut s = engine.new_state();
-            let mut out = vec![0.0f32; ids.len() * v];
-            engine.forward_batch(&mut s, &ids, Some(&mut out));
-            out
+            for (xs, l) in ids.chunks(256).zip(out.chunks_mut(256 * v)) {
+                engine.forward_batch(&mut s, xs, Some(l));
+            }
         });
-        let bytes: Vec<u8> = logits.iter().flat_map(|x| x.to_le_bytes()).collect();
-        Ok(PyBytes::new(py, &bytes))
+        // Python raises MemoryError itself if it cannot allocate the bytes object.
+        PyBytes::new_with(py, n * 4, |buf| {
+            for (dst, x) in buf.chunks_exact_mut(4).zip(&out) {
+                dst.copy_from_slice(&x.to_le_bytes());
+            }
+            Ok(())
+        })
     }
 
     /// Validation bits per character of a story file: a dict with bpc, loss, ppl, stories,
@@ -158,10 +184,25 @@ impl Model {
             p => return Err(value_error(format!("protocol must be \"original\" or \"exact\", not {p:?}"))),
         };
         flashlm_core::limits::check_threads(threads).map_err(value_error)?;
+        if stories == 0 {
+            return Err(value_error("the number of stories must be at least 1"));
+        }
         let engine = &self.engine;
-        let r = py
-            .detach(|| evaluate_file(engine, &path, stories, protocol, threads))
-            .map_err(|e| file_error(&path, &e))?;
+        let all = py
+            .detach(|| flashlm_infer::tokenizer::stories::read_story_file(&path))
+            .map_err(|e| file_error(&path, &anyhow::Error::from(e)))?;
+        if all.texts.is_empty() {
+            return Err(value_error(format!("{} holds no stories", path.display())));
+        }
+        // A few stories at a time with the GIL released, then a look for Ctrl-C; summed in
+        // story order, so the result is the CLI's to the bit.
+        let selected = select(&all.texts, stories, protocol);
+        let mut per = Vec::with_capacity(selected.len());
+        for chunk in selected.chunks(4 * threads) {
+            per.extend(py.detach(|| score_stories(engine, chunk, protocol, threads)));
+            py.check_signals()?;
+        }
+        let r = check_finite(sum_scores(&per)).map_err(|e| file_error(&path, &e))?;
         let d = PyDict::new(py);
         d.set_item("bpc", r.bpc())?;
         d.set_item("loss", r.loss())?;
@@ -169,6 +210,7 @@ impl Model {
         d.set_item("stories", r.stories)?;
         d.set_item("tokens", r.tokens)?;
         d.set_item("chars", r.chars)?;
+        d.set_item("cut", r.cut)?;
         Ok(d)
     }
 
@@ -217,14 +259,34 @@ impl TextStream {
         slf
     }
 
-    /// The rest of the text at once, generated with the GIL released.
+    /// The rest of the text at once, generated with the GIL released in slices of about
+    /// 20 ms; between slices Ctrl-C (or any signal handler that raises) stops it with the
+    /// handler's exception, within one slice.
     fn read_all(&mut self, py: Python<'_>) -> PyResult<String> {
-        if self.done {
-            return Ok(String::new());
+        const SLICE: Duration = Duration::from_millis(20);
+        let mut text = String::new();
+        while !self.done {
+            let (engine, g) = (&self.engine, &mut self.generation);
+            let (part, finished) = py
+                .detach(|| {
+                    let t0 = Instant::now();
+                    let mut part = String::new();
+                    loop {
+                        let piece = g.step(engine)?;
+                        part.push_str(&piece.text);
+                        if piece.finish.is_some() || t0.elapsed() >= SLICE {
+                            return Ok((part, piece.finish.is_some()));
+                        }
+                    }
+                })
+                .map_err(generate_error)?;
+            text.push_str(&part);
+            self.done = finished;
+            if !finished {
+                py.check_signals()?;
+            }
         }
-        self.done = true;
-        let (engine, g) = (&self.engine, &mut self.generation);
-        py.detach(|| g.run(engine)).map(|(text, _)| text).map_err(generate_error)
+        Ok(text)
     }
 
     fn __next__(&mut self, py: Python<'_>) -> PyResult<String> {

@@ -84,7 +84,8 @@ def test_logits_score_a_story_as_the_cli_eval_does(model):
 
 def test_eval_bpc_on_a_fixture(model):
     r = model.eval_bpc(str(FIXTURE), protocol="exact", stories=6)
-    assert set(r) == {"bpc", "loss", "ppl", "stories", "tokens", "chars"}
+    assert set(r) == {"bpc", "loss", "ppl", "stories", "tokens", "chars", "cut"}
+    assert r["cut"] == 0, "the exact protocol cuts nothing"
     assert r["stories"] == 6 and 0.5 < r["bpc"] < 5
     assert model.eval_bpc(str(FIXTURE), protocol="exact", stories=6) == r
 
@@ -173,3 +174,53 @@ def test_from_torch_refuses_bad_files():
         flashlm.Model.from_torch(str(torch_dir / "tokenizer.json"), str(torch_dir / "tokenizer.json"))
     with pytest.raises(ValueError, match="embedding"):
         flashlm.Model.from_torch(str(torch_dir / "tiny.pt"), str(torch_dir / "tokenizer.json"), embedding="int2")
+
+
+def _child(code, limit_as=None):
+    """Run `code` in a fresh interpreter (SIGINT raising KeyboardInterrupt, as in a terminal)."""
+    import sys
+    pre = "import signal, resource, sys, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    if limit_as:
+        pre += f"resource.setrlimit(resource.RLIMIT_AS, ({limit_as}, {limit_as}))\n"
+    return subprocess.Popen([sys.executable, "-c", pre + code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def test_logits_too_large_for_memory_raise_memoryerror_not_abort():
+    # 60,000 tokens x 10,000 logits x 4 bytes = 2.4 GB, twice: more than a 4 GB address space.
+    p = _child(
+        "import flashlm\nm = flashlm.Model()\n"
+        "try:\n    m.logits([5] * 60000)\n    print('no error')\n"
+        "except MemoryError as e:\n    print('MemoryError:', e)\n"
+        "print('alive', m.generate('Once', max_tokens=3, seed=1) is not None)\n",
+        limit_as=4 << 30)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, (p.returncode, err)
+    assert "MemoryError:" in out and "alive True" in out, (out, err)
+
+
+@pytest.mark.parametrize("call", [
+    "m.generate('Once upon a time', max_tokens=10**9, ignore_eos=True)",
+    "m.eval_bpc(DATA, protocol='exact', stories=100000)",
+])
+def test_ctrl_c_interrupts_long_calls_quickly(call):
+    import os
+    import signal
+    import time
+    data = Path(os.environ.get("FLASHLM_DATA_DIR", ROOT.parent / "shared/data")) / "tinystories-valid.txt.zst"
+    if "eval_bpc" in call and not data.exists():
+        pytest.skip(f"{data} not found (set FLASHLM_DATA_DIR)")
+    p = _child(
+        f"import flashlm\nDATA = {str(data)!r}\nm = flashlm.Model()\nprint('ready', flush=True)\n"
+        f"try:\n    {call}\n    print('finished', flush=True)\n"
+        "except KeyboardInterrupt:\n    print('interrupted', time.monotonic(), flush=True)\n")
+    assert p.stdout.readline().strip() == "ready"
+    time.sleep(1.0)
+    sent = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, (p.returncode, err)
+    words = out.split()
+    assert words[0] == "interrupted", (out, err)
+    # Within a slice (about 20 ms) in a quiet process; 1 s leaves room for a loaded machine.
+    assert float(words[1]) - sent < 1.0, f"KeyboardInterrupt {float(words[1]) - sent:.3f} s after SIGINT"

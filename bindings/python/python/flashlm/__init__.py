@@ -44,7 +44,8 @@ class Model:
         """Generate text after ``prompt`` and return it (without the prompt). The same seed
         gives the same text; ``seed=None`` means 42. Generation stops at the end-of-story
         token (unless ``ignore_eos``), at ``max_tokens``, or before the first ``stop`` string.
-        Runs without the GIL. Bad arguments raise ValueError."""
+        Runs without the GIL; Ctrl-C raises KeyboardInterrupt within about 20 ms. Bad
+        arguments raise ValueError."""
         return self._m.stream(prompt, max_tokens, temperature, top_k, top_p, seed, stop, ignore_eos).read_all()
 
     def stream(self, prompt: str, max_tokens: int = 200, temperature: float = 0.8, top_k: int = 50,
@@ -66,7 +67,8 @@ class Model:
         """Validation bits per character over a story file (``.txt`` with ``<|endoftext|>``
         lines or ``.jsonl``, optionally ``.zst``): ``protocol`` "original" (FlashLM v4's
         eval, stories cut at 257 tokens) or "exact" (every token). Returns a dict with
-        bpc, loss, ppl, stories, tokens, chars."""
+        bpc, loss, ppl, stories, tokens, chars, and cut (stories the original protocol cut).
+        Ctrl-C raises KeyboardInterrupt within a few stories."""
         return self._m.eval_bpc(str(path), protocol, stories, threads)
 
     @property
