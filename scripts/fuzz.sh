@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 secs=${1:?usage: scripts/fuzz.sh SECONDS [TARGET ...]}
 shift
 targets=("$@")
-if [ ${#targets[@]} -eq 0 ]; then targets=(flm_forward checkpoint_read token_cache_read); fi
+if [ ${#targets[@]} -eq 0 ]; then targets=(flm_forward checkpoint_read token_cache_read parquet_read); fi
 command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz is missing: cargo install cargo-fuzz" >&2; exit 1; }
 cargo run --release -q -p flashlm-train --example fuzz_seeds -- fuzz/corpus
 mkdir -p fuzz/logs

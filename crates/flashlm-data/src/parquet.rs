@@ -52,12 +52,33 @@ pub fn is_parquet(path: &Path) -> bool {
 
 /// Read the stories of one Parquet file; `stories.source_hash` is the xxh3 of its bytes.
 pub fn read_parquet(path: &Path, opts: &ParquetOptions) -> anyhow::Result<(Stories, ParquetStats)> {
-    let bad = |why: String| anyhow::anyhow!("{}: not a readable Parquet story file: {why}", path.display());
     let file = flashlm_core::limits::open_regular(path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     let source_hash = hash_file(path)?;
     let file_len = file.metadata().map_or(0, |m| m.len());
-    let reader = SerializedFileReader::new(file).map_err(|e| bad(e.to_string()))?;
+    read_from(file, file_len, source_hash, path, opts)
+}
+
+/// [`read_parquet`] of a file's bytes in memory (`name` names it in errors): what the fuzz
+/// target runs.
+pub fn read_parquet_bytes(
+    bytes: &[u8],
+    name: &Path,
+    opts: &ParquetOptions,
+) -> anyhow::Result<(Stories, ParquetStats)> {
+    let hash = xxhash_rust::xxh3::xxh3_64(bytes);
+    read_from(bytes::Bytes::copy_from_slice(bytes), bytes.len() as u64, hash, name, opts)
+}
+
+fn read_from<R: parquet::file::reader::ChunkReader + 'static>(
+    source: R,
+    file_len: u64,
+    source_hash: u64,
+    path: &Path,
+    opts: &ParquetOptions,
+) -> anyhow::Result<(Stories, ParquetStats)> {
+    let bad = |why: String| anyhow::anyhow!("{}: not a readable Parquet story file: {why}", path.display());
+    let reader = SerializedFileReader::new(source).map_err(|e| bad(e.to_string()))?;
     let schema = reader.metadata().file_metadata().schema_descr_ptr();
     let find = |name: &str| schema.columns().iter().position(|c| c.path().string() == name);
     let text_col = match &opts.text_column {

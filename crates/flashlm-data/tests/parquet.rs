@@ -128,8 +128,12 @@ fn a_footer_claiming_more_rows_than_the_file_holds_is_refused_without_allocating
             "{e}"
         );
     }
-    // The honest copy still reads.
+    // The honest copy still reads, from the file and from its bytes alike.
     let p = dir.path().join("same.parquet");
     with_claimed_rows(&src, &p, 77);
-    assert_eq!(read_parquet(&p, &ParquetOptions::default()).unwrap().0.texts.len(), 77);
+    let (a, sa) = read_parquet(&p, &ParquetOptions::default()).unwrap();
+    assert_eq!(a.texts.len(), 77);
+    let bytes = std::fs::read(&p).unwrap();
+    let (b, sb) = flashlm_data::parquet::read_parquet_bytes(&bytes, &p, &ParquetOptions::default()).unwrap();
+    assert_eq!((a.texts, a.source_hash, sa), (b.texts, b.source_hash, sb));
 }

@@ -1,5 +1,6 @@
 //! Write the seed corpora of the fuzz targets (`fuzz/`, run by `scripts/fuzz.sh`): tiny but
-//! valid `.flm` files (each embedding type), a checkpoint and token caches, so that the fuzzer
+//! valid `.flm` files (each embedding type), a checkpoint, token caches and Parquet story
+//! files, so that the fuzzer
 //! starts from inputs that get past the magic and reach the code behind it.
 //!
 //! cargo run --release -p flashlm-train --example fuzz_seeds -- fuzz/corpus
@@ -70,6 +71,16 @@ fn main() -> anyhow::Result<()> {
     let key = CacheKey { vocab_hash: 1, source_hash: 2 };
     write_cache(&cache.join("plain.tokens"), key, &tokens, false)?;
     write_cache(&cache.join("zstd.tokens"), key, &tokens, true)?;
+    // Parquet story files in the hub's layout: one row group and several, nulls, scores.
+    let pq = dir("parquet_read")?;
+    let rows: Vec<(Option<&str>, Option<i64>)> = vec![
+        (Some("Once upon a time."), Some(3)),
+        (None, Some(5)),
+        (Some(" A cat. "), None),
+        (Some(""), Some(1)),
+    ];
+    flashlm_data::parquet::write_parquet(&pq.join("one-group.parquet"), "text", &rows, 4)?;
+    flashlm_data::parquet::write_parquet(&pq.join("groups.parquet"), "story", &rows, 1)?;
     eprintln!("seeds written under {}", out.display());
     Ok(())
 }

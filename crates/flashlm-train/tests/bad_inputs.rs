@@ -186,7 +186,34 @@ fn fixtures(dir: &Path) -> HashMap<&'static str, String> {
         let zero = dir.join("zero.txt");
         std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
         m.insert("zero_txt", zero.display().to_string());
+        // FIFOs with no writer under every input name (a plain open would block forever).
+        for (key, name) in [
+            ("fifo_txt", "fifo.txt"),
+            ("fifo_json", "fifo.json"),
+            ("fifo_toml", "fifo.toml"),
+            ("fifo_parquet", "fifo.parquet"),
+            ("fifo_flm", "fifo.flm"),
+            ("fifo_ckpt", "fifo.ckpt"),
+        ] {
+            let p = dir.join(name);
+            assert!(Command::new("mkfifo").arg(&p).status().unwrap().success(), "mkfifo {}", p.display());
+            m.insert(key, p.display().to_string());
+        }
     }
+    // 1 MB of pseudo-random bytes without NUL, and a zstd file expanding 200 MiB.
+    let mut x = 7u32;
+    let noise: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            ((x >> 24) as u8).max(1)
+        })
+        .collect();
+    let noise_txt = dir.join("noise.txt");
+    std::fs::write(&noise_txt, noise).unwrap();
+    m.insert("noise_txt", noise_txt.display().to_string());
+    let bomb = dir.join("bomb.txt.zst");
+    std::fs::write(&bomb, zstd::encode_all(&vec![b'a'; 200 << 20][..], 19).unwrap()).unwrap();
+    m.insert("bomb_zst", bomb.display().to_string());
     for (name, bytes) in [
         ("flm_overflow_small", overflow_small),
         ("flm_nan_f16", nan_f16),
@@ -199,6 +226,24 @@ fn fixtures(dir: &Path) -> HashMap<&'static str, String> {
         m.insert(name, p.display().to_string());
     }
     m
+}
+
+/// Run to the end, or kill it after 60 s (a hang is a failure, not a stuck test).
+fn run_bounded(cmd: &mut Command) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            let mut err = out.stderr.clone();
+            err.extend_from_slice(b"\n[killed: still running after 60 s]");
+            return std::process::Output { stderr: err, ..out };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.wait_with_output().unwrap()
 }
 
 #[test]
@@ -217,7 +262,7 @@ fn every_bad_invocation_fails_cleanly() {
             .split_whitespace()
             .map(|a| vars.iter().fold(a.to_string(), |a, (k, v)| a.replace(&format!("{{{k}}}"), v)))
             .collect();
-        let out = Command::new(binary(bin)).args(&args).current_dir(dir.path()).output().unwrap();
+        let out = run_bounded(Command::new(binary(bin)).args(&args).current_dir(dir.path()));
         let err = String::from_utf8_lossy(&out.stderr);
         let code = out.status.code();
         rows += 1;
