@@ -95,8 +95,8 @@ fn a_body_shorter_than_its_length_gets_408_and_the_connection_closes() {
 fn slowloris_and_idle_keep_alive_connections_are_closed_after_the_header_timeout() {
     let s = start(&["--header-timeout", "1"]);
     let t0 = Instant::now();
-    // 50 clients that send part of a request head and then nothing.
-    let mut slow: Vec<TcpStream> = (0..50)
+    // 500 clients that send part of a request head and then nothing.
+    let mut slow: Vec<TcpStream> = (0..500)
         .map(|_| {
             let mut c = connect(&s.addr);
             c.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nx-slow: ").unwrap();
