@@ -197,6 +197,55 @@ pub fn duration_arg(what: &str, secs: f64) -> anyhow::Result<Duration> {
 }
 
 impl TrainOptions {
+    /// A resumed run continues the checkpoint's exactly: refuse other training data, and every
+    /// explicitly given option ([`crate::options::Given`]) whose value differs from the
+    /// checkpoint's, naming each with both values.
+    pub fn check_resume(
+        &self,
+        st: &checkpoint::TrainState,
+        train_hash: u64,
+        steps_per_epoch: u64,
+        curriculum: bool,
+    ) -> anyhow::Result<()> {
+        if st.train_hash.is_some_and(|h| h != train_hash) {
+            anyhow::bail!(
+                "the checkpoint was trained on other training data than this run's (other files, or other contents): resume with the files it was started with, or start a new run"
+            );
+        }
+        let (g, o) = (self.given, &self.optim);
+        let mut differ = Vec::new();
+        if g.batch && o.batch_size != st.batch_size {
+            differ.push(format!("--batch {} (the checkpoint's: {})", o.batch_size, st.batch_size));
+        }
+        if g.grad_accum && o.grad_accum != st.grad_accum {
+            differ.push(format!("--grad-accum {} (the checkpoint's: {})", o.grad_accum, st.grad_accum));
+        }
+        if g.lr && o.lr_peak != st.lr_peak {
+            differ.push(format!("--lr {} (the checkpoint's: {})", o.lr_peak, st.lr_peak));
+        }
+        if g.warmup && o.warmup != st.warmup_steps {
+            differ.push(format!("--warmup {} (the checkpoint's: {})", o.warmup, st.warmup_steps));
+        }
+        if g.seed && self.seed != st.seed {
+            differ.push(format!("--seed {} (the checkpoint's: {})", self.seed, st.seed));
+        }
+        if g.epochs && !curriculum {
+            let planned = steps_per_epoch.saturating_mul(self.schedule.epochs);
+            if planned != st.total_steps {
+                differ.push(format!(
+                    "--epochs {} ({planned} steps; the checkpoint plans {})",
+                    self.schedule.epochs, st.total_steps
+                ));
+            }
+        }
+        ensure!(
+            differ.is_empty(),
+            "--resume continues the checkpoint's run exactly, and these flags differ from it: {}; drop them (time limits, --max-steps, evaluation, sampling, saving and --threads may change)",
+            differ.join(", ")
+        );
+        Ok(())
+    }
+
     /// Check every option before any work starts, each with a message naming the flag.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.model.validate().map_err(|e| anyhow::anyhow!("invalid model config: {e}"))?;

@@ -117,55 +117,6 @@ struct Trainer<'a> {
     snapshots_taken: u32,
 }
 
-/// A resumed run continues the checkpoint's exactly: refuse other training data, and every
-/// explicitly given option ([`crate::options::Given`]) whose value differs from the
-/// checkpoint's, naming each with both values.
-fn resume_matches(
-    opts: &TrainOptions,
-    st: &TrainState,
-    train_hash: u64,
-    steps_per_epoch: u64,
-    curriculum: bool,
-) -> anyhow::Result<()> {
-    if st.train_hash.is_some_and(|h| h != train_hash) {
-        bail!(
-            "the checkpoint was trained on other training data than this run's (other files, or              other contents): resume with the files it was started with, or start a new run"
-        );
-    }
-    let (g, o) = (opts.given, &opts.optim);
-    let mut differ = Vec::new();
-    if g.batch && o.batch_size != st.batch_size {
-        differ.push(format!("--batch {} (the checkpoint's: {})", o.batch_size, st.batch_size));
-    }
-    if g.grad_accum && o.grad_accum != st.grad_accum {
-        differ.push(format!("--grad-accum {} (the checkpoint's: {})", o.grad_accum, st.grad_accum));
-    }
-    if g.lr && o.lr_peak != st.lr_peak {
-        differ.push(format!("--lr {} (the checkpoint's: {})", o.lr_peak, st.lr_peak));
-    }
-    if g.warmup && o.warmup != st.warmup_steps {
-        differ.push(format!("--warmup {} (the checkpoint's: {})", o.warmup, st.warmup_steps));
-    }
-    if g.seed && opts.seed != st.seed {
-        differ.push(format!("--seed {} (the checkpoint's: {})", opts.seed, st.seed));
-    }
-    if g.epochs && !curriculum {
-        let planned = steps_per_epoch.saturating_mul(opts.schedule.epochs);
-        if planned != st.total_steps {
-            differ.push(format!(
-                "--epochs {} ({planned} steps; the checkpoint plans {})",
-                opts.schedule.epochs, st.total_steps
-            ));
-        }
-    }
-    ensure!(
-        differ.is_empty(),
-        "--resume continues the checkpoint's run exactly, and these flags differ from it: {}; drop them          (time limits, --max-steps, evaluation, sampling, saving and --threads may change)",
-        differ.join(", ")
-    );
-    Ok(())
-}
-
 impl<'a> Trainer<'a> {
     /// The model, the engine and the run state: fresh, or as the checkpoint left them.
     fn new(
@@ -207,7 +158,7 @@ impl<'a> Trainer<'a> {
         let source = opts.resume.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
         let (state, model, optim) = match resumed {
             Some(ck) => {
-                resume_matches(opts, &ck.state, data.train_hash(), steps_per_epoch, plan.total.is_some())?;
+                opts.check_resume(&ck.state, data.train_hash(), steps_per_epoch, plan.total.is_some())?;
                 if let Some(total) = plan.total {
                     ensure!(
                         ck.state.total_steps == total,

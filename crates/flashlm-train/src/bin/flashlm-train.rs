@@ -188,7 +188,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn real_main() -> anyhow::Result<ExitCode> {
+/// The flags, and which of those a resume takes from its checkpoint were typed explicitly.
+fn parse_cli() -> (Cli, Given) {
     let matches = <Cli as clap::CommandFactory>::command().get_matches();
     let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let on_command_line = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
@@ -200,6 +201,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
         seed: on_command_line("seed"),
         epochs: on_command_line("epochs"),
     };
+    (cli, given)
+}
+
+fn real_main() -> anyhow::Result<ExitCode> {
+    let (cli, given) = parse_cli();
     // burn's graph allocates and frees large tensors all the time; the fused engine allocates
     // a few large buffers per step from two threads, which one arena would serialise.
     if matches!(cli.engine, EngineArg::Burn) {
