@@ -77,6 +77,66 @@ fn read_from<R: parquet::file::reader::ChunkReader + 'static>(
     path: &Path,
     opts: &ParquetOptions,
 ) -> anyhow::Result<(Stories, ParquetStats)> {
+    decoder_guard::run(|| decode(source, file_len, source_hash, path, opts)).unwrap_or_else(|msg| {
+        bail!(
+            "{}: not a readable Parquet story file: the Parquet decoder failed ({msg}); the file is damaged",
+            path.display()
+        )
+    })
+}
+
+/// The `parquet` crate's decoders index into page buffers and can panic on a crafted or
+/// damaged file (the `parquet_read` fuzz target found a dictionary page whose byte-array
+/// lengths run past its end: "range end index 4 out of range"). Decoding runs under
+/// `catch_unwind`, and a panic there becomes an error naming the file; a panic hook installed
+/// once keeps such a panic quiet on the thread that is decoding and passes every other panic
+/// to the hook before it.
+mod decoder_guard {
+    use std::cell::{Cell, RefCell};
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    thread_local! {
+        static DECODING: Cell<bool> = const { Cell::new(false) };
+        static MESSAGE: RefCell<String> = const { RefCell::new(String::new()) };
+    }
+
+    fn install_hook() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if DECODING.with(Cell::get) {
+                    let msg = info
+                        .payload()
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".into());
+                    MESSAGE.with(|m| *m.borrow_mut() = msg);
+                } else {
+                    previous(info);
+                }
+            }));
+        });
+    }
+
+    /// `f()`, or the message of the panic it raised.
+    pub(super) fn run<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+        install_hook();
+        let was = DECODING.with(|d| d.replace(true));
+        let r = catch_unwind(AssertUnwindSafe(f));
+        DECODING.with(|d| d.set(was));
+        r.map_err(|_| MESSAGE.with(|m| std::mem::take(&mut *m.borrow_mut())))
+    }
+}
+
+fn decode<R: parquet::file::reader::ChunkReader + 'static>(
+    source: R,
+    file_len: u64,
+    source_hash: u64,
+    path: &Path,
+    opts: &ParquetOptions,
+) -> anyhow::Result<(Stories, ParquetStats)> {
     let bad = |why: String| anyhow::anyhow!("{}: not a readable Parquet story file: {why}", path.display());
     let reader = SerializedFileReader::new(source).map_err(|e| bad(e.to_string()))?;
     let schema = reader.metadata().file_metadata().schema_descr_ptr();

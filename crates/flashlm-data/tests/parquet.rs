@@ -137,3 +137,14 @@ fn a_footer_claiming_more_rows_than_the_file_holds_is_refused_without_allocating
     let (b, sb) = flashlm_data::parquet::read_parquet_bytes(&bytes, &p, &ParquetOptions::default()).unwrap();
     assert_eq!((a.texts, a.source_hash, sa), (b.texts, b.source_hash, sb));
 }
+
+/// A file the fuzz target found (a dictionary page whose byte-array lengths run past its
+/// end): the `parquet` crate panics inside its decoder; the reader turns that into an error.
+#[test]
+fn a_file_that_makes_the_parquet_decoder_panic_is_an_error() {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/decoder-panic.parquet");
+    let e = format!("{:#}", read_parquet(&p, &ParquetOptions::default()).unwrap_err());
+    assert!(e.contains("decoder-panic.parquet") && e.contains("the Parquet decoder failed"), "{e}");
+    // A panic elsewhere still reaches the panic hook and unwinds as before.
+    assert!(std::panic::catch_unwind(|| panic!("outside the decoder")).is_err());
+}

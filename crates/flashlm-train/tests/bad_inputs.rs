@@ -214,6 +214,8 @@ fn fixtures(dir: &Path) -> HashMap<&'static str, String> {
     let bomb = dir.join("bomb.txt.zst");
     std::fs::write(&bomb, zstd::encode_all(&vec![b'a'; 200 << 20][..], 19).unwrap()).unwrap();
     m.insert("bomb_zst", bomb.display().to_string());
+    let panic_pq = workspace().join("crates/flashlm-data/tests/fixtures/decoder-panic.parquet");
+    m.insert("decoder_panic_parquet", panic_pq.display().to_string());
     for (name, bytes) in [
         ("flm_overflow_small", overflow_small),
         ("flm_nan_f16", nan_f16),
