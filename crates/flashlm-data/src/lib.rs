@@ -15,6 +15,7 @@ pub mod curriculum;
 pub mod download;
 pub mod filter;
 pub mod parquet;
+mod parquet_pages;
 pub mod prepare;
 /// Story readers (they live in the tokenizer crate so that inference can use them).
 pub use flashlm_tokenizer::stories;

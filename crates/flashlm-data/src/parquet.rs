@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use parquet::basic::Type as PhysicalType;
 use parquet::column::reader::{ColumnReader, ColumnReaderImpl};
 use parquet::data_type::{ByteArrayType, DataType, Int32Type, Int64Type};
-use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
 
 use crate::stories::Stories;
 
@@ -56,7 +56,8 @@ pub fn read_parquet(path: &Path, opts: &ParquetOptions) -> anyhow::Result<(Stori
         .with_context(|| format!("cannot open {}", path.display()))?;
     let source_hash = hash_file(path)?;
     let file_len = file.metadata().map_or(0, |m| m.len());
-    read_from(file, file_len, source_hash, path, opts)
+    let probe = file.try_clone().with_context(|| format!("cannot read {}", path.display()))?;
+    read_from(file, probe, file_len, source_hash, path, opts)
 }
 
 /// [`read_parquet`] of a file's bytes in memory (`name` names it in errors): what the fuzz
@@ -67,17 +68,20 @@ pub fn read_parquet_bytes(
     opts: &ParquetOptions,
 ) -> anyhow::Result<(Stories, ParquetStats)> {
     let hash = xxhash_rust::xxh3::xxh3_64(bytes);
-    read_from(bytes::Bytes::copy_from_slice(bytes), bytes.len() as u64, hash, name, opts)
+    let b = bytes::Bytes::copy_from_slice(bytes);
+    read_from(b.clone(), b, bytes.len() as u64, hash, name, opts)
 }
 
-fn read_from<R: parquet::file::reader::ChunkReader + 'static>(
+/// `probe` reads the same bytes as `source`, for the page-header check ([`crate::parquet_pages`]).
+fn read_from<R: ChunkReader + 'static>(
     source: R,
+    probe: impl ChunkReader,
     file_len: u64,
     source_hash: u64,
     path: &Path,
     opts: &ParquetOptions,
 ) -> anyhow::Result<(Stories, ParquetStats)> {
-    decoder_guard::run(|| decode(source, file_len, source_hash, path, opts)).unwrap_or_else(|msg| {
+    decoder_guard::run(|| decode(source, &probe, file_len, source_hash, path, opts)).unwrap_or_else(|msg| {
         bail!(
             "{}: not a readable Parquet story file: the Parquet decoder failed ({msg}); the file is damaged",
             path.display()
@@ -130,8 +134,9 @@ mod decoder_guard {
     }
 }
 
-fn decode<R: parquet::file::reader::ChunkReader + 'static>(
+fn decode<R: ChunkReader + 'static>(
     source: R,
+    probe: &impl ChunkReader,
     file_len: u64,
     source_hash: u64,
     path: &Path,
@@ -173,6 +178,11 @@ fn decode<R: parquet::file::reader::ChunkReader + 'static>(
         // per byte of the file, and rows the column does not hold are an error below.
         let reserve = rows.min(usize::try_from(file_len).unwrap_or(usize::MAX));
         let def = |c: usize| schema.column(c).max_def_level();
+        for c in std::iter::once(text_col).chain(score_col) {
+            let (start, len) = group.metadata().column(c).byte_range();
+            crate::parquet_pages::check_chunk(probe, start, len)
+                .map_err(|e| bad(format!("row group {g}: {e}")))?;
+        }
         let texts = read_texts(
             group.get_column_reader(text_col).map_err(|e| bad(e.to_string()))?,
             rows,

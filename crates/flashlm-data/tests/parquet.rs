@@ -148,3 +148,15 @@ fn a_file_that_makes_the_parquet_decoder_panic_is_an_error() {
     // A panic elsewhere still reaches the panic hook and unwinds as before.
     assert!(std::panic::catch_unwind(|| panic!("outside the decoder")).is_err());
 }
+
+/// A 1 KB file (found by the fuzz target) whose page header claims 1.4 GB uncompressed: the
+/// parquet crate would reserve and fill that before decompressing; the page check refuses it.
+#[test]
+fn a_page_claiming_far_more_than_it_stores_is_refused_before_decoding() {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/page-claims-1.4gb.parquet");
+    let e = format!("{:#}", read_parquet(&p, &ParquetOptions::default()).unwrap_err());
+    assert!(
+        e.contains("page-claims-1.4gb.parquet") && e.contains("claims 1476395007 bytes uncompressed"),
+        "{e}"
+    );
+}

@@ -1,0 +1,220 @@
+//! Page headers checked before the `parquet` crate decodes a column chunk. It reserves, and
+//! fills, a page's claimed uncompressed size before it decompresses the page, so a 1 KB file
+//! whose page header claimed 1.4 GB took 1.4 GB of memory (found by the `parquet_read` fuzz
+//! target). Here each page header of the chunk is read (Thrift compact protocol, the fields
+//! `uncompressed_page_size` = 2 and `compressed_page_size` = 3 of `PageHeader`; every other
+//! field skipped) and its claim bounded by what it stores, [`max_page`].
+
+use parquet::file::reader::ChunkReader;
+
+/// The most bytes a page of `stored` compressed bytes may claim to expand to: 16 MiB plus 256
+/// times what it stores (pages are about 1 MiB uncompressed and text compresses a few times).
+pub fn max_page(stored: u64) -> u64 {
+    (16 << 20) + stored.saturating_mul(256)
+}
+
+/// Check every page header of the column chunk at `[start, start + len)`. A header this
+/// reader cannot parse is refused too (writers never produce one; a lenient pass would let a
+/// header through that the `parquet` crate reads differently).
+pub fn check_chunk<R: ChunkReader>(r: &R, start: u64, len: u64) -> Result<(), String> {
+    let end = start.saturating_add(len).min(r.len());
+    let mut pos = start;
+    let mut page = 0u64;
+    while pos < end {
+        let Ok(buf) = r.get_bytes(pos, (end - pos).min(1 << 20) as usize) else { return Ok(()) };
+        let (header_len, uncompressed, stored) =
+            page_header(&buf).ok_or_else(|| format!("page {page} of a column has an unreadable header"))?;
+        let (u, c) = (uncompressed.max(0) as u64, stored.max(0) as u64);
+        if u > max_page(c) {
+            return Err(format!(
+                "page {page} of a column claims {u} bytes uncompressed from {c} stored (at most {} accepted): a damaged or crafted file",
+                max_page(c)
+            ));
+        }
+        pos = pos.saturating_add(header_len as u64).saturating_add(c);
+        page += 1;
+    }
+    Ok(())
+}
+
+/// A cursor over Thrift compact-protocol bytes.
+struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Cursor<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let x = *self.b.get(self.i)?;
+        self.i += 1;
+        Some(x)
+    }
+
+    fn varint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..70).step_by(7) {
+            let x = self.byte()?;
+            v |= u64::from(x & 0x7f).checked_shl(shift)?;
+            if x & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    fn zigzag(&mut self) -> Option<i64> {
+        let v = self.varint()?;
+        Some((v >> 1) as i64 ^ -((v & 1) as i64))
+    }
+
+    fn skip_bytes(&mut self, n: u64) -> Option<()> {
+        let n = usize::try_from(n).ok()?;
+        (self.b.len() - self.i >= n).then(|| self.i += n)
+    }
+
+    /// Skip a value of compact type `ty`; `in_field`: a bool's value sits in the field header.
+    fn skip(&mut self, ty: u8, in_field: bool, depth: u32) -> Option<()> {
+        match ty {
+            1 | 2 if in_field => Some(()),
+            1..=3 => self.byte().map(drop),
+            4..=6 => self.varint().map(drop),
+            7 => self.skip_bytes(8),
+            8 => {
+                let n = self.varint()?;
+                self.skip_bytes(n)
+            }
+            9 | 10 => {
+                let h = self.byte()?;
+                let n = if h >> 4 == 15 { self.varint()? } else { u64::from(h >> 4) };
+                self.repeat(n, |c| c.skip(h & 15, false, depth + 1))
+            }
+            11 => {
+                let n = self.varint()?;
+                if n == 0 {
+                    return Some(());
+                }
+                let kv = self.byte()?;
+                self.repeat(n, |c| {
+                    c.skip(kv >> 4, false, depth + 1)?;
+                    c.skip(kv & 15, false, depth + 1)
+                })
+            }
+            12 => self.fields(depth + 1, |_, _, _| Ok(false)).map(drop),
+            _ => None,
+        }
+    }
+
+    /// `n` times `f`, refusing counts the remaining bytes cannot hold.
+    fn repeat(&mut self, n: u64, mut f: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        if n > (self.b.len() - self.i) as u64 {
+            return None;
+        }
+        (0..n).try_for_each(|_| f(self))
+    }
+
+    /// The fields of a struct up to its STOP; `take(cursor, id, type)` reads a field itself
+    /// (returning true) or leaves it to be skipped.
+    fn fields(
+        &mut self,
+        depth: u32,
+        mut take: impl FnMut(&mut Self, i16, u8) -> Result<bool, ()>,
+    ) -> Option<()> {
+        if depth > 32 {
+            return None;
+        }
+        let mut id = 0i16;
+        loop {
+            let h = self.byte()?;
+            if h == 0 {
+                return Some(());
+            }
+            let ty = h & 15;
+            id = match h >> 4 {
+                0 => i16::try_from(self.zigzag()?).ok()?,
+                d => id.checked_add(i16::from(d))?,
+            };
+            if !take(self, id, ty).ok()? {
+                self.skip(ty, true, depth)?;
+            }
+        }
+    }
+}
+
+/// (header length, uncompressed_page_size, compressed_page_size) of the `PageHeader` at the
+/// start of `b`.
+fn page_header(b: &[u8]) -> Option<(usize, i32, i32)> {
+    let mut c = Cursor { b, i: 0 };
+    let (mut uncompressed, mut stored) = (None, None);
+    c.fields(0, |c, id, ty| {
+        if (id == 2 || id == 3) && ty == 5 {
+            // As the parquet crate reads an i32: the varint cut to 32 bits, then zigzag.
+            let z = c.varint().ok_or(())? as u32;
+            let v = (z >> 1) as i32 ^ -((z & 1) as i32);
+            *(if id == 2 { &mut uncompressed } else { &mut stored }) = Some(v);
+            return Ok(true);
+        }
+        Ok(false)
+    })?;
+    Some((c.i, uncompressed?, stored?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zigzag(v: i64) -> Vec<u8> {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        let mut out = Vec::new();
+        loop {
+            let b = (z & 0x7f) as u8;
+            z >>= 7;
+            if z == 0 {
+                out.push(b);
+                return out;
+            }
+            out.push(b | 0x80);
+        }
+    }
+
+    /// A PageHeader: type (1), sizes (2, 3), a crc (4), a nested data page header (5) with a
+    /// statistics struct holding a binary, then STOP.
+    fn header(uncompressed: i32, stored: i32) -> Vec<u8> {
+        let mut h = vec![0x15];
+        h.extend(zigzag(0));
+        h.push(0x15);
+        h.extend(zigzag(uncompressed.into()));
+        h.push(0x15);
+        h.extend(zigzag(stored.into()));
+        h.push(0x15);
+        h.extend(zigzag(-7));
+        h.push(0x1c); // field 5, struct
+        h.push(0x15);
+        h.extend(zigzag(77)); // num_values
+        h.push(0x5c); // field 5 of it: statistics struct
+        h.extend([0x18, 3, b'a', b'b', b'c', 0x11, 0x19, 0x25, 2, 4, 0]); // binary, bool, list<i32>
+        h.push(0);
+        h.push(0);
+        h
+    }
+
+    #[test]
+    fn page_headers_are_read_past_nested_fields_and_bounded() {
+        let h = header(1_000_000, 300_000);
+        assert_eq!(page_header(&h), Some((h.len(), 1_000_000, 300_000)));
+        assert_eq!(page_header(&h[..h.len() - 1]), None, "cut short");
+        assert_eq!(page_header(&[0x19, 0xf5]), None, "a list longer than the bytes");
+        // A varint past 32 bits is cut to 32, as the parquet crate reads it.
+        let long = [0x15, 0x04, 0x15, 0xfe, 0xff, 0xff, 0xff, 0x4a, 0x15, 0x50, 0x00];
+        assert_eq!(page_header(&long), Some((long.len(), 1_476_395_007, 40)));
+        // Two pages back to back: one honest, one claiming 1.4 GB from 40 bytes.
+        let mut chunk = header(100, 10);
+        chunk.extend([0u8; 10]);
+        chunk.extend(header(1_476_395_007, 40));
+        chunk.extend([0u8; 40]);
+        let b = bytes::Bytes::from(chunk.clone());
+        let e = check_chunk(&b, 0, chunk.len() as u64).unwrap_err();
+        assert!(e.contains("page 1 of a column claims 1476395007 bytes uncompressed from 40 stored"), "{e}");
+        assert!(check_chunk(&b, 0, (header(100, 10).len() + 10) as u64).is_ok());
+        assert_eq!(max_page(0), 16 << 20);
+    }
+}
