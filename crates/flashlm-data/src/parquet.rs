@@ -132,6 +132,22 @@ mod decoder_guard {
         DECODING.with(|d| d.set(was));
         r.map_err(|_| MESSAGE.with(|m| std::mem::take(&mut *m.borrow_mut())))
     }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn a_panic_inside_becomes_its_message_and_one_outside_still_unwinds() {
+            assert_eq!(super::run(|| 5), Ok(5));
+            assert_eq!(
+                super::run(|| -> u8 { panic!("range end index 4 out of range") }).unwrap_err(),
+                "range end index 4 out of range"
+            );
+            let n = 3;
+            assert_eq!(super::run(|| -> u8 { panic!("index {n}") }).unwrap_err(), "index 3");
+            assert!(!super::DECODING.with(std::cell::Cell::get), "the flag is reset");
+            assert!(std::panic::catch_unwind(|| panic!("outside")).is_err());
+        }
+    }
 }
 
 fn decode<R: ChunkReader + 'static>(

@@ -22,16 +22,25 @@ pub fn check_chunk<R: ChunkReader>(r: &R, start: u64, len: u64) -> Result<(), St
     let mut page = 0u64;
     while pos < end {
         let Ok(buf) = r.get_bytes(pos, (end - pos).min(1 << 20) as usize) else { return Ok(()) };
-        let (header_len, uncompressed, stored) =
+        let claims =
             page_header(&buf).ok_or_else(|| format!("page {page} of a column has an unreadable header"))?;
-        let (u, c) = (uncompressed.max(0) as u64, stored.max(0) as u64);
+        let (u, c) = (claims.uncompressed.max(0) as u64, claims.stored.max(0) as u64);
+        // A dictionary value takes at least 4 bytes (a length prefix, an INT32), and the crate
+        // sizes the dictionary by its claimed count before reading any.
+        if let Some(n) = claims.dict_values
+            && n.max(0) as u64 > u / 4 + 1
+        {
+            return Err(format!(
+                "the dictionary page of a column claims {n} values in {u} bytes: a damaged or crafted file"
+            ));
+        }
         if u > max_page(c) {
             return Err(format!(
                 "page {page} of a column claims {u} bytes uncompressed from {c} stored (at most {} accepted): a damaged or crafted file",
                 max_page(c)
             ));
         }
-        pos = pos.saturating_add(header_len as u64).saturating_add(c);
+        pos = pos.saturating_add(claims.header_len as u64).saturating_add(c);
         page += 1;
     }
     Ok(())
@@ -140,22 +149,49 @@ impl Cursor<'_> {
     }
 }
 
-/// (header length, uncompressed_page_size, compressed_page_size) of the `PageHeader` at the
-/// start of `b`.
-fn page_header(b: &[u8]) -> Option<(usize, i32, i32)> {
+/// What a `PageHeader` claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Claims {
+    /// Bytes of the header itself.
+    header_len: usize,
+    /// `uncompressed_page_size` (2).
+    uncompressed: i32,
+    /// `compressed_page_size` (3).
+    stored: i32,
+    /// `dictionary_page_header.num_values` (7.1), for a dictionary page.
+    dict_values: Option<i32>,
+}
+
+/// An i32 as the parquet crate reads one: the varint cut to 32 bits, then zigzag.
+fn read_i32(c: &mut Cursor<'_>) -> Option<i32> {
+    let z = c.varint()? as u32;
+    Some((z >> 1) as i32 ^ -((z & 1) as i32))
+}
+
+/// The claims of the `PageHeader` at the start of `b`.
+fn page_header(b: &[u8]) -> Option<Claims> {
     let mut c = Cursor { b, i: 0 };
-    let (mut uncompressed, mut stored) = (None, None);
-    c.fields(0, |c, id, ty| {
-        if (id == 2 || id == 3) && ty == 5 {
-            // As the parquet crate reads an i32: the varint cut to 32 bits, then zigzag.
-            let z = c.varint().ok_or(())? as u32;
-            let v = (z >> 1) as i32 ^ -((z & 1) as i32);
+    let (mut uncompressed, mut stored, mut dict_values) = (None, None, None);
+    c.fields(0, |c, id, ty| match (id, ty) {
+        (2 | 3, 5) => {
+            let v = read_i32(c).ok_or(())?;
             *(if id == 2 { &mut uncompressed } else { &mut stored }) = Some(v);
-            return Ok(true);
+            Ok(true)
         }
-        Ok(false)
+        (7, 12) => {
+            c.fields(1, |c, id, ty| {
+                if (id, ty) == (1, 5) {
+                    dict_values = Some(read_i32(c).ok_or(())?);
+                    return Ok(true);
+                }
+                Ok(false)
+            })
+            .ok_or(())?;
+            Ok(true)
+        }
+        _ => Ok(false),
     })?;
-    Some((c.i, uncompressed?, stored?))
+    Some(Claims { header_len: c.i, uncompressed: uncompressed?, stored: stored?, dict_values })
 }
 
 #[cfg(test)]
@@ -200,12 +236,24 @@ mod tests {
     #[test]
     fn page_headers_are_read_past_nested_fields_and_bounded() {
         let h = header(1_000_000, 300_000);
-        assert_eq!(page_header(&h), Some((h.len(), 1_000_000, 300_000)));
+        let want =
+            Claims { header_len: h.len(), uncompressed: 1_000_000, stored: 300_000, dict_values: None };
+        assert_eq!(page_header(&h), Some(want));
         assert_eq!(page_header(&h[..h.len() - 1]), None, "cut short");
         assert_eq!(page_header(&[0x19, 0xf5]), None, "a list longer than the bytes");
         // A varint past 32 bits is cut to 32, as the parquet crate reads it.
         let long = [0x15, 0x04, 0x15, 0xfe, 0xff, 0xff, 0xff, 0x4a, 0x15, 0x50, 0x00];
-        assert_eq!(page_header(&long), Some((long.len(), 1_476_395_007, 40)));
+        let want =
+            Claims { header_len: long.len(), uncompressed: 1_476_395_007, stored: 40, dict_values: None };
+        assert_eq!(page_header(&long), Some(want));
+        // A dictionary page header (field 7) and its count.
+        let mut dict = vec![0x15, 0x04, 0x15, 0x50, 0x15, 0x50, 0x4c, 0x15];
+        dict.extend(zigzag(386_000_000));
+        dict.extend([0, 0]);
+        assert_eq!(page_header(&dict).unwrap().dict_values, Some(386_000_000));
+        let b = bytes::Bytes::from(dict.clone());
+        let e = check_chunk(&b, 0, dict.len() as u64).unwrap_err();
+        assert!(e.contains("claims 386000000 values in 40 bytes"), "{e}");
         // Two pages back to back: one honest, one claiming 1.4 GB from 40 bytes.
         let mut chunk = header(100, 10);
         chunk.extend([0u8; 10]);

@@ -139,12 +139,14 @@ fn a_footer_claiming_more_rows_than_the_file_holds_is_refused_without_allocating
 }
 
 /// A file the fuzz target found (a dictionary page whose byte-array lengths run past its
-/// end): the `parquet` crate panics inside its decoder; the reader turns that into an error.
+/// end), on which the `parquet` crate's decoder panics: the page check refuses it first (its
+/// dictionary claims more values than its bytes hold); any other decoder panic becomes an
+/// error too (`decoder_guard`, unit-tested in the crate).
 #[test]
 fn a_file_that_makes_the_parquet_decoder_panic_is_an_error() {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/decoder-panic.parquet");
     let e = format!("{:#}", read_parquet(&p, &ParquetOptions::default()).unwrap_err());
-    assert!(e.contains("decoder-panic.parquet") && e.contains("the Parquet decoder failed"), "{e}");
+    assert!(e.contains("decoder-panic.parquet") && e.contains("claims 18 values in 21 bytes"), "{e}");
     // A panic elsewhere still reaches the panic hook and unwinds as before.
     assert!(std::panic::catch_unwind(|| panic!("outside the decoder")).is_err());
 }
@@ -157,6 +159,20 @@ fn a_page_claiming_far_more_than_it_stores_is_refused_before_decoding() {
     let e = format!("{:#}", read_parquet(&p, &ParquetOptions::default()).unwrap_err());
     assert!(
         e.contains("page-claims-1.4gb.parquet") && e.contains("claims 1476395007 bytes uncompressed"),
+        "{e}"
+    );
+}
+
+/// A fuzz-found file whose dictionary page claims about 386 million values in a few bytes (the
+/// parquet crate sizes the dictionary, 9.3 GB, before reading a value): refused first.
+#[test]
+fn a_dictionary_claiming_more_values_than_its_bytes_is_refused() {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/dictionary-claims-386m-values.parquet");
+    let e = format!("{:#}", read_parquet(&p, &ParquetOptions::default()).unwrap_err());
+    assert!(
+        e.contains("dictionary-claims-386m-values.parquet")
+            && e.contains("the dictionary page of a column claims"),
         "{e}"
     );
 }
