@@ -46,7 +46,10 @@ pub fn check_chunk<R: ChunkReader>(r: &R, start: u64, len: u64) -> Result<(), St
     Ok(())
 }
 
-/// A cursor over Thrift compact-protocol bytes.
+/// A cursor over Thrift compact-protocol bytes, reading as the `parquet` crate's own reader
+/// does (`parquet_thrift.rs`): known fields by id whatever their wire type, a STOP wherever a
+/// field header's low nibble is 0, varints of any length, bools in lists without a byte. Where
+/// the two readers disagreed, a header this one saw as small was a large one to the crate.
 struct Cursor<'a> {
     b: &'a [u8],
     i: usize,
@@ -60,20 +63,21 @@ impl Cursor<'_> {
     }
 
     fn varint(&mut self) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..70).step_by(7) {
+        let (mut v, mut shift) = (0u64, 0u32);
+        loop {
             let x = self.byte()?;
-            v |= u64::from(x & 0x7f).checked_shl(shift)?;
+            v |= u64::from(x & 0x7f).wrapping_shl(shift);
             if x & 0x80 == 0 {
                 return Some(v);
             }
+            shift = shift.wrapping_add(7);
         }
-        None
     }
 
-    fn zigzag(&mut self) -> Option<i64> {
+    /// An i32 as the crate reads one: zigzag of the varint as an i64, cut to 32 bits.
+    fn i32(&mut self) -> Option<i32> {
         let v = self.varint()?;
-        Some((v >> 1) as i64 ^ -((v & 1) as i64))
+        Some(((v >> 1) as i64 ^ -((v & 1) as i64)) as i32)
     }
 
     fn skip_bytes(&mut self, n: u64) -> Option<()> {
@@ -81,11 +85,27 @@ impl Cursor<'_> {
         (self.b.len() - self.i >= n).then(|| self.i += n)
     }
 
-    /// Skip a value of compact type `ty`; `in_field`: a bool's value sits in the field header.
-    fn skip(&mut self, ty: u8, in_field: bool, depth: u32) -> Option<()> {
+    /// A field header: None at STOP, else (id, wire type).
+    fn field(&mut self, last: i16) -> Option<Option<(i16, u8)>> {
+        let h = self.byte()?;
+        if h & 15 == 0 {
+            return Some(None);
+        }
+        let id = match h >> 4 {
+            0 => self.i32()? as i16,
+            d => last.checked_add(i16::from(d))?,
+        };
+        Some(Some((id, h & 15)))
+    }
+
+    /// Skip a value of wire type `ty` (as the crate's `skip_till_depth`).
+    fn skip(&mut self, ty: u8, depth: u32) -> Option<()> {
+        if depth > 64 {
+            return None;
+        }
         match ty {
-            1 | 2 if in_field => Some(()),
-            1..=3 => self.byte().map(drop),
+            1 | 2 => Some(()),
+            3 => self.byte().map(drop),
             4..=6 => self.varint().map(drop),
             7 => self.skip_bytes(8),
             8 => {
@@ -95,7 +115,7 @@ impl Cursor<'_> {
             9 | 10 => {
                 let h = self.byte()?;
                 let n = if h >> 4 == 15 { self.varint()? } else { u64::from(h >> 4) };
-                self.repeat(n, |c| c.skip(h & 15, false, depth + 1))
+                self.repeat(n, |c| c.skip(h & 15, depth + 1))
             }
             11 => {
                 let n = self.varint()?;
@@ -104,11 +124,12 @@ impl Cursor<'_> {
                 }
                 let kv = self.byte()?;
                 self.repeat(n, |c| {
-                    c.skip(kv >> 4, false, depth + 1)?;
-                    c.skip(kv & 15, false, depth + 1)
+                    c.skip(kv >> 4, depth + 1)?;
+                    c.skip(kv & 15, depth + 1)
                 })
             }
-            12 => self.fields(depth + 1, |_, _, _| Ok(false)).map(drop),
+            12 => self.strukt(depth + 1, |c, _, ty| c.skip(ty, depth + 1)),
+            13 => self.skip_bytes(16),
             _ => None,
         }
     }
@@ -121,31 +142,36 @@ impl Cursor<'_> {
         (0..n).try_for_each(|_| f(self))
     }
 
-    /// The fields of a struct up to its STOP; `take(cursor, id, type)` reads a field itself
-    /// (returning true) or leaves it to be skipped.
-    fn fields(
-        &mut self,
-        depth: u32,
-        mut take: impl FnMut(&mut Self, i16, u8) -> Result<bool, ()>,
-    ) -> Option<()> {
-        if depth > 32 {
+    /// A struct's fields up to its STOP, each read by `field(cursor, id, wire type)`.
+    fn strukt(&mut self, depth: u32, mut field: impl FnMut(&mut Self, i16, u8) -> Option<()>) -> Option<()> {
+        if depth > 64 {
             return None;
         }
-        let mut id = 0i16;
-        loop {
-            let h = self.byte()?;
-            if h == 0 {
-                return Some(());
-            }
-            let ty = h & 15;
-            id = match h >> 4 {
-                0 => i16::try_from(self.zigzag()?).ok()?,
-                d => id.checked_add(i16::from(d))?,
-            };
-            if !take(self, id, ty).ok()? {
-                self.skip(ty, true, depth)?;
-            }
+        let mut last = 0i16;
+        while let Some((id, ty)) = self.field(last)? {
+            field(self, id, ty)?;
+            last = id;
         }
+        Some(())
+    }
+
+    /// A nested page header (data v1, index, dictionary, data v2): its varint fields `ints`
+    /// read as i32 (`first` gets field 1), its bool fields `bools` as the crate reads one, the
+    /// rest skipped by wire type.
+    fn nested(&mut self, ints: &[i16], bools: &[i16], first: &mut Option<i32>) -> Option<()> {
+        self.strukt(1, |c, id, ty| {
+            if ints.contains(&id) {
+                let v = c.i32()?;
+                if id == 1 {
+                    *first = Some(v);
+                }
+                Some(())
+            } else if bools.contains(&id) {
+                if matches!(ty, 1 | 2) { Some(()) } else { c.byte().map(drop) }
+            } else {
+                c.skip(ty, 1)
+            }
+        })
     }
 }
 
@@ -162,34 +188,20 @@ struct Claims {
     dict_values: Option<i32>,
 }
 
-/// An i32 as the parquet crate reads one: the varint cut to 32 bits, then zigzag.
-fn read_i32(c: &mut Cursor<'_>) -> Option<i32> {
-    let z = c.varint()? as u32;
-    Some((z >> 1) as i32 ^ -((z & 1) as i32))
-}
-
-/// The claims of the `PageHeader` at the start of `b`.
+/// The claims of the `PageHeader` at the start of `b`, its fields read by id as the crate
+/// reads them (1..4 i32; 5 data page, 6 index page, 7 dictionary page, 8 data page v2).
 fn page_header(b: &[u8]) -> Option<Claims> {
     let mut c = Cursor { b, i: 0 };
-    let (mut uncompressed, mut stored, mut dict_values) = (None, None, None);
-    c.fields(0, |c, id, ty| match (id, ty) {
-        (2 | 3, 5) => {
-            let v = read_i32(c).ok_or(())?;
-            *(if id == 2 { &mut uncompressed } else { &mut stored }) = Some(v);
-            Ok(true)
-        }
-        (7, 12) => {
-            c.fields(1, |c, id, ty| {
-                if (id, ty) == (1, 5) {
-                    dict_values = Some(read_i32(c).ok_or(())?);
-                    return Ok(true);
-                }
-                Ok(false)
-            })
-            .ok_or(())?;
-            Ok(true)
-        }
-        _ => Ok(false),
+    let (mut uncompressed, mut stored, mut dict_values, mut ignored) = (None, None, None, None);
+    c.strukt(0, |c, id, ty| match id {
+        1 | 4 => c.i32().map(drop),
+        2 => c.i32().map(|v| uncompressed = Some(v)),
+        3 => c.i32().map(|v| stored = Some(v)),
+        5 => c.nested(&[1, 2, 3, 4], &[], &mut ignored),
+        6 => c.nested(&[], &[], &mut ignored),
+        7 => c.nested(&[1, 2], &[3], &mut dict_values),
+        8 => c.nested(&[1, 2, 3, 4, 5, 6], &[7], &mut ignored),
+        _ => c.skip(ty, 0),
     })?;
     Some(Claims { header_len: c.i, uncompressed: uncompressed?, stored: stored?, dict_values })
 }

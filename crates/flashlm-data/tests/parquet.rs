@@ -176,3 +176,13 @@ fn a_dictionary_claiming_more_values_than_its_bytes_is_refused() {
         "{e}"
     );
 }
+
+/// A fuzz-found file whose dictionary page header repeats field 2 with another wire type and
+/// hides a data page claiming 2 GB: the page check reads the header as the parquet crate does.
+#[test]
+fn a_page_header_is_read_as_the_parquet_crate_reads_it() {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/page-header-read-differently.parquet");
+    let e = format!("{:#}", read_parquet(&p, &ParquetOptions::default()).unwrap_err());
+    assert!(e.contains("page-header-read-differently.parquet") && e.contains("claims"), "{e}");
+}
