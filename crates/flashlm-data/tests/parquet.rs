@@ -138,51 +138,30 @@ fn a_footer_claiming_more_rows_than_the_file_holds_is_refused_without_allocating
     assert_eq!((a.texts, a.source_hash, sa), (b.texts, b.source_hash, sb));
 }
 
-/// A file the fuzz target found (a dictionary page whose byte-array lengths run past its
-/// end), on which the `parquet` crate's decoder panics: the page check refuses it first (its
-/// dictionary claims more values than its bytes hold); any other decoder panic becomes an
-/// error too (`decoder_guard`, unit-tested in the crate).
+/// The files the `parquet_read` fuzz target found, each refused with the file's name and the
+/// reason before the `parquet` crate sizes anything from its claims:
+/// * `decoder-panic`: a dictionary page whose byte-array lengths run past its end, on which
+///   the crate's decoder panics; its dictionary claims more values than its bytes hold (any
+///   other decoder panic becomes an error too: `decoder_guard`, unit-tested in the crate);
+/// * `page-claims-1.4gb`: a 1 KB file whose page claims 1.4 GB uncompressed (the crate
+///   reserved and filled that before decompressing: 1.4 GB of RSS);
+/// * `dictionary-claims-386m-values`: a dictionary sized at 9.3 GB from a few bytes;
+/// * `page-header-read-differently`: a dictionary page header that repeats field 2 with
+///   another wire type, hiding a data page claiming 2 GB (the check reads headers as the
+///   crate does).
 #[test]
-fn a_file_that_makes_the_parquet_decoder_panic_is_an_error() {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/decoder-panic.parquet");
-    let e = format!("{:#}", read_parquet(&p, &ParquetOptions::default()).unwrap_err());
-    assert!(e.contains("decoder-panic.parquet") && e.contains("claims 18 values in 21 bytes"), "{e}");
+fn the_fuzz_found_files_are_refused_before_anything_is_sized_from_them() {
+    for (name, why) in [
+        ("decoder-panic", "claims 18 values in 21 bytes"),
+        ("page-claims-1.4gb", "claims 1476395007 bytes uncompressed"),
+        ("dictionary-claims-386m-values", "the dictionary page of a column claims"),
+        ("page-header-read-differently", "claims"),
+    ] {
+        let p =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.parquet"));
+        let e = format!("{:#}", read_parquet(&p, &ParquetOptions::default()).unwrap_err());
+        assert!(e.contains(&format!("{name}.parquet")) && e.contains(why), "{name}: {e}");
+    }
     // A panic elsewhere still reaches the panic hook and unwinds as before.
     assert!(std::panic::catch_unwind(|| panic!("outside the decoder")).is_err());
-}
-
-/// A 1 KB file (found by the fuzz target) whose page header claims 1.4 GB uncompressed: the
-/// parquet crate would reserve and fill that before decompressing; the page check refuses it.
-#[test]
-fn a_page_claiming_far_more_than_it_stores_is_refused_before_decoding() {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/page-claims-1.4gb.parquet");
-    let e = format!("{:#}", read_parquet(&p, &ParquetOptions::default()).unwrap_err());
-    assert!(
-        e.contains("page-claims-1.4gb.parquet") && e.contains("claims 1476395007 bytes uncompressed"),
-        "{e}"
-    );
-}
-
-/// A fuzz-found file whose dictionary page claims about 386 million values in a few bytes (the
-/// parquet crate sizes the dictionary, 9.3 GB, before reading a value): refused first.
-#[test]
-fn a_dictionary_claiming_more_values_than_its_bytes_is_refused() {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/dictionary-claims-386m-values.parquet");
-    let e = format!("{:#}", read_parquet(&p, &ParquetOptions::default()).unwrap_err());
-    assert!(
-        e.contains("dictionary-claims-386m-values.parquet")
-            && e.contains("the dictionary page of a column claims"),
-        "{e}"
-    );
-}
-
-/// A fuzz-found file whose dictionary page header repeats field 2 with another wire type and
-/// hides a data page claiming 2 GB: the page check reads the header as the parquet crate does.
-#[test]
-fn a_page_header_is_read_as_the_parquet_crate_reads_it() {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/page-header-read-differently.parquet");
-    let e = format!("{:#}", read_parquet(&p, &ParquetOptions::default()).unwrap_err());
-    assert!(e.contains("page-header-read-differently.parquet") && e.contains("claims"), "{e}");
 }
