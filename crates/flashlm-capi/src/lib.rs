@@ -147,12 +147,10 @@ unsafe fn str_arg<'a>(p: *const c_char, name: &str) -> Result<&'a str, (c_int, S
     unsafe { CStr::from_ptr(p) }.to_str().map_err(|_| arg(format!("{name} is not UTF-8")))
 }
 
-/// The model behind a handle, marked in use until the guard is dropped.
-///
-/// # Safety
-/// None beyond the pointer's type: it is compared with the live handles and read only if it
-/// is one of them (and a live one cannot be freed while the guard lives).
-unsafe fn model_arg<'a>(m: *const FlashlmModel) -> Result<(&'a Model, InUse), (c_int, String)> {
+/// The model behind a handle, marked in use until the guard is dropped. Safe for any pointer:
+/// it is compared with the live handles and read only if it is one of them (and a live one
+/// cannot be freed while the guard lives).
+fn model_arg<'a>(m: *const FlashlmModel) -> Result<(&'a Model, InUse), (c_int, String)> {
     if m.is_null() {
         return Err(arg("model is NULL"));
     }

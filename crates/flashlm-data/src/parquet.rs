@@ -55,9 +55,8 @@ pub fn read_parquet(path: &Path, opts: &ParquetOptions) -> anyhow::Result<(Stori
     let file = flashlm_core::limits::open_regular(path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     let source_hash = hash_file(path)?;
-    let file_len = file.metadata().map_or(0, |m| m.len());
     let probe = file.try_clone().with_context(|| format!("cannot read {}", path.display()))?;
-    read_from(file, probe, file_len, source_hash, path, opts)
+    read_from(file, probe, source_hash, path, opts)
 }
 
 /// [`read_parquet`] of a file's bytes in memory (`name` names it in errors): what the fuzz
@@ -69,19 +68,18 @@ pub fn read_parquet_bytes(
 ) -> anyhow::Result<(Stories, ParquetStats)> {
     let hash = xxhash_rust::xxh3::xxh3_64(bytes);
     let b = bytes::Bytes::copy_from_slice(bytes);
-    read_from(b.clone(), b, bytes.len() as u64, hash, name, opts)
+    read_from(b.clone(), b, hash, name, opts)
 }
 
 /// `probe` reads the same bytes as `source`, for the page-header check ([`crate::parquet_pages`]).
 fn read_from<R: ChunkReader + 'static>(
     source: R,
     probe: impl ChunkReader,
-    file_len: u64,
     source_hash: u64,
     path: &Path,
     opts: &ParquetOptions,
 ) -> anyhow::Result<(Stories, ParquetStats)> {
-    decoder_guard::run(|| decode(source, &probe, file_len, source_hash, path, opts)).unwrap_or_else(|msg| {
+    decoder_guard::run(|| decode(source, &probe, source_hash, path, opts)).unwrap_or_else(|msg| {
         bail!(
             "{}: not a readable Parquet story file: the Parquet decoder failed ({msg}); the file is damaged",
             path.display()
@@ -153,7 +151,6 @@ mod decoder_guard {
 fn decode<R: ChunkReader + 'static>(
     source: R,
     probe: &impl ChunkReader,
-    file_len: u64,
     source_hash: u64,
     path: &Path,
     opts: &ParquetOptions,
@@ -190,9 +187,6 @@ fn decode<R: ChunkReader + 'static>(
         let group = reader.get_row_group(g).map_err(|e| bad(format!("row group {g}: {e}")))?;
         let rows = usize::try_from(group.metadata().num_rows().max(0)).unwrap_or(usize::MAX);
         stats.rows = stats.rows.saturating_add(rows as u64);
-        // The footer's row count is the file's own claim: room is reserved for at most one row
-        // per byte of the file, and rows the column does not hold are an error below.
-        let reserve = rows.min(usize::try_from(file_len).unwrap_or(usize::MAX));
         let def = |c: usize| schema.column(c).max_def_level();
         for c in std::iter::once(text_col).chain(score_col) {
             let (start, len) = group.metadata().column(c).byte_range();
@@ -202,13 +196,12 @@ fn decode<R: ChunkReader + 'static>(
         let texts = read_texts(
             group.get_column_reader(text_col).map_err(|e| bad(e.to_string()))?,
             rows,
-            reserve,
             def(text_col),
         )
         .map_err(|e| bad(format!("row group {g}, text column: {e}")))?;
         let scores = match score_col {
             Some(c) => Some(
-                read_ints(group.get_column_reader(c).map_err(|e| bad(e.to_string()))?, rows, reserve, def(c))
+                read_ints(group.get_column_reader(c).map_err(|e| bad(e.to_string()))?, rows, def(c))
                     .map_err(|e| bad(format!("row group {g}, {SCORE_COLUMN}: {e}")))?,
             ),
             None => None,
@@ -260,16 +253,16 @@ fn hash_file(path: &Path) -> anyhow::Result<u64> {
     }
 }
 
-/// Every row of a flat column: `None` where it is null. `reserve` (at most `rows`) is the room
-/// taken before reading: `rows` comes from the file and may be a lie.
+/// Every row of a flat column: `None` where it is null. `rows` is the footer's claim, which
+/// may be a lie: room grows with the rows actually decoded (one batch is reserved up front),
+/// and rows the column does not hold are an error.
 fn read_column<T: DataType, U>(
     mut r: ColumnReaderImpl<T>,
     rows: usize,
-    reserve: usize,
     max_def: i16,
     convert: impl Fn(T::T) -> U,
 ) -> Result<Vec<Option<U>>, String> {
-    let mut out = Vec::with_capacity(reserve.min(rows));
+    let mut out = Vec::with_capacity(rows.min(BATCH));
     let (mut defs, mut vals) = (Vec::new(), Vec::new());
     while out.len() < rows {
         defs.clear();
@@ -300,31 +293,19 @@ fn read_column<T: DataType, U>(
     Ok(out)
 }
 
-fn read_texts(
-    col: ColumnReader,
-    rows: usize,
-    reserve: usize,
-    max_def: i16,
-) -> Result<Vec<Option<Vec<u8>>>, String> {
+fn read_texts(col: ColumnReader, rows: usize, max_def: i16) -> Result<Vec<Option<Vec<u8>>>, String> {
     match col {
         ColumnReader::ByteArrayColumnReader(r) => {
-            read_column::<ByteArrayType, _>(r, rows, reserve, max_def, |b| b.data().to_vec())
+            read_column::<ByteArrayType, _>(r, rows, max_def, |b| b.data().to_vec())
         }
         _ => Err("not a string column".into()),
     }
 }
 
-fn read_ints(
-    col: ColumnReader,
-    rows: usize,
-    reserve: usize,
-    max_def: i16,
-) -> Result<Vec<Option<i64>>, String> {
+fn read_ints(col: ColumnReader, rows: usize, max_def: i16) -> Result<Vec<Option<i64>>, String> {
     match col {
-        ColumnReader::Int64ColumnReader(r) => read_column::<Int64Type, _>(r, rows, reserve, max_def, |x| x),
-        ColumnReader::Int32ColumnReader(r) => {
-            read_column::<Int32Type, _>(r, rows, reserve, max_def, i64::from)
-        }
+        ColumnReader::Int64ColumnReader(r) => read_column::<Int64Type, _>(r, rows, max_def, |x| x),
+        ColumnReader::Int32ColumnReader(r) => read_column::<Int32Type, _>(r, rows, max_def, i64::from),
         _ => Err("not an integer column".into()),
     }
 }

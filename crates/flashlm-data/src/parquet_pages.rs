@@ -1,9 +1,11 @@
 //! Page headers checked before the `parquet` crate decodes a column chunk. It reserves, and
 //! fills, a page's claimed uncompressed size before it decompresses the page, so a 1 KB file
 //! whose page header claimed 1.4 GB took 1.4 GB of memory (found by the `parquet_read` fuzz
-//! target). Here each page header of the chunk is read (Thrift compact protocol, the fields
-//! `uncompressed_page_size` = 2 and `compressed_page_size` = 3 of `PageHeader`; every other
-//! field skipped) and its claim bounded by what it stores, [`max_page`].
+//! target), and sizes a dictionary by its claimed value count. Here each page header of the
+//! chunk is read as the crate reads it (Thrift compact protocol: `uncompressed_page_size` = 2,
+//! `compressed_page_size` = 3, `dictionary_page_header.num_values` = 7.1; every other field
+//! skipped), its size bounded by what it stores ([`max_page`]) and a dictionary's count by its
+//! bytes.
 
 use parquet::file::reader::ChunkReader;
 

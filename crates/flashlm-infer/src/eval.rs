@@ -71,7 +71,7 @@ pub fn select(stories: &[String], max: usize, protocol: Protocol) -> Vec<&str> {
 
 /// One story's score: summed NLL (nats), tokens scored, characters, and whether the original
 /// protocol cut it.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct StoryScore {
     /// Summed negative log-likelihood, nats.
     pub nll: f64,
@@ -93,7 +93,7 @@ pub fn score_story(model: &Model, text: &str, protocol: Protocol) -> StoryScore 
     let (inputs, targets): (Vec<u16>, Vec<u16>) = match protocol {
         Protocol::Original => {
             if ids.len() < 2 {
-                return StoryScore { nll: 0.0, tokens: 0, chars: 0, cut: false };
+                return StoryScore::default();
             }
             cut = ids.len() > ORIGINAL_MAX_TOKENS;
             ids.truncate(ORIGINAL_MAX_TOKENS);
@@ -127,7 +127,7 @@ pub fn score_story(model: &Model, text: &str, protocol: Protocol) -> StoryScore 
 /// Score stories (in parallel over `threads` threads), in story order.
 pub fn score_stories(model: &Model, stories: &[&str], protocol: Protocol, threads: usize) -> Vec<StoryScore> {
     let threads = threads.max(1).min(stories.len().max(1));
-    let mut per = vec![StoryScore { nll: 0.0, tokens: 0, chars: 0, cut: false }; stories.len()];
+    let mut per = vec![StoryScore::default(); stories.len()];
     if threads == 1 {
         // On the calling thread: no spawn (WebAssembly and WASI have no threads).
         for (o, text) in per.iter_mut().zip(stories) {

@@ -8,8 +8,8 @@
 //!
 //! * **Header timeout** (`--header-timeout`): hyper closes a connection whose request head
 //!   has not fully arrived this long after the connection opened or its last response ended.
-//! * **Body timeout** (`--body-timeout`): the handlers read a body under it (408 beyond;
-//!   [`read_body`]), so a client that announces 100 bytes and sends 10 is answered and closed.
+//! * **Body timeout** (`--body-timeout`): the handlers read a body under it (408 beyond), so
+//!   a client that announces 100 bytes and sends 10 is answered and closed.
 //! * **Connection limit** (`--max-connections`, bounded by the descriptor limit): at the limit
 //!   a new connection closes the longest-idle connection that has no request in progress
 //!   (idle, or still sending its head); when every connection is busy, the new one gets a 503
@@ -79,7 +79,7 @@ struct Slot {
     /// When it last became idle (or opened).
     idle_since: Instant,
     /// Closes it at once (dropping the connection).
-    close: Option<oneshot::Sender<()>>,
+    close: oneshot::Sender<()>,
 }
 
 /// The open connections.
@@ -104,10 +104,8 @@ impl Tracker {
         let victim =
             slots.iter().filter(|(_, s)| s.busy == 0).min_by_key(|(_, s)| s.idle_since).map(|(&id, _)| id);
         let Some(id) = victim else { return false };
-        if let Some(s) = slots.remove(&id)
-            && let Some(tx) = s.close
-        {
-            let _ = tx.send(());
+        if let Some(s) = slots.remove(&id) {
+            let _ = s.close.send(());
         }
         true
     }
@@ -115,7 +113,7 @@ impl Tracker {
     fn open(&self) -> (u64, oneshot::Receiver<()>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.lock().insert(id, Slot { busy: 0, idle_since: Instant::now(), close: Some(tx) });
+        self.lock().insert(id, Slot { busy: 0, idle_since: Instant::now(), close: tx });
         (id, rx)
     }
 
@@ -179,24 +177,6 @@ impl HttpBody for Guarded {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// What a handler's body read gives.
-#[derive(Debug)]
-pub(crate) enum BodyRead {
-    /// The whole body.
-    Done(Result<Bytes, axum::extract::rejection::BytesRejection>),
-    /// It did not arrive within the body timeout.
-    TimedOut,
-}
-
-/// Read a request body (within the router's body limit) under `timeout`.
-pub(crate) async fn read_body(req: axum::extract::Request, timeout: Duration) -> BodyRead {
-    use axum::extract::FromRequest;
-    match tokio::time::timeout(timeout, Bytes::from_request(req, &())).await {
-        Ok(r) => BodyRead::Done(r),
-        Err(_) => BodyRead::TimedOut,
     }
 }
 
@@ -296,8 +276,8 @@ fn accept(
         tokio::select! {
             _ = conn.as_mut() => {}
             _ = evicted => {}
-            stopped = async { stop.wait_for(|s| *s).await.is_ok() } => {
-                let _ = stopped;
+            // (An async block: the borrow wait_for returns must not live across the select.)
+            () = async { let _ = stop.wait_for(|s| *s).await; } => {
                 conn.as_mut().graceful_shutdown();
                 let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
             }

@@ -248,18 +248,17 @@ async fn chat(State(s): State<Shared>, req: HttpRequest) -> Response {
     generate(s, req, Endpoint::Chat).await.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// The body, within `--max-body-bytes` and `--body-timeout`.
+/// The body, within `--max-body-bytes` (the router's limit) and `--body-timeout`.
 async fn body_of(s: &Shared, req: HttpRequest) -> Result<Bytes, ApiError> {
-    match conn::read_body(req, s.config.net.body_timeout).await {
-        conn::BodyRead::Done(r) => r.map_err(|e| body_error(&e)),
-        conn::BodyRead::TimedOut => Err(ApiError::new(
+    use axum::extract::FromRequest;
+    let timeout = s.config.net.body_timeout;
+    match tokio::time::timeout(timeout, Bytes::from_request(req, &())).await {
+        Ok(body) => body.map_err(|e| body_error(&e)),
+        Err(_) => Err(ApiError::new(
             408,
             "invalid_request_error",
             Some("request_timeout"),
-            format!(
-                "the request body did not arrive within {} s (--body-timeout)",
-                s.config.net.body_timeout.as_secs_f64()
-            ),
+            format!("the request body did not arrive within {} s (--body-timeout)", timeout.as_secs_f64()),
         )),
     }
 }
