@@ -111,10 +111,11 @@ impl Model {
     ) -> PyResult<TextStream> {
         let p = GenerateParams {
             max_tokens,
-            sampler: Sampler { temperature, top_k, top_p },
+            sampler: Sampler { temperature, top_k, top_p, min_p: 0.0 },
             seed: seed.unwrap_or(42),
             stop: stop.unwrap_or_default(),
             ignore_eos,
+            ..GenerateParams::default()
         };
         let g = Generation::new(&self.engine, prompt, p).map_err(generate_error)?;
         Ok(TextStream { engine: self.engine.clone(), generation: g, done: false })

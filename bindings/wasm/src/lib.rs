@@ -41,7 +41,7 @@ pub struct Generated {
 fn params(max_tokens: u32, temperature: f32, top_k: u32, top_p: f32, seed: u32) -> GenerateParams {
     GenerateParams {
         max_tokens: max_tokens as usize,
-        sampler: Sampler { temperature, top_k: top_k as usize, top_p },
+        sampler: Sampler { temperature, top_k: top_k as usize, top_p, min_p: 0.0 },
         seed: u64::from(seed),
         ..GenerateParams::default()
     }

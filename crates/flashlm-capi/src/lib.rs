@@ -281,10 +281,11 @@ pub unsafe extern "C" fn flashlm_generate(
         let p = if params.is_null() { flashlm_default_params() } else { unsafe { *params } };
         let gp = GenerateParams {
             max_tokens: p.max_tokens as usize,
-            sampler: Sampler { temperature: p.temperature, top_k: p.top_k as usize, top_p: p.top_p },
+            sampler: Sampler { temperature: p.temperature, top_k: p.top_k as usize, top_p: p.top_p, min_p: 0.0 },
             seed: p.seed,
             stop: Vec::new(),
             ignore_eos: p.ignore_eos,
+            ..GenerateParams::default()
         };
         let mut g = Generation::new(m, prompt, gp).map_err(|e| arg(e.to_string()))?;
         let code = loop {

@@ -55,7 +55,7 @@ fn main() -> anyhow::Result<()> {
         best = best.min(t.elapsed().as_secs_f64());
     }
     // The CLI's default sampling (temperature 0.8, top-k 50) instead of greedy.
-    let sampler = Sampler { temperature: 0.8, top_k: 50, top_p: 1.0 };
+    let sampler = Sampler { temperature: 0.8, top_k: 50, top_p: 1.0, min_p: 0.0 };
     let mut sampled = f64::INFINITY;
     for round in 0..7 {
         let mut state = model.new_state();

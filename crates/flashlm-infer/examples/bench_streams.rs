@@ -27,9 +27,9 @@ fn main() -> anyhow::Result<()> {
         model.head.name()
     );
     for (label, sampler) in [
-        ("temperature 1, all tokens", Sampler { temperature: 1.0, top_k: 0, top_p: 1.0 }),
-        ("top-k 50", Sampler { temperature: 0.8, top_k: 50, top_p: 1.0 }),
-        ("greedy", Sampler { temperature: 0.0, top_k: 0, top_p: 1.0 }),
+        ("temperature 1, all tokens", Sampler { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0 }),
+        ("top-k 50", Sampler { temperature: 0.8, top_k: 50, top_p: 1.0, min_p: 0.0 }),
+        ("greedy", Sampler { temperature: 0.0, top_k: 0, top_p: 1.0, min_p: 0.0 }),
     ] {
         for n in [1usize, 4, 16, 64] {
             let params = |i: usize| GenerateParams {
@@ -38,6 +38,7 @@ fn main() -> anyhow::Result<()> {
                 seed: i as u64,
                 stop: vec![],
                 ignore_eos: true,
+                ..GenerateParams::default()
             };
             let mut gens: Vec<Generation> = (0..n)
                 .map(|i| Generation::new(&model, "Once upon a time", params(i)))

@@ -105,20 +105,10 @@ pub fn score_story(model: &Model, text: &str, protocol: Protocol) -> StoryScore 
             (inputs, ids)
         }
     };
-    let v = model.config.vocab_size;
-    let mut state = model.new_state();
     let mut nll = 0.0;
-    const CHUNK: usize = 256;
-    let mut logits = vec![0.0f32; CHUNK.min(inputs.len()) * v];
-    for (xs, ys) in inputs.chunks(CHUNK).zip(targets.chunks(CHUNK)) {
-        let l = &mut logits[..xs.len() * v];
-        model.forward_batch(&mut state, xs, Some(l));
-        for (row, &y) in l.chunks_exact(v).zip(ys) {
-            nll -= log_prob(row, y as usize);
-        }
-    }
+    let overflowed = crate::score::each_logits(model, &inputs, |i, row| nll -= log_prob(row, targets[i] as usize));
     // An overflowing model can give finite logits from a non-finite residual stream.
-    if state.overflowed() {
+    if overflowed {
         nll = f64::NAN;
     }
     StoryScore { nll, tokens: targets.len() as u64, chars, cut }

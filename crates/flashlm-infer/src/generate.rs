@@ -14,8 +14,13 @@ use std::fmt;
 
 use flashlm_tokenizer::{EOS_ID, UNK_ID, Utf8Stream};
 
+use std::collections::{BTreeMap, VecDeque};
+
 use crate::model::{Model, RunState, StepBuffers};
-use crate::sample::{Rng, Sampler};
+use crate::sample::{Penalties, Rng, Sampler, TokenLogprob, apply_bias, token_logprob};
+
+/// `logprobs` at most (OpenAI's limit for `top_logprobs`).
+pub const MAX_TOP_LOGPROBS: usize = 20;
 
 /// What a stream generates and when it stops.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,16 +35,26 @@ pub struct GenerateParams {
     pub stop: Vec<String>,
     /// Keep going past the end-of-story token.
     pub ignore_eos: bool,
+    /// Presence, frequency and repetition penalties.
+    pub penalties: Penalties,
+    /// Added to these tokens' logits before sampling (-100..=100 each).
+    pub logit_bias: Vec<(u16, f32)>,
+    /// Report each sampled token's log-probability and this many alternatives
+    /// (0..=[`MAX_TOP_LOGPROBS`]) in [`Piece::logprob`]; None: off.
+    pub logprobs: Option<usize>,
 }
 
 impl Default for GenerateParams {
     fn default() -> Self {
         Self {
             max_tokens: 200,
-            sampler: Sampler { temperature: 0.8, top_k: 50, top_p: 1.0 },
+            sampler: Sampler::default(),
             seed: 42,
             stop: Vec::new(),
             ignore_eos: false,
+            penalties: Penalties::default(),
+            logit_bias: Vec::new(),
+            logprobs: None,
         }
     }
 }
@@ -116,21 +131,50 @@ impl GenerateParams {
         if !(s.top_p > 0.0 && s.top_p <= 1.0) {
             return Err(GenerateError::Param("top_p", format!("must be in (0, 1], not {}", s.top_p)));
         }
+        if !(s.min_p >= 0.0 && s.min_p <= 1.0) {
+            return Err(GenerateError::Param("min_p", format!("must be in [0, 1], not {}", s.min_p)));
+        }
         if self.stop.iter().any(String::is_empty) {
             return Err(GenerateError::Param("stop", "a stop string is empty".into()));
+        }
+        let p = &self.penalties;
+        for (name, v) in [("presence_penalty", p.presence), ("frequency_penalty", p.frequency)] {
+            if !(-2.0..=2.0).contains(&v) {
+                return Err(GenerateError::Param(name, format!("must be in [-2, 2], not {v}")));
+            }
+        }
+        if !(p.repetition > 0.0 && p.repetition <= 10.0) {
+            return Err(GenerateError::Param(
+                "repetition_penalty",
+                format!("must be in (0, 10], not {}", p.repetition),
+            ));
+        }
+        if let Some(&(t, b)) = self.logit_bias.iter().find(|(_, b)| !(-100.0..=100.0).contains(b)) {
+            return Err(GenerateError::Param("logit_bias", format!("token {t}: {b} is not in [-100, 100]")));
+        }
+        if let Some(k) = self.logprobs
+            && k > MAX_TOP_LOGPROBS
+        {
+            return Err(GenerateError::Param(
+                "logprobs",
+                format!("at most {MAX_TOP_LOGPROBS} alternatives, not {k}"),
+            ));
         }
         Ok(())
     }
 }
 
 /// Text that became final in one decode step.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Piece {
     /// Complete characters (possibly empty: a token can end inside a character, or text
     /// can be held back while it might be the start of a stop string).
     pub text: String,
     /// Set on the stream's last piece.
     pub finish: Option<FinishReason>,
+    /// The token sampled in this step and its log-probability, when
+    /// [`GenerateParams::logprobs`] is on (None for the end-of-story token).
+    pub logprob: Option<TokenLogprob>,
 }
 
 /// One stream: its prompt, its state and its sampler.
@@ -146,6 +190,9 @@ pub struct Generation {
     utf8: Utf8Stream,             // bytes of a character split across tokens
     held: String,                 // final characters held back: they may begin a stop string
     finish: Option<FinishReason>, // set once the stream has ended
+    counts: BTreeMap<u16, u32>,   // how often each token was generated (penalties only)
+    recent: VecDeque<u16>,        // the last penalties.last_n tokens, prompt included (penalties only)
+    adjusted: Vec<f32>,           // [V] the logits after penalties and bias (when any)
 }
 
 impl Generation {
@@ -167,6 +214,19 @@ impl Generation {
         if prompt.iter().all(|&t| t == UNK_ID) {
             return Err(GenerateError::UnknownPrompt);
         }
+        let v = model.config.vocab_size;
+        if let Some(&(t, _)) = params.logit_bias.iter().find(|(t, _)| *t as usize >= v) {
+            return Err(GenerateError::Param(
+                "logit_bias",
+                format!("token {t} is not in the vocabulary (ids 0..{v})"),
+            ));
+        }
+        let recent = if params.penalties.active() {
+            let n = params.penalties.last_n;
+            prompt[prompt.len().saturating_sub(n)..].iter().copied().collect()
+        } else {
+            VecDeque::new()
+        };
         Ok(Self {
             input: prompt[prompt.len() - 1],
             prompt,
@@ -178,6 +238,9 @@ impl Generation {
             utf8: Utf8Stream::default(),
             held: String::new(),
             finish: None,
+            counts: BTreeMap::new(),
+            recent,
+            adjusted: Vec::new(),
         })
     }
 
@@ -239,7 +302,7 @@ impl Generation {
         self.finish = Some(FinishReason::Length);
         let mut text = std::mem::take(&mut self.held);
         text.push_str(&self.utf8.finish());
-        Piece { text, finish: self.finish }
+        Piece { text, finish: self.finish, logprob: None }
     }
 
     /// Run to the end; returns the whole text and why it ended.
@@ -261,9 +324,30 @@ impl Generation {
             self.finish = Some(FinishReason::Length);
             return Err(GenerateError::Overflow { token: self.generated + 1 });
         }
-        let next = self.params.sampler.sample(logits, &mut self.rng) as u16;
+        let p = &self.params;
+        let next = if p.penalties.active() || !p.logit_bias.is_empty() {
+            self.adjusted.clear();
+            self.adjusted.extend_from_slice(logits);
+            let mut distinct: Vec<u16> = self.recent.iter().copied().collect();
+            distinct.sort_unstable();
+            distinct.dedup();
+            let counts: Vec<(u16, u32)> = self.counts.iter().map(|(&t, &c)| (t, c)).collect();
+            p.penalties.apply(&mut self.adjusted, &counts, &distinct);
+            apply_bias(&mut self.adjusted, &p.logit_bias);
+            p.sampler.sample(&self.adjusted, &mut self.rng) as u16
+        } else {
+            p.sampler.sample(logits, &mut self.rng) as u16
+        };
         if next == EOS_ID && !self.params.ignore_eos {
             return Ok(self.end(FinishReason::Eos));
+        }
+        let logprob = self.params.logprobs.map(|k| token_logprob(&self.state.logits, next, k));
+        if self.params.penalties.active() {
+            *self.counts.entry(next).or_default() += 1;
+            self.recent.push_back(next);
+            while self.recent.len() > self.params.penalties.last_n {
+                self.recent.pop_front();
+            }
         }
         self.generated += 1;
         self.input = next;
@@ -272,14 +356,14 @@ impl Generation {
         if let Some(at) = self.params.stop.iter().filter_map(|s| self.held.find(s.as_str())).min() {
             self.held.truncate(at);
             self.utf8 = Utf8Stream::default();
-            return Ok(self.end(FinishReason::Stop));
+            return Ok(Piece { logprob, ..self.end(FinishReason::Stop) });
         }
         if self.generated >= self.params.max_tokens {
-            return Ok(self.end(FinishReason::Length));
+            return Ok(Piece { logprob, ..self.end(FinishReason::Length) });
         }
         let keep = self.held_back();
         let text = self.held.drain(..self.held.len() - keep).collect();
-        Ok(Piece { text, finish: None })
+        Ok(Piece { text, finish: None, logprob })
     }
 
     /// Bytes at the end of `held` that could begin a stop string (on a character boundary).
@@ -295,7 +379,7 @@ impl Generation {
         let mut text = std::mem::take(&mut self.held);
         text.push_str(&self.utf8.finish());
         self.finish = Some(why);
-        Piece { text, finish: Some(why) }
+        Piece { text, finish: Some(why), logprob: None }
     }
 }
 

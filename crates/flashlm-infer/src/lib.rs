@@ -12,6 +12,7 @@
 //! * [`model`]: the model and its streaming forward pass (constant work per token), read top to
 //!   bottom like llama2.c's `run.c`.
 //! * [`head4`] (= [`kernels::head4`]): the int4 output head (AVX-512 VNNI, AVX2, portable, reference).
+//! * [`score`]: each token's log-probability given the ones before it (echo, evaluation harnesses).
 //! * [`bundled`]: the pretrained small model compiled into the binary.
 
 pub mod bundled;
@@ -21,6 +22,7 @@ pub mod generate;
 pub mod kernels;
 pub mod model;
 pub mod sample;
+pub mod score;
 
 pub use flashlm_core::{cpu, vmath};
 pub use flashlm_tokenizer as tokenizer;

@@ -6,7 +6,9 @@ use flashlm_infer::bundled;
 use flashlm_infer::generate::{FinishReason, GenerateError, GenerateParams, Generation, step_many};
 use flashlm_infer::kernels::Kernel;
 use flashlm_infer::model::{Model, StepBuffers};
-use flashlm_infer::sample::Sampler;
+use flashlm_infer::eval::{Protocol, score_story};
+use flashlm_infer::sample::{Penalties, Rng, Sampler, TokenLogprob, log_prob};
+use flashlm_infer::score::{ScoreError, continuation_logprob, prompt_logprobs};
 
 fn bundled_model(kernel: Kernel) -> Model {
     Model::from_bytes(bundled::BYTES, kernel).unwrap()
@@ -68,10 +70,11 @@ fn forward_many_equals_forward_for_every_kernel() {
 fn params(seed: u64, max_tokens: usize) -> GenerateParams {
     GenerateParams {
         max_tokens,
-        sampler: Sampler { temperature: 0.8, top_k: 40, top_p: 0.95 },
+        sampler: Sampler { temperature: 0.8, top_k: 40, top_p: 0.95, min_p: 0.0 },
         seed,
         stop: Vec::new(),
         ignore_eos: true,
+        ..GenerateParams::default()
     }
 }
 
@@ -185,7 +188,154 @@ fn bad_parameters_and_prompts_are_refused() {
     assert!(matches!(bad(&|p| p.sampler.temperature = f32::NAN), GenerateError::Param("temperature", _)));
     assert!(matches!(bad(&|p| p.sampler.top_p = 0.0), GenerateError::Param("top_p", _)));
     assert!(matches!(bad(&|p| p.stop = vec![String::new()]), GenerateError::Param("stop", _)));
+    assert!(matches!(bad(&|p| p.sampler.min_p = 1.5), GenerateError::Param("min_p", _)));
+    assert!(matches!(bad(&|p| p.penalties.presence = 2.5), GenerateError::Param("presence_penalty", _)));
+    assert!(matches!(bad(&|p| p.penalties.frequency = -3.0), GenerateError::Param("frequency_penalty", _)));
+    assert!(matches!(bad(&|p| p.penalties.repetition = 0.0), GenerateError::Param("repetition_penalty", _)));
+    assert!(matches!(bad(&|p| p.logit_bias = vec![(5, 101.0)]), GenerateError::Param("logit_bias", _)));
+    assert!(matches!(bad(&|p| p.logit_bias = vec![(10_000, 1.0)]), GenerateError::Param("logit_bias", _)));
+    assert!(matches!(bad(&|p| p.logprobs = Some(21)), GenerateError::Param("logprobs", _)));
     let p = GenerateParams::default();
     assert_eq!(Generation::new(&m, "  \n", p.clone()).unwrap_err(), GenerateError::EmptyPrompt);
     assert_eq!(Generation::from_ids(&m, vec![1, 1], p).unwrap_err(), GenerateError::UnknownPrompt);
+}
+
+/// The generated ids of `g` (decoded pieces are not enough: the reference compares ids).
+fn run_ids(m: &Model, prompt: &str, p: GenerateParams) -> (Vec<u16>, Vec<TokenLogprob>) {
+    let mut g = Generation::new(m, prompt, GenerateParams { logprobs: Some(p.logprobs.unwrap_or(0)), ..p }).unwrap();
+    let mut out = Vec::new();
+    loop {
+        let piece = g.step(m).unwrap();
+        out.extend(piece.logprob);
+        if piece.finish.is_some() {
+            return (out.iter().map(|t| t.id).collect(), out);
+        }
+    }
+}
+
+/// The plain loop: one token at a time, the adjustments written out from their definitions,
+/// then the same sampler with the same seed.
+fn reference_ids(m: &Model, prompt: &str, p: &GenerateParams) -> Vec<u16> {
+    let mut s = m.new_state();
+    let mut history = m.tokenizer.encode(prompt);
+    for &t in &history {
+        m.forward(&mut s, t);
+    }
+    let mut rng = Rng::new(p.seed);
+    let mut generated: Vec<u16> = Vec::new();
+    while generated.len() < p.max_tokens {
+        let window = &history[history.len().saturating_sub(p.penalties.last_n)..];
+        let pen = &p.penalties;
+        let mut l = s.logits.clone();
+        for (j, x) in l.iter_mut().enumerate() {
+            if pen.repetition != 1.0 && window.contains(&(j as u16)) {
+                *x = if *x > 0.0 { *x / pen.repetition } else { *x * pen.repetition };
+            }
+            let c = generated.iter().filter(|&&t| t as usize == j).count() as f32;
+            if c > 0.0 {
+                *x -= pen.frequency * c + pen.presence;
+            }
+        }
+        for &(t, b) in &p.logit_bias {
+            l[t as usize] += b;
+        }
+        let next = p.sampler.sample(&l, &mut rng) as u16;
+        if next == flashlm_infer::tokenizer::EOS_ID && !p.ignore_eos {
+            break;
+        }
+        generated.push(next);
+        history.push(next);
+        m.forward(&mut s, next);
+    }
+    generated
+}
+
+#[test]
+fn penalties_bias_and_min_p_follow_the_plain_loop() {
+    let m = bundled_model(Kernel::detect());
+    let plain = params(5, 60);
+    let a_token = m.tokenizer.encode(" dog")[0];
+    let cases: Vec<(&str, GenerateParams)> = vec![
+        ("presence", GenerateParams { penalties: Penalties { presence: 1.5, ..Penalties::default() }, ..plain.clone() }),
+        ("frequency", GenerateParams { penalties: Penalties { frequency: 1.0, ..Penalties::default() }, ..plain.clone() }),
+        (
+            "repetition",
+            GenerateParams { penalties: Penalties { repetition: 1.5, last_n: 16, ..Penalties::default() }, ..plain.clone() },
+        ),
+        (
+            "all three",
+            GenerateParams {
+                penalties: Penalties { presence: 0.5, frequency: -0.5, repetition: 1.2, last_n: 64 },
+                ..plain.clone()
+            },
+        ),
+        ("logit_bias +10", GenerateParams { logit_bias: vec![(a_token, 10.0)], ..plain.clone() }),
+        (
+            "min_p 0.2",
+            GenerateParams { sampler: Sampler { min_p: 0.2, top_k: 0, top_p: 1.0, temperature: 1.0 }, ..plain.clone() },
+        ),
+    ];
+    let base = reference_ids(&m, PROMPTS[1], &plain);
+    for (name, p) in cases {
+        let want = reference_ids(&m, PROMPTS[1], &p);
+        let (got, _) = run_ids(&m, PROMPTS[1], p.clone());
+        assert_eq!(got, want, "{name}");
+        assert_ne!(want, base, "{name}: the parameter changed nothing, so this case tests nothing");
+        if name.starts_with("logit_bias") {
+            assert!(want.iter().filter(|&&t| t == a_token).count() > 10, "{name}: the biased token is rare");
+        }
+    }
+    // A -100 bias bans a token the plain run uses.
+    let banned = base[0];
+    let (got, _) = run_ids(&m, PROMPTS[1], GenerateParams { logit_bias: vec![(banned, -100.0)], ..plain.clone() });
+    assert!(!got.contains(&banned));
+}
+
+#[test]
+fn logprobs_are_those_of_the_raw_distribution() {
+    let m = bundled_model(Kernel::detect());
+    // Bias and temperature change what is drawn, not the reported distribution.
+    let p = GenerateParams {
+        logprobs: Some(5),
+        logit_bias: vec![(m.tokenizer.encode(" cat")[0], 3.0)],
+        sampler: Sampler { temperature: 1.3, ..Sampler::default() },
+        ..params(9, 40)
+    };
+    let (ids, lps) = run_ids(&m, PROMPTS[0], p);
+    let mut s = m.new_state();
+    for &t in &m.tokenizer.encode(PROMPTS[0]) {
+        m.forward(&mut s, t);
+    }
+    for (i, (&id, lp)) in ids.iter().zip(&lps).enumerate() {
+        let want = log_prob(&s.logits, id as usize);
+        assert!((lp.logprob - want).abs() < 1e-9, "token {i}: {} vs {want}", lp.logprob);
+        let mut order: Vec<usize> = (0..s.logits.len()).collect();
+        order.sort_by(|&a, &b| s.logits[b].total_cmp(&s.logits[a]).then(a.cmp(&b)));
+        let top: Vec<usize> = lp.top.iter().map(|&(t, _)| t as usize).collect();
+        assert_eq!(top, order[..5], "token {i}");
+        assert!(lp.top.windows(2).all(|w| w[0].1 >= w[1].1));
+        m.forward(&mut s, id);
+    }
+}
+
+#[test]
+fn prompt_logprobs_sum_to_the_original_protocols_loss() {
+    let m = bundled_model(Kernel::detect());
+    let story = "Tom had a red ball. He threw it to his dog. The dog ran fast and brought it back. Tom was happy.";
+    let ids = m.tokenizer.encode(story);
+    let lps = prompt_logprobs(&m, &ids, 3).unwrap();
+    assert_eq!(lps.len(), ids.len());
+    assert!(lps[0].is_none());
+    let sum: f64 = lps.iter().flatten().map(|t| t.logprob).sum();
+    let score = score_story(&m, story, Protocol::Original);
+    assert!((sum + score.nll).abs() < 1e-9 * score.nll.abs().max(1.0), "{sum} vs {}", -score.nll);
+    assert!(lps.iter().flatten().zip(&ids[1..]).all(|(t, &id)| t.id == id && t.top.len() == 3));
+    // A continuation's log-likelihood is the sum of its tokens' prompt logprobs.
+    let cut = 9;
+    let (ll, greedy) = continuation_logprob(&m, &ids[..cut], &ids[cut..]).unwrap();
+    let want: f64 = lps[cut..].iter().flatten().map(|t| t.logprob).sum();
+    assert!((ll - want).abs() < 1e-9, "{ll} vs {want}");
+    let want_greedy = lps[cut..].iter().flatten().all(|t| t.top[0].0 == t.id);
+    assert_eq!(greedy, want_greedy);
+    assert_eq!(prompt_logprobs(&m, &[5, 10_000], 0).unwrap_err(), ScoreError::BadToken(1, 10_000));
 }

@@ -371,10 +371,11 @@ pub fn parse(body: &[u8], endpoint: Endpoint, limits: &Limits, vocab: usize) -> 
     };
     let params = GenerateParams {
         max_tokens,
-        sampler: Sampler { temperature, top_k, top_p },
+        sampler: Sampler { temperature, top_k, top_p, min_p: 0.0 },
         seed: seed.unwrap_or_else(random_seed),
         stop: stop_strings(&o)?,
         ignore_eos: boolean(&o, "ignore_eos")?,
+        ..GenerateParams::default()
     };
     Ok(Request { prompt, params, stream, include_usage })
 }
@@ -483,7 +484,7 @@ mod tests {
         assert_eq!(r.prompt, "Hi");
         assert_eq!(r.params.max_tokens, 16);
         assert_eq!(r.params.seed, 3);
-        assert_eq!(r.params.sampler, Sampler { temperature: 1.0, top_k: 0, top_p: 1.0 });
+        assert_eq!(r.params.sampler, Sampler { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0 });
         assert!(!r.stream);
         let body = br#"{"messages": [{"role": "system", "content": "Be brief."},
             {"role": "user", "content": [{"type": "text", "text": "Once upon"}, {"type": "text", "text": " a time"}]}],

@@ -17,10 +17,11 @@ fn library_text(prompt: &str, max_tokens: usize, seed: u64, temperature: f32, to
     let m = common::model();
     let p = GenerateParams {
         max_tokens,
-        sampler: Sampler { temperature, top_k, top_p: 1.0 },
+        sampler: Sampler { temperature, top_k, top_p: 1.0, min_p: 0.0 },
         seed,
         stop: vec![],
         ignore_eos: false,
+        ..GenerateParams::default()
     };
     Generation::new(&m, prompt, p).unwrap().run(&m).unwrap().0
 }
@@ -142,10 +143,11 @@ fn library_text_ignore_eos(prompt: &str, seed: u64) -> String {
     let m = common::model();
     let p = GenerateParams {
         max_tokens: 48,
-        sampler: Sampler { temperature: 1.0, top_k: 0, top_p: 1.0 },
+        sampler: Sampler { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0 },
         seed,
         stop: vec![],
         ignore_eos: true,
+        ..GenerateParams::default()
     };
     Generation::new(&m, prompt, p).unwrap().run(&m).unwrap().0
 }

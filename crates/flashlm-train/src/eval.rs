@@ -85,7 +85,7 @@ pub fn samples(
         let settings = SampleSettings {
             max_new: tokens,
             seq_len,
-            sampler: Sampler { temperature: 0.8, top_k: 50, top_p: 1.0 },
+            sampler: Sampler { temperature: 0.8, top_k: 50, top_p: 1.0, min_p: 0.0 },
         };
         let out = generate(&m, &ids, settings, rng, device);
         let text: String = tok.decode(&out).chars().take(400).collect();

@@ -145,10 +145,11 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
     model.set_threads(a.common.threads).map_err(anyhow::Error::msg)?;
     let params = GenerateParams {
         max_tokens: a.max_tokens,
-        sampler: Sampler { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p },
+        sampler: Sampler { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, min_p: 0.0 },
         seed: a.seed,
         stop: Vec::new(),
         ignore_eos: a.ignore_eos,
+        ..GenerateParams::default()
     };
     let name = model_name(&a.common);
     let flag = |e: GenerateError| match e {
