@@ -12,7 +12,7 @@ use flashlm_infer::format::EmbeddingDtype;
 use flashlm_infer::generate::{GenerateError, GenerateParams, Generation};
 use flashlm_infer::kernels::Kernel;
 use flashlm_infer::model::Model as Engine;
-use flashlm_infer::sample::Sampler;
+use flashlm_infer::sample::{Penalties, Sampler};
 use flashlm_infer::tokenizer::Tokenizer as Vocab;
 use pyo3::exceptions::{PyMemoryError, PyOSError, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
@@ -96,7 +96,8 @@ impl Model {
 
     /// A stream of text pieces after `prompt` (`flashlm.Model.generate` reads it to the end
     /// with `read_all`).
-    #[pyo3(signature = (prompt, max_tokens=200, temperature=0.8, top_k=50, top_p=1.0, seed=None, stop=None, ignore_eos=false))]
+    #[pyo3(signature = (prompt, max_tokens=200, temperature=0.8, top_k=50, top_p=1.0, seed=None, stop=None, ignore_eos=false,
+                        min_p=0.0, presence_penalty=0.0, frequency_penalty=0.0, repetition_penalty=1.0, logit_bias=None))]
     #[allow(clippy::too_many_arguments)]
     fn stream(
         &self,
@@ -108,14 +109,35 @@ impl Model {
         seed: Option<u64>,
         stop: Option<Vec<String>>,
         ignore_eos: bool,
+        min_p: f32,
+        presence_penalty: f32,
+        frequency_penalty: f32,
+        repetition_penalty: f32,
+        logit_bias: Option<std::collections::BTreeMap<i64, f32>>,
     ) -> PyResult<TextStream> {
+        let v = self.engine.config.vocab_size;
+        let logit_bias = logit_bias
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(t, b)| match u16::try_from(t) {
+                Ok(id) if (id as usize) < v => Ok((id, b)),
+                _ => Err(value_error(format!("logit_bias: token {t} is not in the vocabulary (ids 0..{v})"))),
+            })
+            .collect::<PyResult<Vec<_>>>()?;
         let p = GenerateParams {
             max_tokens,
-            sampler: Sampler { temperature, top_k, top_p, min_p: 0.0 },
+            sampler: Sampler { temperature, top_k, top_p, min_p },
             seed: seed.unwrap_or(42),
             stop: stop.unwrap_or_default(),
             ignore_eos,
-            ..GenerateParams::default()
+            penalties: Penalties {
+                presence: presence_penalty,
+                frequency: frequency_penalty,
+                repetition: repetition_penalty,
+                ..Penalties::default()
+            },
+            logit_bias,
+            logprobs: None,
         };
         let g = Generation::new(&self.engine, prompt, p).map_err(generate_error)?;
         Ok(TextStream { engine: self.engine.clone(), generation: g, done: false })

@@ -38,6 +38,26 @@ def test_generate_matches_the_cli():
     assert out == "Once upon a time" + text + "\n"
 
 
+def test_sampling_fields_match_the_cli():
+    cli = ROOT / "target/release/flashlm-infer"
+    if not cli.exists():
+        pytest.skip(f"{cli} is not built (cargo build --release -p flashlm-infer)")
+    m = flashlm.Model()
+    dog = m.tokenizer.encode(" dog")[0]
+    flags = ["--min-p", "0.05", "--presence-penalty", "0.5", "--frequency-penalty", "0.3",
+             "--repetition-penalty", "1.2", "--logit-bias", f"{dog}=4"]
+    out = subprocess.run([str(cli), "--prompt", "Once upon a time", "--seed", "5", "--max-tokens", "50", *flags],
+                         capture_output=True, text=True, check=True).stdout
+    text = m.generate("Once upon a time", max_tokens=50, seed=5, min_p=0.05, presence_penalty=0.5,
+                      frequency_penalty=0.3, repetition_penalty=1.2, logit_bias={dog: 4.0})
+    assert out == "Once upon a time" + text + "\n"
+    assert text != m.generate("Once upon a time", max_tokens=50, seed=5)
+    for bad in [dict(logit_bias={10_000: 1.0}), dict(logit_bias={-1: 1.0}), dict(logit_bias={5: 101.0}),
+                dict(presence_penalty=2.5), dict(repetition_penalty=0.0), dict(min_p=1.5)]:
+        with pytest.raises(ValueError):
+            m.generate("Once upon a time", max_tokens=5, **bad)
+
+
 def test_stream_pieces_join_to_generate(model):
     pieces = list(model.stream("The little dog", max_tokens=60, seed=9))
     assert len(pieces) > 5 and all(isinstance(p, str) and p for p in pieces)

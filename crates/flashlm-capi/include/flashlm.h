@@ -54,6 +54,14 @@ typedef struct {
   uint64_t seed;
   // Keep going past the end-of-story token (default false).
   bool ignore_eos;
+  // Min-p in [0, 1]: keep tokens at least this times as likely as the most likely (default 0 = off).
+  float min_p;
+  // OpenAI's presence penalty, -2..2 (default 0).
+  float presence_penalty;
+  // OpenAI's frequency penalty, -2..2 (default 0).
+  float frequency_penalty;
+  // llama.cpp's repetition penalty over the last 64 tokens, (0, 10] (default 1 = off).
+  float repetition_penalty;
 } flashlm_params;
 
 // Called once per piece of generated text: `text` is `len` bytes of complete UTF-8

@@ -30,7 +30,7 @@ use flashlm_infer::eval::{Protocol, evaluate_file};
 use flashlm_infer::generate::{GenerateParams, Generation};
 use flashlm_infer::kernels::Kernel;
 use flashlm_infer::model::Model;
-use flashlm_infer::sample::Sampler;
+use flashlm_infer::sample::{Penalties, Sampler};
 
 /// Success.
 pub const FLASHLM_OK: c_int = 0;
@@ -95,6 +95,14 @@ pub struct FlashlmParams {
     pub seed: u64,
     /// Keep going past the end-of-story token (default false).
     pub ignore_eos: bool,
+    /// Min-p in [0, 1]: keep tokens at least this times as likely as the most likely (default 0 = off).
+    pub min_p: f32,
+    /// OpenAI's presence penalty, -2..2 (default 0).
+    pub presence_penalty: f32,
+    /// OpenAI's frequency penalty, -2..2 (default 0).
+    pub frequency_penalty: f32,
+    /// llama.cpp's repetition penalty over the last 64 tokens, (0, 10] (default 1 = off).
+    pub repetition_penalty: f32,
 }
 
 /// Called once per piece of generated text: `text` is `len` bytes of complete UTF-8
@@ -254,6 +262,10 @@ pub extern "C" fn flashlm_default_params() -> FlashlmParams {
         top_p: d.sampler.top_p,
         seed: d.seed,
         ignore_eos: d.ignore_eos,
+        min_p: d.sampler.min_p,
+        presence_penalty: d.penalties.presence,
+        frequency_penalty: d.penalties.frequency,
+        repetition_penalty: d.penalties.repetition,
     }
 }
 
@@ -281,10 +293,21 @@ pub unsafe extern "C" fn flashlm_generate(
         let p = if params.is_null() { flashlm_default_params() } else { unsafe { *params } };
         let gp = GenerateParams {
             max_tokens: p.max_tokens as usize,
-            sampler: Sampler { temperature: p.temperature, top_k: p.top_k as usize, top_p: p.top_p, min_p: 0.0 },
+            sampler: Sampler {
+                temperature: p.temperature,
+                top_k: p.top_k as usize,
+                top_p: p.top_p,
+                min_p: p.min_p,
+            },
             seed: p.seed,
             stop: Vec::new(),
             ignore_eos: p.ignore_eos,
+            penalties: Penalties {
+                presence: p.presence_penalty,
+                frequency: p.frequency_penalty,
+                repetition: p.repetition_penalty,
+                ..Penalties::default()
+            },
             ..GenerateParams::default()
         };
         let mut g = Generation::new(m, prompt, gp).map_err(|e| arg(e.to_string()))?;

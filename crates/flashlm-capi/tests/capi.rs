@@ -358,5 +358,25 @@ fn eval_bpc_matches_the_library_and_generation_is_deterministic() {
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert!(texts.iter().all(|t| *t == a));
+    // The sampling fields reach the library's sampler: the same text as the library's.
+    let mut q = p;
+    (q.min_p, q.presence_penalty, q.frequency_penalty, q.repetition_penalty) = (0.05, 0.5, 0.3, 1.2);
+    let got = generate_text(m, "The cat", &q).unwrap();
+    let lp = flashlm_infer::generate::GenerateParams {
+        sampler: flashlm_infer::sample::Sampler { min_p: 0.05, ..Default::default() },
+        penalties: flashlm_infer::sample::Penalties {
+            presence: 0.5,
+            frequency: 0.3,
+            repetition: 1.2,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let want =
+        flashlm_infer::generate::Generation::new(&model, "The cat", lp).unwrap().run(&model).unwrap().0;
+    assert_eq!(got, want);
+    assert_ne!(got, a);
+    q.repetition_penalty = 0.0;
+    assert_eq!(generate_text(m, "The cat", &q).unwrap_err().0, FLASHLM_ERR_ARGUMENT);
     unsafe { flashlm_model_free(m) };
 }

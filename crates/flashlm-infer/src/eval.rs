@@ -106,7 +106,8 @@ pub fn score_story(model: &Model, text: &str, protocol: Protocol) -> StoryScore 
         }
     };
     let mut nll = 0.0;
-    let overflowed = crate::score::each_logits(model, &inputs, |i, row| nll -= log_prob(row, targets[i] as usize));
+    let overflowed =
+        crate::score::each_logits(model, &inputs, |i, row| nll -= log_prob(row, targets[i] as usize));
     // An overflowing model can give finite logits from a non-finite residual stream.
     if overflowed {
         nll = f64::NAN;

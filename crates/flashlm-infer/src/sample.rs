@@ -247,7 +247,10 @@ mod tests {
     fn filters() {
         let logits = [1.0, 5.0, 4.9, 0.0, -3.0];
         let mut rng = Rng::new(3);
-        assert_eq!(Sampler { temperature: 0.0, top_k: 0, top_p: 1.0, min_p: 0.0 }.sample(&logits, &mut rng), 1);
+        assert_eq!(
+            Sampler { temperature: 0.0, top_k: 0, top_p: 1.0, min_p: 0.0 }.sample(&logits, &mut rng),
+            1
+        );
         let s = Sampler { temperature: 1.0, top_k: 2, top_p: 1.0, min_p: 0.0 };
         for _ in 0..300 {
             assert!([1, 2].contains(&s.sample(&logits, &mut rng)));
@@ -340,9 +343,13 @@ mod tests {
     fn penalties_and_bias_match_the_written_definitions() {
         let generated: Vec<u16> = vec![3, 7, 7, 2, 9, 7, 3];
         let prompt: Vec<u16> = vec![1, 4, 4, 6];
-        for (presence, frequency, repetition, last_n) in
-            [(0.0, 0.0, 1.3, 64), (0.5, 0.0, 1.0, 64), (0.0, -0.7, 1.0, 64), (1.5, 2.0, 0.8, 5), (-2.0, 0.3, 1.1, 3)]
-        {
+        for (presence, frequency, repetition, last_n) in [
+            (0.0, 0.0, 1.3, 64),
+            (0.5, 0.0, 1.0, 64),
+            (0.0, -0.7, 1.0, 64),
+            (1.5, 2.0, 0.8, 5),
+            (-2.0, 0.3, 1.1, 3),
+        ] {
             let p = Penalties { presence, frequency, repetition, last_n };
             let logits = row(12, 5);
             // The reference, token by token, straight from the definitions.
@@ -382,7 +389,9 @@ mod tests {
     #[test]
     fn min_p_draws_only_what_the_reference_keeps_in_its_proportions() {
         let logits = row(40, 11);
-        for (min_p, temperature, top_k) in [(0.05f32, 1.0f32, 0usize), (0.3, 1.5, 0), (0.02, 0.7, 10), (1.0, 1.0, 0)] {
+        for (min_p, temperature, top_k) in
+            [(0.05f32, 1.0f32, 0usize), (0.3, 1.5, 0), (0.02, 0.7, 10), (1.0, 1.0, 0)]
+        {
             // Reference: probabilities at temperature 1 decide what is kept; the draw follows
             // softmax(logits / T) renormalised over the kept (and top-k) tokens.
             let pmax = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
@@ -393,9 +402,16 @@ mod tests {
             let keep: Vec<bool> = (0..logits.len())
                 .map(|i| in_top[i] && f64::from(logits[i] - pmax).exp() >= f64::from(min_p))
                 .collect();
-            let w: Vec<f64> = (0..logits.len())
-                .map(|i| if keep[i] { (f64::from(logits[i] - pmax) / f64::from(temperature)).exp() } else { 0.0 })
-                .collect();
+            let w: Vec<f64> =
+                (0..logits.len())
+                    .map(|i| {
+                        if keep[i] {
+                            (f64::from(logits[i] - pmax) / f64::from(temperature)).exp()
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
             let total: f64 = w.iter().sum();
             let s = Sampler { temperature, top_k, top_p: 1.0, min_p };
             let mut rng = Rng::new(1);
@@ -424,7 +440,11 @@ mod tests {
                 let t = token_logprob(&logits, id as u16, top);
                 assert!((t.logprob - (f64::from(logits[id]) - lse)).abs() < 1e-5, "n={n}");
                 let want: Vec<usize> = order[..top.min(n)].to_vec();
-                assert_eq!(t.top.iter().map(|&(i, _)| i as usize).collect::<Vec<_>>(), want, "n={n} top={top}");
+                assert_eq!(
+                    t.top.iter().map(|&(i, _)| i as usize).collect::<Vec<_>>(),
+                    want,
+                    "n={n} top={top}"
+                );
                 for &(i, lp) in &t.top {
                     assert!((lp - (f64::from(logits[i as usize]) - lse)).abs() < 1e-5);
                 }

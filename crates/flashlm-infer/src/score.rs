@@ -37,7 +37,9 @@ impl std::fmt::Display for ScoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ScoreError::BadToken(i, t) => write!(f, "token {i} ({t}) is not in the model's vocabulary"),
-            ScoreError::Overflow => write!(f, "the activations are not finite numbers: the model's weights overflow f32"),
+            ScoreError::Overflow => {
+                write!(f, "the activations are not finite numbers: the model's weights overflow f32")
+            }
         }
     }
 }
@@ -54,7 +56,11 @@ fn check_ids(model: &Model, ids: &[u16]) -> Result<(), ScoreError> {
 
 /// Each token of `ids` with its log-probability given the ones before it and the `top` most
 /// likely tokens at its place; the first token has nothing before it (None).
-pub fn prompt_logprobs(model: &Model, ids: &[u16], top: usize) -> Result<Vec<Option<TokenLogprob>>, ScoreError> {
+pub fn prompt_logprobs(
+    model: &Model,
+    ids: &[u16],
+    top: usize,
+) -> Result<Vec<Option<TokenLogprob>>, ScoreError> {
     check_ids(model, ids)?;
     let mut out: Vec<Option<TokenLogprob>> = Vec::with_capacity(ids.len());
     if ids.is_empty() {
@@ -71,7 +77,11 @@ pub fn prompt_logprobs(model: &Model, ids: &[u16], top: usize) -> Result<Vec<Opt
 /// The log-likelihood of `continuation` after `context` (summed nats) and whether every one
 /// of its tokens is the most likely one at its place (ties to the lowest id): the two figures
 /// of a multiple-choice evaluation. `context` must not be empty.
-pub fn continuation_logprob(model: &Model, context: &[u16], continuation: &[u16]) -> Result<(f64, bool), ScoreError> {
+pub fn continuation_logprob(
+    model: &Model,
+    context: &[u16],
+    continuation: &[u16],
+) -> Result<(f64, bool), ScoreError> {
     let ids: Vec<u16> = context.iter().chain(continuation).copied().collect();
     check_ids(model, &ids)?;
     assert!(!context.is_empty(), "a continuation needs a context");

@@ -3,10 +3,10 @@
 //! prefill chunk size or on stop strings it never meets.
 
 use flashlm_infer::bundled;
+use flashlm_infer::eval::{Protocol, score_story};
 use flashlm_infer::generate::{FinishReason, GenerateError, GenerateParams, Generation, step_many};
 use flashlm_infer::kernels::Kernel;
 use flashlm_infer::model::{Model, StepBuffers};
-use flashlm_infer::eval::{Protocol, score_story};
 use flashlm_infer::sample::{Penalties, Rng, Sampler, TokenLogprob, log_prob};
 use flashlm_infer::score::{ScoreError, continuation_logprob, prompt_logprobs};
 
@@ -202,7 +202,8 @@ fn bad_parameters_and_prompts_are_refused() {
 
 /// The generated ids of `g` (decoded pieces are not enough: the reference compares ids).
 fn run_ids(m: &Model, prompt: &str, p: GenerateParams) -> (Vec<u16>, Vec<TokenLogprob>) {
-    let mut g = Generation::new(m, prompt, GenerateParams { logprobs: Some(p.logprobs.unwrap_or(0)), ..p }).unwrap();
+    let mut g =
+        Generation::new(m, prompt, GenerateParams { logprobs: Some(p.logprobs.unwrap_or(0)), ..p }).unwrap();
     let mut out = Vec::new();
     loop {
         let piece = g.step(m).unwrap();
@@ -256,11 +257,26 @@ fn penalties_bias_and_min_p_follow_the_plain_loop() {
     let plain = params(5, 60);
     let a_token = m.tokenizer.encode(" dog")[0];
     let cases: Vec<(&str, GenerateParams)> = vec![
-        ("presence", GenerateParams { penalties: Penalties { presence: 1.5, ..Penalties::default() }, ..plain.clone() }),
-        ("frequency", GenerateParams { penalties: Penalties { frequency: 1.0, ..Penalties::default() }, ..plain.clone() }),
+        (
+            "presence",
+            GenerateParams {
+                penalties: Penalties { presence: 1.5, ..Penalties::default() },
+                ..plain.clone()
+            },
+        ),
+        (
+            "frequency",
+            GenerateParams {
+                penalties: Penalties { frequency: 1.0, ..Penalties::default() },
+                ..plain.clone()
+            },
+        ),
         (
             "repetition",
-            GenerateParams { penalties: Penalties { repetition: 1.5, last_n: 16, ..Penalties::default() }, ..plain.clone() },
+            GenerateParams {
+                penalties: Penalties { repetition: 1.5, last_n: 16, ..Penalties::default() },
+                ..plain.clone()
+            },
         ),
         (
             "all three",
@@ -272,7 +288,10 @@ fn penalties_bias_and_min_p_follow_the_plain_loop() {
         ("logit_bias +10", GenerateParams { logit_bias: vec![(a_token, 10.0)], ..plain.clone() }),
         (
             "min_p 0.2",
-            GenerateParams { sampler: Sampler { min_p: 0.2, top_k: 0, top_p: 1.0, temperature: 1.0 }, ..plain.clone() },
+            GenerateParams {
+                sampler: Sampler { min_p: 0.2, top_k: 0, top_p: 1.0, temperature: 1.0 },
+                ..plain.clone()
+            },
         ),
     ];
     let base = reference_ids(&m, PROMPTS[1], &plain);
@@ -287,7 +306,8 @@ fn penalties_bias_and_min_p_follow_the_plain_loop() {
     }
     // A -100 bias bans a token the plain run uses.
     let banned = base[0];
-    let (got, _) = run_ids(&m, PROMPTS[1], GenerateParams { logit_bias: vec![(banned, -100.0)], ..plain.clone() });
+    let (got, _) =
+        run_ids(&m, PROMPTS[1], GenerateParams { logit_bias: vec![(banned, -100.0)], ..plain.clone() });
     assert!(!got.contains(&banned));
 }
 
@@ -321,7 +341,8 @@ fn logprobs_are_those_of_the_raw_distribution() {
 #[test]
 fn prompt_logprobs_sum_to_the_original_protocols_loss() {
     let m = bundled_model(Kernel::detect());
-    let story = "Tom had a red ball. He threw it to his dog. The dog ran fast and brought it back. Tom was happy.";
+    let story =
+        "Tom had a red ball. He threw it to his dog. The dog ran fast and brought it back. Tom was happy.";
     let ids = m.tokenizer.encode(story);
     let lps = prompt_logprobs(&m, &ids, 3).unwrap();
     assert_eq!(lps.len(), ids.len());

@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-from typing import Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 from . import _flashlm
 
@@ -40,20 +40,28 @@ class Model:
 
     def generate(self, prompt: str, max_tokens: int = 200, temperature: float = 0.8, top_k: int = 50,
                  top_p: float = 1.0, seed: Optional[int] = None, stop: Optional[List[str]] = None,
-                 ignore_eos: bool = False) -> str:
+                 ignore_eos: bool = False, *, min_p: float = 0.0, presence_penalty: float = 0.0,
+                 frequency_penalty: float = 0.0, repetition_penalty: float = 1.0,
+                 logit_bias: Optional[Dict[int, float]] = None) -> str:
         """Generate text after ``prompt`` and return it (without the prompt). The same seed
         gives the same text; ``seed=None`` means 42. Generation stops at the end-of-story
         token (unless ``ignore_eos``), at ``max_tokens``, or before the first ``stop`` string.
+        ``min_p``, the penalties (OpenAI's presence and frequency, llama.cpp's repetition over
+        the last 64 tokens) and ``logit_bias`` ({token id: -100..100}) are the CLI's flags.
         Runs without the GIL; Ctrl-C raises KeyboardInterrupt within about 20 ms. Bad
         arguments raise ValueError."""
-        return self._m.stream(prompt, max_tokens, temperature, top_k, top_p, seed, stop, ignore_eos).read_all()
+        return self._m.stream(prompt, max_tokens, temperature, top_k, top_p, seed, stop, ignore_eos,
+                              min_p, presence_penalty, frequency_penalty, repetition_penalty, logit_bias).read_all()
 
     def stream(self, prompt: str, max_tokens: int = 200, temperature: float = 0.8, top_k: int = 50,
                top_p: float = 1.0, seed: Optional[int] = None, stop: Optional[List[str]] = None,
-               ignore_eos: bool = False) -> Iterator[str]:
+               ignore_eos: bool = False, *, min_p: float = 0.0, presence_penalty: float = 0.0,
+               frequency_penalty: float = 0.0, repetition_penalty: float = 1.0,
+               logit_bias: Optional[Dict[int, float]] = None) -> Iterator[str]:
         """Like ``generate``, as an iterator of text pieces (never a broken character); the
         pieces join to ``generate``'s text."""
-        return self._m.stream(prompt, max_tokens, temperature, top_k, top_p, seed, stop, ignore_eos)
+        return self._m.stream(prompt, max_tokens, temperature, top_k, top_p, seed, stop, ignore_eos,
+                              min_p, presence_penalty, frequency_penalty, repetition_penalty, logit_bias)
 
     def logits(self, token_ids: List[int]):
         """Next-token logits for every position: a float32 numpy array of shape

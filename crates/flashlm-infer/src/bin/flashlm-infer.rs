@@ -12,7 +12,7 @@ use flashlm_infer::eval::{Protocol, cut_warning, evaluate_checked};
 use flashlm_infer::generate::{GenerateError, GenerateParams, Generation};
 use flashlm_infer::kernels::Kernel;
 use flashlm_infer::model::{HeadPath, Model};
-use flashlm_infer::sample::Sampler;
+use flashlm_infer::sample::{Penalties, Sampler};
 use flashlm_infer::tokenizer::stories::read_story_file;
 
 #[derive(Parser, Debug)]
@@ -77,12 +77,38 @@ struct GenerateArgs {
     /// Nucleus sampling threshold (1 = off).
     #[arg(long, default_value_t = 1.0)]
     top_p: f32,
+    /// Min-p: keep tokens at least this times as likely as the most likely one (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    /// OpenAI's presence penalty, -2..2: subtracted once from every token already generated.
+    #[arg(long, default_value_t = 0.0)]
+    presence_penalty: f32,
+    /// OpenAI's frequency penalty, -2..2: subtracted per time a token was generated.
+    #[arg(long, default_value_t = 0.0)]
+    frequency_penalty: f32,
+    /// llama.cpp's repetition penalty (1 = off) over the last --repeat-last-n tokens.
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Tokens (prompt included) the repetition penalty looks back over.
+    #[arg(long, default_value_t = 64)]
+    repeat_last_n: usize,
+    /// Add BIAS (-100..100) to token ID's logit: `--logit-bias 1234=-100` (repeatable).
+    #[arg(long, value_parser = parse_bias)]
+    logit_bias: Vec<(u16, f32)>,
     /// Sampling seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Keep going past the end-of-story token.
     #[arg(long)]
     ignore_eos: bool,
+}
+
+fn parse_bias(s: &str) -> Result<(u16, f32), String> {
+    let (id, bias) = s.split_once('=').ok_or_else(|| format!("{s:?}: write ID=BIAS, e.g. 1234=-100"))?;
+    let id =
+        id.trim().parse::<u16>().map_err(|_| format!("{s:?}: the token id must be an integer 0..65535"))?;
+    let bias = bias.trim().parse::<f32>().map_err(|_| format!("{s:?}: the bias must be a number"))?;
+    Ok((id, bias))
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,11 +171,18 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
     model.set_threads(a.common.threads).map_err(anyhow::Error::msg)?;
     let params = GenerateParams {
         max_tokens: a.max_tokens,
-        sampler: Sampler { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, min_p: 0.0 },
+        sampler: Sampler { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, min_p: a.min_p },
         seed: a.seed,
         stop: Vec::new(),
         ignore_eos: a.ignore_eos,
-        ..GenerateParams::default()
+        penalties: Penalties {
+            presence: a.presence_penalty,
+            frequency: a.frequency_penalty,
+            repetition: a.repetition_penalty,
+            last_n: a.repeat_last_n,
+        },
+        logit_bias: a.logit_bias.clone(),
+        logprobs: None,
     };
     let name = model_name(&a.common);
     let flag = |e: GenerateError| match e {
