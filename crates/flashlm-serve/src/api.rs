@@ -1,8 +1,8 @@
 //! The OpenAI request and response shapes: parsing with a checked, named error for every bad
 //! field, the chat template, and the JSON the server writes.
 
-use flashlm_infer::generate::{FinishReason, GenerateParams};
-use flashlm_infer::sample::Sampler;
+use flashlm_infer::generate::{GenerateParams, MAX_TOP_LOGPROBS};
+use flashlm_infer::sample::{Penalties, Sampler};
 use serde_json::{Map, Value, json};
 
 /// An error in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
@@ -57,15 +57,31 @@ pub struct Limits {
     pub max_tokens: usize,
     /// `max_tokens` when the request gives none.
     pub default_max_tokens: usize,
+    /// Choices per request at most (prompts x `n`).
+    pub max_n: usize,
+}
+
+/// One prompt: text, or token ids (what evaluation harnesses send).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    /// Text to encode.
+    Text(String),
+    /// Token ids (checked against the vocabulary).
+    Ids(Vec<u16>),
 }
 
 /// A parsed completion or chat request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
-    /// The prompt (for chat: the messages folded by [`chat_prompt`]).
-    pub prompt: String,
-    /// Generation parameters.
+    /// The prompts (completions may send a batch; chat: the messages folded by
+    /// [`chat_prompt`]).
+    pub prompts: Vec<Prompt>,
+    /// Generation parameters (`max_tokens` 0: score the prompt only, with `echo`).
     pub params: GenerateParams,
+    /// Choices per prompt; choice `i` of a prompt samples with seed `params.seed + i`.
+    pub n: usize,
+    /// Return the prompt (and its tokens' logprobs) before the generated text.
+    pub echo: bool,
     /// Server-sent events instead of one JSON response.
     pub stream: bool,
     /// `stream_options.include_usage`: one more chunk with only the usage.
@@ -210,8 +226,16 @@ fn messages(o: &Map<String, Value>) -> Result<Vec<(String, String)>, ApiError> {
 }
 
 /// Fields read by both endpoints.
-const COMMON_FIELDS: [&str; 12] = [
+const COMMON_FIELDS: [&str; 20] = [
     "model",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "repeat_last_n",
+    "min_p",
+    "logit_bias",
+    "response_format",
+    "top_logprobs",
     "max_tokens",
     "temperature",
     "top_p",
@@ -229,20 +253,13 @@ const COMMON_FIELDS: [&str; 12] = [
 /// Fields accepted only at the value that changes nothing (what clients send by default);
 /// any other value is refused, naming the field (this server does not implement them yet).
 fn neutral(name: &str, v: &Value) -> Option<bool> {
-    let zero = || v.as_f64() == Some(0.0);
     Some(match name {
-        "logprobs" | "echo" => v == &Value::Bool(false) || (name == "logprobs" && zero()),
-        "top_logprobs" | "frequency_penalty" | "presence_penalty" => zero(),
         "best_of" => v.as_u64() == Some(1),
-        "logit_bias" | "metadata" => v.as_object().is_some_and(Map::is_empty),
+        "metadata" => v.as_object().is_some_and(Map::is_empty),
         "tools" | "functions" => v.as_array().is_some_and(Vec::is_empty),
         "tool_choice" | "function_call" => v.as_str() == Some("none"),
         "parallel_tool_calls" | "store" => v.is_boolean(),
         "suffix" => v.as_str() == Some(""),
-        "response_format" => {
-            v.get("type").and_then(Value::as_str) == Some("text")
-                && v.as_object().is_some_and(|o| o.len() == 1)
-        }
         _ => return None,
     })
 }
@@ -251,8 +268,8 @@ fn neutral(name: &str, v: &Value) -> Option<bool> {
 /// value; anything else is a 400 naming it (never silently ignored).
 fn check_fields(o: &Map<String, Value>, endpoint: Endpoint) -> Result<(), ApiError> {
     let own: &[&str] = match endpoint {
-        Endpoint::Completions => &["prompt"],
-        Endpoint::Chat => &["messages", "max_completion_tokens"],
+        Endpoint::Completions => &["prompt", "echo", "logprobs"],
+        Endpoint::Chat => &["messages", "max_completion_tokens", "logprobs"],
     };
     for (name, v) in o {
         if v.is_null() || COMMON_FIELDS.contains(&name.as_str()) || own.contains(&name.as_str()) {
@@ -260,12 +277,6 @@ fn check_fields(o: &Map<String, Value>, endpoint: Endpoint) -> Result<(), ApiErr
         }
         match neutral(name, v) {
             Some(true) => {}
-            Some(false) if name == "response_format" => {
-                return Err(ApiError::invalid(
-                    name,
-                    "only response_format {\"type\": \"text\"} is supported: a story model has no JSON mode",
-                ));
-            }
             Some(false) => {
                 return Err(ApiError::invalid(name, format!("{name} is not supported by this server")));
             }
@@ -278,6 +289,16 @@ fn check_fields(o: &Map<String, Value>, endpoint: Endpoint) -> Result<(), ApiErr
         }
     }
     Ok(())
+}
+
+/// What a request gets for the fields it leaves out: the command line's sampling
+/// (temperature 0.8, top-k 50: visibly better stories than OpenAI's temperature 1 over every
+/// token), no penalties, and `--default-max-tokens`.
+pub fn defaults(limits: &Limits) -> GenerateParams {
+    GenerateParams {
+        max_tokens: limits.default_max_tokens.min(limits.max_tokens),
+        ..GenerateParams::default()
+    }
 }
 
 /// Parse and check a request body.
@@ -303,33 +324,29 @@ pub fn parse(body: &[u8], endpoint: Endpoint, limits: &Limits, vocab: usize) -> 
     {
         return Err(ApiError::invalid("model", "model must be a string"));
     }
-    if integer(&o, "n", 1, 1).is_err() {
-        return Err(ApiError::invalid("n", "only n = 1 is supported"));
-    }
     check_fields(&o, endpoint)?;
-    let prompt = match endpoint {
-        Endpoint::Completions => match field(&o, "prompt") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
-                a[0].as_str().unwrap_or_default().to_string()
-            }
-            Some(Value::Array(_)) => {
-                return Err(ApiError::invalid(
-                    "prompt",
-                    "prompt must be one string (batches of prompts are not supported)",
-                ));
-            }
-            Some(v) => {
-                return Err(ApiError::invalid(
-                    "prompt",
-                    format!("prompt must be a string, not {}", type_name(v)),
-                ));
-            }
-            None => return Err(ApiError::invalid("prompt", "prompt is required")),
-        },
-        Endpoint::Chat => chat_prompt(&messages(&o)?),
+    let prompts = match endpoint {
+        Endpoint::Completions => prompts(&o, vocab)?,
+        Endpoint::Chat => vec![Prompt::Text(chat_prompt(&messages(&o)?))],
     };
-    let max_tokens = integer(&o, "max_tokens", 1, limits.max_tokens as u64)?;
+    let n = integer(&o, "n", 1, limits.max_n as u64)?.unwrap_or(1) as usize;
+    if prompts.len() * n > limits.max_n {
+        return Err(ApiError::invalid(
+            if n > 1 { "n" } else { "prompt" },
+            format!(
+                "{} prompts x n = {n} is {} choices; this server gives at most {} per request (--max-n)",
+                prompts.len(),
+                prompts.len() * n,
+                limits.max_n
+            ),
+        ));
+    }
+    let echo = endpoint == Endpoint::Completions && boolean(&o, "echo")?;
+    let logprobs = logprobs(&o, endpoint)?;
+    // max_tokens 0 scores the prompt without generating (with echo).
+    let max_tokens = integer(&o, "max_tokens", u64::from(!echo), limits.max_tokens as u64).map_err(|e| {
+        if echo { e } else { ApiError { message: format!("{} (0 only with echo)", e.message), ..e } }
+    })?;
     let max_tokens = match endpoint {
         Endpoint::Chat => {
             let newer = integer(&o, "max_completion_tokens", 1, limits.max_tokens as u64)?;
@@ -346,12 +363,13 @@ pub fn parse(body: &[u8], endpoint: Endpoint, limits: &Limits, vocab: usize) -> 
         Endpoint::Completions => max_tokens,
     }
     .map_or(limits.default_max_tokens.min(limits.max_tokens), |x| x as usize);
-    let temperature = number(&o, "temperature", 0.0, 2.0, 1.0)? as f32;
-    let top_p = number(&o, "top_p", 0.0, 1.0, 1.0)? as f32;
+    let d = defaults(limits);
+    let temperature = number(&o, "temperature", 0.0, 2.0, f64::from(d.sampler.temperature))? as f32;
+    let top_p = number(&o, "top_p", 0.0, 1.0, f64::from(d.sampler.top_p))? as f32;
     if top_p == 0.0 {
         return Err(ApiError::invalid("top_p", "top_p must be greater than 0"));
     }
-    let top_k = integer(&o, "top_k", 0, vocab as u64)?.unwrap_or(0) as usize;
+    let top_k = integer(&o, "top_k", 0, vocab as u64)?.map_or(d.sampler.top_k, |k| k as usize);
     let seed = match field(&o, "seed") {
         None => None,
         Some(Value::Number(n)) => match (n.as_u64(), n.as_i64()) {
@@ -369,15 +387,125 @@ pub fn parse(body: &[u8], endpoint: Endpoint, limits: &Limits, vocab: usize) -> 
         Some(Value::Object(so)) => boolean(so, "include_usage")?,
         Some(_) => return Err(ApiError::invalid("stream_options", "stream_options must be an object")),
     };
+    if let Some(rf) = field(&o, "response_format")
+        && !(rf.get("type").and_then(Value::as_str) == Some("text")
+            && rf.as_object().is_some_and(|m| m.len() == 1))
+    {
+        return Err(ApiError::invalid(
+            "response_format",
+            "only response_format {\"type\": \"text\"} is supported: a story model has no JSON mode",
+        ));
+    }
+    let penalties = Penalties {
+        presence: number(&o, "presence_penalty", -2.0, 2.0, f64::from(d.penalties.presence))? as f32,
+        frequency: number(&o, "frequency_penalty", -2.0, 2.0, f64::from(d.penalties.frequency))? as f32,
+        repetition: number(&o, "repetition_penalty", 0.0, 10.0, f64::from(d.penalties.repetition))? as f32,
+        last_n: integer(&o, "repeat_last_n", 0, 4096)?.map_or(d.penalties.last_n, |x| x as usize),
+    };
+    if penalties.repetition == 0.0 {
+        return Err(ApiError::invalid("repetition_penalty", "repetition_penalty must be greater than 0"));
+    }
     let params = GenerateParams {
         max_tokens,
-        sampler: Sampler { temperature, top_k, top_p, min_p: 0.0 },
+        sampler: Sampler {
+            temperature,
+            top_k,
+            top_p,
+            min_p: number(&o, "min_p", 0.0, 1.0, f64::from(d.sampler.min_p))? as f32,
+        },
         seed: seed.unwrap_or_else(random_seed),
         stop: stop_strings(&o)?,
         ignore_eos: boolean(&o, "ignore_eos")?,
-        ..GenerateParams::default()
+        penalties,
+        logit_bias: logit_bias(&o, vocab)?,
+        logprobs,
     };
-    Ok(Request { prompt, params, stream, include_usage })
+    Ok(Request { prompts, params, n, echo, stream, include_usage })
+}
+
+/// Completions' `prompt`: a string, token ids, or a batch of either.
+fn prompts(o: &Map<String, Value>, vocab: usize) -> Result<Vec<Prompt>, ApiError> {
+    let bad = |why: String| ApiError::invalid("prompt", why);
+    let ids = |a: &[Value], at: &str| -> Result<Prompt, ApiError> {
+        a.iter()
+            .enumerate()
+            .map(|(i, t)| match t.as_u64() {
+                Some(x) if (x as usize) < vocab => Ok(x as u16),
+                _ => Err(bad(format!("prompt{at}[{i}] must be a token id in 0..{vocab}, not {t}"))),
+            })
+            .collect::<Result<Vec<u16>, _>>()
+            .map(Prompt::Ids)
+    };
+    let one = |v: &Value, at: &str| match v {
+        Value::String(s) => Ok(Prompt::Text(s.clone())),
+        Value::Array(a) if !a.is_empty() && a.iter().all(Value::is_number) => ids(a, at),
+        Value::Array(a) if a.is_empty() => Err(bad(format!("prompt{at} is empty"))),
+        v => Err(bad(format!("prompt{at} must be a string or an array of token ids, not {}", type_name(v)))),
+    };
+    match field(o, "prompt") {
+        None => Err(bad("prompt is required".into())),
+        Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_number) => Ok(vec![ids(a, "")?]),
+        Some(Value::Array(a)) if a.is_empty() => Err(bad("prompt is empty".into())),
+        Some(Value::Array(a)) => a.iter().enumerate().map(|(i, v)| one(v, &format!("[{i}]"))).collect(),
+        Some(v) => Ok(vec![one(v, "")?]),
+    }
+}
+
+/// `logprobs`: completions give the number of alternatives (0..=20); chat a boolean with
+/// `top_logprobs` (0..=20) beside it.
+fn logprobs(o: &Map<String, Value>, endpoint: Endpoint) -> Result<Option<usize>, ApiError> {
+    let max = MAX_TOP_LOGPROBS as u64;
+    match endpoint {
+        Endpoint::Completions => {
+            if let Some(v) = field(o, "top_logprobs")
+                && v.as_u64() != Some(0)
+            {
+                return Err(ApiError::invalid(
+                    "top_logprobs",
+                    format!("completions take logprobs: N (0..={max}), not top_logprobs ({v})"),
+                ));
+            }
+            match field(o, "logprobs") {
+                Some(Value::Bool(false)) | None => Ok(None),
+                Some(Value::Bool(true)) => Err(ApiError::invalid(
+                    "logprobs",
+                    format!("completions take logprobs: N, the number of alternatives (0..={max})"),
+                )),
+                Some(_) => Ok(integer(o, "logprobs", 0, max)?.map(|k| k as usize)),
+            }
+        }
+        Endpoint::Chat => {
+            let on = boolean(o, "logprobs")?;
+            let top = integer(o, "top_logprobs", 0, max)?;
+            if top.is_some_and(|k| k > 0) && !on {
+                return Err(ApiError::invalid("top_logprobs", "top_logprobs needs logprobs: true"));
+            }
+            Ok(on.then(|| top.unwrap_or(0) as usize))
+        }
+    }
+}
+
+/// `logit_bias`: {"token id": bias in -100..=100}, ids in the vocabulary.
+fn logit_bias(o: &Map<String, Value>, vocab: usize) -> Result<Vec<(u16, f32)>, ApiError> {
+    let bad = |why: String| ApiError::invalid("logit_bias", why);
+    let Some(v) = field(o, "logit_bias") else { return Ok(Vec::new()) };
+    let Value::Object(m) = v else {
+        return Err(bad(format!("logit_bias must be an object of token id -> bias, not {}", type_name(v))));
+    };
+    m.iter()
+        .map(|(k, b)| {
+            let id = k
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&t| t < vocab)
+                .ok_or_else(|| bad(format!("logit_bias: {k:?} is not a token id in 0..{vocab}")))?;
+            match b.as_f64() {
+                Some(x) if (-100.0..=100.0).contains(&x) => Ok((id as u16, x as f32)),
+                _ => Err(bad(format!("logit_bias[{k:?}] must be a number in -100..100, not {b}"))),
+            }
+        })
+        .collect()
 }
 
 /// A seed for requests that give none.
@@ -390,89 +518,11 @@ fn random_seed() -> u64 {
     h.finish()
 }
 
-/// What every response names.
-#[derive(Debug, Clone)]
-pub struct Meta {
-    /// `cmpl-N` or `chatcmpl-N`.
-    pub id: String,
-    /// Unix seconds.
-    pub created: u64,
-    /// The model's name.
-    pub model: String,
-    /// Which endpoint.
-    pub endpoint: Endpoint,
-}
-
-/// Token counts.
-pub fn usage(prompt: usize, completion: usize) -> Value {
-    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
-}
-
-/// One streamed chunk: new text, or the finish reason (with the usage, as the last chunk).
-pub fn chunk(
-    m: &Meta,
-    text: Option<&str>,
-    first: bool,
-    finish: Option<FinishReason>,
-    usage: Option<Value>,
-) -> Value {
-    let reason = finish.map(FinishReason::openai);
-    let mut v = match m.endpoint {
-        Endpoint::Completions => json!({
-            "id": m.id, "object": "text_completion", "created": m.created, "model": m.model,
-            "choices": [{"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": reason}],
-        }),
-        Endpoint::Chat => {
-            let mut delta = Map::new();
-            if first {
-                delta.insert("role".into(), "assistant".into());
-            }
-            if let Some(t) = text {
-                delta.insert("content".into(), t.into());
-            }
-            json!({
-                "id": m.id, "object": "chat.completion.chunk", "created": m.created, "model": m.model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": reason}],
-            })
-        }
-    };
-    if let Some(u) = usage {
-        v["usage"] = u;
-    }
-    v
-}
-
-/// The usage-only chunk of `stream_options.include_usage`.
-pub fn usage_chunk(m: &Meta, usage: Value) -> Value {
-    let object = match m.endpoint {
-        Endpoint::Completions => "text_completion",
-        Endpoint::Chat => "chat.completion.chunk",
-    };
-    json!({"id": m.id, "object": object, "created": m.created, "model": m.model, "choices": [], "usage": usage})
-}
-
-/// The whole response of a request without `stream`.
-pub fn response(m: &Meta, text: &str, finish: FinishReason, usage: Value) -> Value {
-    match m.endpoint {
-        Endpoint::Completions => json!({
-            "id": m.id, "object": "text_completion", "created": m.created, "model": m.model,
-            "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish.openai()}],
-            "usage": usage,
-        }),
-        Endpoint::Chat => json!({
-            "id": m.id, "object": "chat.completion", "created": m.created, "model": m.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null,
-                         "finish_reason": finish.openai()}],
-            "usage": usage,
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const L: Limits = Limits { max_prompt_tokens: 100, max_tokens: 50, default_max_tokens: 16 };
+    const L: Limits = Limits { max_prompt_tokens: 100, max_tokens: 50, default_max_tokens: 16, max_n: 4 };
 
     fn err(body: &str) -> ApiError {
         parse(body.as_bytes(), Endpoint::Completions, &L, 10_000).unwrap_err()
@@ -481,17 +531,19 @@ mod tests {
     #[test]
     fn good_requests_parse_with_defaults() {
         let r = parse(br#"{"prompt": "Hi", "seed": 3}"#, Endpoint::Completions, &L, 10_000).unwrap();
-        assert_eq!(r.prompt, "Hi");
+        assert_eq!(r.prompts, [Prompt::Text("Hi".into())]);
         assert_eq!(r.params.max_tokens, 16);
         assert_eq!(r.params.seed, 3);
-        assert_eq!(r.params.sampler, Sampler { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0 });
+        // The command line's sampling defaults.
+        assert_eq!(r.params.sampler, Sampler { temperature: 0.8, top_k: 50, top_p: 1.0, min_p: 0.0 });
+        assert_eq!((r.n, r.echo, r.params.logprobs), (1, false, None));
         assert!(!r.stream);
         let body = br#"{"messages": [{"role": "system", "content": "Be brief."},
             {"role": "user", "content": [{"type": "text", "text": "Once upon"}, {"type": "text", "text": " a time"}]}],
             "max_completion_tokens": 7, "stop": ["\n", "The end"], "stream": true,
             "stream_options": {"include_usage": true}, "top_k": 5, "temperature": 0}"#;
         let r = parse(body, Endpoint::Chat, &L, 10_000).unwrap();
-        assert_eq!(r.prompt, "Be brief.\nOnce upon a time");
+        assert_eq!(r.prompts, [Prompt::Text("Be brief.\nOnce upon a time".into())]);
         assert_eq!(
             (r.params.max_tokens, r.params.sampler.top_k, r.stream, r.include_usage),
             (7, 5, true, true)
@@ -506,7 +558,6 @@ mod tests {
         for (body, param) in [
             (r#"{}"#, "prompt"),
             (r#"{"prompt": 5}"#, "prompt"),
-            (r#"{"prompt": ["a", "b"]}"#, "prompt"),
             (r#"{"prompt": "a", "max_tokens": 0}"#, "max_tokens"),
             (r#"{"prompt": "a", "max_tokens": 51}"#, "max_tokens"),
             (r#"{"prompt": "a", "max_tokens": "5"}"#, "max_tokens"),
@@ -521,15 +572,30 @@ mod tests {
             (r#"{"prompt": "a", "stop": ["", "x"]}"#, "stop"),
             (r#"{"prompt": "a", "stop": ["a", "b", "c", "d", "e"]}"#, "stop"),
             (r#"{"prompt": "a", "stream": "yes"}"#, "stream"),
-            (r#"{"prompt": "a", "n": 2}"#, "n"),
-            (r#"{"prompt": "a", "logprobs": 3}"#, "logprobs"),
+            (r#"{"prompt": "a", "n": 5}"#, "n"),
+            (r#"{"prompt": "a", "n": 0}"#, "n"),
+            (r#"{"prompt": ["a", "b", "c"], "n": 2}"#, "n"),
+            (r#"{"prompt": ["a", "b", "c", "d", "e"]}"#, "prompt"),
+            (r#"{"prompt": [5, 10000]}"#, "prompt"),
+            (r#"{"prompt": [[5, 6], [-1]]}"#, "prompt"),
+            (r#"{"prompt": []}"#, "prompt"),
+            (r#"{"prompt": ["a", 5]}"#, "prompt"),
+            (r#"{"prompt": "a", "max_tokens": 0}"#, "max_tokens"),
+            (r#"{"prompt": "a", "logprobs": 21}"#, "logprobs"),
+            (r#"{"prompt": "a", "logprobs": true}"#, "logprobs"),
+            (r#"{"prompt": "a", "top_logprobs": 2}"#, "top_logprobs"),
             (r#"{"prompt": "a", "model": 7}"#, "model"),
-            (r#"{"prompt": "a", "logit_bias": {"5": 100}}"#, "logit_bias"),
-            (r#"{"prompt": "a", "frequency_penalty": 0.5}"#, "frequency_penalty"),
-            (r#"{"prompt": "a", "presence_penalty": -1}"#, "presence_penalty"),
+            (r#"{"prompt": "a", "logit_bias": {"10000": 1}}"#, "logit_bias"),
+            (r#"{"prompt": "a", "logit_bias": {"x": 1}}"#, "logit_bias"),
+            (r#"{"prompt": "a", "logit_bias": {"5": 101}}"#, "logit_bias"),
+            (r#"{"prompt": "a", "logit_bias": [1]}"#, "logit_bias"),
+            (r#"{"prompt": "a", "frequency_penalty": 2.5}"#, "frequency_penalty"),
+            (r#"{"prompt": "a", "presence_penalty": -3}"#, "presence_penalty"),
+            (r#"{"prompt": "a", "repetition_penalty": 0}"#, "repetition_penalty"),
+            (r#"{"prompt": "a", "min_p": 1.5}"#, "min_p"),
+            (r#"{"prompt": "a", "echo": "yes"}"#, "echo"),
             (r#"{"prompt": "a", "response_format": {"type": "json_object"}}"#, "response_format"),
             (r#"{"prompt": "a", "suffix": "The end."}"#, "suffix"),
-            (r#"{"prompt": "a", "echo": true}"#, "echo"),
             (r#"{"prompt": "a", "best_of": 3}"#, "best_of"),
             (r#"{"prompt": "a", "tempreature": 0.5}"#, "tempreature"),
             (r#"{"prompt": "a", "messages": []}"#, "messages"),
@@ -549,6 +615,9 @@ mod tests {
         }
         let m = r#""messages": [{"role": "user", "content": "x"}]"#;
         for (rest, param) in [
+            (r#""top_logprobs": 3"#, "top_logprobs"),
+            (r#""logprobs": 3"#, "logprobs"),
+            (r#""echo": true"#, "echo"),
             (r#""max_tokens": 5, "max_completion_tokens": 6"#, "max_tokens"),
             (r#""max_tokens": 51, "max_completion_tokens": 6"#, "max_tokens"),
             (r#""max_completion_tokens": 0"#, "max_completion_tokens"),
@@ -558,6 +627,37 @@ mod tests {
             assert_eq!(chat(&body).param.as_deref(), Some(param), "{body}");
         }
         assert_eq!(err(r#"{"prompt": "a", "max_tokens": 1, "max_tokens": 2}"#).code, Some("invalid_json"));
+    }
+
+    #[test]
+    fn the_new_fields_parse() {
+        let r = parse(
+            br#"{"prompt": [[5, 6, 7], "Hi"], "n": 2, "echo": true, "max_tokens": 0, "logprobs": 3,
+                "presence_penalty": 0.5, "frequency_penalty": -1, "repetition_penalty": 1.1, "repeat_last_n": 8,
+                "min_p": 0.05, "logit_bias": {"17": -100, "42": 2.5}, "response_format": {"type": "text"}}"#,
+            Endpoint::Completions,
+            &L,
+            10_000,
+        )
+        .unwrap();
+        assert_eq!(r.prompts, [Prompt::Ids(vec![5, 6, 7]), Prompt::Text("Hi".into())]);
+        assert_eq!((r.n, r.echo, r.params.max_tokens, r.params.logprobs), (2, true, 0, Some(3)));
+        assert_eq!(
+            r.params.penalties,
+            Penalties { presence: 0.5, frequency: -1.0, repetition: 1.1, last_n: 8 }
+        );
+        assert_eq!(r.params.sampler.min_p, 0.05);
+        assert_eq!(r.params.logit_bias, [(17, -100.0), (42, 2.5)]);
+        let one = parse(br#"{"prompt": [5, 6]}"#, Endpoint::Completions, &L, 10_000).unwrap();
+        assert_eq!(one.prompts, [Prompt::Ids(vec![5, 6])]);
+        let chat = parse(
+            br#"{"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 4}"#,
+            Endpoint::Chat,
+            &L,
+            10_000,
+        )
+        .unwrap();
+        assert_eq!(chat.params.logprobs, Some(4));
     }
 
     #[test]

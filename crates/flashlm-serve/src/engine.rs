@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use flashlm_infer::generate::{FinishReason, Generation, step_many};
 use flashlm_infer::model::{Model, StepBuffers};
+use flashlm_infer::sample::TokenLogprob;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::metrics::Metrics;
@@ -21,8 +22,10 @@ use crate::metrics::Metrics;
 /// What the engine sends back to a request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// Text that is final (never a broken character; never part of a stop string).
-    Text(String),
+    /// Text that is final (never a broken character; never part of a stop string), and the
+    /// token sampled in this step with its logprobs when the request asked for them (its
+    /// text may be held back for a later event, or cut by a stop string).
+    Text(String, Option<TokenLogprob>),
     /// The stream ended normally.
     Done {
         /// Why.
@@ -46,8 +49,10 @@ pub enum Event {
 pub struct Job {
     /// The prompt (encoded) and its sampler.
     pub generation: Generation,
+    /// Which choice of its request (events carry it).
+    pub index: usize,
     /// Where its events go; closed when the client went away.
-    pub events: UnboundedSender<Event>,
+    pub events: UnboundedSender<(usize, Event)>,
     /// When it must have finished.
     pub deadline: Instant,
 }
@@ -146,6 +151,12 @@ impl EngineHandle {
     }
 }
 
+impl Job {
+    fn send(&self, e: Event) {
+        let _ = self.events.send((self.index, e));
+    }
+}
+
 /// Why a job leaves before it finished.
 fn expired(job: &Job, now: Instant, metrics: &Metrics) -> bool {
     if job.events.is_closed() {
@@ -154,7 +165,7 @@ fn expired(job: &Job, now: Instant, metrics: &Metrics) -> bool {
     }
     if now >= job.deadline {
         metrics.dropped("timeout");
-        let _ = job.events.send(Event::Failed {
+        job.send(Event::Failed {
             status: 504,
             kind: "timeout_error",
             message: "the request did not finish within the server's --request-timeout".into(),
@@ -202,9 +213,9 @@ fn run(model: &Model, rx: &Receiver<Job>, shared: &Shared, cfg: &EngineConfig) {
                 shared.metrics.dropped("shutdown");
                 let piece = j.generation.cut();
                 if !piece.text.is_empty() {
-                    let _ = j.events.send(Event::Text(piece.text));
+                    j.send(Event::Text(piece.text, None));
                 }
-                let _ = j.events.send(Event::Done {
+                j.send(Event::Done {
                     finish: FinishReason::Length,
                     completion_tokens: j.generation.generated(),
                 });
@@ -216,7 +227,7 @@ fn run(model: &Model, rx: &Receiver<Job>, shared: &Shared, cfg: &EngineConfig) {
             // Nothing waiting is ever started after the grace period.
             for j in waiting.drain(..) {
                 shared.queued.fetch_sub(1, Ordering::SeqCst);
-                let _ = j.events.send(Event::Failed {
+                j.send(Event::Failed {
                     status: 503,
                     kind: "server_error",
                     message: "the server shut down before this request started".into(),
@@ -243,19 +254,15 @@ fn run(model: &Model, rx: &Receiver<Job>, shared: &Shared, cfg: &EngineConfig) {
         // One result per job, in order: keep the jobs that go on.
         active.retain(|j| match results.next() {
             Some(Ok(p)) => {
-                if !p.text.is_empty() {
-                    let _ = j.events.send(Event::Text(p.text));
+                if !p.text.is_empty() || p.logprob.is_some() {
+                    j.send(Event::Text(p.text, p.logprob));
                 }
                 let Some(finish) = p.finish else { return true };
-                let _ = j.events.send(Event::Done { finish, completion_tokens: j.generation.generated() });
+                j.send(Event::Done { finish, completion_tokens: j.generation.generated() });
                 false
             }
             Some(Err(e)) => {
-                let _ = j.events.send(Event::Failed {
-                    status: 500,
-                    kind: "server_error",
-                    message: e.to_string(),
-                });
+                j.send(Event::Failed { status: 500, kind: "server_error", message: e.to_string() });
                 false
             }
             None => true,

@@ -2,21 +2,26 @@
 //! batching (every active stream advances in one batched step; [`engine`]).
 //!
 //! Endpoints: `POST /v1/completions`, `POST /v1/chat/completions` (streaming as server-sent
-//! events), `GET /v1/models`, `GET /health`, `GET /metrics`. Errors use OpenAI's shape
+//! events; logprobs, echo, n), `GET /v1/models`, `GET /health`, `GET /metrics`,
+//! `POST /tokenize`, `POST /detokenize`, `GET /tokenizer_info`, `GET /props`, and the
+//! playground page at `GET /`. Errors use OpenAI's shape
 //! ([`api::ApiError`]). The engine is `flashlm-infer`'s library API ([`flashlm_infer::generate`]);
 //! this crate adds HTTP, limits and scheduling.
 
 pub mod api;
+mod complete;
 pub mod conn;
 pub mod engine;
 pub mod json;
 pub mod metrics;
+mod pages;
+pub mod respond;
+mod tokens;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -24,16 +29,13 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request as HttpRequest, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use flashlm_infer::generate::Generation;
 use flashlm_infer::model::Model;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
-use api::{ApiError, Endpoint, Limits, Meta};
-use engine::{EngineConfig, EngineHandle, Event, Job, Refused};
+use api::{ApiError, Endpoint, Limits};
+use engine::{EngineConfig, EngineHandle};
 
 /// Everything the server is configured with.
 #[derive(Debug, Clone)]
@@ -60,7 +62,7 @@ impl ServeConfig {
         model_name: String::new(),
         api_key: None,
         max_body_bytes: 1 << 20,
-        limits: Limits { max_prompt_tokens: 4096, max_tokens: 4096, default_max_tokens: 128 },
+        limits: Limits { max_prompt_tokens: 4096, max_tokens: 4096, default_max_tokens: 128, max_n: 8 },
         engine: EngineConfig {
             max_streams: 64,
             max_queue: 256,
@@ -83,17 +85,17 @@ impl Default for ServeConfig {
 }
 
 #[derive(Debug)]
-struct AppState {
-    model: Arc<Model>,
-    engine: EngineHandle,
-    config: ServeConfig,
-    next_id: AtomicU64,
+pub(crate) struct AppState {
+    pub(crate) model: Arc<Model>,
+    pub(crate) engine: EngineHandle,
+    pub(crate) config: ServeConfig,
+    pub(crate) next_id: AtomicU64,
     started: u64,
 }
 
-type Shared = Arc<AppState>;
+pub(crate) type Shared = Arc<AppState>;
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
@@ -129,6 +131,11 @@ impl Server {
             .route("/v1/models", get(models))
             .route("/health", get(health))
             .route("/metrics", get(metrics_text))
+            .route("/tokenize", post(tokens::tokenize))
+            .route("/detokenize", post(tokens::detokenize))
+            .route("/tokenizer_info", get(tokens::tokenizer_info))
+            .route("/props", get(tokens::props))
+            .route("/", get(pages::playground))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(s.config.max_body_bytes))
@@ -165,9 +172,16 @@ impl Server {
 async fn count(State(s): State<Shared>, req: HttpRequest, next: Next) -> Response {
     let path = req.uri().path();
     let endpoint = match path {
-        "/v1/completions" | "/v1/chat/completions" | "/v1/models" | "/health" | "/metrics" => {
-            path.to_string()
-        }
+        "/v1/completions"
+        | "/v1/chat/completions"
+        | "/v1/models"
+        | "/health"
+        | "/metrics"
+        | "/tokenize"
+        | "/detokenize"
+        | "/tokenizer_info"
+        | "/props"
+        | "/" => path.to_string(),
         _ => "other".to_string(),
     };
     let resp = next.run(req).await;
@@ -241,15 +255,15 @@ async fn metrics_text(State(s): State<Shared>) -> Response {
 }
 
 async fn completions(State(s): State<Shared>, req: HttpRequest) -> Response {
-    generate(s, req, Endpoint::Completions).await.unwrap_or_else(IntoResponse::into_response)
+    complete::generate(s, req, Endpoint::Completions).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn chat(State(s): State<Shared>, req: HttpRequest) -> Response {
-    generate(s, req, Endpoint::Chat).await.unwrap_or_else(IntoResponse::into_response)
+    complete::generate(s, req, Endpoint::Chat).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// The body, within `--max-body-bytes` (the router's limit) and `--body-timeout`.
-async fn body_of(s: &Shared, req: HttpRequest) -> Result<Bytes, ApiError> {
+pub(crate) async fn body_of(s: &Shared, req: HttpRequest) -> Result<Bytes, ApiError> {
     use axum::extract::FromRequest;
     let timeout = s.config.net.body_timeout;
     match tokio::time::timeout(timeout, Bytes::from_request(req, &())).await {
@@ -275,120 +289,4 @@ fn body_error(e: &BytesRejection) -> ApiError {
     } else {
         ApiError::new(status, "invalid_request_error", None, format!("cannot read the request body: {e}"))
     }
-}
-
-async fn generate(s: Shared, req: HttpRequest, endpoint: Endpoint) -> Result<Response, ApiError> {
-    let body = body_of(&s, req).await?;
-    let req = api::parse(&body, endpoint, &s.config.limits, s.model.config.vocab_size)?;
-    let generation = Generation::new(&s.model, &req.prompt, req.params.clone())
-        .map_err(|e| ApiError::invalid(endpoint.prompt_param(), e.to_string()))?;
-    let prompt_tokens = generation.prompt_tokens().len();
-    if prompt_tokens > s.config.limits.max_prompt_tokens {
-        let mut e = ApiError::invalid(
-            endpoint.prompt_param(),
-            format!(
-                "the prompt has {prompt_tokens} tokens; this server accepts at most {}",
-                s.config.limits.max_prompt_tokens
-            ),
-        );
-        e.code = Some("context_length_exceeded");
-        return Err(e);
-    }
-    let (tx, rx) = mpsc::unbounded_channel();
-    let job = Job { generation, events: tx, deadline: Instant::now() + s.config.request_timeout };
-    s.engine.submit(job).map_err(|r| match r {
-        Refused::Busy => ApiError::new(
-            429,
-            "rate_limit_error",
-            Some("queue_full"),
-            "the server is at its limit of streams and queued requests; retry later",
-        ),
-        Refused::Stopping => {
-            ApiError::new(503, "server_error", Some("shutting_down"), "the server is shutting down")
-        }
-    })?;
-    let n = s.next_id.fetch_add(1, Ordering::Relaxed);
-    let prefix = if endpoint == Endpoint::Chat { "chatcmpl" } else { "cmpl" };
-    let meta = Meta {
-        id: format!("{prefix}-{n}"),
-        created: unix_now(),
-        model: s.config.model_name.clone(),
-        endpoint,
-    };
-    if req.stream {
-        Ok(stream_response(meta, rx, prompt_tokens, req.include_usage))
-    } else {
-        collect_response(meta, rx, prompt_tokens).await
-    }
-}
-
-async fn collect_response(
-    meta: Meta,
-    mut rx: mpsc::UnboundedReceiver<Event>,
-    prompt_tokens: usize,
-) -> Result<Response, ApiError> {
-    let mut text = String::new();
-    while let Some(ev) = rx.recv().await {
-        match ev {
-            Event::Text(t) => text.push_str(&t),
-            Event::Done { finish, completion_tokens } => {
-                let body = api::response(&meta, &text, finish, api::usage(prompt_tokens, completion_tokens));
-                return Ok(axum::Json(body).into_response());
-            }
-            Event::Failed { status, kind, message } => {
-                return Err(ApiError::new(status, kind, None, message));
-            }
-        }
-    }
-    Err(ApiError::new(500, "server_error", None, "the engine stopped before the request finished"))
-}
-
-/// What the SSE stream still has to say.
-enum SseState {
-    Running { rx: mpsc::UnboundedReceiver<Event>, first: bool },
-    Usage(Value),
-    Done,
-    Finished,
-}
-
-fn stream_response(
-    meta: Meta,
-    rx: mpsc::UnboundedReceiver<Event>,
-    prompt_tokens: usize,
-    include_usage: bool,
-) -> Response {
-    let data = |v: Value| Ok::<_, Infallible>(SseEvent::default().data(v.to_string()));
-    let stream = futures_util::stream::unfold(SseState::Running { rx, first: true }, move |st| {
-        let meta = meta.clone();
-        async move {
-            match st {
-                SseState::Running { mut rx, first } => match rx.recv().await {
-                    Some(Event::Text(t)) => Some((
-                        data(api::chunk(&meta, Some(&t), first, None, None)),
-                        SseState::Running { rx, first: false },
-                    )),
-                    Some(Event::Done { finish, completion_tokens }) => {
-                        let usage = api::usage(prompt_tokens, completion_tokens);
-                        let text = first.then_some("");
-                        let last = api::chunk(&meta, text, first, Some(finish), Some(usage.clone()));
-                        Some((
-                            data(last),
-                            if include_usage { SseState::Usage(usage) } else { SseState::Done },
-                        ))
-                    }
-                    Some(Event::Failed { status, kind, message }) => {
-                        Some((data(ApiError::new(status, kind, None, message).body()), SseState::Done))
-                    }
-                    None => Some((
-                        data(ApiError::new(500, "server_error", None, "the engine stopped").body()),
-                        SseState::Done,
-                    )),
-                },
-                SseState::Usage(u) => Some((data(api::usage_chunk(&meta, u)), SseState::Done)),
-                SseState::Done => Some((Ok(SseEvent::default().data("[DONE]")), SseState::Finished)),
-                SseState::Finished => None,
-            }
-        }
-    });
-    Sse::new(stream).into_response()
 }

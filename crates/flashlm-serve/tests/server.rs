@@ -143,7 +143,8 @@ fn library_text_ignore_eos(prompt: &str, seed: u64) -> String {
     let m = common::model();
     let p = GenerateParams {
         max_tokens: 48,
-        sampler: Sampler { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0 },
+        // The server's defaults (the command line's).
+        sampler: Sampler::default(),
         seed,
         stop: vec![],
         ignore_eos: true,

@@ -63,6 +63,9 @@ struct Cli {
     /// max_tokens when a request gives none.
     #[arg(long, default_value_t = DEFAULTS.limits.default_max_tokens)]
     default_max_tokens: usize,
+    /// Choices per request at most: prompts x n (400 beyond); they are decoded together.
+    #[arg(long, default_value_t = DEFAULTS.limits.max_n)]
+    max_n: usize,
     /// Request body bytes at most (413 beyond).
     #[arg(long, default_value_t = DEFAULTS.max_body_bytes)]
     max_body_bytes: usize,
@@ -103,6 +106,7 @@ fn config(cli: &Cli) -> anyhow::Result<ServeConfig> {
         ("max-prompt-tokens", cli.max_prompt_tokens),
         ("max-tokens-limit", cli.max_tokens_limit),
         ("default-max-tokens", cli.default_max_tokens),
+        ("max-n", cli.max_n),
         ("max-body-bytes", cli.max_body_bytes),
         ("max-connections", cli.max_connections),
     ] {
@@ -125,6 +129,7 @@ fn config(cli: &Cli) -> anyhow::Result<ServeConfig> {
             max_prompt_tokens: cli.max_prompt_tokens,
             max_tokens: cli.max_tokens_limit,
             default_max_tokens: cli.default_max_tokens,
+            max_n: cli.max_n,
         },
         engine: EngineConfig {
             max_streams: cli.max_streams,
