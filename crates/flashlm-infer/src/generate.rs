@@ -172,8 +172,8 @@ pub struct Piece {
     pub text: String,
     /// Set on the stream's last piece.
     pub finish: Option<FinishReason>,
-    /// The token sampled in this step and its log-probability, when
-    /// [`GenerateParams::logprobs`] is on (None for the end-of-story token).
+    /// The token sampled in this step (the end-of-story token too) and its log-probability,
+    /// when [`GenerateParams::logprobs`] is on.
     pub logprob: Option<TokenLogprob>,
 }
 
@@ -338,10 +338,12 @@ impl Generation {
         } else {
             p.sampler.sample(logits, &mut self.rng) as u16
         };
-        if next == EOS_ID && !self.params.ignore_eos {
-            return Ok(self.end(FinishReason::Eos));
-        }
+        // The end token has its logprobs too (an evaluation harness that asks for one token
+        // after a prompt drops the last entry, whatever it is).
         let logprob = self.params.logprobs.map(|k| token_logprob(&self.state.logits, next, k));
+        if next == EOS_ID && !self.params.ignore_eos {
+            return Ok(Piece { logprob, ..self.end(FinishReason::Eos) });
+        }
         if self.params.penalties.active() {
             *self.counts.entry(next).or_default() += 1;
             self.recent.push_back(next);

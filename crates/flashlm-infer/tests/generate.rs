@@ -202,6 +202,7 @@ fn bad_parameters_and_prompts_are_refused() {
 
 /// The generated ids of `g` (decoded pieces are not enough: the reference compares ids).
 fn run_ids(m: &Model, prompt: &str, p: GenerateParams) -> (Vec<u16>, Vec<TokenLogprob>) {
+    let ends_on_eos = !p.ignore_eos;
     let mut g =
         Generation::new(m, prompt, GenerateParams { logprobs: Some(p.logprobs.unwrap_or(0)), ..p }).unwrap();
     let mut out = Vec::new();
@@ -209,7 +210,12 @@ fn run_ids(m: &Model, prompt: &str, p: GenerateParams) -> (Vec<u16>, Vec<TokenLo
         let piece = g.step(m).unwrap();
         out.extend(piece.logprob);
         if piece.finish.is_some() {
-            return (out.iter().map(|t| t.id).collect(), out);
+            // The end token's entry (when it ends the stream) is not a generated token.
+            let mut ids: Vec<u16> = out.iter().map(|t| t.id).collect();
+            if ends_on_eos && ids.last() == Some(&flashlm_infer::tokenizer::EOS_ID) {
+                ids.pop();
+            }
+            return (ids, out);
         }
     }
 }
@@ -336,6 +342,28 @@ fn logprobs_are_those_of_the_raw_distribution() {
         assert!(lp.top.windows(2).all(|w| w[0].1 >= w[1].1));
         m.forward(&mut s, id);
     }
+    // A stream that ends with the end-of-story token reports it last (not counted as generated).
+    let eos = flashlm_infer::tokenizer::EOS_ID;
+    let ended = (0..20)
+        .find_map(|seed| {
+            let mut g = Generation::new(
+                &m,
+                "They played all day. The end.",
+                GenerateParams { logprobs: Some(1), ignore_eos: false, ..params(seed, 200) },
+            )
+            .ok()?;
+            let mut last = None;
+            loop {
+                let p = g.step(&m).unwrap();
+                last = p.logprob.or(last);
+                if let Some(f) = p.finish {
+                    return (f == FinishReason::Eos).then_some((last, g.generated()));
+                }
+            }
+        })
+        .expect("no seed ended with the end-of-story token");
+    assert_eq!(ended.0.map(|l| l.id), Some(eos));
+    assert!(ended.1 < 200);
 }
 
 #[test]

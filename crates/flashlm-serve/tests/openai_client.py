@@ -48,7 +48,9 @@ except openai.BadRequestError as e:
 lp = client.completions.create(prompt="Once upon a time", logprobs=3, **args)
 assert lp.choices[0].text == text, lp
 L = lp.choices[0].logprobs
-assert len(L.tokens) == len(L.token_logprobs) == len(L.top_logprobs) == len(L.text_offset) == r.usage.completion_tokens, L
+# (An end-of-story token has its entry too: it is sampled, though not counted in the usage.)
+ended = lp.choices[0].finish_reason == "stop"
+assert len(L.tokens) == len(L.token_logprobs) == len(L.top_logprobs) == len(L.text_offset) == r.usage.completion_tokens + ended, L
 assert all(len(t) == 3 for t in L.top_logprobs) and all(x <= 0 for x in L.token_logprobs), L
 assert all(max(t.values()) >= x - 1e-9 for t, x in zip(L.top_logprobs, L.token_logprobs)), L
 streamed = [x for c in client.completions.create(prompt="Once upon a time", logprobs=3, stream=True, **args)
