@@ -40,3 +40,5 @@ FLASHLM_ISA=avx2 OPENBLAS_CORETYPE=Haswell cargo test --workspace --release --li
 FLASHLM_ISA=avx2 FLASHLM_BLAS=off cargo test --workspace --release --lib --test parity -- fused layers matmul
 echo "== Python package (bindings/python)"
 ./scripts/test-python.sh
+echo "== lm-evaluation-harness against flashlm-serve"
+./scripts/test-lm-eval.sh
