@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Usage: scripts/bench-serve.sh [MODEL.flm]          (default: the bundled model)
 #        SOAK=1 scripts/bench-serve.sh [MODEL.flm]   (16 streams for SOAK_SECONDS, default 600)
+#        LOGPROBS=5 scripts/bench-serve.sh            (every request asks for logprobs: 5)
+#        LEVELS="1 16" scripts/bench-serve.sh         (other concurrency levels)
 # Starts flashlm-serve on a free loopback port, drives it with N concurrent streaming clients
 # (1, 4, 16, 64; BENCH_SECONDS each, default 10; MAX_TOKENS per request, default 128) and
 # prints aggregate tokens/s, p50/p99 time to first token and inter-chunk gap per level, then
@@ -33,8 +35,8 @@ if [ "${SOAK:-0}" = 1 ]; then
     echo "soak: 16 streams for ${soak}s, ${max_tokens} tokens per request"
     $bench "$addr" 16 "$soak" "$max_tokens" $pid
 else
-    echo "each level ${secs}s, ${max_tokens} tokens per request, server threads ${threads}"
-    for n in 1 4 16 64; do
+    echo "each level ${secs}s, ${max_tokens} tokens per request, server threads ${threads}, logprobs ${LOGPROBS:-off}"
+    for n in ${LEVELS:-1 4 16 64}; do
         $bench "$addr" $n "$secs" "$max_tokens"
     done
 fi

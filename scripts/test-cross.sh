@@ -128,4 +128,7 @@ else
     CARGO_TARGET_DIR=$cross/web ./scripts/build-web.sh
 fi
 node tests/web/browser-test.mjs "$native" "$shot"
+step "the server's playground page (headless Chromium against flashlm-serve)"
+cargo build --release -q -p flashlm-serve --bin flashlm-serve
+node tests/web/playground-test.mjs target/release/flashlm-serve "$(dirname "$shot")/playground.png"
 step "cross tests passed"

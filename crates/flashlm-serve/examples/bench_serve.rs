@@ -3,7 +3,8 @@
 //! p50/p99 time to first token and p50/p99 gap between streamed chunks.
 //!
 //! Usage: bench_serve ADDR CONCURRENCY SECONDS MAX_TOKENS [SERVER_PID]
-//! (with SERVER_PID, the server's resident memory is printed at the start and the end).
+//! (with SERVER_PID, the server's resident memory is printed at the start and the end;
+//! with `LOGPROBS=K` in the environment, every request asks for `logprobs: K`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -95,6 +96,13 @@ fn main() {
     if let Some(p) = &pid {
         eprintln!("server RSS at start: {}", rss_kb(p, "VmRSS:"));
     }
+    let logprobs = match std::env::var("LOGPROBS") {
+        Ok(k) if !k.is_empty() => {
+            format!(r#", "logprobs": {}"#, k.parse::<u32>().expect("LOGPROBS must be a number"))
+        }
+        _ => String::new(),
+    };
+    let logprobs = &logprobs;
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let t0 = Instant::now();
     let stats: Vec<Stats> = std::thread::scope(|sc| {
@@ -106,7 +114,7 @@ fn main() {
                     let mut k = 0;
                     while Instant::now() < deadline {
                         let body = format!(
-                            r#"{{"prompt": "Once upon a time, there was a little", "max_tokens": {max_tokens}, "ignore_eos": true, "seed": {}, "stream": true}}"#,
+                            r#"{{"prompt": "Once upon a time, there was a little", "max_tokens": {max_tokens}, "ignore_eos": true, "seed": {}, "stream": true{logprobs}}}"#,
                             i * 1000 + k
                         );
                         k += 1;
