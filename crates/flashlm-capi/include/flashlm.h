@@ -62,6 +62,13 @@ typedef struct {
   float frequency_penalty;
   // llama.cpp's repetition penalty over the last 64 tokens, (0, 10] (default 1 = off).
   float repetition_penalty;
+  // OpenAI's logit bias: `logit_bias_len` token ids (each below the vocabulary size)...
+  // (default NULL).
+  const uint32_t *logit_bias_ids;
+  // ... and the bias added to each one's logit, -100..100 (default NULL).
+  const float *logit_bias_values;
+  // How many entries both arrays hold (default 0; at most 65536).
+  size_t logit_bias_len;
 } flashlm_params;
 
 // Called once per piece of generated text: `text` is `len` bytes of complete UTF-8

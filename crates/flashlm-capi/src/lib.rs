@@ -103,6 +103,13 @@ pub struct FlashlmParams {
     pub frequency_penalty: f32,
     /// llama.cpp's repetition penalty over the last 64 tokens, (0, 10] (default 1 = off).
     pub repetition_penalty: f32,
+    /// OpenAI's logit bias: `logit_bias_len` token ids (each below the vocabulary size)...
+    /// (default NULL).
+    pub logit_bias_ids: *const u32,
+    /// ... and the bias added to each one's logit, -100..100 (default NULL).
+    pub logit_bias_values: *const f32,
+    /// How many entries both arrays hold (default 0; at most 65536).
+    pub logit_bias_len: usize,
 }
 
 /// Called once per piece of generated text: `text` is `len` bytes of complete UTF-8
@@ -266,7 +273,39 @@ pub extern "C" fn flashlm_default_params() -> FlashlmParams {
         presence_penalty: d.penalties.presence,
         frequency_penalty: d.penalties.frequency,
         repetition_penalty: d.penalties.repetition,
+        logit_bias_ids: std::ptr::null(),
+        logit_bias_values: std::ptr::null(),
+        logit_bias_len: 0,
     }
+}
+
+/// The logit bias of `p`: ids checked against the vocabulary (the values are checked with
+/// the other parameters).
+///
+/// # Safety
+/// With `logit_bias_len > 0`, both pointers are NULL (refused) or point to that many values.
+unsafe fn bias_arg(p: &FlashlmParams, vocab: usize) -> Result<Vec<(u16, f32)>, (c_int, String)> {
+    let n = p.logit_bias_len;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if p.logit_bias_ids.is_null() || p.logit_bias_values.is_null() {
+        return Err(arg("logit_bias_len > 0 with a NULL logit_bias_ids or logit_bias_values"));
+    }
+    if n > 65_536 {
+        return Err(arg(format!("logit_bias_len is {n}; at most 65536")));
+    }
+    // SAFETY: non-NULL, and the caller's contract gives n values at each.
+    let (ids, values) = unsafe {
+        (std::slice::from_raw_parts(p.logit_bias_ids, n), std::slice::from_raw_parts(p.logit_bias_values, n))
+    };
+    ids.iter()
+        .zip(values)
+        .map(|(&t, &b)| match u16::try_from(t) {
+            Ok(id) if (id as usize) < vocab => Ok((id, b)),
+            _ => Err(arg(format!("logit_bias: token {t} is not in the vocabulary (ids 0..{vocab})"))),
+        })
+        .collect()
 }
 
 /// Generate text after `prompt`, calling `callback` once per piece of text (never a broken
@@ -291,6 +330,8 @@ pub unsafe extern "C" fn flashlm_generate(
         let ((m, _in_use), prompt) = unsafe { (model_arg(model)?, str_arg(prompt, "prompt")?) };
         // SAFETY: NULL or a valid pointer.
         let p = if params.is_null() { flashlm_default_params() } else { unsafe { *params } };
+        // SAFETY: the caller's contract: logit_bias_len entries at each pointer.
+        let logit_bias = unsafe { bias_arg(&p, m.config.vocab_size)? };
         let gp = GenerateParams {
             max_tokens: p.max_tokens as usize,
             sampler: Sampler {
@@ -308,6 +349,7 @@ pub unsafe extern "C" fn flashlm_generate(
                 repetition: p.repetition_penalty,
                 ..Penalties::default()
             },
+            logit_bias,
             ..GenerateParams::default()
         };
         let mut g = Generation::new(m, prompt, gp).map_err(|e| arg(e.to_string()))?;

@@ -353,7 +353,11 @@ fn eval_bpc_matches_the_library_and_generation_is_deterministic() {
     let texts: Vec<String> = std::thread::scope(|s| {
         let mp = m as usize;
         let hs: Vec<_> = (0..2)
-            .map(|_| s.spawn(move || generate_text(mp as *const FlashlmModel, "The cat", &p).unwrap()))
+            .map(|_| {
+                s.spawn(move || {
+                    generate_text(mp as *const FlashlmModel, "The cat", &flashlm_default_params()).unwrap()
+                })
+            })
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -378,5 +382,27 @@ fn eval_bpc_matches_the_library_and_generation_is_deterministic() {
     assert_ne!(got, a);
     q.repetition_penalty = 0.0;
     assert_eq!(generate_text(m, "The cat", &q).unwrap_err().0, FLASHLM_ERR_ARGUMENT);
+    // The logit bias: a -100 on the first token the plain run writes bans it.
+    let first = flashlm_infer::generate::Generation::new(&model, "The cat", Default::default())
+        .unwrap()
+        .step(&model)
+        .unwrap();
+    let banned = model.tokenizer.encode(first.text.as_str())[0];
+    let (ids, values) = ([u32::from(banned)], [-100.0f32]);
+    let mut b = p;
+    (b.logit_bias_ids, b.logit_bias_values, b.logit_bias_len) = (ids.as_ptr(), values.as_ptr(), 1);
+    let got = generate_text(m, "The cat", &b).unwrap();
+    let lp =
+        flashlm_infer::generate::GenerateParams { logit_bias: vec![(banned, -100.0)], ..Default::default() };
+    let want =
+        flashlm_infer::generate::Generation::new(&model, "The cat", lp).unwrap().run(&model).unwrap().0;
+    assert_eq!(got, want);
+    assert!(!model.tokenizer.encode(&got).contains(&banned) || got != a);
+    for (ids, values, len) in [([10_000u32], [1.0f32], 1usize), ([5], [101.0], 1)] {
+        (b.logit_bias_ids, b.logit_bias_values, b.logit_bias_len) = (ids.as_ptr(), values.as_ptr(), len);
+        assert_eq!(generate_text(m, "The cat", &b).unwrap_err().0, FLASHLM_ERR_ARGUMENT);
+    }
+    (b.logit_bias_ids, b.logit_bias_len) = (std::ptr::null(), 1);
+    assert_eq!(generate_text(m, "The cat", &b).unwrap_err().0, FLASHLM_ERR_ARGUMENT);
     unsafe { flashlm_model_free(m) };
 }

@@ -121,6 +121,11 @@ pub(crate) async fn tokenizer_info(State(s): State<Shared>) -> Response {
     .into_response()
 }
 
+/// An f32 setting as the decimal it was written as (0.8, not 0.800000011920929).
+fn short(x: f32) -> Value {
+    format!("{x}").parse::<f64>().map_or(Value::Null, Value::from)
+}
+
 /// The model, the server's limits and the defaults a request gets.
 pub(crate) async fn props(State(s): State<Shared>) -> Response {
     let c = &s.config;
@@ -139,9 +144,9 @@ pub(crate) async fn props(State(s): State<Shared>) -> Response {
         "max_queue": c.engine.max_queue,
         "default_generation_settings": {
             "max_tokens": c.limits.default_max_tokens.min(c.limits.max_tokens),
-            "temperature": d.sampler.temperature, "top_k": d.sampler.top_k, "top_p": d.sampler.top_p,
-            "min_p": d.sampler.min_p, "presence_penalty": d.penalties.presence,
-            "frequency_penalty": d.penalties.frequency, "repetition_penalty": d.penalties.repetition,
+            "temperature": short(d.sampler.temperature), "top_k": d.sampler.top_k, "top_p": short(d.sampler.top_p),
+            "min_p": short(d.sampler.min_p), "presence_penalty": short(d.penalties.presence),
+            "frequency_penalty": short(d.penalties.frequency), "repetition_penalty": short(d.penalties.repetition),
             "repeat_last_n": d.penalties.last_n,
         },
     }))

@@ -283,6 +283,7 @@ fn tokenize_detokenize_tokenizer_info_props_and_the_page() {
     assert_eq!(st, 200);
     assert_eq!(props["model_config"]["dim"], m.config.dim);
     assert_eq!(props["default_generation_settings"]["top_k"], 50);
+    assert_eq!(props["default_generation_settings"]["temperature"], 0.8);
     assert_eq!(props["max_n"], 8);
     let (st, page) = s.get("/");
     assert_eq!(st, 200);
