@@ -37,6 +37,12 @@ fn file_error(path: &std::path::Path, e: &anyhow::Error) -> PyErr {
     }
 }
 
+/// A count or id given as a Python int: a negative one (or one past 64 bits) is a ValueError
+/// naming the argument, not an OverflowError.
+fn count(name: &str, v: i128) -> PyResult<usize> {
+    usize::try_from(v).map_err(|_| value_error(format!("{name} must be a non-negative integer, not {v}")))
+}
+
 /// A FlashLM model: a `.flm` file, or the bundled small model when `path` is None.
 #[pyclass(module = "flashlm._flashlm", frozen)]
 struct Model {
@@ -47,7 +53,8 @@ struct Model {
 impl Model {
     #[new]
     #[pyo3(signature = (path=None, kernel="auto", threads=1))]
-    fn new(path: Option<PathBuf>, kernel: &str, threads: usize) -> PyResult<Self> {
+    fn new(path: Option<PathBuf>, kernel: &str, threads: i128) -> PyResult<Self> {
+        let threads = count("threads", threads)?;
         let kernel = Kernel::from_name(kernel).map_err(value_error)?;
         flashlm_core::limits::check_threads(threads).map_err(value_error)?;
         let mut engine = Engine::load(path.as_deref(), kernel).map_err(|e| match &path {
@@ -66,11 +73,12 @@ impl Model {
         py: Python<'_>,
         checkpoint: PathBuf,
         tokenizer: PathBuf,
-        seq_len: usize,
+        seq_len: i128,
         embedding: &str,
         kernel: &str,
-        threads: usize,
+        threads: i128,
     ) -> PyResult<Self> {
+        let (seq_len, threads) = (count("seq_len", seq_len)?, count("threads", threads)?);
         let kernel = Kernel::from_name(kernel).map_err(value_error)?;
         let emb = match embedding {
             "f32" => EmbeddingDtype::F32,
@@ -102,11 +110,11 @@ impl Model {
     fn stream(
         &self,
         prompt: &str,
-        max_tokens: usize,
+        max_tokens: i128,
         temperature: f32,
-        top_k: usize,
+        top_k: i128,
         top_p: f32,
-        seed: Option<u64>,
+        seed: Option<i128>,
         stop: Option<Vec<String>>,
         ignore_eos: bool,
         min_p: f32,
@@ -115,6 +123,10 @@ impl Model {
         repetition_penalty: f32,
         logit_bias: Option<std::collections::BTreeMap<i64, f32>>,
     ) -> PyResult<TextStream> {
+        let (max_tokens, top_k) = (count("max_tokens", max_tokens)?, count("top_k", top_k)?);
+        let seed = seed
+            .map(|x| u64::try_from(x).map_err(|_| value_error(format!("seed must be an integer 0..2**64, not {x}"))))
+            .transpose()?;
         let v = self.engine.config.vocab_size;
         let logit_bias = logit_bias
             .unwrap_or_default()
@@ -191,21 +203,23 @@ impl Model {
     }
 
     /// Validation bits per character of a story file: a dict with bpc, loss, ppl, stories,
-    /// tokens, chars.
+    /// tokens, chars, cut; with `protocol="both"`, {"original": dict, "exact": dict}.
     #[pyo3(signature = (path, protocol="original", stories=500, threads=1))]
     fn eval_bpc<'py>(
         &self,
         py: Python<'py>,
         path: PathBuf,
         protocol: &str,
-        stories: usize,
-        threads: usize,
+        stories: i128,
+        threads: i128,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let protocol = match protocol {
-            "original" => Protocol::Original,
-            "exact" => Protocol::Exact,
-            p => return Err(value_error(format!("protocol must be \"original\" or \"exact\", not {p:?}"))),
+        let protocols: &[Protocol] = match protocol {
+            "original" => &[Protocol::Original],
+            "exact" => &[Protocol::Exact],
+            "both" => &[Protocol::Original, Protocol::Exact],
+            p => return Err(value_error(format!("protocol must be \"original\", \"exact\" or \"both\", not {p:?}"))),
         };
+        let (stories, threads) = (count("stories", stories)?, count("threads", threads)?);
         flashlm_core::limits::check_threads(threads).map_err(value_error)?;
         if stories == 0 {
             return Err(value_error("the number of stories must be at least 1"));
@@ -217,24 +231,31 @@ impl Model {
         if all.texts.is_empty() {
             return Err(value_error(format!("{} holds no stories", path.display())));
         }
-        // A few stories at a time with the GIL released, then a look for Ctrl-C; summed in
-        // story order, so the result is the CLI's to the bit.
-        let selected = select(&all.texts, stories, protocol);
-        let mut per = Vec::with_capacity(selected.len());
-        for chunk in selected.chunks(4 * threads) {
-            per.extend(py.detach(|| score_stories(engine, chunk, protocol, threads)));
-            py.check_signals()?;
+        let both = PyDict::new(py);
+        for &protocol in protocols {
+            // A few stories at a time with the GIL released, then a look for Ctrl-C; summed in
+            // story order, so the result is the CLI's to the bit.
+            let selected = select(&all.texts, stories, protocol);
+            let mut per = Vec::with_capacity(selected.len());
+            for chunk in selected.chunks(4 * threads) {
+                per.extend(py.detach(|| score_stories(engine, chunk, protocol, threads)));
+                py.check_signals()?;
+            }
+            let r = check_finite(sum_scores(&per)).map_err(|e| file_error(&path, &e))?;
+            let d = PyDict::new(py);
+            d.set_item("bpc", r.bpc())?;
+            d.set_item("loss", r.loss())?;
+            d.set_item("ppl", r.perplexity())?;
+            d.set_item("stories", r.stories)?;
+            d.set_item("tokens", r.tokens)?;
+            d.set_item("chars", r.chars)?;
+            d.set_item("cut", r.cut)?;
+            if protocols.len() == 1 {
+                return Ok(d);
+            }
+            both.set_item(if protocol == Protocol::Original { "original" } else { "exact" }, d)?;
         }
-        let r = check_finite(sum_scores(&per)).map_err(|e| file_error(&path, &e))?;
-        let d = PyDict::new(py);
-        d.set_item("bpc", r.bpc())?;
-        d.set_item("loss", r.loss())?;
-        d.set_item("ppl", r.perplexity())?;
-        d.set_item("stories", r.stories)?;
-        d.set_item("tokens", r.tokens)?;
-        d.set_item("chars", r.chars)?;
-        d.set_item("cut", r.cut)?;
-        Ok(d)
+        Ok(both)
     }
 
     /// The model's vocabulary.

@@ -108,6 +108,9 @@ def test_eval_bpc_on_a_fixture(model):
     assert r["cut"] == 0, "the exact protocol cuts nothing"
     assert r["stories"] == 6 and 0.5 < r["bpc"] < 5
     assert model.eval_bpc(str(FIXTURE), protocol="exact", stories=6) == r
+    # "both", as the CLI takes it: the two protocols' dicts.
+    both = model.eval_bpc(str(FIXTURE), protocol="both", stories=6)
+    assert both == {"original": model.eval_bpc(str(FIXTURE), protocol="original", stories=6), "exact": r}
 
 
 def test_tokenizer_round_trip(model):
@@ -140,6 +143,16 @@ def test_bad_arguments_raise(model):
         flashlm.Model(str(FIXTURE))  # a text file is not a model
     with pytest.raises(TypeError):
         model.generate(5)
+    # Negative counts are ValueErrors naming the argument, not OverflowErrors.
+    for call, name in [(lambda: model.generate("hi", max_tokens=-1), "max_tokens"),
+                       (lambda: model.generate("hi", top_k=-5), "top_k"),
+                       (lambda: model.generate("hi", seed=-1), "seed"),
+                       (lambda: model.generate("hi", seed=2**70), "seed"),
+                       (lambda: model.eval_bpc(str(FIXTURE), stories=-1), "stories"),
+                       (lambda: model.eval_bpc(str(FIXTURE), threads=-2), "threads"),
+                       (lambda: flashlm.Model(threads=-1), "threads")]:
+        with pytest.raises(ValueError, match=name):
+            call()
 
 
 def test_two_threads_at_once(model):

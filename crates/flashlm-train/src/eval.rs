@@ -88,8 +88,39 @@ pub fn samples(
             sampler: Sampler { temperature: 0.8, top_k: 50, top_p: 1.0, min_p: 0.0 },
         };
         let out = generate(&m, &ids, settings, rng, device);
-        let text: String = tok.decode(&out).chars().take(400).collect();
-        lines.push(format!("  > {}", text.replace('\n', " ")));
+        lines.push(format!("  > {}", sample_line(tok, &out)));
     }
     lines
+}
+
+/// A sample as one log line: newlines as spaces, at most 400 characters, and the stories the
+/// model wrote one after another (past its end-of-story token) kept apart by " <|endoftext|> ".
+pub fn sample_line(tok: &Tokenizer, ids: &[u16]) -> String {
+    let stories: Vec<String> = ids
+        .split(|&t| t == flashlm_data::tokenizer::EOS_ID)
+        .map(|s| tok.decode(s).replace('\n', " "))
+        .collect();
+    stories.join(" <|endoftext|> ").chars().take(400).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_keeps_stories_apart() {
+        let tok = flashlm_infer::model::Model::from_bytes(
+            flashlm_infer::bundled::BYTES,
+            flashlm_infer::kernels::Kernel::Scalar,
+        )
+        .unwrap()
+        .tokenizer;
+        let eos = flashlm_data::tokenizer::EOS_ID;
+        let mut ids = tok.encode("The end.\nThey were happy.");
+        ids.push(eos);
+        ids.extend(tok.encode("Once upon a time"));
+        assert_eq!(sample_line(&tok, &ids), "The end. They were happy. <|endoftext|> Once upon a time");
+        let long = tok.encode(&"a ".repeat(500));
+        assert_eq!(sample_line(&tok, &long).chars().count(), 400);
+    }
 }

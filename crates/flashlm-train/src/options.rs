@@ -39,6 +39,10 @@ pub struct TrainOptions {
     pub output: OutputOptions,
     /// Set by a signal: finish the step, save and stop.
     pub stop: Arc<AtomicBool>,
+    /// Set by [`crate::train::run`] when the first step begins. Before that nothing can be
+    /// saved, so `flashlm-train`'s signal watcher exits at once instead of waiting for a step
+    /// (reading a large corpus or building the vocabulary can take minutes).
+    pub started: Arc<AtomicBool>,
 }
 
 /// The options a resumed run takes from its checkpoint (it continues exactly), and whether

@@ -241,9 +241,14 @@ impl<'a> Trainer<'a> {
             String::new(),
             format!("{:=<60}", ""),
             format!(
-                "  FlashLM v4 'Bolt' — {} (burn {}, {} threads)",
+                "  FlashLM v4 'Bolt' — {} ({}, {} threads)",
                 cfg.name(),
-                flashlm_model::backend_name(),
+                match opts.engine {
+                    // Evaluation and samples run the burn model either way.
+                    engine::EngineKind::Fused =>
+                        format!("fused step; evaluation on burn {}", flashlm_model::backend_name()),
+                    engine::EngineKind::Burn => format!("burn {} autodiff", flashlm_model::backend_name()),
+                },
                 rayon::current_num_threads()
             ),
             format!("{:=<60}", ""),
@@ -314,6 +319,7 @@ impl<'a> Trainer<'a> {
         }
         self.start = Instant::now();
         self.last_log = Instant::now();
+        self.opts.started.store(true, Ordering::SeqCst);
         loop {
             if let Some(reason) = self.stop_reason() {
                 return Ok(reason);

@@ -58,3 +58,42 @@ fn sigterm_and_sighup_save_a_checkpoint_and_exit_with_the_signals_code() {
         assert!(!dir.path().join("final.ckpt").exists());
     }
 }
+
+/// A signal while the data is still being read (here ~10 MB of stories to tokenize) ends the
+/// run at once: there is nothing to save yet, and waiting for a first step could take minutes.
+#[test]
+fn a_signal_before_the_first_step_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/stories/tiny.txt"),
+    )
+    .unwrap();
+    let big = dir.path().join("big.txt");
+    std::fs::write(&big, tiny.repeat(16_000)).unwrap();
+    let save = dir.path().join("run");
+    let t0 = std::time::Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flashlm-train"))
+        .args(["--tiny", "--max-steps", "5", "--eval-batches", "0", "--sample-every", "off"])
+        .args(["--final-bpc-stories", "0", "--quiet", "--train-file"])
+        .arg(&big)
+        .arg("--val-file")
+        .arg(&big)
+        .arg("--save-dir")
+        .arg(&save)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(child.try_wait().unwrap().is_none(), "the run ended before the signal");
+    // SAFETY: kill(2) on our own child's pid; no memory is touched.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let sent = t0.elapsed();
+    let out = child.wait_with_output().unwrap();
+    let took = t0.elapsed() - sent;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(128 + libc::SIGTERM), "{err}");
+    assert!(err.contains("SIGTERM before the first training step"), "{err}");
+    assert!(took < Duration::from_millis(500), "it took {took:?} to stop");
+    assert!(!save.join("latest.ckpt").exists() && !save.join("final.ckpt").exists());
+}

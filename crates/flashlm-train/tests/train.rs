@@ -70,6 +70,7 @@ fn opts(save_dir: &Path) -> TrainOptions {
             progress: false,
         },
         stop: Arc::new(AtomicBool::new(false)),
+        started: Arc::new(AtomicBool::new(false)),
     }
 }
 

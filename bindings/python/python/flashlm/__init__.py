@@ -74,8 +74,9 @@ class Model:
     def eval_bpc(self, path: str, protocol: str = "original", stories: int = 500, threads: int = 1) -> dict:
         """Validation bits per character over a story file (``.txt`` with ``<|endoftext|>``
         lines or ``.jsonl``, optionally ``.zst``): ``protocol`` "original" (FlashLM v4's
-        eval, stories cut at 257 tokens) or "exact" (every token). Returns a dict with
-        bpc, loss, ppl, stories, tokens, chars, and cut (stories the original protocol cut).
+        eval, stories cut at 257 tokens), "exact" (every token) or "both". Returns a dict with
+        bpc, loss, ppl, stories, tokens, chars, and cut (stories the original protocol cut);
+        for "both", ``{"original": dict, "exact": dict}``. Negative counts raise ValueError.
         Ctrl-C raises KeyboardInterrupt within a few stories."""
         return self._m.eval_bpc(str(path), protocol, stories, threads)
 

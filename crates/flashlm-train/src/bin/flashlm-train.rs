@@ -254,8 +254,9 @@ fn real_main() -> anyhow::Result<ExitCode> {
     );
 
     let stop = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(AtomicBool::new(false));
     let signal = Arc::new(AtomicI32::new(0));
-    watch_signals(stop.clone(), signal.clone())?;
+    watch_signals(stop.clone(), started.clone(), signal.clone())?;
 
     let data_dir = cli.data_dir.clone();
     let mut opts = TrainOptions {
@@ -311,6 +312,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             progress: !cli.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         },
         stop,
+        started,
     };
     // Every flag is checked before the data is looked for.
     opts.validate()?;
@@ -361,8 +363,14 @@ fn resolve_data(opts: &mut TrainOptions, data_dir: &std::path::Path) -> anyhow::
 
 /// SIGINT (Ctrl-C), SIGTERM (a batch scheduler's preemption, `kill`) and SIGHUP (a closed
 /// terminal) all finish the current step, save `latest.ckpt` and exit with 128 + the signal's
-/// number; a second signal exits at once without saving.
-fn watch_signals(stop: Arc<AtomicBool>, signal: Arc<AtomicI32>) -> anyhow::Result<()> {
+/// number; a second signal exits at once without saving. Before the first step (the data
+/// still being read, the vocabulary built) there is nothing to save: the first signal exits
+/// at once.
+fn watch_signals(
+    stop: Arc<AtomicBool>,
+    started: Arc<AtomicBool>,
+    signal: Arc<AtomicI32>,
+) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     std::thread::spawn(move || {
@@ -372,6 +380,13 @@ fn watch_signals(stop: Arc<AtomicBool>, signal: Arc<AtomicI32>) -> anyhow::Resul
                 SIGTERM => "SIGTERM",
                 _ => "SIGHUP",
             };
+            if !started.load(Ordering::SeqCst) {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\n{name} before the first training step: nothing to save; exiting."
+                );
+                std::process::exit(128 + sig);
+            }
             if stop.swap(true, Ordering::SeqCst) {
                 let _ = writeln!(std::io::stderr(), "\nSecond signal ({name}): exiting without saving.");
                 std::process::exit(128 + sig);
