@@ -6,11 +6,12 @@
 // and a screenshot is saved.
 // usage: node tests/web/browser-test.mjs NATIVE_FLASHLM_INFER [SCREENSHOT.png]
 // Needs scripts/build-web.sh first. CHROMIUM overrides the browser's path.
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { createServer } from "node:http";
-import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, statSync } from "node:fs";
 import { extname, join, normalize, resolve } from "node:path";
+
+import { checker, chrome, state, unescape } from "./chromium.mjs";
 
 const root = resolve(new URL("../..", import.meta.url).pathname);
 const native = process.argv[2];
@@ -19,7 +20,6 @@ if (!native) {
   console.error("usage: node tests/web/browser-test.mjs NATIVE_FLASHLM_INFER [SCREENSHOT.png]");
   process.exit(2);
 }
-const chromium = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const MIME = { ".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".wasm": "application/wasm",
   ".flm": "application/octet-stream", ".json": "application/json" };
 
@@ -42,41 +42,13 @@ const server = createServer((req, res) => {
 await new Promise((r) => server.listen(0, "127.0.0.1", r));
 const base = `http://127.0.0.1:${server.address().port}`;
 
-// One headless Chromium run (as the machine's probe starts it: no sandbox as root, no GPU,
-// no background networking on a closed network); virtual time lets the page's timers and the
-// whole generation finish before the DOM is dumped or the screenshot taken.
-// (Asynchronous: this process also serves the page.)
-async function chrome(url, extra) {
-  const profile = mkdtempSync(join(tmpdir(), "flashlm-chromium-"));
-  try {
-    const p = spawn(chromium, ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync", `--user-data-dir=${profile}`,
-      "--virtual-time-budget=120000", "--run-all-compositor-stages-before-draw", ...extra, url],
-      { stdio: ["ignore", "pipe", "pipe"], timeout: 300_000 });
-    let out = "", err = "";
-    p.stdout.on("data", (d) => { out += d; });
-    p.stderr.on("data", (d) => { err += d; });
-    const code = await new Promise((r, j) => { p.on("error", j); p.on("close", r); });
-    if (code !== 0) throw new Error(`chromium exited ${code}: ${err.slice(-2000)}`);
-    return out;
-  } finally {
-    rmSync(profile, { recursive: true, force: true });
-  }
-}
-
-const entities = { amp: "&", lt: "<", gt: ">", quot: '"', "#39": "'", nbsp: "\u00a0" };
-const unescape = (s) => s.replace(/&(amp|lt|gt|quot|#39|nbsp);/g, (_, e) => entities[e]);
 function element(dom, id) {
   const m = dom.match(new RegExp(`<[a-z]+ id="${id}"[^>]*>([\\s\\S]*?)</`));
   return m ? unescape(m[1]) : null;
 }
-const state = (dom) => dom.match(/<body data-state="([a-z]+)"/)?.[1];
 
-let failures = 0;
-function check(ok, what) {
-  console.log(`${ok ? "ok  " : "FAIL"} ${what}`);
-  if (!ok) failures++;
-}
+const results = checker();
+const check = results.check;
 
 const cases = [
   { prompt: "Once upon a time", seed: 7, max_tokens: 120, temperature: 0.8, top_k: 50 },
@@ -110,9 +82,9 @@ try {
   }
 } catch (e) {
   console.error(`browser test: ${e.message}`);
-  failures++;
+  results.failures++;
 } finally {
   server.close();
 }
-console.log(failures ? `browser test: ${failures} failed` : "browser test: all passed");
-process.exit(failures ? 1 : 0);
+console.log(results.failures ? `browser test: ${results.failures} failed` : "browser test: all passed");
+process.exit(results.failures ? 1 : 0);

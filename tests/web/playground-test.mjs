@@ -7,9 +7,10 @@
 // usage: node tests/web/playground-test.mjs FLASHLM_SERVE [SCREENSHOT.png]
 // CHROMIUM overrides the browser's path.
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, statSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { statSync } from "node:fs";
+import { resolve } from "node:path";
+
+import { checker, chrome, state, unescape } from "./chromium.mjs";
 
 const serve = process.argv[2];
 const screenshot = process.argv[3];
@@ -17,7 +18,6 @@ if (!serve) {
   console.error("usage: node tests/web/playground-test.mjs FLASHLM_SERVE [SCREENSHOT.png]");
   process.exit(2);
 }
-const chromium = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
 // The server, on a port it picks (its log line names it).
 const server = spawn(serve, ["--port", "0"], { stdio: ["ignore", "ignore", "pipe"] });
@@ -32,28 +32,7 @@ const base = await new Promise((ok, fail) => {
   server.on("exit", (c) => fail(new Error(`the server exited ${c}: ${log}`)));
 });
 
-// One headless Chromium run (no sandbox as root, no GPU, no background networking on a
-// closed network); virtual time waits for the page's fetches, so the stream ends first.
-async function chrome(url, extra) {
-  const profile = mkdtempSync(join(tmpdir(), "flashlm-chromium-"));
-  try {
-    const p = spawn(chromium, ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync", `--user-data-dir=${profile}`,
-      "--virtual-time-budget=60000", "--run-all-compositor-stages-before-draw", ...extra, url],
-      { stdio: ["ignore", "pipe", "pipe"], timeout: 180_000 });
-    let out = "", err = "";
-    p.stdout.on("data", (d) => { out += d; });
-    p.stderr.on("data", (d) => { err += d; });
-    const code = await new Promise((r, j) => { p.on("error", j); p.on("close", r); });
-    if (code !== 0) throw new Error(`chromium exited ${code}: ${err.slice(-2000)}`);
-    return out;
-  } finally {
-    rmSync(profile, { recursive: true, force: true });
-  }
-}
 
-const entities = { amp: "&", lt: "<", gt: ">", quot: '"', "#39": "'", nbsp: "\u00a0" };
-const unescape = (s) => s.replace(/&(amp|lt|gt|quot|#39|nbsp);/g, (_, e) => entities[e]);
 // The story's token spans: [{text, style, title}].
 function spans(dom) {
   const out = dom.match(/<span id="out">((?:<span[^>]*>[^<]*<\/span>)*)<\/span>/);
@@ -65,13 +44,9 @@ function spans(dom) {
   }));
 }
 const element = (dom, id) => dom.match(new RegExp(`<[a-z]+ id="${id}"[^>]*>([^<]*)</`))?.[1] ?? "";
-const state = (dom) => dom.match(/<body data-state="([a-z]+)"/)?.[1];
 
-let failures = 0;
-function check(ok, what) {
-  console.log(`${ok ? "ok  " : "FAIL"} ${what}`);
-  if (!ok) failures++;
-}
+const results = checker();
+const check = results.check;
 
 const cases = [
   { prompt: "Once upon a time", seed: 7, max_tokens: 120, temperature: 0.8, top_k: 50 },
@@ -83,7 +58,7 @@ try {
       body: JSON.stringify(c) });
     const want = (await r.json()).choices[0].text;
     const q = new URLSearchParams({ autorun: "1", ...Object.fromEntries(Object.entries(c).map(([k, v]) => [k, String(v)])) });
-    const dom = await chrome(`${base}/?${q}`, ["--dump-dom"]);
+    const dom = await chrome(`${base}/?${q}`, ["--dump-dom"], 60_000);
     const s = spans(dom) ?? [];
     const got = s.map((x) => x.text).join("");
     check(state(dom) === "done", `page finished (seed ${c.seed}): state ${state(dom)}, ${element(dom, "stats")}`);
@@ -99,9 +74,9 @@ try {
   }
 } catch (e) {
   console.error(`playground test: ${e.message}`);
-  failures++;
+  results.failures++;
 } finally {
   server.kill("SIGTERM");
 }
-console.log(failures ? `playground test: ${failures} failed` : "playground test: all passed");
-process.exit(failures ? 1 : 0);
+console.log(results.failures ? `playground test: ${results.failures} failed` : "playground test: all passed");
+process.exit(results.failures ? 1 : 0);
