@@ -29,6 +29,17 @@ pub enum EngineKind {
     Burn,
 }
 
+impl EngineKind {
+    /// What the run's banner says of it (evaluation and samples run the burn model either way).
+    pub fn banner(self) -> String {
+        let backend = flashlm_model::backend_name();
+        match self {
+            EngineKind::Fused => format!("fused step; evaluation on burn {backend}"),
+            EngineKind::Burn => format!("burn {backend} autodiff"),
+        }
+    }
+}
+
 /// One optimizer step's figures.
 #[derive(Debug, Clone, Copy)]
 pub struct StepResult {

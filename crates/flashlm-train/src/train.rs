@@ -243,12 +243,7 @@ impl<'a> Trainer<'a> {
             format!(
                 "  FlashLM v4 'Bolt' — {} ({}, {} threads)",
                 cfg.name(),
-                match opts.engine {
-                    // Evaluation and samples run the burn model either way.
-                    engine::EngineKind::Fused =>
-                        format!("fused step; evaluation on burn {}", flashlm_model::backend_name()),
-                    engine::EngineKind::Burn => format!("burn {} autodiff", flashlm_model::backend_name()),
-                },
+                opts.engine.banner(),
                 rayon::current_num_threads()
             ),
             format!("{:=<60}", ""),
