@@ -125,7 +125,10 @@ impl Model {
     ) -> PyResult<TextStream> {
         let (max_tokens, top_k) = (count("max_tokens", max_tokens)?, count("top_k", top_k)?);
         let seed = seed
-            .map(|x| u64::try_from(x).map_err(|_| value_error(format!("seed must be an integer 0..2**64, not {x}"))))
+            .map(|x| {
+                u64::try_from(x)
+                    .map_err(|_| value_error(format!("seed must be an integer 0..2**64, not {x}")))
+            })
             .transpose()?;
         let v = self.engine.config.vocab_size;
         let logit_bias = logit_bias
@@ -217,7 +220,11 @@ impl Model {
             "original" => &[Protocol::Original],
             "exact" => &[Protocol::Exact],
             "both" => &[Protocol::Original, Protocol::Exact],
-            p => return Err(value_error(format!("protocol must be \"original\", \"exact\" or \"both\", not {p:?}"))),
+            p => {
+                return Err(value_error(format!(
+                    "protocol must be \"original\", \"exact\" or \"both\", not {p:?}"
+                )));
+            }
         };
         let (stories, threads) = (count("stories", stories)?, count("threads", threads)?);
         flashlm_core::limits::check_threads(threads).map_err(value_error)?;
