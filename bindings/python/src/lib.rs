@@ -130,13 +130,14 @@ impl Model {
                     .map_err(|_| value_error(format!("seed must be an integer 0..2**64, not {x}")))
             })
             .transpose()?;
-        let v = self.engine.config.vocab_size;
+        // Ids as u16 here; against the vocabulary (and the biases) in Generation::new.
         let logit_bias = logit_bias
             .unwrap_or_default()
             .into_iter()
-            .map(|(t, b)| match u16::try_from(t) {
-                Ok(id) if (id as usize) < v => Ok((id, b)),
-                _ => Err(value_error(format!("logit_bias: token {t} is not in the vocabulary (ids 0..{v})"))),
+            .map(|(t, b)| {
+                u16::try_from(t)
+                    .map(|id| (id, b))
+                    .map_err(|_| value_error(format!("logit_bias: token {t} is not in the vocabulary")))
             })
             .collect::<PyResult<Vec<_>>>()?;
         let p = GenerateParams {

@@ -279,12 +279,12 @@ pub extern "C" fn flashlm_default_params() -> FlashlmParams {
     }
 }
 
-/// The logit bias of `p`: ids checked against the vocabulary (the values are checked with
-/// the other parameters).
+/// The logit bias of `p` as token ids; the ids against the vocabulary and the values are
+/// checked with the other parameters ([`Generation::new`]).
 ///
 /// # Safety
 /// With `logit_bias_len > 0`, both pointers are NULL (refused) or point to that many values.
-unsafe fn bias_arg(p: &FlashlmParams, vocab: usize) -> Result<Vec<(u16, f32)>, (c_int, String)> {
+unsafe fn bias_arg(p: &FlashlmParams) -> Result<Vec<(u16, f32)>, (c_int, String)> {
     let n = p.logit_bias_len;
     if n == 0 {
         return Ok(Vec::new());
@@ -301,9 +301,10 @@ unsafe fn bias_arg(p: &FlashlmParams, vocab: usize) -> Result<Vec<(u16, f32)>, (
     };
     ids.iter()
         .zip(values)
-        .map(|(&t, &b)| match u16::try_from(t) {
-            Ok(id) if (id as usize) < vocab => Ok((id, b)),
-            _ => Err(arg(format!("logit_bias: token {t} is not in the vocabulary (ids 0..{vocab})"))),
+        .map(|(&t, &b)| {
+            u16::try_from(t)
+                .map(|id| (id, b))
+                .map_err(|_| arg(format!("logit_bias: token {t} is not in the vocabulary")))
         })
         .collect()
 }
@@ -331,7 +332,7 @@ pub unsafe extern "C" fn flashlm_generate(
         // SAFETY: NULL or a valid pointer.
         let p = if params.is_null() { flashlm_default_params() } else { unsafe { *params } };
         // SAFETY: the caller's contract: logit_bias_len entries at each pointer.
-        let logit_bias = unsafe { bias_arg(&p, m.config.vocab_size)? };
+        let logit_bias = unsafe { bias_arg(&p)? };
         let gp = GenerateParams {
             max_tokens: p.max_tokens as usize,
             sampler: Sampler {

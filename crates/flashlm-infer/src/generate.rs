@@ -10,11 +10,10 @@
 //! the prompt and the parameters: not on the chunk sizes, nor on which other streams share a
 //! step (every path is bit for bit [`Model::forward`]).
 
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
 use flashlm_tokenizer::{EOS_ID, UNK_ID, Utf8Stream};
-
-use std::collections::{BTreeMap, VecDeque};
 
 use crate::model::{Model, RunState, StepBuffers};
 use crate::sample::{Penalties, Rng, Sampler, TokenLogprob, apply_bias, token_logprob};
@@ -331,8 +330,8 @@ impl Generation {
             let mut distinct: Vec<u16> = self.recent.iter().copied().collect();
             distinct.sort_unstable();
             distinct.dedup();
-            let counts: Vec<(u16, u32)> = self.counts.iter().map(|(&t, &c)| (t, c)).collect();
-            p.penalties.apply(&mut self.adjusted, &counts, &distinct);
+            let counts = self.counts.iter().map(|(&t, &c)| (t, c));
+            p.penalties.apply(&mut self.adjusted, counts, &distinct);
             apply_bias(&mut self.adjusted, &p.logit_bias);
             p.sampler.sample(&self.adjusted, &mut self.rng) as u16
         } else {

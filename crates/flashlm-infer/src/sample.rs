@@ -179,7 +179,7 @@ impl Penalties {
 
     /// Apply to `logits`: `counts` are the generated tokens' counts (token, count > 0, each
     /// token once), `recent` the distinct tokens of the repetition window.
-    pub fn apply(&self, logits: &mut [f32], counts: &[(u16, u32)], recent: &[u16]) {
+    pub fn apply(&self, logits: &mut [f32], counts: impl IntoIterator<Item = (u16, u32)>, recent: &[u16]) {
         if self.repetition != 1.0 {
             for &t in recent {
                 if let Some(l) = logits.get_mut(t as usize) {
@@ -188,7 +188,7 @@ impl Penalties {
             }
         }
         if self.presence != 0.0 || self.frequency != 0.0 {
-            for &(t, c) in counts {
+            for (t, c) in counts {
                 if let Some(l) = logits.get_mut(t as usize) {
                     *l -= self.frequency * c as f32 + self.presence;
                 }
@@ -376,7 +376,7 @@ mod tests {
             recent.sort_unstable();
             recent.dedup();
             let mut got = logits.clone();
-            p.apply(&mut got, &counts, &recent);
+            p.apply(&mut got, counts.iter().copied(), &recent);
             assert_eq!(got, want, "{p:?}");
             assert!(p.active());
         }
